@@ -1,0 +1,59 @@
+# The one entry point for every language: `make` builds, `make test` runs
+# every test, installing what it needs first.
+
+CARGO      ?= cargo
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+TARGET     := $(CURDIR)/target/release
+# A pkg-config file for using the library straight from this tree.
+DEV_PC_DIR := $(CURDIR)/target/pkgconfig
+
+export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
+
+.PHONY: all build lib header deps test test-rust test-c lint install clean
+
+all: build
+
+build: lib $(DEV_PC_DIR)/handoff.pc
+
+lib:
+	$(CARGO) build --release --lib
+	ln -sf libhandoff.so $(TARGET)/libhandoff.so.0
+
+# Refresh the checked-in header from the Rust sources.
+header:
+	HANDOFF_WRITE_HEADER=1 $(CARGO) build --release --lib
+
+$(DEV_PC_DIR)/handoff.pc: Cargo.toml Makefile
+	mkdir -p $(DEV_PC_DIR)
+	scripts/write-pc.sh $(CURDIR) $(TARGET) $(CURDIR)/include $(VERSION) in-tree > $@
+
+deps:
+	scripts/install-deps.sh
+
+test: deps build test-rust test-c
+
+test-rust:
+	$(CARGO) test --release
+
+test-c: build
+	$(MAKE) -C tests/c test
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+install: build
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 0755 $(TARGET)/libhandoff.so $(DESTDIR)$(LIBDIR)/libhandoff.so.$(VERSION)
+	ln -sf libhandoff.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libhandoff.so.0
+	ln -sf libhandoff.so.0 $(DESTDIR)$(LIBDIR)/libhandoff.so
+	install -m 0644 $(TARGET)/libhandoff.a $(DESTDIR)$(LIBDIR)/libhandoff.a
+	install -m 0644 include/handoff.h $(DESTDIR)$(INCLUDEDIR)/handoff.h
+	scripts/write-pc.sh $(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(VERSION) > $(DESTDIR)$(LIBDIR)/pkgconfig/handoff.pc
+
+clean:
+	$(CARGO) clean
+	$(MAKE) -C tests/c clean

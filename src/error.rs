@@ -1,0 +1,73 @@
+//! The crate's error type. Each variant maps to one stable C status
+//! (see `ffi::status`), so a new failure mode gets a new variant.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::frame::MAX_FRAME_BYTES;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("incomplete frame: {needed} bytes needed in all, {available} available")]
+    Incomplete { needed: usize, available: usize },
+
+    #[error("malformed frame: length {0} is below the 2-byte minimum")]
+    FrameMalformed(u32),
+
+    #[error("frame too large: length {0} exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    FrameTooLarge(u64),
+
+    #[error("unknown message index {0} (protocol v1 knows 0..=13)")]
+    UnknownMessage(u64),
+
+    #[error("cannot decode message: {0}")]
+    Decode(String),
+
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+
+    #[error("buffer too small: {needed} bytes needed, {capacity} available")]
+    BufferTooSmall { needed: usize, capacity: usize },
+
+    #[error(
+        "protocol version mismatch: ours {our_min}..={our_max}, theirs {their_min}..={their_max}"
+    )]
+    VersionMismatch {
+        our_min: u16,
+        our_max: u16,
+        their_min: u16,
+        their_max: u16,
+    },
+
+    #[error("journal {path} is corrupt: {reason}")]
+    JournalCorrupt { path: PathBuf, reason: String },
+
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("peer closed the connection{}", if *.mid_frame { " in the middle of a frame" } else { "" })]
+    PeerClosed { mid_frame: bool },
+
+    #[error("timed out waiting for a frame")]
+    Timeout,
+
+    #[error("i/o error: {0}")]
+    Stream(#[source] io::Error),
+}
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

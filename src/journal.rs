@@ -1,0 +1,204 @@
+//! The supervisor's crash-recovery journal (DESIGN §5): one postcard record,
+//! replaced atomically after each acknowledged protocol step.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::protocol::HandoffId;
+
+/// The last acknowledged step of a handoff, in wire order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Hello/HelloAck exchanged with both peers.
+    Negotiating,
+    /// O answered Drained.
+    Draining,
+    /// O answered SealComplete and released the lock.
+    Sealing,
+    /// Begin sent to N; waiting for Ready.
+    AwaitingReady,
+    /// Commit sent to O.
+    Committed,
+    /// ResumeAfterAbort sent to O.
+    ResumingAfterAbort,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Negotiating,
+        Phase::Draining,
+        Phase::Sealing,
+        Phase::AwaitingReady,
+        Phase::Committed,
+        Phase::ResumingAfterAbort,
+    ];
+
+    pub fn from_index(index: u32) -> Option<Phase> {
+        Self::ALL.get(index as usize).copied()
+    }
+
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Negotiating => "negotiating",
+            Phase::Draining => "draining",
+            Phase::Sealing => "sealing",
+            Phase::AwaitingReady => "awaiting-ready",
+            Phase::Committed => "committed",
+            Phase::ResumingAfterAbort => "resuming-after-abort",
+        }
+    }
+}
+
+/// The journal record. Field order is the on-disk format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub handoff_id: HandoffId,
+    pub phase: Phase,
+    /// The incumbent's real pid (not one it announced).
+    pub incumbent_pid: u32,
+    pub successor_pid: Option<u32>,
+    pub started_at_unix_ms: u64,
+}
+
+impl Journal {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("a journal always encodes")
+    }
+
+    /// Decode a journal, refusing truncated records and trailing bytes.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Journal, String> {
+        let (journal, rest) = postcard::take_from_bytes::<Journal>(bytes).map_err(|e| e.to_string())?;
+        if !rest.is_empty() {
+            return Err(format!("{} trailing bytes after the record", rest.len()));
+        }
+        Ok(journal)
+    }
+
+    /// Replace the journal at `path` durably: write `<path>.tmp`, fsync it,
+    /// rename it over `path`, fsync the directory (created if missing). On
+    /// failure the previous journal is left as it was.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let dir = parent_dir(path);
+        fs::create_dir_all(dir).map_err(|e| Error::io("cannot create journal directory", dir, e))?;
+        let tmp = tmp_path(path);
+        let written = write_synced(&tmp, &self.to_bytes())
+            .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename journal into", path, e)));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        sync_dir(dir)
+    }
+
+    /// Read the journal at `path`; `Ok(None)` when there is none.
+    pub fn read(path: &Path) -> Result<Option<Journal>> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("cannot read journal", path, e)),
+        };
+        Journal::from_bytes(&bytes).map(Some).map_err(|reason| Error::JournalCorrupt {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Remove the journal; removing a missing one succeeds.
+    pub fn delete(path: &Path) -> Result<()> {
+        match fs::remove_file(path) {
+            Ok(()) => sync_dir(parent_dir(path)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("cannot delete journal", path, e)),
+        }
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| Error::io("cannot create", path, e))?;
+    file.write_all(bytes).map_err(|e| Error::io("cannot write", path, e))?;
+    file.sync_all().map_err(|e| Error::io("cannot fsync", path, e))
+}
+
+/// fsync a directory so a rename or unlink in it survives a power cut.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("cannot fsync directory", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(phase: Phase) -> Journal {
+        Journal {
+            handoff_id: HandoffId::random(),
+            phase,
+            incumbent_pid: 42,
+            successor_pid: Some(43),
+            started_at_unix_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn write_then_read_gives_back_the_record_and_leaves_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/state.bin");
+        let journal = sample(Phase::Sealing);
+        journal.write(&path).unwrap();
+        assert_eq!(Journal::read(&path).unwrap(), Some(journal));
+        assert!(!tmp_path(&path).exists());
+    }
+
+    #[test]
+    fn missing_is_none_and_delete_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.bin");
+        assert_eq!(Journal::read(&path).unwrap(), None);
+        Journal::delete(&path).unwrap();
+        sample(Phase::Committed).write(&path).unwrap();
+        Journal::delete(&path).unwrap();
+        Journal::delete(&path).unwrap();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_truncated_or_padded_journal_is_corrupt_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.bin");
+        let bytes = sample(Phase::Draining).to_bytes();
+        for bad in [&bytes[..bytes.len() - 1], &[bytes.as_slice(), &[0]].concat()[..], &[][..]] {
+            fs::write(&path, bad).unwrap();
+            let err = Journal::read(&path).unwrap_err();
+            assert!(matches!(err, Error::JournalCorrupt { .. }));
+            assert!(err.to_string().contains("state.bin"), "{err}");
+        }
+    }
+}

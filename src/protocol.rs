@@ -1,0 +1,346 @@
+//! Protocol v1 messages (DESIGN §2).
+//!
+//! postcard encodes an enum variant as its index, so the order of
+//! [`Message`]'s variants and of each variant's fields *is* the wire format.
+//! Never reorder them; a new message or field means a new protocol version.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Lowest protocol version this build speaks.
+pub const PROTO_MIN: u16 = 1;
+/// Highest protocol version this build speaks.
+pub const PROTO_MAX: u16 = 1;
+
+/// Which side of a handoff a peer announces in `Hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Side {
+    Incumbent,
+    Successor,
+}
+
+impl Side {
+    pub fn from_index(index: u32) -> Option<Side> {
+        match index {
+            0 => Some(Side::Incumbent),
+            1 => Some(Side::Successor),
+            _ => None,
+        }
+    }
+
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+/// The id the supervisor gives a handoff in `HelloAck`: a random (v4) uuid,
+/// on the wire as a 16-byte postcard byte string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct HandoffId(pub Uuid);
+
+impl HandoffId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        HandoffId(Uuid::new_v4())
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        HandoffId(Uuid::from_bytes(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Display for HandoffId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Reserved for future feature negotiation; always zero in v1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub reserved: u64,
+}
+
+/// One protocol-v1 message. The comment on each variant names its direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// O → S, N → S: identity and supported version range.
+    Hello {
+        role: Side,
+        pid: u32,
+        build_id: Vec<u8>,
+        proto_min: u16,
+        proto_max: u16,
+        capabilities: Capabilities,
+    },
+    /// S → O, S → N: the chosen version and the handoff id.
+    HelloAck {
+        proto_version_chosen: u16,
+        handoff_id: HandoffId,
+    },
+    /// S → O: start draining; `deadline_ms` is the time left for the handoff.
+    PrepareHandoff {
+        handoff_id: HandoffId,
+        successor_pid: u32,
+        deadline_ms: u64,
+        drain_grace_ms: u64,
+    },
+    /// O → S: drained; in-flight work finished or handed back.
+    Drained {
+        open_conns_remaining: u32,
+        accept_closed: bool,
+    },
+    /// S → O: seal the state and release the lock.
+    SealRequest { handoff_id: HandoffId },
+    /// O → S (optional): progress of a long seal.
+    SealProgress {
+        shards_sealed: u32,
+        shards_total: u32,
+        last_revision: u64,
+    },
+    /// O → S: sealed, lock released.
+    SealComplete {
+        handoff_id: HandoffId,
+        last_revision_per_shard: Vec<u64>,
+        data_dir_fingerprint: [u8; 32],
+    },
+    /// O → S: sealing failed; O still holds the lock and resumed.
+    SealFailed {
+        handoff_id: HandoffId,
+        error: String,
+        partial_state: String,
+    },
+    /// S → N: take the lock and start serving.
+    Begin { handoff_id: HandoffId },
+    /// N → S: serving; from here on N is authoritative.
+    Ready {
+        handoff_id: HandoffId,
+        listening_on: Vec<String>,
+        healthz_ok: bool,
+        advertised_revision_per_shard: Vec<u64>,
+    },
+    /// S → O: exit after finishing the remaining reads.
+    Commit { handoff_id: HandoffId },
+    /// S → O or N: roll back.
+    Abort { handoff_id: HandoffId, reason: String },
+    /// S → O: re-acquire the lock and resume after a post-seal abort.
+    ResumeAfterAbort { handoff_id: HandoffId },
+    /// Any direction: liveness; O echoes one it receives.
+    Heartbeat { ts_ms: u64 },
+}
+
+/// The wire index of each message, as C and the bindings see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum MessageKind {
+    Hello = 0,
+    HelloAck = 1,
+    PrepareHandoff = 2,
+    Drained = 3,
+    SealRequest = 4,
+    SealProgress = 5,
+    SealComplete = 6,
+    SealFailed = 7,
+    Begin = 8,
+    Ready = 9,
+    Commit = 10,
+    Abort = 11,
+    ResumeAfterAbort = 12,
+    Heartbeat = 13,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 14] = [
+        MessageKind::Hello,
+        MessageKind::HelloAck,
+        MessageKind::PrepareHandoff,
+        MessageKind::Drained,
+        MessageKind::SealRequest,
+        MessageKind::SealProgress,
+        MessageKind::SealComplete,
+        MessageKind::SealFailed,
+        MessageKind::Begin,
+        MessageKind::Ready,
+        MessageKind::Commit,
+        MessageKind::Abort,
+        MessageKind::ResumeAfterAbort,
+        MessageKind::Heartbeat,
+    ];
+
+    pub fn from_index(index: u32) -> Option<MessageKind> {
+        Self::ALL.get(index as usize).copied()
+    }
+
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageKind::Hello => "Hello",
+            MessageKind::HelloAck => "HelloAck",
+            MessageKind::PrepareHandoff => "PrepareHandoff",
+            MessageKind::Drained => "Drained",
+            MessageKind::SealRequest => "SealRequest",
+            MessageKind::SealProgress => "SealProgress",
+            MessageKind::SealComplete => "SealComplete",
+            MessageKind::SealFailed => "SealFailed",
+            MessageKind::Begin => "Begin",
+            MessageKind::Ready => "Ready",
+            MessageKind::Commit => "Commit",
+            MessageKind::Abort => "Abort",
+            MessageKind::ResumeAfterAbort => "ResumeAfterAbort",
+            MessageKind::Heartbeat => "Heartbeat",
+        }
+    }
+
+    /// The message of this kind with every field zero or empty, except that
+    /// a `Hello` announces this build's version range.
+    pub fn default_message(self) -> Message {
+        let id = HandoffId::default();
+        match self {
+            MessageKind::Hello => Message::Hello {
+                role: Side::Incumbent,
+                pid: 0,
+                build_id: Vec::new(),
+                proto_min: PROTO_MIN,
+                proto_max: PROTO_MAX,
+                capabilities: Capabilities::default(),
+            },
+            MessageKind::HelloAck => Message::HelloAck {
+                proto_version_chosen: PROTO_MAX,
+                handoff_id: id,
+            },
+            MessageKind::PrepareHandoff => Message::PrepareHandoff {
+                handoff_id: id,
+                successor_pid: 0,
+                deadline_ms: 0,
+                drain_grace_ms: 0,
+            },
+            MessageKind::Drained => Message::Drained {
+                open_conns_remaining: 0,
+                accept_closed: false,
+            },
+            MessageKind::SealRequest => Message::SealRequest { handoff_id: id },
+            MessageKind::SealProgress => Message::SealProgress {
+                shards_sealed: 0,
+                shards_total: 0,
+                last_revision: 0,
+            },
+            MessageKind::SealComplete => Message::SealComplete {
+                handoff_id: id,
+                last_revision_per_shard: Vec::new(),
+                data_dir_fingerprint: [0; 32],
+            },
+            MessageKind::SealFailed => Message::SealFailed {
+                handoff_id: id,
+                error: String::new(),
+                partial_state: String::new(),
+            },
+            MessageKind::Begin => Message::Begin { handoff_id: id },
+            MessageKind::Ready => Message::Ready {
+                handoff_id: id,
+                listening_on: Vec::new(),
+                healthz_ok: false,
+                advertised_revision_per_shard: Vec::new(),
+            },
+            MessageKind::Commit => Message::Commit { handoff_id: id },
+            MessageKind::Abort => Message::Abort {
+                handoff_id: id,
+                reason: String::new(),
+            },
+            MessageKind::ResumeAfterAbort => Message::ResumeAfterAbort { handoff_id: id },
+            MessageKind::Heartbeat => Message::Heartbeat { ts_ms: 0 },
+        }
+    }
+}
+
+impl Message {
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::Hello { .. } => MessageKind::Hello,
+            Message::HelloAck { .. } => MessageKind::HelloAck,
+            Message::PrepareHandoff { .. } => MessageKind::PrepareHandoff,
+            Message::Drained { .. } => MessageKind::Drained,
+            Message::SealRequest { .. } => MessageKind::SealRequest,
+            Message::SealProgress { .. } => MessageKind::SealProgress,
+            Message::SealComplete { .. } => MessageKind::SealComplete,
+            Message::SealFailed { .. } => MessageKind::SealFailed,
+            Message::Begin { .. } => MessageKind::Begin,
+            Message::Ready { .. } => MessageKind::Ready,
+            Message::Commit { .. } => MessageKind::Commit,
+            Message::Abort { .. } => MessageKind::Abort,
+            Message::ResumeAfterAbort { .. } => MessageKind::ResumeAfterAbort,
+            Message::Heartbeat { .. } => MessageKind::Heartbeat,
+        }
+    }
+
+    /// The handoff id the message carries, if its kind has one.
+    pub fn handoff_id(&self) -> Option<HandoffId> {
+        match self {
+            Message::HelloAck { handoff_id, .. }
+            | Message::PrepareHandoff { handoff_id, .. }
+            | Message::SealRequest { handoff_id }
+            | Message::SealComplete { handoff_id, .. }
+            | Message::SealFailed { handoff_id, .. }
+            | Message::Begin { handoff_id }
+            | Message::Ready { handoff_id, .. }
+            | Message::Commit { handoff_id }
+            | Message::Abort { handoff_id, .. }
+            | Message::ResumeAfterAbort { handoff_id } => Some(*handoff_id),
+            Message::Hello { .. }
+            | Message::Drained { .. }
+            | Message::SealProgress { .. }
+            | Message::Heartbeat { .. } => None,
+        }
+    }
+}
+
+/// The highest version in both `min..=max` ranges, or a mismatch error.
+pub fn negotiate_version(our: (u16, u16), theirs: (u16, u16)) -> Result<u16> {
+    let low = our.0.max(theirs.0);
+    let high = our.1.min(theirs.1);
+    if low > high {
+        return Err(Error::VersionMismatch {
+            our_min: our.0,
+            our_max: our.1,
+            their_min: theirs.0,
+            their_max: theirs.1,
+        });
+    }
+    Ok(high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_picks_the_highest_common_version() {
+        assert_eq!(negotiate_version((1, 3), (2, 5)).unwrap(), 3);
+        assert_eq!(negotiate_version((1, 1), (1, 1)).unwrap(), 1);
+        assert_eq!(negotiate_version((2, 9), (1, 4)).unwrap(), 4);
+    }
+
+    #[test]
+    fn disjoint_ranges_are_a_version_mismatch() {
+        let err = negotiate_version((1, 1), (2, 3)).unwrap_err();
+        assert!(matches!(err, Error::VersionMismatch { their_min: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn kind_indices_follow_the_wire_order() {
+        for (index, kind) in MessageKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index() as usize, index);
+            assert_eq!(kind.default_message().kind(), *kind);
+            let bytes = postcard::to_allocvec(&kind.default_message()).unwrap();
+            assert_eq!(bytes[0] as usize, index, "{}", kind.name());
+        }
+    }
+}
