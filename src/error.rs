@@ -60,6 +60,36 @@ pub enum Error {
 
     #[error("i/o error: {0}")]
     Stream(#[source] io::Error),
+
+    #[error("data-dir lock {} is held{}", .dir.display(), match .holder { Some(pid) => format!(" by pid {pid}"), None => String::new() })]
+    LockHeld { dir: PathBuf, holder: Option<u32> },
+
+    #[error("listener: {0}")]
+    Listener(String),
+
+    #[error("environment: {0}")]
+    Environment(String),
+
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+
+    #[error("a handoff is already in progress")]
+    HandoffInProgress,
+
+    #[error("handoff aborted: {0}")]
+    Aborted(String),
+
+    #[error("peer uid {uid} is not permitted on the control socket")]
+    PeerNotPermitted { uid: u32 },
+
+    #[error("peer identity: {0}")]
+    PeerIdentity(String),
+
+    #[error("service hook {hook} failed: {reason}")]
+    Hook { hook: &'static str, reason: String },
+
+    #[error("wrong state: {0}")]
+    WrongState(String),
 }
 
 impl Error {

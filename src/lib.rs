@@ -13,7 +13,10 @@ pub mod error;
 pub mod ffi;
 pub mod frame;
 pub mod journal;
+pub mod listeners;
+pub mod lock;
 pub mod protocol;
+pub mod sys;
 
 pub use error::{Error, Result};
 pub use frame::{decode_frame, encode_frame, encode_frame_into, Frame, FrameReader, MAX_FRAME_BYTES};

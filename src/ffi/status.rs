@@ -50,12 +50,32 @@ pub enum handoff_status {
     HANDOFF_ERR_PEER_CLOSED = 18,
     /// A wait ran past its deadline.
     HANDOFF_ERR_TIMEOUT = 19,
+    /// The data-dir lock is held by another live process.
+    HANDOFF_ERR_LOCK_HELD = 20,
+    /// An inherited listener is missing, of another family, or not listening.
+    HANDOFF_ERR_LISTENER = 21,
+    /// A successor variable (HANDOFF_SOCK_FD, LISTEN_FDS, ...) is malformed.
+    HANDOFF_ERR_ENVIRONMENT = 22,
+    /// The peer broke the protocol (wrong message, wrong id, wrong direction).
+    HANDOFF_ERR_PROTOCOL = 23,
+    /// A handoff is already running; this one was refused.
+    HANDOFF_ERR_HANDOFF_IN_PROGRESS = 24,
+    /// The handoff was aborted and rolled back.
+    HANDOFF_ERR_ABORTED = 25,
+    /// A peer of another uid tried to use a control socket.
+    HANDOFF_ERR_PERMISSION_DENIED = 26,
+    /// The peer is not the process it claims to be (SO_PEERCRED).
+    HANDOFF_ERR_PEER_IDENTITY = 27,
+    /// A service callback (drain, seal, resume) reported failure.
+    HANDOFF_ERR_HOOK_FAILED = 28,
+    /// The object is closed or used out of order.
+    HANDOFF_ERR_WRONG_STATE = 29,
 }
 
 use handoff_status::*;
 
 /// Every status, for tables and tests.
-pub(crate) const ALL_STATUSES: [handoff_status; 20] = [
+pub(crate) const ALL_STATUSES: [handoff_status; 30] = [
     HANDOFF_OK,
     HANDOFF_ERR_INVALID_ARGUMENT,
     HANDOFF_ERR_NULL_POINTER,
@@ -76,6 +96,16 @@ pub(crate) const ALL_STATUSES: [handoff_status; 20] = [
     HANDOFF_ERR_JOURNAL_CORRUPT,
     HANDOFF_ERR_PEER_CLOSED,
     HANDOFF_ERR_TIMEOUT,
+    HANDOFF_ERR_LOCK_HELD,
+    HANDOFF_ERR_LISTENER,
+    HANDOFF_ERR_ENVIRONMENT,
+    HANDOFF_ERR_PROTOCOL,
+    HANDOFF_ERR_HANDOFF_IN_PROGRESS,
+    HANDOFF_ERR_ABORTED,
+    HANDOFF_ERR_PERMISSION_DENIED,
+    HANDOFF_ERR_PEER_IDENTITY,
+    HANDOFF_ERR_HOOK_FAILED,
+    HANDOFF_ERR_WRONG_STATE,
 ];
 
 pub(crate) fn status_of(error: &Error) -> handoff_status {
@@ -92,6 +122,16 @@ pub(crate) fn status_of(error: &Error) -> handoff_status {
         Error::Io { .. } | Error::Stream(_) => HANDOFF_ERR_IO,
         Error::PeerClosed { .. } => HANDOFF_ERR_PEER_CLOSED,
         Error::Timeout => HANDOFF_ERR_TIMEOUT,
+        Error::LockHeld { .. } => HANDOFF_ERR_LOCK_HELD,
+        Error::Listener(_) => HANDOFF_ERR_LISTENER,
+        Error::Environment(_) => HANDOFF_ERR_ENVIRONMENT,
+        Error::Protocol(_) => HANDOFF_ERR_PROTOCOL,
+        Error::HandoffInProgress => HANDOFF_ERR_HANDOFF_IN_PROGRESS,
+        Error::Aborted(_) => HANDOFF_ERR_ABORTED,
+        Error::PeerNotPermitted { .. } => HANDOFF_ERR_PERMISSION_DENIED,
+        Error::PeerIdentity(_) => HANDOFF_ERR_PEER_IDENTITY,
+        Error::Hook { .. } => HANDOFF_ERR_HOOK_FAILED,
+        Error::WrongState(_) => HANDOFF_ERR_WRONG_STATE,
     }
 }
 
@@ -117,6 +157,16 @@ fn name(status: handoff_status) -> &'static str {
         HANDOFF_ERR_JOURNAL_CORRUPT => "HANDOFF_ERR_JOURNAL_CORRUPT\0",
         HANDOFF_ERR_PEER_CLOSED => "HANDOFF_ERR_PEER_CLOSED\0",
         HANDOFF_ERR_TIMEOUT => "HANDOFF_ERR_TIMEOUT\0",
+        HANDOFF_ERR_LOCK_HELD => "HANDOFF_ERR_LOCK_HELD\0",
+        HANDOFF_ERR_LISTENER => "HANDOFF_ERR_LISTENER\0",
+        HANDOFF_ERR_ENVIRONMENT => "HANDOFF_ERR_ENVIRONMENT\0",
+        HANDOFF_ERR_PROTOCOL => "HANDOFF_ERR_PROTOCOL\0",
+        HANDOFF_ERR_HANDOFF_IN_PROGRESS => "HANDOFF_ERR_HANDOFF_IN_PROGRESS\0",
+        HANDOFF_ERR_ABORTED => "HANDOFF_ERR_ABORTED\0",
+        HANDOFF_ERR_PERMISSION_DENIED => "HANDOFF_ERR_PERMISSION_DENIED\0",
+        HANDOFF_ERR_PEER_IDENTITY => "HANDOFF_ERR_PEER_IDENTITY\0",
+        HANDOFF_ERR_HOOK_FAILED => "HANDOFF_ERR_HOOK_FAILED\0",
+        HANDOFF_ERR_WRONG_STATE => "HANDOFF_ERR_WRONG_STATE\0",
     }
 }
 
