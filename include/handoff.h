@@ -180,6 +180,12 @@
  */
 #define HANDOFF_FIELD_TS_MS 25
 
+#define HANDOFF_SERVE_COMMITTED 1
+
+#define HANDOFF_SERVE_SUPERSEDED 2
+
+#define HANDOFF_SERVE_STOPPED 3
+
 #define HANDOFF_PHASE_NEGOTIATING 0
 
 #define HANDOFF_PHASE_DRAINING 1
@@ -191,6 +197,29 @@
 #define HANDOFF_PHASE_COMMITTED 4
 
 #define HANDOFF_PHASE_RESUMING_AFTER_ABORT 5
+
+/**
+ * `handoff_inherited_take_listener`: a listening TCP socket (IPv4 or IPv6).
+ */
+#define HANDOFF_LISTENER_TCP 0
+
+/**
+ * `handoff_inherited_take_listener`: a UDP socket (IPv4 or IPv6).
+ */
+#define HANDOFF_LISTENER_UDP 1
+
+/**
+ * `handoff_inherited_take_listener`: a listening Unix stream socket.
+ */
+#define HANDOFF_LISTENER_UNIX 2
+
+#define HANDOFF_LOG_ERROR 1
+
+#define HANDOFF_LOG_WARN 2
+
+#define HANDOFF_LOG_INFO 3
+
+#define HANDOFF_LOG_DEBUG 4
 
 /**
  * The result of every fallible function. `HANDOFF_OK` is 0; each failure
@@ -280,6 +309,46 @@ enum handoff_status
    * A wait ran past its deadline.
    */
   HANDOFF_ERR_TIMEOUT = 19,
+  /**
+   * The data-dir lock is held by another live process.
+   */
+  HANDOFF_ERR_LOCK_HELD = 20,
+  /**
+   * An inherited listener is missing, of another family, or not listening.
+   */
+  HANDOFF_ERR_LISTENER = 21,
+  /**
+   * A successor variable (HANDOFF_SOCK_FD, LISTEN_FDS, ...) is malformed.
+   */
+  HANDOFF_ERR_ENVIRONMENT = 22,
+  /**
+   * The peer broke the protocol (wrong message, wrong id, wrong direction).
+   */
+  HANDOFF_ERR_PROTOCOL = 23,
+  /**
+   * A handoff is already running; this one was refused.
+   */
+  HANDOFF_ERR_HANDOFF_IN_PROGRESS = 24,
+  /**
+   * The handoff was aborted and rolled back.
+   */
+  HANDOFF_ERR_ABORTED = 25,
+  /**
+   * A peer of another uid tried to use a control socket.
+   */
+  HANDOFF_ERR_PERMISSION_DENIED = 26,
+  /**
+   * The peer is not the process it claims to be (SO_PEERCRED).
+   */
+  HANDOFF_ERR_PEER_IDENTITY = 27,
+  /**
+   * A service callback (drain, seal, resume) reported failure.
+   */
+  HANDOFF_ERR_HOOK_FAILED = 28,
+  /**
+   * The object is closed or used out of order.
+   */
+  HANDOFF_ERR_WRONG_STATE = 29,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -303,12 +372,87 @@ typedef struct handoff_error handoff_error;
 typedef struct handoff_frame_reader handoff_frame_reader;
 
 /**
+ * A hook's view of the handoff, valid only during the callback that
+ * received it; the callback fills in its report through it.
+ */
+typedef struct handoff_hook_context handoff_hook_context;
+
+/**
+ * A process serving its control socket as the incumbent. Created by
+ * `handoff_incumbent_bind` or `handoff_successor_announce_ready`, freed by
+ * `handoff_incumbent_free`. The functions may be called from any thread,
+ * one at a time.
+ */
+typedef struct handoff_incumbent handoff_incumbent;
+
+/**
+ * What this process inherited: its role and its listeners (and, in a
+ * successor, the supervisor's control socket, used by the library's
+ * successor functions). Created by `handoff_inherited_detect`, owned by the
+ * caller, freed with `handoff_inherited_free`, which closes every listener
+ * not taken. Not synchronised: use it from one thread at a time.
+ */
+typedef struct handoff_inherited handoff_inherited;
+
+/**
+ * A held data-dir lock: `<data_dir>/.handoff.lock` under an exclusive
+ * flock, the holder's pid in `<data_dir>/.handoff.pidfile`. Created by
+ * `handoff_lock_acquire` or `handoff_lock_acquire_with_retry`, owned by the
+ * caller, and given back with `handoff_lock_release` (which reports errors)
+ * or `handoff_lock_free`. `handoff_lock_generation` may be called from any
+ * thread; release or free it when no other thread uses it. A process that
+ * exits or dies loses the lock (the kernel drops the flock).
+ */
+typedef struct handoff_lock handoff_lock;
+
+/**
  * One protocol message and the protocol version of its frame. Created by
  * `handoff_message_new` or `handoff_message_decode`, owned by the caller,
  * freed with `handoff_message_free`. Not synchronised: use one message from
  * one thread at a time (reading it from several at once is fine).
  */
 typedef struct handoff_message handoff_message;
+
+/**
+ * The result of a handoff. Owned by the caller (`handoff_outcome_free`);
+ * immutable, so readable from any thread.
+ */
+typedef struct handoff_outcome handoff_outcome;
+
+/**
+ * What to run for a generation and its budgets. Owned by the caller
+ * (`handoff_spawn_spec_free`); not synchronised.
+ */
+typedef struct handoff_spawn_spec handoff_spawn_spec;
+
+/**
+ * A supervisor. Created by `handoff_supervisor_new`, freed by
+ * `handoff_supervisor_free`. Configure it from one thread; once
+ * configured, `handoff_supervisor_perform_handoff` may be called from any
+ * thread, and a second call while one runs answers
+ * `HANDOFF_ERR_HANDOFF_IN_PROGRESS` at once.
+ */
+typedef struct handoff_supervisor handoff_supervisor;
+
+/**
+ * A service callback: return `HANDOFF_OK` on success, anything else for a
+ * failure (give the reason with `handoff_hook_fail`). `ctx` is NULL for
+ * `resume_after_abort`.
+ */
+typedef int32_t (*handoff_hook_fn)(void *userdata, struct handoff_hook_context *ctx);
+
+/**
+ * The service's side of a handoff. `drain`, `seal` and
+ * `resume_after_abort` are required and are called one at a time on the
+ * incumbent's serve thread; `destroy` (optional) is called once with
+ * `userdata` when the library no longer needs it.
+ */
+typedef struct handoff_service_callbacks {
+  handoff_hook_fn drain;
+  handoff_hook_fn seal;
+  handoff_hook_fn resume_after_abort;
+  void (*destroy)(void *userdata);
+} handoff_service_callbacks;
 
 /**
  * The supervisor's crash-recovery record. A plain value the caller owns.
@@ -330,6 +474,43 @@ typedef struct handoff_journal {
   uint32_t successor_pid;
   uint64_t started_at_unix_ms;
 } handoff_journal;
+
+/**
+ * Receives one event: `level` is `HANDOFF_LOG_*`, `message` a
+ * NUL-terminated UTF-8 line valid only during the call.
+ */
+typedef void (*handoff_log_fn)(void *userdata, uint32_t level, const char *message);
+
+/**
+ * Per-phase durations of a handoff, in microseconds.
+ */
+typedef struct handoff_phase_timings {
+  /**
+   * Connect to the incumbent and exchange Hello.
+   */
+  uint64_t hello_us;
+  /**
+   * Spawn the successor and exchange its Hello.
+   */
+  uint64_t spawn_us;
+  /**
+   * PrepareHandoff to Drained.
+   */
+  uint64_t drain_us;
+  /**
+   * SealRequest to SealComplete.
+   */
+  uint64_t seal_us;
+  /**
+   * Begin to Ready.
+   */
+  uint64_t ready_us;
+  /**
+   * Commit and journal clear.
+   */
+  uint64_t commit_us;
+  uint64_t total_us;
+} handoff_phase_timings;
 
 #ifdef __cplusplus
 extern "C" {
@@ -357,6 +538,121 @@ handoff_status handoff_error_status(const struct handoff_error *err);
 void handoff_error_free(struct handoff_error *err);
 
 /**
+ * Milliseconds left before the hook's deadline (0 when past it).
+ */
+uint64_t handoff_hook_time_left_ms(const struct handoff_hook_context *ctx);
+
+/**
+ * From `drain`: what is left open and whether accepting stopped (defaults:
+ * 0 and true).
+ */
+handoff_status handoff_hook_set_drained(struct handoff_hook_context *ctx,
+                                        uint32_t open_conns_remaining,
+                                        bool accept_closed,
+                                        struct handoff_error **err);
+
+/**
+ * From `seal`: append the last revision of the next shard.
+ */
+handoff_status handoff_hook_push_revision(struct handoff_hook_context *ctx,
+                                          uint64_t revision,
+                                          struct handoff_error **err);
+
+/**
+ * From `seal`: the 32-byte fingerprint of the sealed data directory.
+ */
+handoff_status handoff_hook_set_fingerprint(struct handoff_hook_context *ctx,
+                                            const uint8_t *fingerprint,
+                                            size_t len,
+                                            struct handoff_error **err);
+
+/**
+ * From `seal`: report progress of a long seal to the supervisor.
+ */
+handoff_status handoff_hook_seal_progress(struct handoff_hook_context *ctx,
+                                          uint32_t shards_sealed,
+                                          uint32_t shards_total,
+                                          uint64_t last_revision,
+                                          struct handoff_error **err);
+
+/**
+ * Give the reason for the failure the callback is about to return (a
+ * NUL-terminated string, copied). The supervisor sees it in SealFailed.
+ */
+handoff_status handoff_hook_fail(struct handoff_hook_context *ctx,
+                                 const char *reason,
+                                 struct handoff_error **err);
+
+/**
+ * Cold start: bind the control socket at `control_path` (mode 0600,
+ * replacing a stale one) for the holder of `lock`. On success the lock
+ * moves into the incumbent (the `lock` handle is left empty; still free
+ * it); on failure the caller keeps it.
+ */
+handoff_status handoff_incumbent_bind(const char *control_path,
+                                      struct handoff_lock *lock,
+                                      struct handoff_incumbent **out,
+                                      struct handoff_error **err);
+
+/**
+ * The build id announced in Hello (copied). Before `handoff_incumbent_start`.
+ */
+handoff_status handoff_incumbent_set_build_id(struct handoff_incumbent *incumbent,
+                                              const uint8_t *build_id,
+                                              size_t len,
+                                              struct handoff_error **err);
+
+/**
+ * How long the supervisor may stay silent before the incumbent treats it
+ * as dead and rolls back (default 10000 ms; at least 1). Before
+ * `handoff_incumbent_start`.
+ */
+handoff_status handoff_incumbent_set_liveness_timeout(struct handoff_incumbent *incumbent,
+                                                      uint32_t timeout_ms,
+                                                      struct handoff_error **err);
+
+/**
+ * The lock generation of the current tenure: a fencing token to stamp
+ * writes with. Safe to call from any thread while serving; 0 for NULL.
+ */
+uint64_t handoff_incumbent_generation(const struct handoff_incumbent *incumbent);
+
+/**
+ * Start serving the control socket on a thread of the library's, calling
+ * `callbacks` with `userdata` (see `handoff_service_callbacks`). The
+ * callbacks struct is copied. On failure `destroy` is not called.
+ */
+handoff_status handoff_incumbent_start(struct handoff_incumbent *incumbent,
+                                       const struct handoff_service_callbacks *callbacks,
+                                       void *userdata,
+                                       struct handoff_error **err);
+
+/**
+ * Wait up to `timeout_ms` (-1: forever) for serving to end, and say how:
+ * `HANDOFF_SERVE_COMMITTED` (a successor took over: finish the remaining
+ * reads and exit 0), `HANDOFF_SERVE_SUPERSEDED` (another process holds the
+ * lock: exit without writing) or `HANDOFF_SERVE_STOPPED`. Still serving at
+ * the timeout: `HANDOFF_ERR_TIMEOUT`.
+ */
+handoff_status handoff_incumbent_wait(struct handoff_incumbent *incumbent,
+                                      int32_t timeout_ms,
+                                      uint32_t *outcome,
+                                      struct handoff_error **err);
+
+/**
+ * Stop serving (rolling back a handoff in progress) and wait for the serve
+ * thread to end.
+ */
+handoff_status handoff_incumbent_stop(struct handoff_incumbent *incumbent,
+                                      struct handoff_error **err);
+
+/**
+ * Stop serving if needed, close the control socket and free. NULL is a
+ * no-op.
+ */
+void handoff_incumbent_free(struct handoff_incumbent *incumbent);
+
+/**
  * Replace the journal at `path` durably (write `<path>.tmp`, fsync, rename,
  * fsync the directory, which is created if missing). On failure the
  * previous journal is intact. A phase out of range answers
@@ -382,8 +678,144 @@ handoff_status handoff_journal_read(const char *path,
 handoff_status handoff_journal_delete(const char *path, struct handoff_error **err);
 
 /**
- * A new message of `kind` (`HANDOFF_MSG_*`) with every field zero or empty
- * (a Hello announces versions 1..=1), for protocol version 1. Unknown kinds
+ * Detect this process's role and adopt what it inherited.
+ * Reads HANDOFF_ROLE, HANDOFF_SOCK_FD, LISTEN_FDS, LISTEN_FDNAMES and
+ * LISTEN_PID, removes them from the process environment (so children do
+ * not inherit them), and adopts listener i at fd 3+i (and, in a successor,
+ * the control socket at fd 3+n), marking each close-on-exec. Nothing else
+ * about the descriptors changes: their O_NONBLOCK flag is shared with the
+ * incumbent. LISTEN_PID naming another process means nothing is adopted
+ * (a cold start); a missing LISTEN_PID is accepted. Malformed variables
+ * answer `HANDOFF_ERR_ENVIRONMENT`; a listener that is not an open socket
+ * `HANDOFF_ERR_LISTENER`. A second call sees no variables: a cold start
+ * with no listeners. Changes the environment: call it early, before other
+ * threads read the environment. (Language runtimes that keep their own
+ * copy of the environment, such as Python's `os.environ` or Go's, must
+ * drop the variables from it too.)
+ */
+handoff_status handoff_inherited_detect(struct handoff_inherited **out, struct handoff_error **err);
+
+/**
+ * Whether this process was spawned as a successor (HANDOFF_ROLE=successor);
+ * false on a cold start and for NULL.
+ */
+bool handoff_inherited_is_successor(const struct handoff_inherited *inherited);
+
+/**
+ * How many listeners were inherited, taken ones included (listener i was
+ * at fd 3+i); 0 for NULL.
+ */
+size_t handoff_inherited_listener_count(const struct handoff_inherited *inherited);
+
+/**
+ * The name of listener `index` (from LISTEN_FDNAMES; `"unknown"` when it
+ * was not named), taken or not. `*name` is NUL-terminated and borrowed
+ * from `inherited`: valid until it is freed. An index past the end answers
+ * `HANDOFF_ERR_OUT_OF_RANGE`.
+ */
+handoff_status handoff_inherited_listener_name(const struct handoff_inherited *inherited,
+                                               size_t index,
+                                               const char **name,
+                                               struct handoff_error **err);
+
+/**
+ * Take the listener called `name` as a socket of `kind`
+ * (`HANDOFF_LISTENER_TCP`, `_UDP` or `_UNIX`; anything else answers
+ * `HANDOFF_ERR_INVALID_ARGUMENT`). On success `*fd_out` is a descriptor the
+ * caller now owns (close-on-exec; close it with `close()`), and the
+ * listener is no longer in `inherited`. Its O_NONBLOCK flag is left as it
+ * is: it is shared with the incumbent, so set it only once this process
+ * owns the service (a successor: after Begin), or poll before accept. No
+ * listener of that name left, or one of another kind (which then stays
+ * in `inherited`), answers `HANDOFF_ERR_LISTENER`. With repeated names,
+ * the first one not yet taken is the one.
+ */
+handoff_status handoff_inherited_take_listener(struct handoff_inherited *inherited,
+                                               const char *name,
+                                               uint32_t kind,
+                                               int *fd_out,
+                                               struct handoff_error **err);
+
+/**
+ * Free the object, closing every listener not taken (and a successor's
+ * control socket, if the library's successor functions did not take it).
+ * NULL is a no-op.
+ */
+void handoff_inherited_free(struct handoff_inherited *inherited);
+
+/**
+ * Take the lock on `data_dir` (created if missing) without waiting: on
+ * success `*out` is a new lock owned by the caller, its generation one more
+ * than the previous holder's. When a live process holds it (this process
+ * included) the answer is `HANDOFF_ERR_LOCK_HELD`, with the holder's pid in
+ * the message. A pidfile left by a dead process does not stand in the way.
+ */
+handoff_status handoff_lock_acquire(const char *data_dir,
+                                    struct handoff_lock **out,
+                                    struct handoff_error **err);
+
+/**
+ * As `handoff_lock_acquire`, but while the lock is held it tries again
+ * every ~20 ms for up to `timeout_ms` (for a dying process that may still
+ * hold it), then answers `HANDOFF_ERR_LOCK_HELD`. Blocks the calling thread.
+ */
+handoff_status handoff_lock_acquire_with_retry(const char *data_dir,
+                                               uint32_t timeout_ms,
+                                               struct handoff_lock **out,
+                                               struct handoff_error **err);
+
+/**
+ * The lock's generation, a fencing token: 1 on the first acquire ever of
+ * the data directory, one more on every acquire since (kept in
+ * `<data_dir>/.handoff.generation`). 0 for NULL or an empty handle (its
+ * lock moved into an incumbent: ask `handoff_incumbent_generation`).
+ */
+uint64_t handoff_lock_generation(const struct handoff_lock *lock);
+
+/**
+ * Release the lock (remove the pidfile, fsync the directory, drop the
+ * flock) and free it. Consumes `lock` whatever the outcome: the lock is
+ * released and freed even when an error (say, the pidfile could not be
+ * removed) is reported. NULL answers `HANDOFF_ERR_NULL_POINTER`; an empty
+ * handle (its lock moved into an incumbent) `HANDOFF_ERR_WRONG_STATE`, and
+ * is freed too.
+ */
+handoff_status handoff_lock_release(struct handoff_lock *lock, struct handoff_error **err);
+
+/**
+ * Free a lock, releasing it first if it is still held (best effort; use
+ * `handoff_lock_release` to learn about errors). NULL is a no-op.
+ */
+void handoff_lock_free(struct handoff_lock *lock);
+
+/**
+ * Who holds the lock on `data_dir` right now, without taking it (beyond
+ * an instant) and without creating anything. `*held` is false when it is
+ * free (a missing directory is free). When held, `*pid` is the holder's pid
+ * from the pidfile, or 0 when no live process is named there (a holder
+ * that did not record itself, e.g. a forked child that outlived it).
+ * `*pid` is 0 when not held.
+ */
+handoff_status handoff_lock_holder(const char *data_dir,
+                                   bool *held,
+                                   uint32_t *pid,
+                                   struct handoff_error **err);
+
+/**
+ * Send every library event to `callback` (NULL restores the default:
+ * warnings and errors on stderr). The callback may run on any of the
+ * library's threads, concurrently, and must not call back into the
+ * library's logging setup; `userdata` must stay valid until the callback
+ * is replaced.
+ */
+handoff_status handoff_set_log_callback(handoff_log_fn callback,
+                                        void *userdata,
+                                        struct handoff_error **err);
+
+/**
+ * A new message of `kind` (`HANDOFF_MSG_*`) with every field zero or empty,
+ * except the versions: a Hello announces 1..=1 and a HelloAck chooses 1.
+ * Frames are encoded with protocol version 1. Unknown kinds
  * answer `HANDOFF_ERR_INVALID_ARGUMENT`.
  */
 handoff_status handoff_message_new(uint32_t kind,
@@ -597,6 +1029,152 @@ void handoff_frame_reader_free(struct handoff_frame_reader *reader);
  * a value this library does not define. Static; never free it.
  */
 const char *handoff_status_name(int32_t status);
+
+/**
+ * A spec that runs `binary` (a path, or a name looked up in PATH) with no
+ * arguments, a 60 s deadline and a 25 s drain budget.
+ */
+handoff_status handoff_spawn_spec_new(const char *binary,
+                                      struct handoff_spawn_spec **out,
+                                      struct handoff_error **err);
+
+/**
+ * Append an argument (copied).
+ */
+handoff_status handoff_spawn_spec_add_arg(struct handoff_spawn_spec *spec,
+                                          const char *arg,
+                                          struct handoff_error **err);
+
+/**
+ * Set an environment variable for the child (copied), on top of the
+ * supervisor's own environment.
+ */
+handoff_status handoff_spawn_spec_set_env(struct handoff_spawn_spec *spec,
+                                          const char *key,
+                                          const char *value,
+                                          struct handoff_error **err);
+
+/**
+ * The whole-handoff deadline and the incumbent's drain budget, in
+ * milliseconds (both at least 1).
+ */
+handoff_status handoff_spawn_spec_set_budgets(struct handoff_spawn_spec *spec,
+                                              uint64_t deadline_ms,
+                                              uint64_t drain_grace_ms,
+                                              struct handoff_error **err);
+
+/**
+ * Free a spec. NULL is a no-op.
+ */
+void handoff_spawn_spec_free(struct handoff_spawn_spec *spec);
+
+/**
+ * A supervisor for the service whose incumbent serves `control_path`.
+ */
+handoff_status handoff_supervisor_new(const char *control_path,
+                                      struct handoff_supervisor **out,
+                                      struct handoff_error **err);
+
+/**
+ * Hand the listening socket `fd` to every generation as `name`. The
+ * supervisor keeps its own duplicate; the caller still owns `fd`.
+ */
+handoff_status handoff_supervisor_add_listener(struct handoff_supervisor *supervisor,
+                                               const char *name,
+                                               int32_t fd,
+                                               struct handoff_error **err);
+
+/**
+ * Record each step of a handoff in the journal at `path` (conventionally
+ * `/var/lib/handoff/<service>/state.bin`).
+ */
+handoff_status handoff_supervisor_set_journal(struct handoff_supervisor *supervisor,
+                                              const char *path,
+                                              struct handoff_error **err);
+
+/**
+ * Timeouts in milliseconds; 0 keeps the default (liveness 10000, hello
+ * 5000, kill grace 2000).
+ */
+handoff_status handoff_supervisor_set_timeouts(struct handoff_supervisor *supervisor,
+                                               uint32_t liveness_ms,
+                                               uint32_t hello_ms,
+                                               uint32_t kill_grace_ms,
+                                               struct handoff_error **err);
+
+/**
+ * Start the first generation of the service (a cold start, with the
+ * listeners) and give its pid. The child is the caller's to wait for.
+ */
+handoff_status handoff_supervisor_spawn_cold(const struct handoff_supervisor *supervisor,
+                                             const struct handoff_spawn_spec *spec,
+                                             uint32_t *pid,
+                                             struct handoff_error **err);
+
+/**
+ * Hand the service off to a new process run from `spec`. A rollback is a
+ * success with `handoff_outcome_committed()` false; a failure status means
+ * the handoff never started (no incumbent answering, one already running).
+ * On commit the successor is the caller's child to wait for.
+ */
+handoff_status handoff_supervisor_perform_handoff(const struct handoff_supervisor *supervisor,
+                                                  const struct handoff_spawn_spec *spec,
+                                                  struct handoff_outcome **out,
+                                                  struct handoff_error **err);
+
+/**
+ * After a supervisor restart: finish or roll back a handoff the journal
+ * shows in flight, then clear the journal. `*recovered` says whether there
+ * was one; `*committed` whether its successor had become the incumbent.
+ */
+handoff_status handoff_supervisor_resume_from_journal(const struct handoff_supervisor *supervisor,
+                                                      bool *recovered,
+                                                      bool *committed,
+                                                      struct handoff_error **err);
+
+/**
+ * Free a supervisor (closing its listener duplicates). NULL is a no-op.
+ */
+void handoff_supervisor_free(struct handoff_supervisor *supervisor);
+
+/**
+ * Whether the handoff committed; false for NULL.
+ */
+bool handoff_outcome_committed(const struct handoff_outcome *outcome);
+
+/**
+ * Why it rolled back (owned by the outcome), or NULL if it committed.
+ */
+const char *handoff_outcome_abort_reason(const struct handoff_outcome *outcome);
+
+/**
+ * The new incumbent's pid when committed, else 0.
+ */
+uint32_t handoff_outcome_successor_pid(const struct handoff_outcome *outcome);
+
+/**
+ * The pid of the incumbent the handoff started from (0 for NULL).
+ */
+uint32_t handoff_outcome_incumbent_pid(const struct handoff_outcome *outcome);
+
+/**
+ * Copy the handoff id into `id` (16 bytes).
+ */
+handoff_status handoff_outcome_handoff_id(const struct handoff_outcome *outcome,
+                                          uint8_t *id,
+                                          struct handoff_error **err);
+
+/**
+ * The per-phase timings.
+ */
+handoff_status handoff_outcome_timings(const struct handoff_outcome *outcome,
+                                       struct handoff_phase_timings *timings,
+                                       struct handoff_error **err);
+
+/**
+ * Free an outcome. NULL is a no-op.
+ */
+void handoff_outcome_free(struct handoff_outcome *outcome);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -36,26 +36,23 @@ pub fn encode_frame(version: u16, message: &Message) -> Result<Vec<u8>> {
 /// A buffer that is too small answers [`Error::BufferTooSmall`] with the size
 /// needed.
 pub fn encode_frame_into(version: u16, message: &Message, buf: &mut [u8]) -> Result<usize> {
-    let written = match buf.get_mut(HEADER..) {
-        Some(body) => match postcard::to_slice(message, body) {
-            Ok(payload) => Some(payload.len()),
-            Err(postcard::Error::SerializeBufferFull) => None,
-            Err(e) => return Err(Error::Encode(e.to_string())),
-        },
-        None => None,
-    };
-    let Some(payload_len) = written else {
-        // Rare path: measure by encoding once more into a growable buffer.
-        let needed = encode_frame(version, message)?.len();
+    // Measure first, so a refused buffer is left untouched.
+    let payload_len =
+        postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default())
+            .map_err(|e| Error::Encode(e.to_string()))?;
+    let frame_len = check_frame_len(VERSION_FIELD + payload_len)?;
+    let total = LEN_PREFIX + frame_len as usize;
+    if buf.len() < total {
         return Err(Error::BufferTooSmall {
-            needed,
+            needed: total,
             capacity: buf.len(),
         });
-    };
-    let frame_len = check_frame_len(VERSION_FIELD + payload_len)?;
+    }
+    postcard::to_slice(message, &mut buf[HEADER..total])
+        .map_err(|e| Error::Encode(e.to_string()))?;
     buf[..LEN_PREFIX].copy_from_slice(&frame_len.to_le_bytes());
     buf[LEN_PREFIX..HEADER].copy_from_slice(&version.to_le_bytes());
-    Ok(HEADER + payload_len)
+    Ok(total)
 }
 
 fn check_frame_len(len: usize) -> Result<u32> {
@@ -154,6 +151,10 @@ impl FrameReader {
 
     /// Append bytes received from the peer.
     pub fn feed(&mut self, bytes: &[u8]) {
+        // A poisoned stream has no frames left to find: keep nothing.
+        if self.poisoned.is_some() {
+            return;
+        }
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -265,8 +266,14 @@ mod tests {
         bytes.extend(encode_frame(1, &Message::Heartbeat { ts_ms: 2 }).unwrap());
         let mut reader = FrameReader::new();
         reader.feed(&bytes);
-        assert_eq!(reader.next_frame().unwrap().unwrap().message, Message::Heartbeat { ts_ms: 1 });
-        assert_eq!(reader.next_frame().unwrap().unwrap().message, Message::Heartbeat { ts_ms: 2 });
+        assert_eq!(
+            reader.next_frame().unwrap().unwrap().message,
+            Message::Heartbeat { ts_ms: 1 }
+        );
+        assert_eq!(
+            reader.next_frame().unwrap().unwrap().message,
+            Message::Heartbeat { ts_ms: 2 }
+        );
         assert!(reader.next_frame().unwrap().is_none());
     }
 
@@ -285,8 +292,14 @@ mod tests {
         bytes.extend(encode_frame(1, &Message::Heartbeat { ts_ms: 7 }).unwrap());
         let mut reader = FrameReader::new();
         reader.feed(&bytes);
-        assert!(matches!(reader.next_frame(), Err(Error::UnknownMessage(99))));
-        assert_eq!(reader.next_frame().unwrap().unwrap().message, Message::Heartbeat { ts_ms: 7 });
+        assert!(matches!(
+            reader.next_frame(),
+            Err(Error::UnknownMessage(99))
+        ));
+        assert_eq!(
+            reader.next_frame().unwrap().unwrap().message,
+            Message::Heartbeat { ts_ms: 7 }
+        );
     }
 
     #[test]
@@ -299,7 +312,10 @@ mod tests {
             proto_max: 1,
             capabilities: Default::default(),
         };
-        assert!(matches!(encode_frame(1, &message), Err(Error::FrameTooLarge(_))));
+        assert!(matches!(
+            encode_frame(1, &message),
+            Err(Error::FrameTooLarge(_))
+        ));
         let mut buf = vec![0; 2 << 20];
         assert!(matches!(
             encode_frame_into(1, &message, &mut buf),
@@ -313,11 +329,17 @@ mod tests {
         let expected = encode_frame(1, &message).unwrap();
         let mut small = [0u8; 10];
         match encode_frame_into(1, &message, &mut small) {
-            Err(Error::BufferTooSmall { needed, capacity: 10 }) => assert_eq!(needed, expected.len()),
+            Err(Error::BufferTooSmall {
+                needed,
+                capacity: 10,
+            }) => assert_eq!(needed, expected.len()),
             other => panic!("{other:?}"),
         }
         let mut buf = vec![0u8; expected.len()];
-        assert_eq!(encode_frame_into(1, &message, &mut buf).unwrap(), expected.len());
+        assert_eq!(
+            encode_frame_into(1, &message, &mut buf).unwrap(),
+            expected.len()
+        );
         assert_eq!(buf, expected);
     }
 }

@@ -76,7 +76,8 @@ impl Journal {
 
     /// Decode a journal, refusing truncated records and trailing bytes.
     pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Journal, String> {
-        let (journal, rest) = postcard::take_from_bytes::<Journal>(bytes).map_err(|e| e.to_string())?;
+        let (journal, rest) =
+            postcard::take_from_bytes::<Journal>(bytes).map_err(|e| e.to_string())?;
         if !rest.is_empty() {
             return Err(format!("{} trailing bytes after the record", rest.len()));
         }
@@ -88,10 +89,12 @@ impl Journal {
     /// failure the previous journal is left as it was.
     pub fn write(&self, path: &Path) -> Result<()> {
         let dir = parent_dir(path);
-        fs::create_dir_all(dir).map_err(|e| Error::io("cannot create journal directory", dir, e))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| Error::io("cannot create journal directory", dir, e))?;
         let tmp = tmp_path(path);
-        let written = write_synced(&tmp, &self.to_bytes())
-            .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename journal into", path, e)));
+        let written = write_synced(&tmp, &self.to_bytes()).and_then(|()| {
+            fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename journal into", path, e))
+        });
         if let Err(e) = written {
             let _ = fs::remove_file(&tmp);
             return Err(e);
@@ -106,10 +109,12 @@ impl Journal {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("cannot read journal", path, e)),
         };
-        Journal::from_bytes(&bytes).map(Some).map_err(|reason| Error::JournalCorrupt {
-            path: path.to_owned(),
-            reason,
-        })
+        Journal::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|reason| Error::JournalCorrupt {
+                path: path.to_owned(),
+                reason,
+            })
     }
 
     /// Remove the journal; removing a missing one succeeds.
@@ -129,21 +134,23 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
     name.push(".tmp");
     PathBuf::from(name)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)
         .map_err(|e| Error::io("cannot create", path, e))?;
-    file.write_all(bytes).map_err(|e| Error::io("cannot write", path, e))?;
-    file.sync_all().map_err(|e| Error::io("cannot fsync", path, e))
+    file.write_all(bytes)
+        .map_err(|e| Error::io("cannot write", path, e))?;
+    file.sync_all()
+        .map_err(|e| Error::io("cannot fsync", path, e))
 }
 
 /// fsync a directory so a rename or unlink in it survives a power cut.
@@ -194,7 +201,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.bin");
         let bytes = sample(Phase::Draining).to_bytes();
-        for bad in [&bytes[..bytes.len() - 1], &[bytes.as_slice(), &[0]].concat()[..], &[][..]] {
+        for bad in [
+            &bytes[..bytes.len() - 1],
+            &[bytes.as_slice(), &[0]].concat()[..],
+            &[][..],
+        ] {
             fs::write(&path, bad).unwrap();
             let err = Journal::read(&path).unwrap_err();
             assert!(matches!(err, Error::JournalCorrupt { .. }));

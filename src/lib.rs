@@ -9,16 +9,28 @@
 #![deny(unsafe_code)]
 #![deny(unused_must_use)]
 
+pub mod channel;
+pub mod control;
+mod crash;
 pub mod error;
 pub mod ffi;
 pub mod frame;
+pub mod incumbent;
 pub mod journal;
 pub mod listeners;
 pub mod lock;
+pub mod log;
+pub mod poll;
 pub mod protocol;
+pub mod service;
+pub mod spawn;
+pub mod successor;
+pub mod supervisor;
 pub mod sys;
 
 pub use error::{Error, Result};
-pub use frame::{decode_frame, encode_frame, encode_frame_into, Frame, FrameReader, MAX_FRAME_BYTES};
+pub use frame::{
+    decode_frame, encode_frame, encode_frame_into, Frame, FrameReader, MAX_FRAME_BYTES,
+};
 pub use journal::{Journal, Phase};
 pub use protocol::{negotiate_version, Capabilities, HandoffId, Message, MessageKind, Side};

@@ -1,0 +1,436 @@
+//! The data-dir lock (DESIGN §4): at most one process holds a data
+//! directory at a time (invariant 1), and each tenure gets a fencing token.
+//!
+//! `<data_dir>/.handoff.lock` is held with `flock(LOCK_EX | LOCK_NB)` and is
+//! never unlinked: unlinking would let a newcomer lock a fresh inode while the
+//! old holder still holds the old one. The holder's pid is in
+//! `.handoff.pidfile` (for diagnostics and for `probe`), and
+//! `.handoff.generation` counts every successful acquire. The kernel drops a
+//! flock when its holder dies, so a stale pidfile never blocks anyone.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::journal::{sync_dir, tmp_path, write_synced};
+use crate::log::event;
+use crate::sys;
+
+pub const LOCK_FILE: &str = ".handoff.lock";
+pub const PIDFILE: &str = ".handoff.pidfile";
+pub const GENERATION_FILE: &str = ".handoff.generation";
+
+/// How often `acquire_with_retry` tries again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a held lock whose holder is unknown (no pidfile yet, or one
+/// naming a dead pid) is given to become known or free: a holder writes its
+/// pidfile right after taking the flock, and `probe` holds it for microseconds.
+const UNKNOWN_HOLDER_GRACE: Duration = Duration::from_millis(100);
+const UNKNOWN_HOLDER_POLL: Duration = Duration::from_millis(5);
+
+/// Who holds a data-dir lock, as seen from outside ([`DataDirLock::probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    Free,
+    /// Held; `pid` is the live process named by the pidfile, or None when no
+    /// live process is named (a holder that did not record itself, such as
+    /// a forked child that outlived the process that took the lock).
+    Held {
+        pid: Option<u32>,
+    },
+}
+
+impl LockState {
+    pub fn is_held(self) -> bool {
+        matches!(self, LockState::Held { .. })
+    }
+}
+
+/// An exclusive hold on a data directory. Released by [`release`]
+/// (reporting errors) or, best effort, when dropped.
+///
+/// [`release`]: DataDirLock::release
+#[derive(Debug)]
+pub struct DataDirLock {
+    dir: PathBuf,
+    /// The locked open file description; None once released.
+    file: Option<File>,
+    generation: u64,
+}
+
+impl DataDirLock {
+    /// Take the lock on `data_dir` (created if missing), write our pid to
+    /// the pidfile and bump the generation. Fails with [`Error::LockHeld`]
+    /// when a live process holds it (this one included: flock belongs to
+    /// the open file description, so a second acquire in one process fails).
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock> {
+        fs::create_dir_all(data_dir)
+            .map_err(|e| Error::io("cannot create data directory", data_dir, e))?;
+        // Absolute, so that a later chdir cannot make release miss the pidfile.
+        let dir = fs::canonicalize(data_dir)
+            .map_err(|e| Error::io("cannot resolve data directory", data_dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let grace = Instant::now() + UNKNOWN_HOLDER_GRACE;
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                // Only the owner may flock it: anyone able to open it could
+                // otherwise keep the service from ever starting.
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(&lock_path)
+                .map_err(|e| Error::io("cannot open lock file", &lock_path, e))?;
+            let taken = sys::try_flock(file.as_raw_fd(), true)
+                .map_err(|e| Error::io("cannot flock", &lock_path, e))?;
+            if !taken {
+                let holder = live_holder(&dir);
+                if holder.is_none() && Instant::now() < grace {
+                    sleep(UNKNOWN_HOLDER_POLL);
+                    continue;
+                }
+                return Err(Error::LockHeld { dir, holder });
+            }
+            // Someone removed or replaced the lock file between our open and
+            // our flock: the lock on an orphaned inode protects nothing.
+            if !is_current_inode(&file, &lock_path)? {
+                continue;
+            }
+            if let Some(stale) = read_pidfile(&dir) {
+                if stale != std::process::id() {
+                    event!(
+                        Debug,
+                        "data-dir lock {}: pid {stale} in the pidfile is gone; taking over",
+                        dir.display()
+                    );
+                }
+            }
+            // From here on, dropping `lock` releases it (and removes the pidfile).
+            let mut lock = DataDirLock {
+                dir,
+                file: Some(file),
+                generation: 0,
+            };
+            lock.write_pidfile()?;
+            lock.generation = bump_generation(&lock.dir)?;
+            return Ok(lock);
+        }
+    }
+
+    /// [`acquire`](DataDirLock::acquire), retrying every ~20 ms for up to
+    /// `timeout` while the lock is held (a dying process may still hold it).
+    /// Other errors are answered at once.
+    pub fn acquire_with_retry(data_dir: &Path, timeout: Duration) -> Result<DataDirLock> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match DataDirLock::acquire(data_dir) {
+                Err(Error::LockHeld { .. }) if Instant::now() < deadline => {
+                    sleep(RETRY_INTERVAL.min(deadline.saturating_duration_since(Instant::now())));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Who holds the lock on `data_dir` right now, without taking it for
+    /// more than an instant (a shared flock on a fresh open file description,
+    /// dropped at once). A missing directory or lock file is `Free`.
+    pub fn probe(data_dir: &Path) -> Result<LockState> {
+        let lock_path = data_dir.join(LOCK_FILE);
+        let file = match File::open(&lock_path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(LockState::Free),
+            Err(e) => return Err(Error::io("cannot open lock file", &lock_path, e)),
+        };
+        let grace = Instant::now() + UNKNOWN_HOLDER_GRACE;
+        loop {
+            let free = sys::try_flock(file.as_raw_fd(), false)
+                .map_err(|e| Error::io("cannot flock", &lock_path, e))?;
+            if free {
+                sys::unlock_flock(file.as_raw_fd())
+                    .map_err(|e| Error::io("cannot unlock", &lock_path, e))?;
+                return Ok(LockState::Free);
+            }
+            if let Some(pid) = live_holder(data_dir) {
+                return Ok(LockState::Held { pid: Some(pid) });
+            }
+            if Instant::now() >= grace {
+                return Ok(LockState::Held { pid: None });
+            }
+            sleep(UNKNOWN_HOLDER_POLL);
+        }
+    }
+
+    /// The fencing token of this tenure: 1 for the first acquire ever of
+    /// this data directory, one more for every acquire since, durable
+    /// across restarts. Stamp it on writes so that a process that lost the
+    /// lock can be told apart from the one that holds it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The locked data directory (absolute).
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Remove the pidfile (fsyncing the directory), then drop the flock.
+    /// The lock is released even when removing the pidfile fails: a
+    /// leftover pidfile is harmless, a lock nobody owns is not.
+    pub fn release(mut self) -> Result<()> {
+        self.release_inner()
+    }
+
+    fn release_inner(&mut self) -> Result<()> {
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        let pidfile = self.dir.join(PIDFILE);
+        let removed = match fs::remove_file(&pidfile) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("cannot remove pidfile", &pidfile, e)),
+        };
+        // Explicit unlock: a forked child's copy of the descriptor would
+        // otherwise keep the open file description, and the lock, alive.
+        let unlocked = sys::unlock_flock(file.as_raw_fd())
+            .map_err(|e| Error::io("cannot unlock", self.dir.join(LOCK_FILE), e));
+        drop(file);
+        removed.and(unlocked)
+    }
+
+    fn write_pidfile(&self) -> Result<()> {
+        let pidfile = self.dir.join(PIDFILE);
+        replace_durably(
+            &self.dir,
+            &pidfile,
+            format!("{}\n", std::process::id()).as_bytes(),
+        )
+    }
+}
+
+impl Drop for DataDirLock {
+    fn drop(&mut self) {
+        if let Err(e) = self.release_inner() {
+            event!(Warn, "releasing the data-dir lock: {e}");
+        }
+    }
+}
+
+/// The pid in the pidfile, if it names a live process.
+fn live_holder(dir: &Path) -> Option<u32> {
+    read_pidfile(dir).filter(|pid| sys::process_exists(*pid))
+}
+
+fn read_pidfile(dir: &Path) -> Option<u32> {
+    let text = fs::read_to_string(dir.join(PIDFILE)).ok()?;
+    text.trim().parse().ok()
+}
+
+fn is_current_inode(file: &File, path: &Path) -> Result<bool> {
+    let ours = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat lock file", path, e))?;
+    match fs::metadata(path) {
+        Ok(now) => Ok(now.dev() == ours.dev() && now.ino() == ours.ino()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("cannot stat lock file", path, e)),
+    }
+}
+
+/// Read the generation (0 when there is none yet), add one, and store it
+/// durably. Called only while holding the flock.
+fn bump_generation(dir: &Path) -> Result<u64> {
+    let path = dir.join(GENERATION_FILE);
+    let current = match fs::read_to_string(&path) {
+        Ok(text) => parse_generation(&text).map_err(|reason| {
+            Error::io(
+                "corrupt generation file",
+                &path,
+                std::io::Error::new(ErrorKind::InvalidData, reason),
+            )
+        })?,
+        Err(e) if e.kind() == ErrorKind::NotFound => 0,
+        Err(e) => return Err(Error::io("cannot read generation file", &path, e)),
+    };
+    // A wrapped fencing token would let a stale holder pass as current.
+    let next = current.checked_add(1).ok_or_else(|| {
+        Error::io(
+            "generation file",
+            &path,
+            std::io::Error::new(ErrorKind::InvalidData, "the generation is at u64::MAX"),
+        )
+    })?;
+    replace_durably(dir, &path, format!("{next}\n").as_bytes())?;
+    Ok(next)
+}
+
+fn parse_generation(text: &str) -> std::result::Result<u64, String> {
+    let digits = text.trim_end_matches('\n');
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("expected a decimal number, found {text:?}"));
+    }
+    digits
+        .parse()
+        .map_err(|_| format!("{digits} does not fit in 64 bits"))
+}
+
+/// Write `<path>.tmp`, fsync it, rename it over `path`, fsync `dir`.
+fn replace_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let written = write_synced(&tmp, bytes).and_then(|()| {
+        fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into", path, e))
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(dir: &Path, name: &str) -> Option<String> {
+        fs::read_to_string(dir.join(name)).ok()
+    }
+
+    #[test]
+    fn acquire_creates_the_dir_and_writes_pid_and_generation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        let lock = DataDirLock::acquire(&dir).unwrap();
+        assert_eq!(lock.generation(), 1);
+        assert_eq!(lock.data_dir(), fs::canonicalize(&dir).unwrap());
+        assert_eq!(
+            read(&dir, PIDFILE),
+            Some(format!("{}\n", std::process::id()))
+        );
+        assert_eq!(read(&dir, GENERATION_FILE).as_deref(), Some("1\n"));
+        assert!(!dir.join(format!("{PIDFILE}.tmp")).exists());
+        assert!(!dir.join(format!("{GENERATION_FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn a_second_acquire_in_the_same_process_fails_naming_us() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _held = DataDirLock::acquire(tmp.path()).unwrap();
+        let started = Instant::now();
+        match DataDirLock::acquire(tmp.path()) {
+            Err(Error::LockHeld { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
+            other => panic!("expected LockHeld, got {other:?}"),
+        }
+        // A live holder is answered at once, without the unknown-holder grace.
+        assert!(started.elapsed() < UNKNOWN_HOLDER_GRACE);
+        assert_eq!(
+            DataDirLock::probe(tmp.path()).unwrap(),
+            LockState::Held {
+                pid: Some(std::process::id())
+            }
+        );
+    }
+
+    #[test]
+    fn release_and_drop_free_the_lock_and_remove_only_the_pidfile() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        DataDirLock::acquire(dir).unwrap().release().unwrap();
+        assert!(!dir.join(PIDFILE).exists());
+        assert!(dir.join(LOCK_FILE).exists());
+        assert_eq!(DataDirLock::probe(dir).unwrap(), LockState::Free);
+
+        drop(DataDirLock::acquire(dir).unwrap());
+        assert!(!dir.join(PIDFILE).exists());
+        assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 3);
+    }
+
+    #[test]
+    fn probe_of_a_missing_dir_is_free_and_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("nope");
+        assert_eq!(DataDirLock::probe(&dir).unwrap(), LockState::Free);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_held_lock_with_no_live_pid_is_held_by_an_unknown_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let lock = DataDirLock::acquire(dir).unwrap();
+        // As if the holder were a process that never wrote its pid.
+        fs::remove_file(dir.join(PIDFILE)).unwrap();
+        assert_eq!(
+            DataDirLock::probe(dir).unwrap(),
+            LockState::Held { pid: None }
+        );
+        match DataDirLock::acquire(dir) {
+            Err(Error::LockHeld { holder: None, .. }) => {}
+            other => panic!("expected LockHeld by nobody known, got {other:?}"),
+        }
+        lock.release().unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_generation_file_is_an_error_naming_it_not_a_reset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::write(dir.join(GENERATION_FILE), "seven\n").unwrap();
+        let err = DataDirLock::acquire(dir).unwrap_err();
+        assert!(err.to_string().contains(GENERATION_FILE), "{err}");
+        // The failed acquire let go of the lock and its pidfile.
+        assert_eq!(DataDirLock::probe(dir).unwrap(), LockState::Free);
+        assert!(!dir.join(PIDFILE).exists());
+
+        fs::write(dir.join(GENERATION_FILE), "41\n").unwrap();
+        assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 42);
+    }
+
+    #[test]
+    fn parse_generation_accepts_only_plain_decimals() {
+        assert_eq!(parse_generation("7\n"), Ok(7));
+        assert_eq!(parse_generation("7"), Ok(7));
+        for bad in [
+            "",
+            "\n",
+            "+7",
+            "-1",
+            " 7",
+            "7 \n",
+            "0x10",
+            "99999999999999999999",
+        ] {
+            assert!(parse_generation(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn acquire_with_retry_gives_up_after_the_timeout_with_lock_held() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _held = DataDirLock::acquire(tmp.path()).unwrap();
+        let started = Instant::now();
+        let err =
+            DataDirLock::acquire_with_retry(tmp.path(), Duration::from_millis(120)).unwrap_err();
+        assert!(matches!(err, Error::LockHeld { .. }), "{err}");
+        assert!(started.elapsed() >= Duration::from_millis(120));
+    }
+
+    #[test]
+    fn acquire_with_retry_succeeds_once_the_holder_lets_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let held = DataDirLock::acquire(tmp.path()).unwrap();
+        let releaser = std::thread::spawn(move || {
+            sleep(Duration::from_millis(100));
+            held.release().unwrap();
+        });
+        let lock = DataDirLock::acquire_with_retry(tmp.path(), Duration::from_secs(5)).unwrap();
+        assert_eq!(lock.generation(), 2);
+        releaser.join().unwrap();
+    }
+}

@@ -128,7 +128,10 @@ pub enum Message {
     /// S → O: exit after finishing the remaining reads.
     Commit { handoff_id: HandoffId },
     /// S → O or N: roll back.
-    Abort { handoff_id: HandoffId, reason: String },
+    Abort {
+        handoff_id: HandoffId,
+        reason: String,
+    },
     /// S → O: re-acquire the lock and resume after a post-seal abort.
     ResumeAfterAbort { handoff_id: HandoffId },
     /// Any direction: liveness; O echoes one it receives.
@@ -331,7 +334,10 @@ mod tests {
     #[test]
     fn disjoint_ranges_are_a_version_mismatch() {
         let err = negotiate_version((1, 1), (2, 3)).unwrap_err();
-        assert!(matches!(err, Error::VersionMismatch { their_min: 2, .. }), "{err}");
+        assert!(
+            matches!(err, Error::VersionMismatch { their_min: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]

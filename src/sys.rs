@@ -35,7 +35,15 @@ pub fn socket_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Re
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid for writes of the sizes passed.
-    check(unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut libc::c_int).cast(), &mut len) })?;
+    check(unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
     Ok(value)
 }
 
@@ -49,7 +57,11 @@ pub struct PeerCred {
 }
 
 pub fn peer_cred(socket: &impl AsRawFd) -> io::Result<PeerCred> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid for writes of the sizes passed.
     check(unsafe {
@@ -66,4 +78,56 @@ pub fn peer_cred(socket: &impl AsRawFd) -> io::Result<PeerCred> {
         uid: cred.uid,
         gid: cred.gid,
     })
+}
+
+/// Try to take a `flock(2)` on `fd` without blocking: exclusive or shared.
+/// `Ok(false)` means another open file description holds a conflicting one.
+/// flock belongs to the open file description, not the process: two opens
+/// of the same file in one process conflict.
+pub fn try_flock(fd: RawFd, exclusive: bool) -> io::Result<bool> {
+    let operation = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    } | libc::LOCK_NB;
+    loop {
+        // SAFETY: flock on an integer descriptor has no memory-safety effect;
+        // an invalid descriptor answers EBADF.
+        match check(unsafe { libc::flock(fd, operation) }) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Drop the `flock(2)` held through `fd`'s open file description, even if
+/// other descriptors (a forked child's copy) still share it.
+pub fn unlock_flock(fd: RawFd) -> io::Result<()> {
+    // SAFETY: as in `try_flock`.
+    check(unsafe { libc::flock(fd, libc::LOCK_UN) })?;
+    Ok(())
+}
+
+/// Whether a process with this pid exists (`kill(pid, 0)`; a process of
+/// another user counts). Pid 0 and pids beyond `pid_t` never exist: they
+/// would address process groups.
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let ret = unsafe { libc::kill(pid, 0) };
+    ret == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether `fd` is marked close-on-exec.
+pub fn is_cloexec(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: as in `set_cloexec`.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    Ok(flags & libc::FD_CLOEXEC != 0)
 }

@@ -7,13 +7,16 @@ use std::path::PathBuf;
 use handoff::{decode_frame, encode_frame, Capabilities, HandoffId, Journal, Message, Phase, Side};
 
 fn vector(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn id() -> HandoffId {
     HandoffId::from_bytes([
-        0x5a, 0x1e, 0x00, 0xff, 0x10, 0x20, 0x40, 0x80, 0x90, 0xa0, 0xb0, 0xc0, 0xd0, 0xe0, 0xf0, 0x01,
+        0x5a, 0x1e, 0x00, 0xff, 0x10, 0x20, 0x40, 0x80, 0x90, 0xa0, 0xb0, 0xc0, 0xd0, 0xe0, 0xf0,
+        0x01,
     ])
 }
 
@@ -97,8 +100,16 @@ fn expected_frames() -> Vec<(&'static str, Message)> {
                 reason: "successor timed out".into(),
             },
         ),
-        ("12_resume_after_abort.bin", Message::ResumeAfterAbort { handoff_id }),
-        ("13_heartbeat.bin", Message::Heartbeat { ts_ms: 1_764_000_000_123 }),
+        (
+            "12_resume_after_abort.bin",
+            Message::ResumeAfterAbort { handoff_id },
+        ),
+        (
+            "13_heartbeat.bin",
+            Message::Heartbeat {
+                ts_ms: 1_764_000_000_123,
+            },
+        ),
     ]
 }
 
@@ -128,7 +139,9 @@ fn every_journal_phase_vector_decodes_and_reencodes_byte_for_byte() {
         "5_resuming_after_abort.bin",
     ];
     for (n, (file, phase)) in files.iter().zip(Phase::ALL).enumerate() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/journal").join(file);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/vectors/journal")
+            .join(file);
         let expected = Journal {
             handoff_id: id(),
             phase,
@@ -136,7 +149,15 @@ fn every_journal_phase_vector_decodes_and_reencodes_byte_for_byte() {
             successor_pid: (n % 2 == 0).then_some(5678),
             started_at_unix_ms: 1_700_000_000_000,
         };
-        assert_eq!(Journal::read(&path).unwrap(), Some(expected.clone()), "{file}");
-        assert_eq!(expected.to_bytes(), vector(&format!("journal/{file}")), "{file}");
+        assert_eq!(
+            Journal::read(&path).unwrap(),
+            Some(expected.clone()),
+            "{file}"
+        );
+        assert_eq!(
+            expected.to_bytes(),
+            vector(&format!("journal/{file}")),
+            "{file}"
+        );
     }
 }

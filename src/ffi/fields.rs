@@ -157,9 +157,13 @@ macro_rules! select_field {
                 },
                 HANDOFF_FIELD_CAPABILITIES_RESERVED,
             ) => Some($Slot::U64(reserved)),
-            (M::HelloAck { proto_version_chosen, .. }, HANDOFF_FIELD_PROTO_VERSION_CHOSEN) => {
-                Some($Slot::U16(proto_version_chosen))
-            }
+            (
+                M::HelloAck {
+                    proto_version_chosen,
+                    ..
+                },
+                HANDOFF_FIELD_PROTO_VERSION_CHOSEN,
+            ) => Some($Slot::U16(proto_version_chosen)),
             (M::PrepareHandoff { successor_pid, .. }, HANDOFF_FIELD_SUCCESSOR_PID) => {
                 Some($Slot::U32(successor_pid))
             }
@@ -169,9 +173,13 @@ macro_rules! select_field {
             (M::PrepareHandoff { drain_grace_ms, .. }, HANDOFF_FIELD_DRAIN_GRACE_MS) => {
                 Some($Slot::U64(drain_grace_ms))
             }
-            (M::Drained { open_conns_remaining, .. }, HANDOFF_FIELD_OPEN_CONNS_REMAINING) => {
-                Some($Slot::U32(open_conns_remaining))
-            }
+            (
+                M::Drained {
+                    open_conns_remaining,
+                    ..
+                },
+                HANDOFF_FIELD_OPEN_CONNS_REMAINING,
+            ) => Some($Slot::U32(open_conns_remaining)),
             (M::Drained { accept_closed, .. }, HANDOFF_FIELD_ACCEPT_CLOSED) => {
                 Some($Slot::Bool(accept_closed))
             }
@@ -184,12 +192,20 @@ macro_rules! select_field {
             (M::SealProgress { last_revision, .. }, HANDOFF_FIELD_LAST_REVISION) => {
                 Some($Slot::U64(last_revision))
             }
-            (M::SealComplete { last_revision_per_shard, .. }, HANDOFF_FIELD_LAST_REVISION_PER_SHARD) => {
-                Some($Slot::U64List(last_revision_per_shard))
-            }
-            (M::SealComplete { data_dir_fingerprint, .. }, HANDOFF_FIELD_DATA_DIR_FINGERPRINT) => {
-                Some($Slot::Fingerprint(data_dir_fingerprint))
-            }
+            (
+                M::SealComplete {
+                    last_revision_per_shard,
+                    ..
+                },
+                HANDOFF_FIELD_LAST_REVISION_PER_SHARD,
+            ) => Some($Slot::U64List(last_revision_per_shard)),
+            (
+                M::SealComplete {
+                    data_dir_fingerprint,
+                    ..
+                },
+                HANDOFF_FIELD_DATA_DIR_FINGERPRINT,
+            ) => Some($Slot::Fingerprint(data_dir_fingerprint)),
             (M::SealFailed { error, .. }, HANDOFF_FIELD_ERROR) => Some($Slot::Str(error)),
             (M::SealFailed { partial_state, .. }, HANDOFF_FIELD_PARTIAL_STATE) => {
                 Some($Slot::Str(partial_state))
@@ -197,10 +213,16 @@ macro_rules! select_field {
             (M::Ready { listening_on, .. }, HANDOFF_FIELD_LISTENING_ON) => {
                 Some($Slot::StrList(listening_on))
             }
-            (M::Ready { healthz_ok, .. }, HANDOFF_FIELD_HEALTHZ_OK) => Some($Slot::Bool(healthz_ok)),
-            (M::Ready { advertised_revision_per_shard, .. }, HANDOFF_FIELD_ADVERTISED_REVISION_PER_SHARD) => {
-                Some($Slot::U64List(advertised_revision_per_shard))
+            (M::Ready { healthz_ok, .. }, HANDOFF_FIELD_HEALTHZ_OK) => {
+                Some($Slot::Bool(healthz_ok))
             }
+            (
+                M::Ready {
+                    advertised_revision_per_shard,
+                    ..
+                },
+                HANDOFF_FIELD_ADVERTISED_REVISION_PER_SHARD,
+            ) => Some($Slot::U64List(advertised_revision_per_shard)),
             (M::Abort { reason, .. }, HANDOFF_FIELD_REASON) => Some($Slot::Str(reason)),
             (M::Heartbeat { ts_ms }, HANDOFF_FIELD_TS_MS) => Some($Slot::U64(ts_ms)),
             (

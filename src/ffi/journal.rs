@@ -30,10 +30,11 @@ pub struct handoff_journal {
 }
 
 impl handoff_journal {
-    fn to_journal(&self) -> Result<Journal, Failure> {
+    fn to_journal(self) -> Result<Journal, Failure> {
         let c = self;
-        let phase = Phase::from_index(c.phase)
-            .ok_or_else(|| Failure::invalid(format!("unknown journal phase {} (0..=5)", c.phase)))?;
+        let phase = Phase::from_index(c.phase).ok_or_else(|| {
+            Failure::invalid(format!("unknown journal phase {} (0..=5)", c.phase))
+        })?;
         Ok(Journal {
             handoff_id: HandoffId::from_bytes(c.handoff_id),
             phase,
@@ -70,7 +71,7 @@ pub unsafe extern "C" fn handoff_journal_write(
     boundary(err, || {
         // SAFETY: NUL-terminated path and a readable record (header contract).
         let (path, journal) = unsafe { (arg_path(path, "path")?, arg_ref(journal, "journal")?) };
-        journal.to_journal()?.write(path)?;
+        (*journal).to_journal()?.write(path)?;
         Ok(())
     })
 }

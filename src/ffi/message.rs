@@ -21,8 +21,9 @@ impl handoff_message {
     }
 }
 
-/// A new message of `kind` (`HANDOFF_MSG_*`) with every field zero or empty
-/// (a Hello announces versions 1..=1), for protocol version 1. Unknown kinds
+/// A new message of `kind` (`HANDOFF_MSG_*`) with every field zero or empty,
+/// except the versions: a Hello announces 1..=1 and a HelloAck chooses 1.
+/// Frames are encoded with protocol version 1. Unknown kinds
 /// answer `HANDOFF_ERR_INVALID_ARGUMENT`.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_message_new(
@@ -145,7 +146,9 @@ pub extern "C" fn handoff_message_kind_name(kind: u32) -> *const std::ffi::c_cha
         c"ResumeAfterAbort",
         c"Heartbeat",
     ];
-    NAMES.get(kind as usize).map_or(std::ptr::null(), |name| name.as_ptr())
+    NAMES
+        .get(kind as usize)
+        .map_or(std::ptr::null(), |name| name.as_ptr())
 }
 
 /// The protocol version of the message's frame (decoded, or the one it will
@@ -242,7 +245,8 @@ pub unsafe extern "C" fn handoff_message_set_uint(
     value: u64,
     err: *mut *mut handoff_error,
 ) -> handoff_status {
-    let too_big = |max: u64| Failure::invalid(format!("{value} does not fit the field (at most {max})"));
+    let too_big =
+        |max: u64| Failure::invalid(format!("{value} does not fit the field (at most {max})"));
     // SAFETY: forwarded header contract.
     unsafe {
         write_field(msg, field, err, |slot| {
@@ -253,8 +257,12 @@ pub unsafe extern "C" fn handoff_message_set_uint(
                         .and_then(Side::from_index)
                         .ok_or_else(|| Failure::invalid(format!("unknown role {value} (0 or 1)")))?
                 }
-                SlotMut::U16(v) => *v = u16::try_from(value).map_err(|_| too_big(u16::MAX.into()))?,
-                SlotMut::U32(v) => *v = u32::try_from(value).map_err(|_| too_big(u32::MAX.into()))?,
+                SlotMut::U16(v) => {
+                    *v = u16::try_from(value).map_err(|_| too_big(u16::MAX.into()))?
+                }
+                SlotMut::U32(v) => {
+                    *v = u32::try_from(value).map_err(|_| too_big(u32::MAX.into()))?
+                }
                 SlotMut::U64(v) => *v = value,
                 _ => return Err(wrong_type(field, "handoff_message_set_uint")),
             }
@@ -330,7 +338,8 @@ pub unsafe extern "C" fn handoff_message_get_bytes(
     unsafe {
         read_field(msg, field, err, |slot| {
             let (data, len) = (Out::new(data, "data")?, Out::new(len, "len")?);
-            let bytes = bytes_of(&slot).ok_or_else(|| wrong_type(field, "handoff_message_get_bytes"))?;
+            let bytes =
+                bytes_of(&slot).ok_or_else(|| wrong_type(field, "handoff_message_get_bytes"))?;
             data.write(bytes.as_ptr());
             len.write(bytes.len());
             Ok(())
@@ -349,8 +358,15 @@ fn utf8(bytes: &[u8]) -> Result<String, Failure> {
 
 fn exact<const N: usize>(bytes: &[u8], field: u32) -> Result<[u8; N], Failure> {
     bytes.try_into().map_err(|_| {
-        let name = if field == super::HANDOFF_FIELD_HANDOFF_ID { "a handoff id" } else { "the field" };
-        Failure::invalid(format!("{name} takes exactly {N} bytes, not {}", bytes.len()))
+        let name = if field == super::HANDOFF_FIELD_HANDOFF_ID {
+            "a handoff id"
+        } else {
+            "the field"
+        };
+        Failure::invalid(format!(
+            "{name} takes exactly {N} bytes, not {}",
+            bytes.len()
+        ))
     })
 }
 
@@ -409,7 +425,9 @@ pub unsafe extern "C" fn handoff_message_get_list_len(
     unsafe {
         read_field(msg, field, err, |slot| {
             let len = Out::new(len, "len")?;
-            len.write(list_len(&slot).ok_or_else(|| wrong_type(field, "handoff_message_get_list_len"))?);
+            len.write(
+                list_len(&slot).ok_or_else(|| wrong_type(field, "handoff_message_get_list_len"))?,
+            );
             Ok(())
         })
     }
@@ -431,7 +449,11 @@ pub unsafe extern "C" fn handoff_message_get_list_uint(
             let SlotRef::U64List(list) = slot else {
                 return Err(wrong_type(field, "handoff_message_get_list_uint"));
             };
-            out.write(*list.get(index).ok_or_else(|| out_of_range(index, list.len()))?);
+            out.write(
+                *list
+                    .get(index)
+                    .ok_or_else(|| out_of_range(index, list.len()))?,
+            );
             Ok(())
         })
     }
@@ -455,7 +477,9 @@ pub unsafe extern "C" fn handoff_message_get_list_bytes(
             let SlotRef::StrList(list) = slot else {
                 return Err(wrong_type(field, "handoff_message_get_list_bytes"));
             };
-            let item = list.get(index).ok_or_else(|| out_of_range(index, list.len()))?;
+            let item = list
+                .get(index)
+                .ok_or_else(|| out_of_range(index, list.len()))?;
             data.write(item.as_ptr());
             len.write(item.len());
             Ok(())

@@ -12,21 +12,27 @@
 mod args;
 mod error;
 mod fields;
+mod incumbent;
 mod journal;
 mod listeners;
 mod lock;
+mod log;
 mod message;
 mod reader;
 mod status;
+mod supervisor;
 
 pub use error::*;
 pub use fields::*;
+pub use incumbent::*;
 pub use journal::*;
 pub use listeners::*;
 pub use lock::*;
+pub use log::*;
 pub use message::*;
 pub use reader::*;
 pub use status::*;
+pub use supervisor::*;
 
 use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};

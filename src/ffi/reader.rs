@@ -36,7 +36,8 @@ pub unsafe extern "C" fn handoff_frame_reader_feed(
 ) -> handoff_status {
     boundary(err, || {
         // SAFETY: a live reader and `len` readable bytes (header contract).
-        let (reader, bytes) = unsafe { (arg_mut(reader, "reader")?, arg_bytes(data, len, "data")?) };
+        let (reader, bytes) =
+            unsafe { (arg_mut(reader, "reader")?, arg_bytes(data, len, "data")?) };
         reader.inner.feed(bytes);
         Ok(())
     })
@@ -71,7 +72,9 @@ pub unsafe extern "C" fn handoff_frame_reader_next(
 
 /// Bytes fed but not yet taken as messages; 0 for NULL.
 #[no_mangle]
-pub unsafe extern "C" fn handoff_frame_reader_buffered(reader: *const handoff_frame_reader) -> usize {
+pub unsafe extern "C" fn handoff_frame_reader_buffered(
+    reader: *const handoff_frame_reader,
+) -> usize {
     // SAFETY: NULL or a live reader from this library.
     unsafe { reader.as_ref() }.map_or(0, |r| r.inner.buffered())
 }

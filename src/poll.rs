@@ -1,0 +1,79 @@
+//! Interruptible waits: poll(2) on one descriptor plus a wake pipe.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    Ready,
+    TimedOut,
+    /// The wake descriptor became readable.
+    Woken,
+}
+
+/// Wait until `fd` is ready for `events`, `wake` becomes readable, or
+/// `deadline` (None: forever) passes.
+pub fn wait_fd(
+    fd: RawFd,
+    events: libc::c_short,
+    wake: Option<BorrowedFd<'_>>,
+    deadline: Option<Instant>,
+) -> io::Result<Wait> {
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.map_or(-1, |w| w.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // Round up, so a wait never ends a hair before its deadline.
+        let millis = deadline.map_or(-1, |d| {
+            let left = d.saturating_duration_since(Instant::now());
+            left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+        });
+        // SAFETY: `fds` is a valid array of two pollfd for the call; poll(2)
+        // ignores a negative fd.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if fds[1].revents != 0 {
+            return Ok(Wait::Woken);
+        }
+        if fds[0].revents != 0 {
+            return Ok(Wait::Ready);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Wait::TimedOut);
+        }
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Make the read end of a wake pipe readable for good.
+pub fn wake(write_end: BorrowedFd<'_>) {
+    // SAFETY: writing one byte from a valid buffer to a descriptor we borrow.
+    let _ = unsafe { libc::write(write_end.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+}

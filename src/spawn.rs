@@ -1,0 +1,325 @@
+//! Starting a service generation: fork/exec with a clean descriptor table
+//! (listener i at fd 3+i, then the control socket) and LISTEN_PID set to the
+//! child's own pid, which only the child can know (DESIGN §3).
+#![allow(unsafe_code)]
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::poll;
+
+/// The variables libhandoff sets for a child; any inherited copy is dropped.
+const OWN_VARS: [&str; 5] = [
+    "HANDOFF_ROLE",
+    "HANDOFF_SOCK_FD",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "LISTEN_PID",
+];
+/// Room for any pid in the LISTEN_PID value, written by the child in place.
+const PID_DIGITS: usize = 10;
+
+/// What to run for a generation of the service.
+#[derive(Debug, Clone, Default)]
+pub struct Command {
+    pub binary: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// A child process we started; reaped by `wait`/`terminate`.
+#[derive(Debug)]
+pub struct ChildProcess {
+    pid: libc::pid_t,
+    status: Option<i32>,
+}
+
+impl ChildProcess {
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// The raw wait status if the child has exited (reaping it).
+    pub fn try_wait(&mut self) -> Option<i32> {
+        if self.status.is_none() {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child with a valid status pointer.
+            if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
+                self.status = Some(status);
+            }
+        }
+        self.status
+    }
+
+    /// Wait up to `timeout` for the child to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; always reaps.
+    pub fn terminate(&mut self, grace: Duration) -> i32 {
+        if let Some(status) = self.try_wait() {
+            return status;
+        }
+        self.signal(libc::SIGTERM);
+        if let Some(status) = self.wait_timeout(grace) {
+            return status;
+        }
+        self.signal(libc::SIGKILL);
+        let mut status = 0;
+        // SAFETY: blocking waitpid on our own child, valid status pointer.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        self.status = Some(status);
+        status
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        if self.status.is_none() {
+            // SAFETY: signalling our own unreaped child: its pid cannot have
+            // been reused.
+            unsafe { libc::kill(self.pid, signal) };
+        }
+    }
+}
+
+/// Whether `pid` names a live process (zombies count as gone).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+/// Signal a process that is not (or no longer) our child.
+pub fn signal_pid(pid: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        if pid > 0 {
+            // SAFETY: kill(2) has no memory effects.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+}
+
+/// A human reading of a wait status.
+pub fn describe_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status}")
+    }
+}
+
+fn cstring(bytes: &[u8], what: &str) -> Result<CString> {
+    CString::new(bytes).map_err(|_| Error::Environment(format!("{what} contains a NUL byte")))
+}
+
+fn resolve(binary: &Path) -> Result<PathBuf> {
+    if binary.as_os_str().as_bytes().contains(&b'/') {
+        return Ok(binary.to_owned());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(binary))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| Error::io("cannot find", binary, io::ErrorKind::NotFound.into()))
+}
+
+/// Start `command` with `fds` (listeners, then the control socket if any) at
+/// descriptors 3.., the listener variables, and, when `control` is set, the
+/// successor variables.
+pub fn spawn(
+    command: &Command,
+    listeners: &[(String, BorrowedFd<'_>)],
+    control: Option<BorrowedFd<'_>>,
+) -> Result<ChildProcess> {
+    let binary = resolve(&command.binary)?;
+    let path = cstring(binary.as_os_str().as_bytes(), "binary path")?;
+    let mut argv = vec![path.clone()];
+    for arg in &command.args {
+        argv.push(cstring(arg.as_bytes(), "an argument")?);
+    }
+
+    let n = listeners.len();
+    let mut envp: Vec<CString> = Vec::new();
+    for (key, value) in std::env::vars_os().chain(command.env.iter().cloned()) {
+        if OWN_VARS.iter().any(|own| OsStr::new(own) == key) {
+            continue;
+        }
+        let mut pair = key.into_vec();
+        pair.push(b'=');
+        pair.extend(value.as_bytes());
+        envp.push(cstring(&pair, "an environment variable")?);
+    }
+    if n > 0 {
+        let names: Vec<&str> = listeners.iter().map(|(name, _)| name.as_str()).collect();
+        envp.push(cstring(format!("LISTEN_FDS={n}").as_bytes(), "LISTEN_FDS")?);
+        envp.push(cstring(
+            format!("LISTEN_FDNAMES={}", names.join(":")).as_bytes(),
+            "a listener name",
+        )?);
+    }
+    if control.is_some() {
+        envp.push(c"HANDOFF_ROLE=successor".to_owned());
+        envp.push(cstring(
+            format!("HANDOFF_SOCK_FD={}", 3 + n).as_bytes(),
+            "HANDOFF_SOCK_FD",
+        )?);
+    }
+    // Filled in by the child with its own pid; the padding NULs end it early.
+    let mut listen_pid = b"LISTEN_PID=".to_vec();
+    listen_pid.resize(listen_pid.len() + PID_DIGITS + 1, 0);
+    let pid_at = listen_pid.len() - PID_DIGITS - 1;
+
+    let mut sources: Vec<RawFd> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+    sources.extend(control.map(|fd| fd.as_raw_fd()));
+    let (error_read, error_write) = poll::pipe().map_err(Error::Stream)?;
+
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    if n > 0 {
+        envp_ptrs.push(listen_pid.as_ptr().cast());
+    }
+    envp_ptrs.push(std::ptr::null());
+
+    // SAFETY: fork in a possibly multi-threaded process: the child only
+    // makes async-signal-safe calls (fcntl, dup2, close_range, sigprocmask,
+    // signal, execve, write, _exit) on memory prepared above, and never
+    // allocates.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::Stream(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: in the child, see above.
+        unsafe {
+            child_exec(
+                &path,
+                &argv_ptrs,
+                &envp_ptrs,
+                &mut listen_pid,
+                pid_at,
+                &sources,
+                error_write.as_raw_fd(),
+            )
+        }
+    }
+    drop(error_write);
+    let mut child = ChildProcess { pid, status: None };
+    let mut errno = [0u8; 4];
+    // SAFETY: reading into a valid 4-byte buffer from our pipe end.
+    let got = unsafe { libc::read(error_read.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
+    if got == 4 {
+        child.wait_timeout(Duration::from_secs(5));
+        let cause = io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+        return Err(Error::io("cannot execute", binary, cause));
+    }
+    Ok(child)
+}
+
+/// The child's half of `spawn`. Never returns.
+///
+/// # Safety
+/// Only between fork and exec; every pointer comes from the parent's
+/// prepared, still-mapped buffers.
+unsafe fn child_exec(
+    path: &CString,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    listen_pid: &mut [u8],
+    pid_at: usize,
+    sources: &[RawFd],
+    error_fd: RawFd,
+) -> ! {
+    let fail = |error_fd: RawFd| -> ! {
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(0)
+            .to_ne_bytes();
+        // SAFETY: async-signal-safe write and _exit.
+        unsafe {
+            libc::write(error_fd, errno.as_ptr().cast(), 4);
+            libc::_exit(127)
+        }
+    };
+    let first_free = 3 + sources.len() as RawFd;
+    // Move every source above the target range first, so placing one cannot
+    // clobber another; dup2 then clears close-on-exec on the targets.
+    let mut moved = [0 as RawFd; 64];
+    if sources.len() > moved.len() {
+        fail(error_fd);
+    }
+    for (i, &fd) in sources.iter().enumerate() {
+        // SAFETY: fcntl/dup2 are async-signal-safe.
+        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, first_free.max(error_fd + 1)) };
+        if high < 0 {
+            fail(error_fd);
+        }
+        moved[i] = high;
+    }
+    for (i, &high) in moved[..sources.len()].iter().enumerate() {
+        // SAFETY: as above.
+        if unsafe { libc::dup2(high, 3 + i as RawFd) } < 0 {
+            fail(error_fd);
+        }
+    }
+    // Everything else closes on exec (the error pipe too, which tells the
+    // parent the exec succeeded).
+    // SAFETY: close_range is a plain syscall; on old kernels it fails with
+    // ENOSYS and the descriptors we opened are already close-on-exec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first_free as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+
+    if !sources.is_empty() {
+        // SAFETY: getpid is async-signal-safe.
+        let mut pid = unsafe { libc::getpid() } as u32;
+        let mut digits = [0u8; PID_DIGITS];
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (pid % 10) as u8;
+            len += 1;
+            pid /= 10;
+            if pid == 0 {
+                break;
+            }
+        }
+        for i in 0..len {
+            listen_pid[pid_at + i] = digits[len - 1 - i];
+        }
+    }
+    // SAFETY: resetting the signal state std would reset: Rust ignores
+    // SIGPIPE, and an ignored disposition survives exec.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+    fail(error_fd)
+}

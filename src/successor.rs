@@ -1,0 +1,202 @@
+//! The successor: handshake, wait for Begin, take the listeners, announce
+//! Ready and become the incumbent.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::channel::Channel;
+use crate::crash::crash_point;
+use crate::error::{Error, Result};
+use crate::incumbent::{now_unix_ms, Incumbent};
+use crate::listeners::Listeners;
+use crate::lock::DataDirLock;
+use crate::log::event;
+use crate::protocol::{
+    negotiate_version, Capabilities, HandoffId, Message, Side, PROTO_MAX, PROTO_MIN,
+};
+
+/// How long the supervisor has to answer our Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the successor announces in Ready.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    pub listening_on: Vec<String>,
+    pub healthz_ok: bool,
+    pub advertised_revision_per_shard: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    New,
+    Handshook(HandoffId),
+    Begun(HandoffId),
+}
+
+/// A process spawned by the supervisor for one handoff.
+pub struct Successor {
+    channel: Channel,
+    listeners: Listeners,
+    stage: Stage,
+}
+
+impl Successor {
+    /// Wrap the inherited control descriptor (HANDOFF_SOCK_FD) and listeners.
+    pub fn new(control: OwnedFd, listeners: Listeners) -> Result<Successor> {
+        Ok(Successor {
+            channel: Channel::new(UnixStream::from(control))?,
+            listeners,
+            stage: Stage::New,
+        })
+    }
+
+    /// The handoff id, once the supervisor has answered our Hello.
+    pub fn handoff_id(&self) -> Option<HandoffId> {
+        match self.stage {
+            Stage::New => None,
+            Stage::Handshook(id) | Stage::Begun(id) => Some(id),
+        }
+    }
+
+    /// Send Hello and wait for HelloAck.
+    pub fn handshake(&mut self, build_id: &[u8]) -> Result<HandoffId> {
+        if self.stage != Stage::New {
+            return Err(Error::WrongState("handshake already done".into()));
+        }
+        self.channel.send(&Message::Hello {
+            role: Side::Successor,
+            pid: std::process::id(),
+            build_id: build_id.to_vec(),
+            proto_min: PROTO_MIN,
+            proto_max: PROTO_MAX,
+            capabilities: Capabilities::default(),
+        })?;
+        let deadline = Instant::now() + HELLO_TIMEOUT;
+        let (version, handoff_id) = loop {
+            match self.channel.recv_until(deadline, None)? {
+                Message::HelloAck {
+                    proto_version_chosen,
+                    handoff_id,
+                } => break (proto_version_chosen, handoff_id),
+                Message::Heartbeat { .. } => continue,
+                Message::Abort { reason, .. } => return Err(Error::Aborted(reason)),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "expected HelloAck, got {}",
+                        other.kind().name()
+                    )))
+                }
+            }
+        };
+        negotiate_version((PROTO_MIN, PROTO_MAX), (version, version))?;
+        self.channel.set_version(version);
+        self.stage = Stage::Handshook(handoff_id);
+        Ok(handoff_id)
+    }
+
+    /// Wait for Begin: the incumbent has sealed and released the lock. An
+    /// Abort answers [`Error::Aborted`], a vanished supervisor
+    /// [`Error::PeerClosed`]: in both cases the successor should exit.
+    pub fn wait_for_begin(&mut self, timeout: Duration) -> Result<()> {
+        let Stage::Handshook(expected) = self.stage else {
+            return Err(Error::WrongState(
+                "wait_for_begin needs a handshake first".into(),
+            ));
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.channel.recv_until(deadline, None)? {
+                Message::Begin { handoff_id } if handoff_id == expected => break,
+                Message::Heartbeat { .. } => {}
+                Message::Abort { reason, .. } => return Err(Error::Aborted(reason)),
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "expected Begin for {expected}, got {}",
+                        other.kind().name()
+                    )))
+                }
+            }
+        }
+        crash_point!("N_AFTER_BEGIN");
+        self.stage = Stage::Begun(expected);
+        Ok(())
+    }
+
+    /// The inherited listeners; only after Begin, since before it they are
+    /// the incumbent's (their shared O_NONBLOCK flag included, DESIGN §3).
+    pub fn listeners(&mut self) -> Result<&mut Listeners> {
+        match self.stage {
+            Stage::Begun(_) => Ok(&mut self.listeners),
+            _ => Err(Error::WrongState("listeners are taken after Begin".into())),
+        }
+    }
+
+    /// Keep the supervisor from timing us out during a slow start-up
+    /// between Begin and Ready. Stops when the guard is dropped.
+    pub fn start_heartbeats(&self, period: Duration) -> HeartbeatGuard {
+        let sender = self.channel.sender();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
+                if sender
+                    .send(&Message::Heartbeat {
+                        ts_ms: now_unix_ms(),
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        HeartbeatGuard {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Announce Ready, then bind the control socket as the new incumbent
+    /// (atomically replacing the old one's path). From Ready on this process
+    /// is authoritative.
+    pub fn announce_ready(
+        self,
+        readiness: Readiness,
+        control_path: &Path,
+        lock: DataDirLock,
+    ) -> Result<Incumbent> {
+        let Stage::Begun(handoff_id) = self.stage else {
+            return Err(Error::WrongState("Ready is announced after Begin".into()));
+        };
+        self.channel.send(&Message::Ready {
+            handoff_id,
+            listening_on: readiness.listening_on,
+            healthz_ok: readiness.healthz_ok,
+            advertised_revision_per_shard: readiness.advertised_revision_per_shard,
+        })?;
+        crash_point!("N_AFTER_READY");
+        event!(
+            Info,
+            "handoff {handoff_id}: ready; taking over {}",
+            control_path.display()
+        );
+        Incumbent::bind(control_path, lock)
+    }
+}
+
+/// Stops the successor's heartbeats when dropped.
+pub struct HeartbeatGuard {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for HeartbeatGuard {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
