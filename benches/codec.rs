@@ -161,7 +161,7 @@ fn main() {
     let (their_version, their_msg) =
         beyond::frame::read_message(&mut &vector[..]).expect("the reference decodes");
 
-    // Each variant's reused buffer; check each reproduces the vector first.
+    // Each variant's buffer, reused across calls.
     let mut rust_buf = vec![0u8; 256];
     let mut c_buf = vec![0u8; 256];
     let mut their_buf: Vec<u8> = Vec::with_capacity(256);

@@ -426,6 +426,13 @@ typedef struct handoff_outcome handoff_outcome;
 typedef struct handoff_spawn_spec handoff_spawn_spec;
 
 /**
+ * A successor's side of one handoff. Created by `handoff_successor_new`,
+ * freed by `handoff_successor_free`. Not synchronised: one thread at a
+ * time.
+ */
+typedef struct handoff_successor handoff_successor;
+
+/**
  * A supervisor. Created by `handoff_supervisor_new`, freed by
  * `handoff_supervisor_free`. Configure it from one thread; once
  * configured, `handoff_supervisor_perform_handoff` may be called from any
@@ -1029,6 +1036,76 @@ void handoff_frame_reader_free(struct handoff_frame_reader *reader);
  * a value this library does not define. Static; never free it.
  */
 const char *handoff_status_name(int32_t status);
+
+/**
+ * Start the successor's side from what `handoff_inherited_detect` found:
+ * the control socket and the listeners move into the successor (take them
+ * with `handoff_successor_take_listener` after Begin); `inherited` keeps
+ * only their names and must still be freed. Not a successor:
+ * `HANDOFF_ERR_WRONG_STATE`.
+ */
+handoff_status handoff_successor_new(struct handoff_inherited *inherited,
+                                     struct handoff_successor **out,
+                                     struct handoff_error **err);
+
+/**
+ * Send Hello (with `build_id`, copied) and wait up to 5 s for HelloAck.
+ * `handoff_id` (NULL, or room for 16 bytes) receives the handoff's id.
+ */
+handoff_status handoff_successor_handshake(struct handoff_successor *successor,
+                                           const uint8_t *build_id,
+                                           size_t len,
+                                           uint8_t *handoff_id,
+                                           struct handoff_error **err);
+
+/**
+ * Wait up to `timeout_ms` for Begin (the incumbent has sealed and released
+ * the lock). `HANDOFF_ERR_ABORTED` or `HANDOFF_ERR_PEER_CLOSED`: the
+ * handoff is over, exit without touching the data directory.
+ */
+handoff_status handoff_successor_wait_for_begin(struct handoff_successor *successor,
+                                                uint32_t timeout_ms,
+                                                struct handoff_error **err);
+
+/**
+ * After Begin: take listener `name` as `kind` (`HANDOFF_LISTENER_*`), as
+ * `handoff_inherited_take_listener` does. Before Begin:
+ * `HANDOFF_ERR_WRONG_STATE` (the listeners still serve the incumbent).
+ */
+handoff_status handoff_successor_take_listener(struct handoff_successor *successor,
+                                               const char *name,
+                                               uint32_t kind,
+                                               int *fd_out,
+                                               struct handoff_error **err);
+
+/**
+ * Send heartbeats every 2 s until Ready, so a slow start-up between Begin
+ * and Ready is not taken for a dead successor.
+ */
+handoff_status handoff_successor_start_heartbeats(struct handoff_successor *successor,
+                                                  struct handoff_error **err);
+
+/**
+ * Announce Ready, then bind the control socket at `control_path` as the new
+ * incumbent (replacing the old one's atomically), holding `lock` (which
+ * moves into the incumbent; the handle stays, empty). `ready` is NULL
+ * (healthy, nothing else to say) or a `HANDOFF_MSG_READY` message whose
+ * `listening_on`, `healthz_ok` and `advertised_revision_per_shard` are sent
+ * (its handoff id is ignored). Once Ready is sent this process is
+ * authoritative; the successor handle is spent either way.
+ */
+handoff_status handoff_successor_announce_ready(struct handoff_successor *successor,
+                                                const struct handoff_message *ready,
+                                                const char *control_path,
+                                                struct handoff_lock *lock,
+                                                struct handoff_incumbent **out,
+                                                struct handoff_error **err);
+
+/**
+ * Free the successor (closing its control socket and untaken listeners).
+ * NULL is a no-op.
+ */
+void handoff_successor_free(struct handoff_successor *successor);
 
 /**
  * A spec that runs `binary` (a path, or a name looked up in PATH) with no

@@ -5,7 +5,7 @@ use std::os::fd::IntoRawFd;
 
 use super::args::{arg_mut, arg_ref, Out};
 use super::{boundary, handoff_error, handoff_status, Failure};
-use crate::listeners::{detect, Inherited, ListenerKind};
+use crate::listeners::{detect, Inherited, ListenerKind, Listeners};
 
 /// `handoff_inherited_take_listener`: a listening TCP socket (IPv4 or IPv6).
 pub const HANDOFF_LISTENER_TCP: u32 = 0;
@@ -45,8 +45,6 @@ impl handoff_inherited {
 /// # Safety
 /// A non-NULL `ptr` must be a live `handoff_inherited` from this library,
 /// not used elsewhere for `'a`.
-// Not called yet outside the tests: the successor's C functions will.
-#[allow(dead_code)]
 pub(crate) unsafe fn inherited_mut<'a>(
     ptr: *mut handoff_inherited,
     name: &str,
@@ -156,32 +154,46 @@ pub unsafe extern "C" fn handoff_inherited_take_listener(
         // SAFETY: non-NULL (checked by `arg_ref`) and NUL-terminated (header
         // contract).
         let name = unsafe { arg_ref(name, "name").map(|_| CStr::from_ptr(name)) }?;
-        let kind = match kind {
-            HANDOFF_LISTENER_TCP => ListenerKind::Tcp,
-            HANDOFF_LISTENER_UDP => ListenerKind::Udp,
-            HANDOFF_LISTENER_UNIX => ListenerKind::Unix,
-            other => {
-                return Err(Failure::invalid(format!(
-                    "unknown listener kind {other} (HANDOFF_LISTENER_TCP 0, _UDP 1, _UNIX 2)"
-                )))
-            }
-        };
-        let fd_out = Out::new(fd_out, "fd_out")?;
-        // Listener names are UTF-8, so a name that is not cannot match.
-        let name = name.to_string_lossy();
-        let listeners = inherited.inner.listeners_mut();
-        let fd = listeners.take_as(&name, kind)?.ok_or_else(|| {
-            Failure::new(
-                handoff_status::HANDOFF_ERR_LISTENER,
-                format!(
-                    "no inherited listener \"{name}\" is left to take (inherited: {})",
-                    listeners.names().join(", ")
-                ),
-            )
-        })?;
-        fd_out.write(fd.into_raw_fd());
-        Ok(())
+        take_listener(
+            inherited.inner.listeners_mut(),
+            &name.to_string_lossy(),
+            kind,
+            fd_out,
+        )
     })
+}
+
+/// Take listener `name` as `kind` (a `HANDOFF_LISTENER_*` value from C) out
+/// of `listeners` into `*fd_out`; shared by the inherited and successor
+/// handles.
+pub(crate) fn take_listener(
+    listeners: &mut Listeners,
+    name: &str,
+    kind: u32,
+    fd_out: *mut c_int,
+) -> Result<(), Failure> {
+    let kind = match kind {
+        HANDOFF_LISTENER_TCP => ListenerKind::Tcp,
+        HANDOFF_LISTENER_UDP => ListenerKind::Udp,
+        HANDOFF_LISTENER_UNIX => ListenerKind::Unix,
+        other => {
+            return Err(Failure::invalid(format!(
+                "unknown listener kind {other} (HANDOFF_LISTENER_TCP 0, _UDP 1, _UNIX 2)"
+            )))
+        }
+    };
+    let fd_out = Out::new(fd_out, "fd_out")?;
+    let fd = listeners.take_as(name, kind)?.ok_or_else(|| {
+        Failure::new(
+            handoff_status::HANDOFF_ERR_LISTENER,
+            format!(
+                "no inherited listener \"{name}\" is left to take (inherited: {})",
+                listeners.names().join(", ")
+            ),
+        )
+    })?;
+    fd_out.write(fd.into_raw_fd());
+    Ok(())
 }
 
 /// Free the object, closing every listener not taken (and a successor's

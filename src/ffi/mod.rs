@@ -20,6 +20,7 @@ mod log;
 mod message;
 mod reader;
 mod status;
+mod successor;
 mod supervisor;
 
 pub use error::*;
@@ -32,6 +33,7 @@ pub use log::*;
 pub use message::*;
 pub use reader::*;
 pub use status::*;
+pub use successor::*;
 pub use supervisor::*;
 
 use std::ffi::c_char;

@@ -1,0 +1,219 @@
+//! The successor through the C ABI: handshake, wait for Begin, take the
+//! listeners, announce Ready and become the incumbent.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::time::Duration;
+
+use super::args::{arg_bytes, arg_mut, arg_path, arg_ref, Out};
+use super::listeners::{inherited_mut, take_listener};
+use super::{
+    boundary, handoff_error, handoff_incumbent, handoff_inherited, handoff_lock, handoff_message,
+    handoff_status, Failure,
+};
+use crate::incumbent::Incumbent;
+use crate::protocol::Message;
+use crate::successor::{HeartbeatGuard, Readiness, Successor};
+
+/// A successor's side of one handoff. Created by `handoff_successor_new`,
+/// freed by `handoff_successor_free`. Not synchronised: one thread at a
+/// time.
+pub struct handoff_successor {
+    /// None once Ready was sent (the process is then the incumbent).
+    inner: Option<Successor>,
+    heartbeats: Option<HeartbeatGuard>,
+}
+
+impl handoff_successor {
+    fn live(&mut self) -> Result<&mut Successor, Failure> {
+        self.inner.as_mut().ok_or_else(|| {
+            Failure::new(
+                handoff_status::HANDOFF_ERR_WRONG_STATE,
+                "Ready was already announced: this process is the incumbent now",
+            )
+        })
+    }
+}
+
+/// Start the successor's side from what `handoff_inherited_detect` found:
+/// the control socket and the listeners move into the successor (take them
+/// with `handoff_successor_take_listener` after Begin); `inherited` keeps
+/// only their names and must still be freed. Not a successor:
+/// `HANDOFF_ERR_WRONG_STATE`.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_new(
+    inherited: *mut handoff_inherited,
+    out: *mut *mut handoff_successor,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live object from this library (header contract).
+        let inherited = unsafe { inherited_mut(inherited, "inherited") }?;
+        let out = Out::new(out, "out")?;
+        let control = inherited.take_control().ok_or_else(|| {
+            Failure::new(
+                handoff_status::HANDOFF_ERR_WRONG_STATE,
+                "not a successor (no control socket inherited, or already taken)",
+            )
+        })?;
+        let listeners = std::mem::take(inherited.listeners_mut());
+        let successor = Successor::new(control, listeners)?;
+        out.write(Box::into_raw(Box::new(handoff_successor {
+            inner: Some(successor),
+            heartbeats: None,
+        })));
+        Ok(())
+    })
+}
+
+/// Send Hello (with `build_id`, copied) and wait up to 5 s for HelloAck.
+/// `handoff_id` (NULL, or room for 16 bytes) receives the handoff's id.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_handshake(
+    successor: *mut handoff_successor,
+    build_id: *const u8,
+    len: usize,
+    handoff_id: *mut u8,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live successor and `len` readable bytes.
+        let (succ, build_id) = unsafe {
+            (
+                arg_mut(successor, "successor")?,
+                arg_bytes(build_id, len, "build_id")?,
+            )
+        };
+        let id = succ.live()?.handshake(build_id)?;
+        if !handoff_id.is_null() {
+            // SAFETY: room for 16 bytes by contract.
+            unsafe { std::ptr::copy_nonoverlapping(id.as_bytes().as_ptr(), handoff_id, 16) };
+        }
+        Ok(())
+    })
+}
+
+/// Wait up to `timeout_ms` for Begin (the incumbent has sealed and released
+/// the lock). `HANDOFF_ERR_ABORTED` or `HANDOFF_ERR_PEER_CLOSED`: the
+/// handoff is over, exit without touching the data directory.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_wait_for_begin(
+    successor: *mut handoff_successor,
+    timeout_ms: u32,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live successor.
+        let succ = unsafe { arg_mut(successor, "successor") }?;
+        succ.live()?
+            .wait_for_begin(Duration::from_millis(timeout_ms.into()))?;
+        Ok(())
+    })
+}
+
+/// After Begin: take listener `name` as `kind` (`HANDOFF_LISTENER_*`), as
+/// `handoff_inherited_take_listener` does. Before Begin:
+/// `HANDOFF_ERR_WRONG_STATE` (the listeners still serve the incumbent).
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_take_listener(
+    successor: *mut handoff_successor,
+    name: *const c_char,
+    kind: u32,
+    fd_out: *mut c_int,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live successor and a NUL-terminated name.
+        let (succ, _) = unsafe { (arg_mut(successor, "successor")?, arg_ref(name, "name")?) };
+        // SAFETY: non-NULL (checked above) and NUL-terminated by contract.
+        let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+        take_listener(succ.live()?.listeners()?, &name, kind, fd_out)
+    })
+}
+
+/// Send heartbeats every 2 s until Ready, so a slow start-up between Begin
+/// and Ready is not taken for a dead successor.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_start_heartbeats(
+    successor: *mut handoff_successor,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live successor.
+        let succ = unsafe { arg_mut(successor, "successor") }?;
+        if succ.heartbeats.is_none() {
+            let guard = succ.live()?.start_heartbeats(Duration::from_secs(2));
+            succ.heartbeats = Some(guard);
+        }
+        Ok(())
+    })
+}
+
+/// Announce Ready, then bind the control socket at `control_path` as the new
+/// incumbent (replacing the old one's atomically), holding `lock` (which
+/// moves into the incumbent; the handle stays, empty). `ready` is NULL
+/// (healthy, nothing else to say) or a `HANDOFF_MSG_READY` message whose
+/// `listening_on`, `healthz_ok` and `advertised_revision_per_shard` are sent
+/// (its handoff id is ignored). Once Ready is sent this process is
+/// authoritative; the successor handle is spent either way.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_announce_ready(
+    successor: *mut handoff_successor,
+    ready: *const handoff_message,
+    control_path: *const c_char,
+    lock: *mut handoff_lock,
+    out: *mut *mut handoff_incumbent,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: live handles and a NUL-terminated path (header contract).
+        let (succ, path, lock) = unsafe {
+            (
+                arg_mut(successor, "successor")?,
+                arg_path(control_path, "control_path")?,
+                arg_mut(lock, "lock")?,
+            )
+        };
+        let out = Out::new(out, "out")?;
+        // SAFETY: NULL or a live message.
+        let readiness = match unsafe { ready.as_ref() }.map(|m| &m.frame.message) {
+            None => Readiness {
+                healthz_ok: true,
+                ..Readiness::default()
+            },
+            Some(Message::Ready {
+                listening_on,
+                healthz_ok,
+                advertised_revision_per_shard,
+                ..
+            }) => Readiness {
+                listening_on: listening_on.clone(),
+                healthz_ok: *healthz_ok,
+                advertised_revision_per_shard: advertised_revision_per_shard.clone(),
+            },
+            Some(other) => {
+                return Err(Failure::invalid(format!(
+                    "ready must be a Ready message, not {}",
+                    other.kind().name()
+                )))
+            }
+        };
+        lock.check_held()?;
+        succ.live()?;
+        // Heartbeats must stop before Ready: one writer on the socket.
+        succ.heartbeats = None;
+        let successor = succ.inner.take().expect("checked live");
+        let incumbent: Incumbent = successor.announce_ready(readiness, path, lock.take()?)?;
+        out.write(handoff_incumbent::boxed(incumbent));
+        Ok(())
+    })
+}
+
+/// Free the successor (closing its control socket and untaken listeners).
+/// NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_free(successor: *mut handoff_successor) {
+    if !successor.is_null() {
+        // SAFETY: from Box::into_raw here; the caller gives it up.
+        drop(unsafe { Box::from_raw(successor) });
+    }
+}
