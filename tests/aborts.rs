@@ -1,0 +1,192 @@
+//! The rows of DESIGN §2 "Aborts and recovery" that need no crash point,
+//! with real processes: after each, exactly one lock holder (the incumbent
+//! that answers), no orphan, no leaked descriptor, the journal cleared.
+
+mod common;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use handoff::lock::{DataDirLock, LockState};
+use handoff::supervisor::{SpawnSpec, Supervisor, Timeouts};
+use handoff::Error;
+
+struct Service {
+    _dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    journal: PathBuf,
+    addr: String,
+    supervisor: Supervisor,
+    reaper: Reaper,
+    incumbent: u32,
+    listener_fd: i32,
+}
+
+/// A cold-started noop service under an in-process supervisor.
+fn start(cold_flags: &[&str], nonblocking: bool) -> Service {
+    let binary = noop_service();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let control = dir.path().join("control.sock");
+    let journal = dir.path().join("journal/state.bin");
+    let (tcp, addr) = tcp_listener();
+    tcp.set_nonblocking(nonblocking).unwrap();
+    let listener_fd = tcp.as_raw_fd();
+    let supervisor = Supervisor::new(&control)
+        .with_listener("kv", OwnedFd::from(tcp))
+        .unwrap()
+        .with_journal(&journal)
+        .with_timeouts(Timeouts {
+            kill_grace: Duration::from_millis(500),
+            ..Timeouts::default()
+        });
+    let mut reaper = Reaper::default();
+    let command = service_command(&binary, &data_dir, &control, cold_flags);
+    let incumbent = reaper.keep(supervisor.spawn_cold(&command).unwrap());
+    wait_for_pong(&addr, incumbent, Duration::from_secs(10));
+    Service {
+        _dir: dir,
+        data_dir,
+        journal,
+        addr,
+        supervisor,
+        reaper,
+        incumbent,
+        listener_fd,
+    }
+}
+
+impl Service {
+    fn spec(&self, flags: &[&str]) -> SpawnSpec {
+        let control = self.supervisor.control_path().to_owned();
+        SpawnSpec {
+            command: service_command(&noop_service(), &self.data_dir, &control, flags),
+            ..SpawnSpec::new(noop_service())
+        }
+    }
+
+    /// Invariants 1 and 6 and a cleared journal, with `pid` the incumbent.
+    fn assert_settled(&self, pid: u32) {
+        wait_for_pong(&self.addr, pid, Duration::from_secs(10));
+        assert_eq!(
+            DataDirLock::probe(&self.data_dir).unwrap(),
+            LockState::Held { pid: Some(pid) },
+            "the incumbent holds the lock"
+        );
+        assert!(!self.journal.exists(), "journal cleared");
+    }
+
+    fn listener_nonblocking(&self) -> bool {
+        handoff::sys::is_nonblocking(self.listener_fd).unwrap()
+    }
+}
+
+fn assert_rolled_back(service: &Service, flags: &[&str], reason_has: &str) {
+    let fds = open_fds();
+    let incumbent_fds = fd_targets(service.incumbent);
+    let outcome = service.supervisor.perform_handoff(&service.spec(flags)).unwrap();
+    assert!(!outcome.committed, "must roll back");
+    let reason = outcome.abort_reason.unwrap();
+    assert!(reason.contains(reason_has), "reason {reason:?} lacks {reason_has:?}");
+    assert!(outcome.successor.is_none(), "the successor is reaped, not handed back");
+    service.assert_settled(service.incumbent);
+    assert_eq!(open_fds(), fds, "supervisor descriptors after the rollback");
+    // The incumbent closes its end of the control connection when it reads
+    // the supervisor's EOF, a moment after perform_handoff returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fd_targets(service.incumbent) != incumbent_fds && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(fd_targets(service.incumbent), incumbent_fds, "incumbent descriptors after the rollback");
+}
+
+/// Descriptor counts are per process: the tests here run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The targets of a process's descriptors, sorted (a diff shows a leak).
+fn fd_targets(pid: u32) -> Vec<String> {
+    let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let target = std::fs::read_link(e.path()).map(|t| t.display().to_string());
+            // Socket inode numbers differ between generations of an fd.
+            target.map_or_else(|e| e.to_string(), |t| if t.starts_with("socket:") { "socket".into() } else { t })
+        })
+        .collect();
+    targets.sort();
+    targets
+}
+
+#[test]
+fn successor_that_exits_before_ready_rolls_back() {
+    let _alone = serial();
+    let service = start(&[], false);
+    assert_rolled_back(&service, &["--exit-before-ready"], "successor exited with status 3");
+}
+
+#[test]
+fn successor_that_hangs_past_the_deadline_is_killed_and_rolled_back() {
+    let _alone = serial();
+    let service = start(&[], false);
+    let mut spec = service.spec(&["--hang-before-ready"]);
+    spec.deadline = Duration::from_secs(2);
+    let outcome = service.supervisor.perform_handoff(&spec).unwrap();
+    assert!(!outcome.committed);
+    assert!(outcome.abort_reason.unwrap().contains("deadline"));
+    service.assert_settled(service.incumbent);
+}
+
+#[test]
+fn failed_seal_keeps_the_incumbent_serving_with_its_lock() {
+    let _alone = serial();
+    let service = start(&["--fail-seal"], true);
+    assert_rolled_back(&service, &[], "seal failed on purpose");
+    // The successor detected its role and waited for Begin: the shared
+    // listener's flags are as the supervisor set them (DESIGN §3).
+    assert!(service.listener_nonblocking());
+}
+
+#[test]
+fn a_second_handoff_while_one_runs_is_refused_at_once() {
+    let _alone = serial();
+    let service = Arc::new(start(&[], false));
+    let mut spec = service.spec(&["--hang-before-ready"]);
+    spec.deadline = Duration::from_secs(3);
+    let first = {
+        let service = Arc::clone(&service);
+        std::thread::spawn(move || service.supervisor.perform_handoff(&spec).unwrap())
+    };
+    // The journal appears once the first handoff has both Hellos.
+    wait_for_path(&service.journal, Duration::from_secs(5));
+    match service.supervisor.perform_handoff(&service.spec(&[])) {
+        Err(Error::HandoffInProgress) => {}
+        other => panic!("a second handoff was not refused: {other:?}"),
+    }
+    let outcome = first.join().unwrap();
+    assert!(!outcome.committed);
+    service.assert_settled(service.incumbent);
+}
+
+/// DESIGN §3's trap: with a non-blocking listener and no client at all, an
+/// idle incumbent drains and the handoff commits; the flag is untouched.
+#[test]
+fn idle_incumbent_with_a_nonblocking_listener_hands_off() {
+    let _alone = serial();
+    for nonblocking in [true, false] {
+        let mut service = start(&[], nonblocking);
+        let outcome = service.supervisor.perform_handoff(&service.spec(&[])).unwrap();
+        assert!(outcome.committed, "{:?}", outcome.abort_reason);
+        assert_eq!(service.listener_nonblocking(), nonblocking);
+        let successor = service.reaper.keep(outcome.successor.unwrap());
+        let old = service.incumbent;
+        assert_eq!(service.reaper.wait_exit(old, Duration::from_secs(10)), Some(0));
+        service.assert_settled(successor);
+    }
+}

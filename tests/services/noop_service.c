@@ -1,0 +1,157 @@
+/*
+ * A minimal service for the handoff tests: hooks that do nothing, a
+ * listener it only polls and accepts on (answering "PONG <pid>\n"), and a
+ * report of what sd_listen_fds_with_names() saw at start-up, so the tests
+ * can check that libsystemd accepts the listeners libhandoff hands over.
+ *
+ *   noop-service --data-dir DIR --control-socket PATH [--report FILE]
+ *                [--exit-before-ready] [--hang-before-ready] [--fail-seal]
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "handoff.h"
+
+static const char *data_dir, *control_socket, *report_path;
+static int exit_before_ready, hang_before_ready, fail_seal;
+static volatile int accepting = 1;
+
+static void die(const char *what, handoff_status status, handoff_error *err) {
+    fprintf(stderr, "noop-service[%d]: %s: %s (%d)\n", (int)getpid(), what,
+            err ? handoff_error_message(err) : "?", (int)status);
+    handoff_error_free(err);
+    exit(2);
+}
+
+#define CHECK(call, what)                                  \
+    do {                                                   \
+        handoff_error *err_ = NULL;                        \
+        handoff_status st_ = (call);                       \
+        (void)err_;                                        \
+        if (st_ != HANDOFF_OK) die(what, st_, err_);       \
+    } while (0)
+
+/* Write what libsystemd sees: "n=<count> names=<a:b> pid_ok=<0|1>". */
+static void report_sd_listen_fds(void) {
+    char **names = NULL;
+    int n = sd_listen_fds_with_names(0, &names);
+    FILE *f = report_path ? fopen(report_path, "a") : NULL;
+    if (!f) return;
+    fprintf(f, "pid=%d n=%d names=", (int)getpid(), n);
+    for (int i = 0; n > 0 && i < n; i++) {
+        fprintf(f, "%s%s", i ? ":" : "", names[i]);
+        int kind = sd_is_socket(SD_LISTEN_FDS_START + i, AF_UNSPEC, 0, 1);
+        fprintf(f, "(%s)", kind > 0 ? "listening" : "not-listening");
+        free(names[i]);
+    }
+    free(names);
+    fprintf(f, "\n");
+    fclose(f);
+}
+
+static int32_t on_drain(void *userdata, handoff_hook_context *ctx) {
+    (void)userdata;
+    (void)ctx;
+    accepting = 0;
+    return HANDOFF_OK;
+}
+
+static int32_t on_seal(void *userdata, handoff_hook_context *ctx) {
+    (void)userdata;
+    if (fail_seal) {
+        handoff_hook_fail(ctx, "seal failed on purpose", NULL);
+        return HANDOFF_ERR_HOOK_FAILED;
+    }
+    return HANDOFF_OK;
+}
+
+static int32_t on_resume(void *userdata, handoff_hook_context *ctx) {
+    (void)userdata;
+    (void)ctx;
+    accepting = 1;
+    return HANDOFF_OK;
+}
+
+static void log_line(void *userdata, uint32_t level, const char *message) {
+    (void)userdata;
+    if (level <= HANDOFF_LOG_INFO) fprintf(stderr, "noop-service[%d] %s\n", (int)getpid(), message);
+}
+
+/* Serve the listener (poll, then accept: the flag may be either way) until
+ * the incumbent's serving ends; answer each connection with PONG <pid>. */
+static uint32_t serve(handoff_incumbent *incumbent, int listener) {
+    for (;;) {
+        uint32_t outcome = 0;
+        handoff_status st = handoff_incumbent_wait(incumbent, 0, &outcome, NULL);
+        if (st == HANDOFF_OK) return outcome;
+        if (st != HANDOFF_ERR_TIMEOUT) die("wait", st, NULL);
+        struct pollfd p = {.fd = listener, .events = POLLIN, .revents = 0};
+        if (!accepting || poll(&p, 1, 20) <= 0) {
+            if (!accepting) nanosleep(&(struct timespec){0, 5000000}, NULL);
+            continue;
+        }
+        int conn = accept(listener, NULL, NULL);
+        if (conn < 0) continue; /* EAGAIN: another process took it */
+        char line[64];
+        int len = snprintf(line, sizeof line, "PONG %d\n", (int)getpid());
+        (void)!write(conn, line, (size_t)len);
+        close(conn);
+    }
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--data-dir") && i + 1 < argc) data_dir = argv[++i];
+        else if (!strcmp(argv[i], "--control-socket") && i + 1 < argc) control_socket = argv[++i];
+        else if (!strcmp(argv[i], "--report") && i + 1 < argc) report_path = argv[++i];
+        else if (!strcmp(argv[i], "--exit-before-ready")) exit_before_ready = 1;
+        else if (!strcmp(argv[i], "--hang-before-ready")) hang_before_ready = 1;
+        else if (!strcmp(argv[i], "--fail-seal")) fail_seal = 1;
+        else { fprintf(stderr, "usage: noop-service --data-dir DIR --control-socket PATH\n"); return 64; }
+    }
+    if (!data_dir || !control_socket) return 64;
+    report_sd_listen_fds();
+    CHECK(handoff_set_log_callback(log_line, NULL, &err_), "log callback");
+
+    handoff_inherited *inherited = NULL;
+    CHECK(handoff_inherited_detect(&inherited, &err_), "detect");
+    handoff_lock *lock = NULL;
+    handoff_incumbent *incumbent = NULL;
+    int listener = -1;
+    if (handoff_inherited_is_successor(inherited)) {
+        handoff_successor *successor = NULL;
+        CHECK(handoff_successor_new(inherited, &successor, &err_), "successor");
+        CHECK(handoff_successor_handshake(successor, (const uint8_t *)"noop", 4, NULL, &err_), "handshake");
+        CHECK(handoff_successor_wait_for_begin(successor, 60000, &err_), "wait for Begin");
+        if (exit_before_ready) return 3;
+        while (hang_before_ready) pause();
+        CHECK(handoff_successor_take_listener(successor, "kv", HANDOFF_LISTENER_TCP, &listener, &err_), "listener");
+        CHECK(handoff_lock_acquire_with_retry(data_dir, 5000, &lock, &err_), "lock");
+        CHECK(handoff_successor_announce_ready(successor, NULL, control_socket, lock, &incumbent, &err_), "ready");
+        handoff_successor_free(successor);
+    } else {
+        CHECK(handoff_inherited_take_listener(inherited, "kv", HANDOFF_LISTENER_TCP, &listener, &err_), "listener");
+        CHECK(handoff_lock_acquire_with_retry(data_dir, 2000, &lock, &err_), "lock");
+        CHECK(handoff_incumbent_bind(control_socket, lock, &incumbent, &err_), "bind");
+    }
+    handoff_lock_free(lock);
+    handoff_inherited_free(inherited);
+
+    handoff_service_callbacks callbacks = {on_drain, on_seal, on_resume, NULL};
+    CHECK(handoff_incumbent_start(incumbent, &callbacks, NULL, &err_), "start");
+    uint32_t outcome = serve(incumbent, listener);
+    handoff_incumbent_free(incumbent);
+    close(listener);
+    fprintf(stderr, "noop-service[%d] serving ended (%u)\n", (int)getpid(), outcome);
+    return outcome == HANDOFF_SERVE_COMMITTED ? 0 : 4;
+}
