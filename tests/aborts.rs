@@ -190,3 +190,12 @@ fn idle_incumbent_with_a_nonblocking_listener_hands_off() {
         service.assert_settled(successor);
     }
 }
+
+/// Invariant 9: the successor's Hello must come from the process the
+/// supervisor spawned, as the kernel attests, whatever pid it announces.
+#[test]
+fn a_hello_from_another_process_claiming_the_successors_pid_is_refused() {
+    let _alone = serial();
+    let service = start(&[], false);
+    assert_rolled_back(&service, &["--forge-hello"], "not the spawned");
+}

@@ -6,6 +6,10 @@
  *
  *   noop-service --data-dir DIR --control-socket PATH [--report FILE]
  *                [--exit-before-ready] [--hang-before-ready] [--fail-seal]
+ *                [--forge-hello]
+ *
+ * --forge-hello: as a successor, a forked child sends the Hello claiming
+ * the successor's pid, as a process that was handed the socket might.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -23,7 +27,7 @@
 #include "handoff.h"
 
 static const char *data_dir, *control_socket, *report_path;
-static int exit_before_ready, hang_before_ready, fail_seal;
+static int exit_before_ready, hang_before_ready, fail_seal, forge_hello;
 static volatile int accepting = 1;
 
 static void die(const char *what, handoff_status status, handoff_error *err) {
@@ -57,6 +61,29 @@ static void report_sd_listen_fds(void) {
     free(names);
     fprintf(f, "\n");
     fclose(f);
+}
+
+/* A child writes a Hello announcing its parent's pid on the control socket,
+ * then the parent waits to be killed. */
+static void send_forged_hello(void) {
+    const char *fd_var = getenv("HANDOFF_SOCK_FD");
+    if (!fd_var) exit(5);
+    int fd = atoi(fd_var);
+    pid_t child = fork();
+    if (child == 0) {
+        handoff_message *hello = NULL;
+        uint8_t frame[256];
+        size_t len = 0;
+        if (handoff_message_new(HANDOFF_MSG_HELLO, &hello, NULL) != HANDOFF_OK ||
+            handoff_message_set_uint(hello, HANDOFF_FIELD_ROLE, HANDOFF_SIDE_SUCCESSOR, NULL) != HANDOFF_OK ||
+            handoff_message_set_uint(hello, HANDOFF_FIELD_PID, (uint64_t)getppid(), NULL) != HANDOFF_OK ||
+            handoff_message_encode(hello, frame, sizeof frame, &len, NULL) != HANDOFF_OK)
+            _exit(6);
+        (void)!write(fd, frame, len);
+        handoff_message_free(hello);
+        _exit(0);
+    }
+    for (;;) pause();
 }
 
 static int32_t on_drain(void *userdata, handoff_hook_context *ctx) {
@@ -117,10 +144,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--exit-before-ready")) exit_before_ready = 1;
         else if (!strcmp(argv[i], "--hang-before-ready")) hang_before_ready = 1;
         else if (!strcmp(argv[i], "--fail-seal")) fail_seal = 1;
+        else if (!strcmp(argv[i], "--forge-hello")) forge_hello = 1;
         else { fprintf(stderr, "usage: noop-service --data-dir DIR --control-socket PATH\n"); return 64; }
     }
     if (!data_dir || !control_socket) return 64;
     report_sd_listen_fds();
+    if (forge_hello) send_forged_hello();
     CHECK(handoff_set_log_callback(log_line, NULL, &err_), "log callback");
 
     handoff_inherited *inherited = NULL;
