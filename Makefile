@@ -12,11 +12,16 @@ DEV_PC_DIR := $(CURDIR)/target/pkgconfig
 
 export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 
-.PHONY: all build lib header deps test test-rust test-c lint install clean
+.PHONY: all build lib header deps test test-rust test-c lint install clean examples
 
 all: build
 
-build: lib $(DEV_PC_DIR)/handoff.pc
+build: lib $(DEV_PC_DIR)/handoff.pc examples
+
+# The example services, built against the tree as a user's project would be
+# (pkg-config, PKG_CONFIG_PATH exported above).
+examples: lib $(DEV_PC_DIR)/handoff.pc
+	$(MAKE) -C examples/c
 
 lib:
 	$(CARGO) build --release --lib
@@ -33,10 +38,21 @@ $(DEV_PC_DIR)/handoff.pc: Cargo.toml Makefile
 deps:
 	scripts/install-deps.sh
 
-test: deps build test-rust test-c
+test: deps build test-rust test-c test-crash
 
 test-rust:
 	$(CARGO) test --release
+
+# The crash matrix (tests/crash_recovery.rs): the crash points exist only
+# with the `crash-points` feature, built in a target directory of its own so
+# the normal build never contains them. The C test services link against
+# target/release (hence `build`); the test points them at the crash-enabled
+# library with LD_LIBRARY_PATH.
+CRASH_TARGET := $(CURDIR)/target/crash
+.PHONY: test-crash
+test-crash: build
+	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) build --release --features crash-points --example test-supervisor
+	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) test --release --features crash-points --test crash_recovery
 
 test-c: build
 	$(MAKE) -C tests/c test
@@ -57,3 +73,4 @@ install: build
 clean:
 	$(CARGO) clean
 	$(MAKE) -C tests/c clean
+	$(MAKE) -C examples/c clean

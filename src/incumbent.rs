@@ -391,14 +391,17 @@ impl Incumbent {
             sender: &sender,
         };
         let (done, stopped) = mpsc::channel::<()>();
-        std::thread::scope(|scope| {
-            let beats = sender.clone();
-            let period = self.config.heartbeat;
-            scope.spawn(move || heartbeats(&beats, period, &stopped));
-            let result = hook(&ctx);
-            drop(done);
-            result
-        })
+        let beats = sender.clone();
+        let period = self.config.heartbeat;
+        // Not joined: waiting for the thread to start and end would put a
+        // thread's whole lifetime on every hook's critical path. It ends as
+        // soon as it sees `done` dropped, and the sender's lock keeps a late
+        // heartbeat from interleaving with the hook's answer (which a
+        // heartbeat may follow: supervisors skip heartbeats).
+        std::thread::spawn(move || heartbeats(&beats, period, &stopped));
+        let result = hook(&ctx);
+        drop(done);
+        result
     }
 
     /// Undo what a handoff did: take the lock back if it was released, and

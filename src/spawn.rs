@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::poll;
@@ -105,6 +105,29 @@ pub fn pid_alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
         Err(_) => false,
     }
+}
+
+/// When `pid` started (wall clock), from /proc: the start in clock ticks
+/// after boot plus the boot time, which the kernel gives in whole seconds,
+/// so the answer may be up to a second early.
+pub fn process_started_at(pid: u32) -> Option<SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22, starttime; the fields after the command name start at 3.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf reads a system constant and touches no memory of ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&hz| hz > 0)?;
+    let after_boot = Duration::from_secs(ticks / hz)
+        + Duration::from_nanos((ticks % hz).checked_mul(1_000_000_000)? / hz);
+    Some(UNIX_EPOCH + Duration::from_secs(boot) + after_boot)
 }
 
 /// Signal a process that is not (or no longer) our child.

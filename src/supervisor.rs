@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::channel::{enable_passcred, Channel};
 use crate::crash::crash_point;
@@ -15,7 +15,9 @@ use crate::incumbent::now_unix_ms;
 use crate::journal::{Journal, Phase};
 use crate::log::event;
 use crate::protocol::{negotiate_version, HandoffId, Message, Side, PROTO_MAX, PROTO_MIN};
-use crate::spawn::{describe_status, pid_alive, signal_pid, spawn, ChildProcess, Command};
+use crate::spawn::{
+    describe_status, pid_alive, process_started_at, signal_pid, spawn, ChildProcess, Command,
+};
 use crate::sys;
 
 /// The supervisor's timeouts (DESIGN §2 defaults).
@@ -294,6 +296,9 @@ impl Supervisor {
         let Some(journal) = Journal::read(path)? else {
             return Ok(None);
         };
+        // The pids in it name our processes only if these already ran when
+        // it was last written (see `terminate_journalled`).
+        let written = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         event!(
             Warn,
             "handoff {} was left at phase {}: recovering",
@@ -309,9 +314,9 @@ impl Supervisor {
             && current == journal.successor_pid;
         if committed {
             // The old incumbent may still wait for a Commit that never comes.
-            terminate_pid(journal.incumbent_pid, self.timeouts.kill_grace);
+            terminate_journalled(journal.incumbent_pid, written, self.timeouts.kill_grace);
         } else if let Some(successor) = journal.successor_pid {
-            terminate_pid(successor, self.timeouts.kill_grace);
+            terminate_journalled(successor, written, self.timeouts.kill_grace);
         }
         self.clear_journal();
         Ok(Some(Recovery {
@@ -366,6 +371,30 @@ fn accept_hello(hello: &Message, role: Side, kernel_pid: u32) -> Result<u16> {
         )));
     }
     negotiate_version((PROTO_MIN, PROTO_MAX), (*proto_min, *proto_max))
+}
+
+/// How much later than the journal's last write a process it names may
+/// seem to have started (`process_started_at` may be a second early, and
+/// the clock may be adjusted meanwhile).
+const PID_REUSE_SLACK: Duration = Duration::from_secs(2);
+
+/// Stop a process the journal names, unless it started after the journal
+/// was last written: the journal outlives its processes (a reboot, a
+/// container restart, a long outage), and such a pid was reused by a
+/// stranger. Leaving one alone is the safe side: a successor exits by
+/// itself once its supervisor is gone, and an old incumbent steps down when
+/// it cannot take the lock back.
+fn terminate_journalled(pid: u32, written: Option<SystemTime>, grace: Duration) {
+    if let (Some(started), Some(written)) = (process_started_at(pid), written) {
+        if started > written + PID_REUSE_SLACK {
+            event!(
+                Warn,
+                "pid {pid} started after the journal was written: another process, left alone"
+            );
+            return;
+        }
+    }
+    terminate_pid(pid, grace);
 }
 
 /// Signal a process that is not our child (after a supervisor restart).

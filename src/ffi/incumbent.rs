@@ -512,12 +512,17 @@ pub unsafe extern "C" fn handoff_incumbent_stop(
 fn stop(inc: &mut handoff_incumbent) {
     if let Some(State::Serving { stop, done, thread }) = inc.state.take() {
         stop.stop();
+        // Join first: the serve thread sends its outcome just before it
+        // ends, so `try_recv` then finds it without blocking. A blocking
+        // std channel receive on the caller's (C) thread would leave
+        // per-thread runtime state there that is never freed (valgrind:
+        // "possibly lost").
+        let _ = thread.join();
         let code = done
-            .recv()
+            .try_recv()
             .ok()
             .and_then(|r| r.ok())
             .map_or(HANDOFF_SERVE_STOPPED, outcome_code);
-        let _ = thread.join();
         inc.state = Some(State::Finished(code));
     }
 }

@@ -1,0 +1,1019 @@
+//! The crash matrix: every row of DESIGN §2 "Aborts and recovery" that a
+//! crash produces, driven through the named crash points (feature
+//! `crash-points`, `HANDOFF_CRASH_AT=<name>`). The supervisor is
+//! `examples/test-supervisor` (tests/peers/test_supervisor.rs), in its own
+//! process so that killing it does not kill the test; the service is the C
+//! `noop-service`, run against the crash-enabled libhandoff.so through
+//! LD_LIBRARY_PATH.
+//!
+//! Run it in its own target directory, so the normal build never contains
+//! crash points (`make test-crash`):
+//!
+//! ```text
+//! CARGO_TARGET_DIR=target/crash cargo test --release --features crash-points --test crash_recovery
+//! ```
+//!
+//! After every case: exactly one live process holds the data-dir lock and it
+//! is the one answering PING (invariant 1), the journal is gone, every other
+//! process the case started is dead (no orphan), this process has as many
+//! descriptors as before, and an incumbent that rolled back has as many as
+//! before the handoff (invariant 6). Then a fresh handoff commits, which
+//! shows the system is usable again.
+//!
+//! N killed after Ready (N_AFTER_READY): "from Ready on, N is authoritative
+//! whatever happens to O", and N may already have accepted work, so the
+//! supervisor commits and O steps down; what the library guarantees is a
+//! committed outcome, O gone, the lock free (the kernel dropped N's flock),
+//! nothing left running and no journal. The service is then down like after
+//! any incumbent's death, until the supervisor restarts it cold (DESIGN §2,
+//! last row), which the case does before its fresh handoff.
+#![cfg(feature = "crash-points")]
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{noop_service, open_fds, root, tcp_listener};
+use handoff::journal::Journal;
+use handoff::lock::{DataDirLock, LockState};
+use handoff::spawn::{describe_status, pid_alive, ChildProcess, Command};
+use handoff::supervisor::Supervisor;
+
+/// Where the test-supervisor expects its listener.
+const LISTENER_FD: RawFd = 3;
+/// How long anything that should happen may take before the case fails.
+const SETTLE: Duration = Duration::from_secs(8);
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+/// The process killed at the crash point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// The supervisor (test-supervisor, `HANDOFF_CRASH_AT` in its environment).
+    S,
+    /// The cold-started incumbent (in its environment only).
+    O,
+    /// The successor (inherits the test-supervisor's environment).
+    N,
+}
+
+/// What the killed handoff run reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// The supervisor itself died (SIGKILL) at the crash point.
+    Killed,
+    Committed,
+    /// Rolled back, the reason containing this.
+    RolledBack(&'static str),
+}
+
+/// Who serves once everything settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// The old incumbent resumed; the successor is gone.
+    OldResumes,
+    /// The successor is the incumbent; the old one exited.
+    SuccessorServes,
+    /// Nobody serves (the incumbent left): a cold restart brings it back,
+    /// as the supervisor does for an incumbent that dies outside a handoff.
+    NobodyServes,
+}
+
+struct Case {
+    point: &'static str,
+    who: Who,
+    run: Run,
+    after: After,
+}
+
+const fn case(point: &'static str, who: Who, run: Run, after: After) -> Case {
+    Case {
+        point,
+        who,
+        run,
+        after,
+    }
+}
+
+const CASES: &[Case] = &[
+    // S restarts: it reads the journal; the successor's Ready decides.
+    case("S_AFTER_O_HELLO", Who::S, Run::Killed, After::OldResumes),
+    case("S_AFTER_SPAWN", Who::S, Run::Killed, After::OldResumes),
+    case("S_AFTER_N_HELLO", Who::S, Run::Killed, After::OldResumes),
+    case("S_AFTER_DRAINED", Who::S, Run::Killed, After::OldResumes),
+    case(
+        "S_AFTER_SEAL_COMPLETE",
+        Who::S,
+        Run::Killed,
+        After::OldResumes,
+    ),
+    case("S_AFTER_BEGIN", Who::S, Run::Killed, After::OldResumes),
+    case("S_AFTER_READY", Who::S, Run::Killed, After::SuccessorServes),
+    case(
+        "S_AFTER_COMMIT",
+        Who::S,
+        Run::Killed,
+        After::SuccessorServes,
+    ),
+    // O crashes after SealComplete: N still becomes the incumbent.
+    case(
+        "O_AFTER_SEAL_COMPLETE",
+        Who::O,
+        Run::Committed,
+        After::SuccessorServes,
+    ),
+    // O dies mid-handoff before sealing: rolled back, N reaped; nobody is
+    // left to serve, so the service comes back with a cold restart.
+    case(
+        "O_AFTER_DRAINED",
+        Who::O,
+        Run::RolledBack("Seal"),
+        After::NobodyServes,
+    ),
+    // N exits before Ready: rollback, O re-takes the lock and resumes.
+    case(
+        "N_AFTER_BEGIN",
+        Who::N,
+        Run::RolledBack("killed by signal 9"),
+        After::OldResumes,
+    ),
+    // N dies after Ready: from Ready on N is authoritative, so the handoff
+    // is committed and O steps down; the service is down until a cold
+    // restart (N died holding the lock: the kernel freed it).
+    case("N_AFTER_READY", Who::N, Run::Committed, After::NobodyServes),
+];
+
+/// The crash-enabled build: its library and the test-supervisor.
+struct CrashBuild {
+    lib_dir: PathBuf,
+    supervisor: PathBuf,
+    service: PathBuf,
+}
+
+/// Does this shared object contain the crash points?
+fn has_crash_points(lib: &Path) -> bool {
+    let bytes = fs::read(lib).unwrap_or_default();
+    bytes.windows(16).any(|w| w == b"HANDOFF_CRASH_AT")
+}
+
+/// Built (or checked up to date) once per test binary.
+fn crash_build() -> &'static CrashBuild {
+    static BUILD: std::sync::OnceLock<CrashBuild> = std::sync::OnceLock::new();
+    BUILD.get_or_init(build_crash_enabled)
+}
+
+fn build_crash_enabled() -> CrashBuild {
+    // <target>/<profile>/deps/crash_recovery-<hash>
+    let exe = std::env::current_exe().unwrap();
+    let lib_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let target_dir = lib_dir.parent().unwrap();
+    assert_ne!(
+        fs::canonicalize(&lib_dir).ok(),
+        fs::canonicalize(root().join("target/release")).ok(),
+        "the crash suite must build in its own target directory \
+         (CARGO_TARGET_DIR=target/crash), or the normal build gets crash points"
+    );
+    let release = lib_dir.file_name().is_some_and(|name| name == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Process::new(cargo);
+    build
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", target_dir)
+        .args(["build", "--features", "crash-points", "--example"])
+        .arg("test-supervisor");
+    if release {
+        build.arg("--release");
+    }
+    assert!(
+        build.status().expect("cargo").success(),
+        "building test-supervisor"
+    );
+
+    let lib = lib_dir.join("libhandoff.so");
+    assert!(
+        has_crash_points(&lib),
+        "{} has no crash points",
+        lib.display()
+    );
+    // The services' NEEDED entry is the soname.
+    match std::os::unix::fs::symlink("libhandoff.so", lib_dir.join("libhandoff.so.0")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("libhandoff.so.0: {e}"),
+    }
+    let normal = root().join("target/release/libhandoff.so");
+    assert!(
+        !normal.exists() || !has_crash_points(&normal),
+        "{} was built with crash points",
+        normal.display()
+    );
+    CrashBuild {
+        supervisor: lib_dir.join("examples/test-supervisor"),
+        service: noop_service(),
+        lib_dir,
+    }
+}
+
+/// Orphans are reparented to this process rather than to init, so that
+/// the test can see them, kill them by pid without any risk of pid reuse,
+/// and reap them.
+fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(ret, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
+/// The live (non-zombie) children of this process, reparented ones included.
+fn live_children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut children = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == me && state != "Z" && state != "X" {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Reap `pid` if it is a dead child of ours (a reparented orphan): its
+/// wait status.
+fn reap(pid: u32) -> Option<i32> {
+    if parent_of(pid) != Some(std::process::id()) || pid_alive(pid) {
+        return None;
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on a child of ours with a valid status pointer.
+    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    (reaped == pid as libc::pid_t).then_some(status)
+}
+
+fn wait_dead(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while pid_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+fn fd_count(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// A process's descriptor count once it is the same twice in a row.
+fn stable_fd_count(pid: u32) -> Result<usize, String> {
+    let mut last = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Err(format!("pid {pid}'s descriptor count never settled"))
+}
+
+/// The libhandoff.so mapped by `pid`.
+fn mapped_libhandoff(pid: u32) -> Option<PathBuf> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.contains("libhandoff.so"))
+        .map(PathBuf::from)
+}
+
+/// PING on a fresh connection; the answering pid.
+fn ping(addr: &str, timeout: Duration) -> Option<u32> {
+    let mut stream = TcpStream::connect_timeout(&addr.parse().ok()?, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.write_all(b"PING\n").ok()?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).ok()?;
+    let mut words = answer.split_whitespace();
+    (words.next() == Some("PONG")).then_some(())?;
+    words.next()?.parse().ok()
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => format!("{status:?}"),
+    }
+}
+
+/// One case's world: a directory, a listener, the processes it started.
+struct Trial<'b> {
+    build: &'b CrashBuild,
+    dir: tempfile::TempDir,
+    listener: TcpListener,
+    addr: String,
+    /// Holds a copy of the listener, for cold starts.
+    cold: Supervisor,
+    /// Cold-started generations: children of this process.
+    cold_started: Vec<ChildProcess>,
+    /// Wait statuses of reaped successors.
+    statuses: std::collections::HashMap<u32, i32>,
+    runs: usize,
+}
+
+impl<'b> Trial<'b> {
+    fn new(build: &'b CrashBuild) -> Result<Trial<'b>, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (listener, addr) = tcp_listener();
+        let copy = listener.try_clone().map_err(|e| e.to_string())?;
+        let cold = Supervisor::new(dir.path().join("control.sock"))
+            .with_listener("kv", OwnedFd::from(copy))
+            .map_err(|e| e.to_string())?;
+        Ok(Trial {
+            build,
+            dir,
+            listener,
+            addr,
+            cold,
+            cold_started: Vec::new(),
+            statuses: Default::default(),
+            runs: 0,
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn control(&self) -> PathBuf {
+        self.path("control.sock")
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.path("journal/state.bin")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    /// Every service generation appends `pid=<pid> ...` here at start-up.
+    fn report(&self) -> PathBuf {
+        self.path("report.txt")
+    }
+
+    /// The stderr of every process of the case.
+    fn log(&self) -> PathBuf {
+        self.path("log.txt")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    fn service_pids(&self) -> Vec<u32> {
+        fs::read_to_string(self.report())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix("pid=")?.split(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    fn cold_pids(&self) -> Vec<u32> {
+        self.cold_started.iter().map(ChildProcess::pid).collect()
+    }
+
+    /// Service pids started by a supervisor (successors).
+    fn successor_pids(&self) -> Vec<u32> {
+        let cold = self.cold_pids();
+        self.service_pids()
+            .into_iter()
+            .filter(|pid| !cold.contains(pid))
+            .collect()
+    }
+
+    /// The service uses the crash-enabled library.
+    fn check_library(&self, pid: u32) -> Result<(), String> {
+        let mapped = mapped_libhandoff(pid).ok_or(format!("pid {pid} maps no libhandoff.so"))?;
+        ensure!(
+            mapped.parent().and_then(|d| fs::canonicalize(d).ok())
+                == fs::canonicalize(&self.build.lib_dir).ok(),
+            "pid {pid} runs {} instead of the crash-enabled library in {}",
+            mapped.display(),
+            self.build.lib_dir.display()
+        );
+        Ok(())
+    }
+
+    /// Start a generation with no supervisor handshake (as the supervisor
+    /// does at start-up or after the incumbent died), stderr to the log.
+    fn cold_start(&mut self, crash_at: Option<&str>) -> Result<u32, String> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "-c".into(),
+            // The shell dedupes LD_LIBRARY_PATH (cargo may set one already).
+            r#"export LD_LIBRARY_PATH="$CRASH_TEST_LIB"; exec "$0" "$@" 2>>"$CRASH_TEST_LOG""#
+                .into(),
+            self.build.service.clone().into(),
+        ];
+        for arg in [
+            "--data-dir".into(),
+            self.data(),
+            "--control-socket".into(),
+            self.control(),
+            "--report".into(),
+            self.report(),
+        ] {
+            args.push(arg.into());
+        }
+        let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = vec![
+            ("CRASH_TEST_LIB".into(), self.build.lib_dir.clone().into()),
+            ("CRASH_TEST_LOG".into(), self.log().into()),
+        ];
+        if let Some(point) = crash_at {
+            env.push(("HANDOFF_CRASH_AT".into(), point.into()));
+        }
+        let command = Command {
+            binary: "/bin/sh".into(),
+            args,
+            env,
+        };
+        let child = self.cold.spawn_cold(&command).map_err(|e| e.to_string())?;
+        let pid = child.pid();
+        self.cold_started.push(child);
+        self.wait_for_pong(pid)?;
+        self.check_library(pid)?;
+        Ok(pid)
+    }
+
+    fn wait_for_pong(&self, pid: u32) -> Result<(), String> {
+        let deadline = Instant::now() + SETTLE;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = ping(&self.addr, Duration::from_secs(1));
+            if last == Some(pid) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(format!("PING answered by {last:?}, expected pid {pid}"))
+    }
+
+    /// Run test-supervisor in `mode`; its exit status and stdout.
+    fn supervise(
+        &mut self,
+        mode: &str,
+        crash_at: Option<&str>,
+    ) -> Result<(ExitStatus, String), String> {
+        self.runs += 1;
+        let out_path = self.path(&format!("supervisor-{}.out", self.runs));
+        let stdout = File::create(&out_path).map_err(|e| e.to_string())?;
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .map_err(|e| e.to_string())?;
+        let mut command = Process::new(&self.build.supervisor);
+        command
+            .arg("--control")
+            .arg(self.control())
+            .arg("--journal")
+            .arg(self.journal())
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--service")
+            .arg(&self.build.service)
+            .arg("--service-arg")
+            .arg("--report")
+            .arg("--service-arg")
+            .arg(self.report())
+            .arg(mode)
+            // Inherited by the successors it spawns.
+            .env("LD_LIBRARY_PATH", &self.build.lib_dir)
+            .env_remove("HANDOFF_CRASH_AT")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        if let Some(point) = crash_at {
+            command.env("HANDOFF_CRASH_AT", point);
+        }
+        let listener = self.listener.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe calls (dup2, fcntl) and builds an
+        // io::Error from errno, which does not allocate. `listener` stays
+        // open in the parent for the whole spawn (self.listener is borrowed
+        // by nothing else and outlives this call).
+        unsafe {
+            command.pre_exec(move || {
+                let ret = if listener == LISTENER_FD {
+                    // dup2 onto itself would leave close-on-exec set.
+                    libc::fcntl(listener, libc::F_SETFD, 0)
+                } else {
+                    // dup2 clears close-on-exec on the new descriptor.
+                    libc::dup2(listener, LISTENER_FD)
+                };
+                if ret < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("test-supervisor: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("test-supervisor {mode} hung"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stdout = fs::read_to_string(&out_path).map_err(|e| e.to_string())?;
+        Ok((status, stdout.trim().to_string()))
+    }
+
+    /// Every process the case started except `keep` is dead (waiting for
+    /// those on their way out), and reaped.
+    fn check_no_orphan(&mut self, keep: Option<u32>) -> Result<(), String> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let mut candidates = self.service_pids();
+            candidates.extend(self.cold_pids());
+            candidates.extend(live_children());
+            candidates.sort_unstable();
+            candidates.dedup();
+            let alive: Vec<u32> = candidates
+                .into_iter()
+                .filter(|pid| Some(*pid) != keep && pid_alive(*pid))
+                .collect();
+            if alive.is_empty() {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "orphan processes alive: {alive:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.reap_dead();
+        Ok(())
+    }
+
+    fn reap_dead(&mut self) {
+        for child in &mut self.cold_started {
+            child.try_wait();
+        }
+        let cold = self.cold_pids();
+        for pid in self.service_pids() {
+            if !cold.contains(&pid) {
+                if let Some(status) = reap(pid) {
+                    self.statuses.insert(pid, status);
+                }
+            }
+        }
+    }
+
+    /// How a successor ended, if it was reaped here.
+    fn successor_status(&self, pid: u32) -> String {
+        self.statuses
+            .get(&pid)
+            .map_or_else(|| "exited".to_string(), |&status| describe_status(status))
+    }
+
+    /// The service settled with `incumbent` in charge: it answers PING,
+    /// holds the lock (and nobody else does), the journal is gone, nothing
+    /// else the case started is alive.
+    fn check_settled(&mut self, incumbent: u32) -> Result<(), String> {
+        self.wait_for_pong(incumbent)?;
+        let lock = DataDirLock::probe(&self.data()).map_err(|e| e.to_string())?;
+        ensure!(
+            lock == LockState::Held {
+                pid: Some(incumbent)
+            },
+            "lock {lock:?}, expected held by {incumbent}"
+        );
+        ensure!(
+            !self.journal().exists(),
+            "journal {} left behind",
+            self.journal().display()
+        );
+        self.check_no_temp_files()?;
+        self.check_no_orphan(Some(incumbent))
+    }
+
+    /// No half-written file (journal, pidfile, generation, control socket)
+    /// is left behind.
+    fn check_no_temp_files(&self) -> Result<(), String> {
+        let mut dirs = vec![self.dir.path().to_owned()];
+        let mut leftovers = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|ext| ext == "tmp") {
+                    leftovers.push(path);
+                }
+            }
+        }
+        ensure!(leftovers.is_empty(), "files left behind: {leftovers:?}");
+        Ok(())
+    }
+
+    /// Nobody serves: no process of the case is alive, the lock is free,
+    /// the journal is gone, and a PING waits in the accept queue unanswered.
+    fn check_down(&mut self) -> Result<(), String> {
+        self.check_no_orphan(None)?;
+        let lock = DataDirLock::probe(&self.data()).map_err(|e| e.to_string())?;
+        ensure!(lock == LockState::Free, "lock {lock:?} with nobody serving");
+        self.check_no_temp_files()?;
+        ensure!(
+            !self.journal().exists(),
+            "journal {} left behind",
+            self.journal().display()
+        );
+        let answer = ping(&self.addr, Duration::from_millis(200));
+        ensure!(
+            answer.is_none(),
+            "PING answered by {answer:?} with nobody serving"
+        );
+        Ok(())
+    }
+
+    fn cold_status(&mut self, pid: u32) -> Option<i32> {
+        let child = self.cold_started.iter_mut().find(|c| c.pid() == pid)?;
+        child.wait_timeout(SETTLE)
+    }
+}
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        // Leftovers, killed by pid: they are children of this process (cold
+        // starts, or reparented to this subreaper), so no pid is reused
+        // before we reap it.
+        let cold = self.cold_pids();
+        let mut others: Vec<u32> = self
+            .service_pids()
+            .into_iter()
+            .filter(|pid| !cold.contains(pid))
+            .collect();
+        others.extend(
+            live_children()
+                .into_iter()
+                .filter(|pid| !cold.contains(pid)),
+        );
+        for &pid in &others {
+            if pid_alive(pid) && parent_of(pid) == Some(std::process::id()) {
+                // SAFETY: kill(2) has no memory effects.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                wait_dead(pid, Duration::from_secs(2));
+            }
+            reap(pid);
+        }
+        for child in &mut self.cold_started {
+            child.terminate(Duration::from_millis(500));
+        }
+    }
+}
+
+/// The recovery line test-supervisor printed: its status word and pid.
+fn parse_recovery(line: &str) -> (String, Option<u32>) {
+    let mut words = line.split_whitespace();
+    let status = words.next().unwrap_or("").to_string();
+    let pid = words.next().and_then(|p| p.parse().ok());
+    (status, pid)
+}
+
+fn committed_pid(out: &str) -> Option<u32> {
+    out.strip_prefix("committed ")?.trim().parse().ok()
+}
+
+/// The old incumbent's wait status: killed at the crash point when it was
+/// the one killed (which proves LD_LIBRARY_PATH took effect), otherwise a
+/// clean exit once committed or superseded, or the recovery's SIGTERM.
+fn old_incumbent_exit(t: &mut Trial<'_>, old: u32, case: &Case) -> Result<i32, String> {
+    let status = t
+        .cold_status(old)
+        .ok_or(format!("old incumbent {old} did not exit"))?;
+    let killed = libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL;
+    if case.who == Who::O {
+        ensure!(
+            killed,
+            "old incumbent {}, expected killed at {}",
+            describe_status(status),
+            case.point
+        );
+    } else {
+        ensure!(
+            !killed,
+            "old incumbent {} (SIGKILL: it did not step down)",
+            describe_status(status)
+        );
+    }
+    Ok(status)
+}
+
+fn run_case(build: &CrashBuild, case: &Case) -> Result<String, String> {
+    let mut trial = Trial::new(build)?;
+    let result = drive_case(&mut trial, case);
+    // CRASH_MATRIX_LOGS=1 shows every case's processes' stderr.
+    if std::env::var_os("CRASH_MATRIX_LOGS").is_some() {
+        show(&format!("--- {} log ---\n{}", case.point, trial.log_tail()));
+    }
+    result.map_err(|e| format!("{e}\n--- log ---\n{}", trial.log_tail()))
+}
+
+fn drive_case(t: &mut Trial<'_>, case: &Case) -> Result<String, String> {
+    let mut notes = Vec::new();
+    let old = t.cold_start((case.who == Who::O).then_some(case.point))?;
+    t.check_settled(old)?;
+    let old_fds = stable_fd_count(old)?;
+
+    // The handoff that dies.
+    let crash_at = (case.who != Who::O).then_some(case.point);
+    let (status, out) = t.supervise("handoff", crash_at)?;
+    match case.run {
+        Run::Killed => ensure!(
+            status.signal() == Some(libc::SIGKILL),
+            "test-supervisor {} (said {out:?}), expected killed at {}",
+            describe_exit(status),
+            case.point
+        ),
+        Run::Committed => ensure!(
+            status.success() && committed_pid(&out).is_some(),
+            "handoff {}: {out:?}, expected committed",
+            describe_exit(status)
+        ),
+        Run::RolledBack(why) => ensure!(
+            status.code() == Some(1) && out.starts_with("rolled-back:") && out.contains(why),
+            "handoff {}: {out:?}, expected rolled back ({why})",
+            describe_exit(status)
+        ),
+    }
+    notes.push(match case.run {
+        Run::Killed => format!("S {}", describe_exit(status)),
+        _ => out.clone(),
+    });
+
+    // A restarted supervisor recovers from the journal.
+    let mut recovered = None;
+    if case.who == Who::S {
+        let phase = Journal::read(&t.journal())
+            .map_err(|e| e.to_string())?
+            .map_or("none", |j| j.phase.name());
+        let (status, line) = t.supervise("recover", None)?;
+        ensure!(
+            status.success(),
+            "recover {}: {line:?}",
+            describe_exit(status)
+        );
+        notes.push(format!("journal={phase} recover=\"{line}\""));
+        let (status, pid) = parse_recovery(&line);
+        recovered = Some((phase, status, pid));
+    }
+
+    let successors = t.successor_pids();
+    let incumbent = match case.after {
+        After::OldResumes => {
+            if let Some((phase, status, pid)) = &recovered {
+                // Before the successor's Hello nothing is journalled yet.
+                let expected = if *phase == "none" {
+                    "none"
+                } else {
+                    "rolled-back"
+                };
+                ensure!(
+                    status == expected && (status == "none" || *pid == Some(old)),
+                    "recover said {status} {pid:?}, expected {expected} {old}"
+                );
+            }
+            t.check_settled(old)?;
+            let spawned = usize::from(case.point != "S_AFTER_O_HELLO");
+            ensure!(
+                successors.len() == spawned,
+                "expected {spawned} successor(s), saw {successors:?}"
+            );
+            if let [successor] = successors[..] {
+                notes.push(format!("N {}", t.successor_status(successor)));
+            }
+            // Invariant 6: nothing leaked in the incumbent that rolled back.
+            let deadline = Instant::now() + SETTLE;
+            let mut fds = fd_count(old).unwrap_or(usize::MAX);
+            while fds > old_fds && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                fds = fd_count(old).unwrap_or(usize::MAX);
+            }
+            ensure!(
+                fds <= old_fds,
+                "the resumed incumbent has {fds} descriptors, {old_fds} before the handoff"
+            );
+            notes.push(format!("O {old} resumed (fds {old_fds}->{fds})"));
+            old
+        }
+        After::SuccessorServes => {
+            let [successor] = successors[..] else {
+                return Err(format!("expected one successor, saw {successors:?}"));
+            };
+            if let Some((_, status, pid)) = &recovered {
+                ensure!(
+                    status == "committed" && *pid == Some(successor),
+                    "recover said {status} {pid:?}, expected committed {successor}"
+                );
+            }
+            if case.run == Run::Committed {
+                ensure!(
+                    committed_pid(&out) == Some(successor),
+                    "handoff said {out:?}, successor is {successor}"
+                );
+            }
+            let status = old_incumbent_exit(t, old, case)?;
+            t.check_settled(successor)?;
+            t.check_library(successor)?;
+            notes.push(format!(
+                "N {successor} serves, old O {}",
+                describe_status(status)
+            ));
+            successor
+        }
+        After::NobodyServes => {
+            let status = old_incumbent_exit(t, old, case)?;
+            t.check_down()?;
+            let ended: Vec<String> = successors
+                .iter()
+                .map(|&pid| format!("N {pid} {}", t.successor_status(pid)))
+                .collect();
+            if case.who == Who::N {
+                // The crash point fired in N: it used the crash library too.
+                ensure!(
+                    ended.len() == 1 && ended[0].ends_with("killed by signal 9"),
+                    "successor: {ended:?}, expected killed at {}",
+                    case.point
+                );
+            }
+            notes.push(format!(
+                "down: old O {}, {}, lock free",
+                describe_status(status),
+                ended.join(", ")
+            ));
+            let restarted = t.cold_start(None)?;
+            t.check_settled(restarted)?;
+            notes.push(format!("cold restart {restarted} serves"));
+            restarted
+        }
+    };
+
+    // The system is usable: a fresh handoff commits.
+    let (status, out) = t.supervise("handoff", None)?;
+    let next = committed_pid(&out);
+    ensure!(
+        status.success() && next.is_some(),
+        "fresh handoff {}: {out:?}",
+        describe_exit(status)
+    );
+    let next = next.unwrap_or_default();
+    ensure!(next != incumbent, "fresh handoff kept {incumbent}");
+    t.check_settled(next)?;
+    notes.push("fresh handoff commits".into());
+    Ok(notes.join("; "))
+}
+
+/// Straight to stderr, past the test harness's capture: the matrix is the
+/// point of this suite.
+fn show(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The tests watch this process's children: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn every_crash_point_recovers_to_one_serving_incumbent() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    become_subreaper();
+    let build = crash_build();
+    let started = Instant::now();
+    show("\ncrash matrix (killed process at the named point; then recovery, checks, a fresh handoff)");
+    let mut failed = Vec::new();
+    for case in CASES {
+        let fds_before = open_fds();
+        let case_started = Instant::now();
+        let mut result = run_case(build, case);
+        let fds_after = open_fds();
+        if result.is_ok() && fds_after != fds_before {
+            result = Err(format!(
+                "the test process has {fds_after} descriptors, {fds_before} before the case"
+            ));
+        }
+        let secs = case_started.elapsed().as_secs_f64();
+        match &result {
+            Ok(notes) => show(&format!(
+                "  {:<22} {:?}  ok   {secs:>4.1}s  {notes}",
+                case.point, case.who
+            )),
+            Err(why) => {
+                show(&format!(
+                    "  {:<22} {:?}  FAIL {secs:>4.1}s  {why}",
+                    case.point, case.who
+                ));
+                failed.push(case.point);
+            }
+        }
+    }
+    show(&format!(
+        "crash matrix: {} cases, {} ok, {} failed, {:.1}s\n",
+        CASES.len(),
+        CASES.len() - failed.len(),
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}
+
+/// "S restarts: it reads the journal": the journal outlives the processes
+/// it names (it survives a reboot, a container restart, a long outage), so
+/// a pid in it may name an unrelated process by the time a supervisor
+/// recovers. Recovery must not signal a process that started after the
+/// journal was written.
+#[test]
+fn recovery_leaves_alone_a_process_that_reused_a_journalled_pid() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    become_subreaper();
+    let build = crash_build();
+    let mut t = Trial::new(build).unwrap();
+    let incumbent = t.cold_start(None).unwrap();
+    t.check_settled(incumbent).unwrap();
+
+    // A stranger holding the pid the journal gives the successor.
+    let mut stranger = Process::new("sleep").arg("30").spawn().unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let journal = Journal {
+        handoff_id: handoff::HandoffId::random(),
+        phase: handoff::Phase::Sealing,
+        incumbent_pid: incumbent,
+        successor_pid: Some(stranger.id()),
+        started_at_unix_ms: an_hour_ago
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    };
+    journal.write(&t.journal()).unwrap();
+    File::options()
+        .write(true)
+        .open(t.journal())
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+
+    let (status, line) = t.supervise("recover", None).unwrap();
+    let survived = stranger.try_wait().unwrap().is_none();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(status.success(), "recover: {line}\n{}", t.log_tail());
+    assert_eq!(
+        parse_recovery(&line),
+        ("rolled-back".to_string(), Some(incumbent))
+    );
+    assert!(
+        survived,
+        "recovery killed pid {}, which started after the journal was written\n{}",
+        journal.successor_pid.unwrap_or_default(),
+        t.log_tail()
+    );
+    t.check_settled(incumbent).unwrap();
+}
