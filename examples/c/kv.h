@@ -1,0 +1,84 @@
+/*
+ * kv-c: a small key-value server over TCP that takes part in libhandoff
+ * handoffs. See examples/README.md for the wire protocol, the on-disk log
+ * format and the lifecycle; the Python and Go examples implement the same
+ * contract, so any of them can take over from any other.
+ */
+#ifndef KV_H
+#define KV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Keys and values: 1 to KV_MAX_ITEM printable ASCII bytes (0x21..0x7e). */
+#define KV_MAX_ITEM 256
+
+/* ---- the in-memory table (kvmap.c) --------------------------------------- */
+
+struct kv_entry {
+    char *key;
+    char *value;
+    uint16_t key_len;
+    uint16_t value_len;
+};
+
+struct kvmap {
+    struct kv_entry *slots; /* open addressing, linear probing */
+    size_t cap;             /* a power of two, or 0 */
+    size_t len;
+};
+
+void kvmap_init(struct kvmap *map);
+/* 0, or -1 when out of memory (the map is unchanged). */
+int kvmap_put(struct kvmap *map, const char *key, size_t key_len, const char *value,
+              size_t value_len);
+const struct kv_entry *kvmap_get(const struct kvmap *map, const char *key, size_t key_len);
+void kvmap_free(struct kvmap *map);
+
+/* ---- the append-only log (kvlog.c) ---------------------------------------- */
+
+#define KV_LOG_FILE "kv.log"
+
+/* Record layout (little-endian), see examples/README.md:
+ *   0  u32 body_len   = 13 + key_len + value_len
+ *   4  u32 crc        CRC-32C of the body (bytes 8 .. 8+body_len)
+ *   8  u8  op         1 = SET
+ *   9  u64 generation the writer's lock generation
+ *  17  u16 key_len
+ *  19  u16 value_len
+ *  21  key, then value                                                     */
+#define KV_REC_HEADER 8u
+#define KV_REC_BODY_FIXED 13u
+#define KV_OP_SET 1u
+
+struct kvlog {
+    int fd;            /* -1 when closed */
+    char *path;        /* <data_dir>/kv.log */
+    char *dir;         /* the data directory */
+    uint64_t size;     /* bytes of valid records */
+    uint64_t records;  /* valid records: the revision announced to the supervisor */
+    bool dirty;        /* appended since the last sync */
+    uint64_t truncated; /* bytes of torn tail cut away by the last open */
+};
+
+uint32_t kv_crc32c(uint32_t crc, const void *data, size_t len);
+bool kv_item_valid(const char *item, size_t len);
+
+void kvlog_init(struct kvlog *log);
+/* Open (creating) <dir>/kv.log, replay every valid record into `map` (later
+ * records win), and truncate a torn or corrupt tail away (fsyncing).
+ * 0 on success; -1 with a reason in `errbuf`. */
+int kvlog_open(struct kvlog *log, const char *dir, struct kvmap *map, char *errbuf,
+               size_t errlen);
+/* Append one SET record (not yet durable: call kvlog_sync). On failure the
+ * log is cut back to its last valid record. 0, or -1 with errno set. */
+int kvlog_append(struct kvlog *log, uint64_t generation, const char *key, size_t key_len,
+                 const char *value, size_t value_len);
+/* fdatasync if anything was appended since the last sync. 0, or -1. */
+int kvlog_sync(struct kvlog *log);
+/* fsync and close; 0 or -1 (closed either way). */
+int kvlog_close(struct kvlog *log);
+void kvlog_free(struct kvlog *log);
+
+#endif

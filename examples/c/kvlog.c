@@ -1,0 +1,310 @@
+/* The append-only log: one record per acknowledged SET, each with its
+ * length and a CRC-32C, so a torn last record is detected and cut away on
+ * open. Format: examples/README.md. */
+#define _POSIX_C_SOURCE 200809L /* pread, fdatasync, strdup, O_CLOEXEC */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kv.h"
+
+/* ---- CRC-32C (Castagnoli): reflected polynomial 0x82F63B78, initial value
+ * 0xFFFFFFFF, final xor 0xFFFFFFFF; "123456789" gives 0xE3069283. ------------ */
+
+static uint32_t crc_table[256];
+static bool crc_ready;
+
+static void crc_init(void)
+{
+    for (uint32_t n = 0; n < 256; n++) {
+        uint32_t c = n;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[n] = c;
+    }
+    crc_ready = true;
+}
+
+/* Start with crc = 0; feed pieces by passing the previous result. */
+uint32_t kv_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    if (!crc_ready)
+        crc_init();
+    crc = ~crc;
+    while (len--)
+        crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+bool kv_item_valid(const char *item, size_t len)
+{
+    if (len < 1 || len > KV_MAX_ITEM)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)item[i];
+        if (c < 0x21 || c > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+static void put_u16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint16_t get_u16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+void kvlog_init(struct kvlog *log)
+{
+    memset(log, 0, sizeof *log);
+    log->fd = -1;
+}
+
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + 1 + strlen(name) + 1;
+    char *path = malloc(n);
+    if (path != NULL)
+        snprintf(path, n, "%s/%s", dir, name);
+    return path;
+}
+
+static int read_all(int fd, unsigned char *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break; /* shrank under us: parse what we have */
+        got += (size_t)n;
+    }
+    return (int)(got == len ? 0 : 1);
+}
+
+/* Replay `buf` into `map`. Sets *valid_end to the end of the last valid
+ * record. 0: ok (a torn or corrupt tail may follow *valid_end); -1: a
+ * record with a good checksum but content this format does not allow. */
+static int replay(const unsigned char *buf, uint64_t size, struct kvmap *map,
+                  uint64_t *valid_end, uint64_t *records, char *errbuf, size_t errlen)
+{
+    uint64_t off = 0;
+    *records = 0;
+    for (;;) {
+        *valid_end = off;
+        if (size - off < KV_REC_HEADER)
+            return 0; /* end, or a torn header */
+        const unsigned char *rec = buf + off;
+        uint32_t body_len = get_u32(rec);
+        if (body_len < KV_REC_BODY_FIXED + 2 || body_len > KV_REC_BODY_FIXED + 2 * KV_MAX_ITEM)
+            return 0; /* garbage length: a torn or zero-filled tail */
+        if (size - off - KV_REC_HEADER < body_len)
+            return 0; /* torn body */
+        const unsigned char *body = rec + KV_REC_HEADER;
+        if (kv_crc32c(0, body, body_len) != get_u32(rec + 4))
+            return 0; /* corrupt: cut here */
+        uint16_t key_len = get_u16(body + 9);
+        uint16_t value_len = get_u16(body + 11);
+        const char *key = (const char *)body + KV_REC_BODY_FIXED;
+        const char *value = key + key_len;
+        if (body[0] != KV_OP_SET || body_len != KV_REC_BODY_FIXED + (uint32_t)key_len + value_len ||
+            !kv_item_valid(key, key_len) || !kv_item_valid(value, value_len)) {
+            snprintf(errbuf, errlen,
+                     "record at offset %llu has a valid checksum but is not a SET record of "
+                     "this format (op %u, key %u bytes, value %u bytes): refusing to open",
+                     (unsigned long long)off, body[0], key_len, value_len);
+            return -1;
+        }
+        if (kvmap_put(map, key, key_len, value, value_len) != 0) {
+            snprintf(errbuf, errlen, "out of memory replaying the log");
+            return -1;
+        }
+        (*records)++;
+        off += KV_REC_HEADER + body_len;
+    }
+}
+
+int kvlog_open(struct kvlog *log, const char *dir, struct kvmap *map, char *errbuf,
+               size_t errlen)
+{
+    kvlog_free(log);
+    log->dir = strdup(dir);
+    log->path = join(dir, KV_LOG_FILE);
+    if (log->dir == NULL || log->path == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto fail;
+    }
+    bool created = false;
+    int fd = open(log->path, O_RDWR | O_APPEND | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(log->path, O_RDWR | O_APPEND | O_CLOEXEC | O_CREAT | O_EXCL, 0644);
+        created = fd >= 0;
+    }
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "cannot open %s: %s", log->path, strerror(errno));
+        goto fail;
+    }
+    log->fd = fd;
+    if (created && (fsync(fd) != 0 || sync_dir(dir) != 0)) {
+        snprintf(errbuf, errlen, "cannot fsync new %s: %s", log->path, strerror(errno));
+        goto fail;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(errbuf, errlen, "cannot stat %s: %s", log->path, strerror(errno));
+        goto fail;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    unsigned char *buf = malloc(size ? size : 1);
+    if (buf == NULL) {
+        snprintf(errbuf, errlen, "out of memory reading %s (%llu bytes)", log->path,
+                 (unsigned long long)size);
+        goto fail;
+    }
+    int rd = read_all(fd, buf, size);
+    if (rd < 0) {
+        snprintf(errbuf, errlen, "cannot read %s: %s", log->path, strerror(errno));
+        free(buf);
+        goto fail;
+    }
+    uint64_t valid_end = 0;
+    int rc = replay(buf, size, map, &valid_end, &log->records, errbuf, errlen);
+    free(buf);
+    if (rc != 0)
+        goto fail;
+    log->truncated = size - valid_end;
+    if (valid_end < size) {
+        /* A torn or corrupt tail: cut it away and make the cut durable. */
+        if (ftruncate(fd, (off_t)valid_end) != 0 || fsync(fd) != 0) {
+            snprintf(errbuf, errlen, "cannot truncate the torn tail of %s: %s", log->path,
+                     strerror(errno));
+            goto fail;
+        }
+    }
+    log->size = valid_end;
+    log->dirty = false;
+    return 0;
+fail:
+    kvlog_free(log);
+    return -1;
+}
+
+int kvlog_append(struct kvlog *log, uint64_t generation, const char *key, size_t key_len,
+                 const char *value, size_t value_len)
+{
+    unsigned char rec[KV_REC_HEADER + KV_REC_BODY_FIXED + 2 * KV_MAX_ITEM];
+    if (log->fd < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    uint32_t body_len = KV_REC_BODY_FIXED + (uint32_t)key_len + (uint32_t)value_len;
+    unsigned char *body = rec + KV_REC_HEADER;
+    body[0] = KV_OP_SET;
+    put_u64(body + 1, generation);
+    put_u16(body + 9, (uint16_t)key_len);
+    put_u16(body + 11, (uint16_t)value_len);
+    memcpy(body + KV_REC_BODY_FIXED, key, key_len);
+    memcpy(body + KV_REC_BODY_FIXED + key_len, value, value_len);
+    put_u32(rec, body_len);
+    put_u32(rec + 4, kv_crc32c(0, body, body_len));
+
+    size_t total = KV_REC_HEADER + body_len, done = 0;
+    while (done < total) {
+        ssize_t n = write(log->fd, rec + done, total - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int saved = n < 0 ? errno : EIO;
+            /* Never leave a partial record in the middle of the log: later
+             * records would be cut away with it on the next open. */
+            if (done > 0 && ftruncate(log->fd, (off_t)log->size) != 0)
+                return -2;
+            errno = saved;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    log->size += total;
+    log->records++;
+    log->dirty = true;
+    return 0;
+}
+
+int kvlog_sync(struct kvlog *log)
+{
+    if (log->fd < 0 || !log->dirty)
+        return 0;
+    if (fdatasync(log->fd) != 0)
+        return -1;
+    log->dirty = false;
+    return 0;
+}
+
+int kvlog_close(struct kvlog *log)
+{
+    if (log->fd < 0)
+        return 0;
+    int rc = fsync(log->fd);
+    int saved = errno;
+    if (close(log->fd) != 0 && rc == 0) {
+        rc = -1;
+        saved = errno;
+    }
+    log->fd = -1;
+    log->dirty = false;
+    errno = saved;
+    return rc;
+}
+
+void kvlog_free(struct kvlog *log)
+{
+    if (log->fd >= 0)
+        close(log->fd);
+    free(log->path);
+    free(log->dir);
+    kvlog_init(log);
+}

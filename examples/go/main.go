@@ -1,0 +1,304 @@
+// kv-go: a key-value server over TCP that hands itself off with libhandoff,
+// through the Go binding (bindings/go).
+//
+//	kv-go --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] [--verbose]
+//
+// It implements the contract of examples/README.md (the line protocol, the
+// log format, the lifecycle) like kv-c, so either can take over from the
+// other. A goroutine per connection serves requests; writes are made
+// durable by group commit before they are acknowledged. The library calls
+// Drain, Seal and ResumeAfterAbort on its own thread.
+//
+// One difference from kv-c: Go's net package makes the listener
+// non-blocking when this process takes it (after Begin in a successor), and
+// that flag is shared with every generation. The other implementations
+// poll before accepting and handle EAGAIN, so they work either way.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"libhandoff.dev/handoff"
+)
+
+const (
+	buildID        = "kv-go"
+	beginTimeout   = 60 * time.Second
+	successorLock  = 5 * time.Second
+	coldLockRetry  = 2 * time.Second
+	lingerOnFinish = 2 * time.Second
+)
+
+var (
+	pid     = os.Getpid()
+	verbose bool
+)
+
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "kv-go[%d] %s\n", pid, fmt.Sprintf(format, args...))
+}
+
+// fatal: no answer may leave after a failed fsync; exit at once.
+func fatal(format string, args ...any) {
+	say("fatal: "+format, args...)
+	exitNow(1)
+}
+
+func exitNow(code int) {
+	os.Exit(code)
+}
+
+type options struct {
+	dataDir, controlSocket, listen string
+}
+
+func parseArgs(args []string) (options, int) {
+	var o options
+	fs := flag.NewFlagSet("kv-go", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.dataDir, "data-dir", "", "")
+	fs.StringVar(&o.controlSocket, "control-socket", "", "")
+	fs.StringVar(&o.listen, "listen", "", "")
+	fs.BoolVar(&verbose, "verbose", false, "")
+	usage := "usage: kv-go --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] [--verbose]"
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Println(usage)
+			return o, 0
+		}
+		fmt.Fprintf(os.Stderr, "kv-go: %v\n%s\n", err, usage)
+		return o, 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "kv-go: unknown argument %s\n%s\n", fs.Arg(0), usage)
+		return o, 2
+	}
+	if o.dataDir == "" || o.controlSocket == "" {
+		fmt.Fprintf(os.Stderr, "kv-go: --data-dir and --control-socket are required\n%s\n", usage)
+		return o, 2
+	}
+	return o, -1
+}
+
+func main() {
+	o, code := parseArgs(os.Args[1:])
+	if code >= 0 {
+		os.Exit(code)
+	}
+	os.Exit(run(o))
+}
+
+func run(o options) int {
+	if err := handoff.SetLogger(libraryLog); err != nil {
+		say("error: %v", err)
+		return 1
+	}
+	defer handoff.SetLogger(nil)
+
+	s := newServer(o.dataDir)
+	inherited, err := handoff.Detect()
+	if err != nil {
+		say("error: %v", err)
+		return 1
+	}
+	if inherited.IsSuccessor() {
+		err = s.startSuccessor(inherited, o)
+	} else {
+		err = s.startCold(inherited, o)
+	}
+	if err != nil {
+		say("error: %v", err)
+		s.closeLog()
+		if s.inc != nil {
+			s.inc.Close()
+		}
+		return 1
+	}
+	defer s.inc.Close()
+
+	// From here on SIGTERM and SIGINT stop the service cleanly (before, the
+	// default action is right: a successor killed before Ready leaves
+	// nothing behind).
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+
+	if err := s.inc.SetBuildID([]byte(buildID)); err != nil {
+		say("error: %v", err)
+		return 1
+	}
+	if err := s.inc.Start(s); err != nil {
+		say("error: %v", err)
+		return 1
+	}
+	s.startAccepting()
+
+	ended := make(chan error, 1)
+	var outcome handoff.ServeOutcome
+	go func() {
+		var err error
+		outcome, err = s.inc.Wait(context.Background())
+		ended <- err
+	}()
+
+	code := 0
+	select {
+	case sig := <-signals:
+		say("signal %d: shutting down", sig.(syscall.Signal))
+		s.shutDown()
+		// Roll back a handoff in progress and stop the library's thread;
+		// hooks now fail at once.
+		if err := s.inc.Stop(); err != nil {
+			say("error: %v", err)
+		}
+		s.waitConns(lingerOnFinish)
+	case err := <-ended:
+		s.shutDown()
+		switch {
+		case err != nil:
+			say("error: serving ended: %v", err)
+			code = 1
+		case outcome == handoff.ServeCommitted:
+			say("handoff committed: stepping down")
+		case outcome == handoff.ServeSuperseded:
+			say("superseded by another holder of the data dir: stepping down without writing")
+		default:
+			say("serving stopped (%v)", outcome)
+			code = 1
+		}
+		// Everything was drained: let lingering connections run out.
+		s.waitConns(lingerOnFinish)
+	}
+	// The log is closed (fsynced) before the lock goes with the incumbent.
+	s.closeLog()
+	say("exiting with status %d", code)
+	return code
+}
+
+func libraryLog(level handoff.LogLevel, message string) {
+	if level > handoff.LogInfo && !verbose {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "kv-go[%d] handoff %v: %s\n", pid, level, message)
+}
+
+// ---- start-up ------------------------------------------------------------------
+
+// startCold: listener, lock, log, control socket.
+func (s *server) startCold(inherited *handoff.Inherited, o options) error {
+	defer inherited.Close()
+	ln, err := coldListener(inherited, o.listen)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	lock, err := handoff.AcquireLock(o.dataDir)
+	if errors.Is(err, handoff.ErrLockHeld) {
+		say("data dir %s is locked (%v); retrying for %d ms", o.dataDir, err, coldLockRetry.Milliseconds())
+		ctx, cancel := context.WithTimeout(context.Background(), coldLockRetry)
+		lock, err = handoff.AcquireLockWithRetry(ctx, o.dataDir)
+		cancel()
+	}
+	if err != nil {
+		return fmt.Errorf("cannot lock the data dir: %w", err)
+	}
+	defer lock.Close() // empty once it moved into the incumbent
+	if err := s.openState(); err != nil {
+		return err
+	}
+	if s.inc, err = handoff.Bind(o.controlSocket, lock); err != nil {
+		return err
+	}
+	say("cold start on %s: generation %d, %d record(s)", listenURL(ln), s.inc.Generation(), s.records())
+	return nil
+}
+
+// coldListener is the listener named kv from the supervisor, else --listen.
+func coldListener(inherited *handoff.Inherited, listen string) (net.Listener, error) {
+	names, err := inherited.ListenerNames()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		if name == "kv" {
+			return inherited.Listener("kv", handoff.ListenerTCP)
+		}
+	}
+	if listen == "" {
+		return nil, errors.New("no listener named kv was inherited and --listen was not given")
+	}
+	address, ok := strings.CutPrefix(listen, "tcp://")
+	if !ok {
+		return nil, fmt.Errorf("--listen %s: expected tcp://HOST:PORT", listen)
+	}
+	ln, err := net.Listen("tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", listen, err)
+	}
+	return ln, nil
+}
+
+// startSuccessor: handshake, Begin, then (and only then) listener, lock,
+// log, Ready. A handoff that ends before Begin leaves the data dir alone.
+func (s *server) startSuccessor(inherited *handoff.Inherited, o options) error {
+	successor, err := handoff.NewSuccessor(inherited)
+	inherited.Close()
+	if err != nil {
+		return err
+	}
+	defer successor.Close()
+	if _, err := successor.Handshake(context.Background(), []byte(buildID)); err != nil {
+		return fmt.Errorf("handshake with the supervisor: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), beginTimeout)
+	err = successor.WaitForBegin(ctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("the handoff did not begin: %w", err)
+	}
+	if err := successor.StartHeartbeats(); err != nil {
+		return err
+	}
+	if s.ln, err = successor.Listener("kv", handoff.ListenerTCP); err != nil {
+		return fmt.Errorf("taking the listener kv: %w", err)
+	}
+	// Invariant 5: nothing is written before the lock is held.
+	ctx, cancel = context.WithTimeout(context.Background(), successorLock)
+	lock, err := handoff.AcquireLockWithRetry(ctx, o.dataDir)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("cannot lock the data dir: %w", err)
+	}
+	defer lock.Close()
+	if err := s.openState(); err != nil {
+		return err
+	}
+	url := listenURL(s.ln)
+	ready := &handoff.Ready{
+		ListeningOn:                []string{url},
+		HealthzOK:                  true,
+		AdvertisedRevisionPerShard: []uint64{s.records()},
+	}
+	if s.inc, err = successor.AnnounceReady(ready, o.controlSocket, lock); err != nil {
+		return err
+	}
+	say("took over on %s: generation %d, %d record(s)", url, s.inc.Generation(), s.records())
+	return nil
+}
+
+// listenURL is tcp://HOST:PORT, with [v6] for IPv6.
+func listenURL(ln net.Listener) string {
+	if addr, ok := ln.Addr().(*net.TCPAddr); ok {
+		return "tcp://" + net.JoinHostPort(addr.IP.String(), fmt.Sprint(addr.Port))
+	}
+	return "tcp://" + ln.Addr().String()
+}

@@ -1,0 +1,702 @@
+#!/usr/bin/env python3
+"""kv-py: a key-value server over TCP that hands itself off with libhandoff.
+
+    kv.py --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] [--verbose]
+
+The same contract as examples/c (examples/README.md): line protocol, log
+format, handoff behaviour; either can take over from the other.
+
+The main thread runs a poll(2) event loop that owns every connection, the
+log and the table. libhandoff calls drain, seal and resume_after_abort on
+its own serve thread; each callback posts a request to the loop (a
+condition variable and a wake socket) and waits until the loop has carried
+it out. Once per iteration the loop also asks whether serving has ended
+(committed or superseded) and then steps down.
+
+``--fail-seal`` (for tests) makes the seal callback raise, so every handoff
+rolls back and this process keeps serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import ipaddress
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import handoff
+from handoff import HookContext, HookFailedError, Incumbent, Lock, LockHeldError, ServeOutcome
+from kvlog import FatalLogError, KvLog, LogFormatError, item_valid
+
+BUILD_ID = b"kv-py"
+TAG = "python"
+MAX_LINE = 1024  # a request line is at most this long before its '\n'
+IN_CAP = MAX_LINE + 1
+OUT_HIGH = 64 * 1024  # stop reading a connection while this much output waits
+MAX_CONNS = 1000
+DRAIN_GRACE_MS = 1000  # for a connection that has not sent its first request
+LINGER_MS = 500  # read and discard after shutdown(SHUT_WR), before close
+TICK_MS = 100
+BEGIN_TIMEOUT = 60.0
+SUCCESSOR_LOCK_TIMEOUT = 5.0
+COLD_LOCK_TIMEOUT = 2.0
+
+PID = os.getpid()
+VERBOSE = False
+POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
+POLL_READ = select.POLLIN | select.POLLHUP | select.POLLERR
+
+
+def say(message: str) -> None:
+    print(f"kv-py[{PID}] {message}", file=sys.stderr, flush=True)
+
+
+def fatal(message: str) -> None:
+    """No answer may leave after a failed fsync: exit at once."""
+    say(f"fatal: {message}")
+    os._exit(1)
+
+
+def now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def on_library_event(level: handoff.LogLevel, message: str) -> None:
+    if level > handoff.LogLevel.INFO and not VERBOSE:
+        return
+    names = {1: "error", 2: "warn", 3: "info", 4: "debug"}
+    print(f"kv-py[{PID}] handoff {names.get(level, '?')}: {message}", file=sys.stderr, flush=True)
+
+
+# ---- the bridge: callbacks post, the event loop carries out ----------------------
+
+
+@dataclass
+class Request:
+    kind: str  # "drain", "seal" or "resume"
+    budget_ms: int = 0
+    done: bool = False
+    failed: bool = False
+    reason: str = ""
+    revision: int = 0
+
+
+@dataclass(eq=False)
+class Conn:
+    sock: socket.socket
+    fd: int
+    dead: bool = False  # close at the end of this iteration
+    eof: bool = False  # the peer closed its side
+    discarding: bool = False  # inside an overlong line: skip to its newline
+    lingering: bool = False  # shut down for writing; reading and discarding
+    linger_until: int = 0
+    served: int = 0  # lines answered
+    drain_answered: int = 0  # lines answered since the drain began
+    out: bytearray = field(default_factory=bytearray)
+    inbuf: bytearray = field(default_factory=bytearray)
+
+
+class Server:
+    """The service: everything but the callbacks runs on the main thread."""
+
+    def __init__(self, data_dir: str, control_path: str, fail_seal: bool) -> None:
+        self.data_dir = data_dir
+        self.control_path = control_path
+        self.fail_seal = fail_seal
+        self.listener: socket.socket | None = None
+        self.listen_url = "tcp://?:0"
+        self.log = KvLog(data_dir)
+        self.table: dict[bytes, bytes] = {}
+        self.inc: Incumbent | None = None
+        self.conns: list[Conn] = []
+        self.accepting = False
+        self.draining: Request | None = None
+        self.drain_deadline = 0
+        self.finished = False
+        self.exit_code = 1
+        self.mu = threading.Condition()
+        self.pending: Request | None = None
+        self.closed = False
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.sig_r, self.sig_w = socket.socketpair()
+        self.sig_r.setblocking(False)
+        self.sig_w.setblocking(False)
+
+    # -- the service's callbacks (the library's serve thread) --------------------
+
+    def post(self, request: Request) -> Request:
+        with self.mu:
+            if self.closed:
+                request.failed, request.reason = True, "the service is shutting down"
+                return request
+            self.pending = request
+            try:
+                self.wake_w.send(b"r")
+            except BlockingIOError:
+                pass  # full: the loop is already woken
+            while not request.done:
+                self.mu.wait()
+        return request
+
+    def drain_hook(self, ctx: HookContext) -> None:
+        request = self.post(Request("drain", budget_ms=ctx.time_left_ms))
+        if request.failed:
+            raise HookFailedError(request.reason)
+        ctx.set_drained(0, True)
+
+    def seal_hook(self, ctx: HookContext) -> None:
+        if self.fail_seal:
+            raise RuntimeError("seal failed on purpose (--fail-seal)")
+        request = self.post(Request("seal", budget_ms=ctx.time_left_ms))
+        if request.failed:
+            raise HookFailedError(request.reason)
+        ctx.push_revision(request.revision)
+
+    def resume_hook(self) -> None:
+        request = self.post(Request("resume"))
+        if request.failed:
+            say(f"resume failed: {request.reason}")
+            raise HookFailedError(request.reason)
+
+    def complete(self, request: Request, reason: str | None = None) -> None:
+        with self.mu:
+            if reason is not None:
+                request.failed, request.reason = True, reason
+            request.done = True
+            self.mu.notify_all()
+
+    def close_bridge(self) -> None:
+        """The loop takes no more requests; any posted or running one fails."""
+        with self.mu:
+            for request in (self.pending, self.draining):
+                if request is not None and not request.done:
+                    request.failed, request.reason = True, "the service is shutting down"
+                    request.done = True
+            self.pending = self.draining = None
+            self.closed = True
+            self.mu.notify_all()
+
+    # -- connections ---------------------------------------------------------
+
+    def reply(self, conn: Conn, line: str) -> None:
+        conn.out += line.encode() + b"\n"
+
+    def handle_line(self, conn: Conn, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        conn.served += 1
+        if self.draining is not None:
+            conn.drain_answered += 1
+        if not line:
+            self.reply(conn, "ERR empty line")
+            return
+        fields = line.split(b" ")
+        want = {b"PING": 1, b"GET": 2, b"SET": 3}.get(fields[0])
+        if want is None:
+            self.reply(conn, "ERR unknown command")
+        elif b"" in fields:
+            self.reply(conn, "ERR fields are separated by exactly one space")
+        elif len(fields) != want:
+            self.reply(conn, "ERR wrong number of arguments")
+        elif want >= 2 and not item_valid(fields[1]):
+            self.reply(conn, "ERR invalid key (1 to 256 printable ASCII bytes, no spaces)")
+        elif want == 3 and not item_valid(fields[2]):
+            self.reply(conn, "ERR invalid value (1 to 256 printable ASCII bytes, no spaces)")
+        elif want == 1:
+            self.reply(conn, f"PONG {PID} {TAG}")
+        elif want == 2:
+            value = self.table.get(fields[1])
+            conn.out += b"NOTFOUND\n" if value is None else b"VALUE " + value + b"\n"
+        else:
+            assert self.inc is not None
+            generation = self.inc.generation
+            try:
+                self.log.append(generation, fields[1], fields[2])
+            except FatalLogError as e:
+                fatal(f"{e}: {e.__cause__}")
+            except OSError as e:
+                self.reply(conn, f"ERR write failed: {e.strerror or e}")
+                return
+            self.table[fields[1]] = fields[2]
+            # Queued, and sent only after this iteration's fsync.
+            self.reply(conn, f"OK {generation}")
+
+    def process_input(self, conn: Conn) -> None:
+        buf = conn.inbuf
+        start = 0
+        while (nl := buf.find(b"\n", start)) >= 0:
+            if conn.discarding:
+                conn.discarding = False
+                conn.served += 1
+                if self.draining is not None:
+                    conn.drain_answered += 1
+                self.reply(conn, f"ERR line too long (at most {MAX_LINE} bytes)")
+            else:
+                self.handle_line(conn, bytes(buf[start:nl]))
+            start = nl + 1
+        rest = len(buf) - start
+        if conn.discarding:
+            rest = 0  # still inside the overlong line
+        elif rest == IN_CAP:
+            conn.discarding = True  # a full buffer and no newline
+            rest = 0
+        del buf[: len(buf) - rest]
+
+    def conn_read(self, conn: Conn) -> None:
+        for _ in range(16):
+            if conn.dead or conn.eof:
+                return
+            if not conn.lingering and len(conn.out) >= OUT_HIGH:
+                return
+            room = 4096 if conn.lingering else IN_CAP - len(conn.inbuf)
+            try:
+                data = conn.sock.recv(room)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                conn.dead = True
+                return
+            if not data:
+                conn.eof = True
+            elif not conn.lingering:
+                conn.inbuf += data
+                self.process_input(conn)
+
+    def conn_flush(self, conn: Conn) -> None:
+        while not conn.dead and conn.out:
+            try:
+                n = conn.sock.send(conn.out, socket.MSG_NOSIGNAL)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                conn.dead = True
+                return
+            del conn.out[:n]
+
+    def conn_linger(self, conn: Conn) -> None:
+        """Close gracefully: FIN after the answers already sent, then read
+        and discard for a while, so that a request racing the close is not
+        answered by a reset that could destroy answers not read yet."""
+        if conn.lingering or conn.dead:
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.dead = True
+            return
+        if conn.eof:
+            conn.dead = True
+            return
+        conn.lingering = True
+        conn.inbuf.clear()
+        conn.linger_until = now_ms() + LINGER_MS
+
+    def reap_conns(self) -> None:
+        kept = []
+        for conn in self.conns:
+            if conn.dead:
+                conn.sock.close()
+            else:
+                kept.append(conn)
+        self.conns = kept
+
+    def live_conns(self) -> int:
+        return sum(1 for c in self.conns if not c.lingering)
+
+    def accept_some(self) -> None:
+        """Accept what is waiting. The listener's O_NONBLOCK flag is shared
+        with the supervisor and every other generation and is never changed
+        here: poll said it is readable; a non-blocking listener is accepted
+        from until EAGAIN, a blocking one once per poll."""
+        assert self.listener is not None
+        flags = fcntl.fcntl(self.listener.fileno(), fcntl.F_GETFL)
+        tries = 64 if flags & os.O_NONBLOCK else 1
+        while tries > 0 and len(self.conns) < MAX_CONNS:
+            tries -= 1
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as e:
+                say(f"accept: {e}")
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conns.append(Conn(sock, sock.fileno()))
+
+    # -- handoff requests, carried out by the event loop --------------------------
+
+    def drain_step(self) -> None:
+        if self.draining is None:
+            return
+        late = now_ms() >= self.drain_deadline
+        for conn in self.conns:
+            if conn.dead or conn.lingering:
+                continue
+            if conn.out:
+                if late:
+                    conn.dead = True
+                continue
+            # Answered the request in progress; idle between requests; closed
+            # by the peer; or out of time. A connection that has not sent its
+            # first request yet (or part of a line) gets until the deadline.
+            idle = conn.served > 0 and not conn.inbuf and not conn.discarding
+            if conn.drain_answered > 0 or idle or conn.eof or late:
+                self.conn_linger(conn)
+        self.reap_conns()
+        if self.live_conns() > 0:
+            return
+        request, self.draining = self.draining, None
+        self.sync_log()
+        self.complete(request)
+
+    def sync_log(self) -> None:
+        try:
+            self.log.sync()
+        except OSError as e:
+            fatal(f"fsync {self.log.path}: {e}")
+
+    def open_log(self) -> None:
+        self.table = self.log.open()
+        if self.log.truncated:
+            say(f"truncated a torn tail of {self.log.truncated} bytes from {self.log.path}")
+
+    def take_requests(self) -> None:
+        try:
+            while self.wake_r.recv(64):
+                pass
+        except BlockingIOError:
+            pass
+        with self.mu:
+            request, self.pending = self.pending, None
+        if request is None:
+            return
+        if request.kind == "drain":
+            grace = min(request.budget_ms // 2, DRAIN_GRACE_MS)
+            say(f"draining {self.live_conns()} connection(s)")
+            self.accepting = False
+            self.draining = request
+            self.drain_deadline = now_ms() + grace
+            self.drain_step()
+        elif request.kind == "seal":
+            records = self.log.records
+            try:
+                self.log.close()
+            except OSError as e:
+                reason = f"fsync/close {self.log.path}: {e}"
+                say(f"seal failed: {reason}")
+                self.complete(request, reason)
+                return
+            request.revision = records
+            say(f"sealed at revision {records}")
+            self.complete(request)
+        else:  # resume
+            if not self.log.is_open:
+                try:
+                    self.open_log()
+                except (OSError, LogFormatError) as e:
+                    say(f"cannot reopen the log to resume: {e}")
+                    self.complete(request, str(e))
+                    self.finished, self.exit_code = True, 1
+                    return
+            self.accepting = True
+            assert self.inc is not None
+            say(f"resumed after an aborted handoff (generation {self.inc.generation})")
+            self.complete(request)
+
+    def check_outcome(self) -> None:
+        """Whether serving has ended; sets finished."""
+        assert self.inc is not None
+        try:
+            outcome = self.inc.wait(0)
+        except handoff.HandoffError as e:
+            say(f"error: serving failed: {e} ({e.status_name})")
+            outcome, self.exit_code = None, 1
+        else:
+            if outcome is None:
+                return
+        self.finished = True
+        self.accepting = False
+        self.close_bridge()
+        if outcome == ServeOutcome.COMMITTED:
+            say("handoff committed: stepping down")
+            self.exit_code = 0
+        elif outcome == ServeOutcome.SUPERSEDED:
+            say("superseded by another holder of the data dir: stepping down without writing")
+            self.exit_code = 0
+        elif outcome is not None:
+            say(f"serving stopped ({outcome.name})")
+            self.exit_code = 1
+
+    # -- the event loop ------------------------------------------------------------
+
+    def serve(self) -> None:
+        assert self.listener is not None
+        listen_fd = self.listener.fileno()
+        while True:
+            if self.finished and not self.conns:
+                break
+            poller = select.poll()
+            poller.register(self.sig_r, POLLIN)
+            poller.register(self.wake_r, POLLIN)
+            polled_listener = self.accepting and not self.finished and len(self.conns) < MAX_CONNS
+            if polled_listener:
+                poller.register(listen_fd, POLLIN)
+            now = now_ms()
+            wake_at = now + TICK_MS
+            polled = list(self.conns)
+            for conn in polled:
+                events = 0
+                if not conn.eof and (conn.lingering or len(conn.out) < OUT_HIGH):
+                    events |= POLLIN
+                if conn.out:
+                    events |= POLLOUT
+                if conn.lingering:
+                    wake_at = min(wake_at, conn.linger_until)
+                poller.register(conn.fd, events)
+            if self.draining is not None:
+                wake_at = min(wake_at, self.drain_deadline)
+            ready = dict(poller.poll(max(wake_at - now, 0)))
+
+            if ready.get(self.sig_r.fileno()):
+                try:
+                    sig = self.sig_r.recv(1)
+                    say(f"signal {sig[0] if sig else '?'}: shutting down")
+                except BlockingIOError:
+                    say("signal: shutting down")
+                break
+            if ready.get(self.wake_r.fileno()):
+                self.take_requests()
+            for conn in polled:
+                if ready.get(conn.fd, 0) & POLL_READ:
+                    self.conn_read(conn)
+            if polled_listener and ready.get(listen_fd, 0) & POLLIN and self.accepting:
+                self.accept_some()
+
+            # Group commit: every write of this iteration is made durable
+            # before any answer leaves, so no client sees a value that could
+            # be lost.
+            self.sync_log()
+
+            now = now_ms()
+            for conn in self.conns:
+                self.conn_flush(conn)
+                if conn.lingering and (conn.eof or now >= conn.linger_until):
+                    conn.dead = True
+                elif not conn.lingering and conn.eof and not conn.out:
+                    conn.dead = True
+            self.reap_conns()
+            self.drain_step()
+            if self.finished:
+                # Stepping down: everything was drained; let lingering
+                # connections run out.
+                for conn in self.conns:
+                    self.conn_linger(conn)
+                self.reap_conns()
+            else:
+                self.check_outcome()
+
+    # -- start-up --------------------------------------------------------------------
+
+    def describe_listener(self) -> None:
+        assert self.listener is not None
+        host, port = self.listener.getsockname()[:2]
+        if self.listener.family == socket.AF_INET6:
+            host = f"[{host}]"
+        self.listen_url = f"tcp://{host}:{port}"
+
+    def start_cold(self, inherited: handoff.Inherited, listen: str | None) -> None:
+        with inherited:
+            if "kv" in inherited.listener_names:
+                self.listener = inherited.take_listener("kv")
+            elif listen is not None:
+                self.listener = bind_listener(listen)
+            else:
+                raise StartupError("no listener named kv was inherited and --listen was not given")
+        lock = cold_lock(self.data_dir)
+        with lock:  # empty once it moved into the incumbent; released on failure
+            self.open_log()
+            self.inc = Incumbent.bind(self.control_path, lock)
+        self.describe_listener()
+        say(
+            f"cold start on {self.listen_url}: generation {self.inc.generation},"
+            f" {self.log.records} record(s)"
+        )
+
+    def start_successor(self, inherited: handoff.Inherited) -> None:
+        with inherited:
+            succ = inherited.successor()
+        with succ:
+            succ.handshake(BUILD_ID)
+            try:
+                succ.wait_for_begin(BEGIN_TIMEOUT)
+            except handoff.HandoffError as e:
+                # ABORTED, PEER_CLOSED or TIMEOUT: the handoff is over; leave
+                # the data dir alone.
+                raise StartupError(f"the handoff did not begin: {e}") from e
+            succ.start_heartbeats()
+            self.listener = succ.take_listener("kv")
+            # Invariant 5: nothing is written before the lock is held.
+            with Lock.acquire(self.data_dir, timeout=SUCCESSOR_LOCK_TIMEOUT) as lock:
+                self.open_log()
+                self.describe_listener()
+                self.inc = succ.announce_ready(
+                    self.control_path,
+                    lock,
+                    listening_on=[self.listen_url],
+                    healthz_ok=True,
+                    advertised_revision_per_shard=[self.log.records],
+                )
+        say(
+            f"took over on {self.listen_url}: generation {self.inc.generation},"
+            f" {self.log.records} record(s)"
+        )
+
+    def install_signals(self) -> None:
+        """From here on SIGTERM/SIGINT stop the service cleanly (before, the
+        default action is right: a successor killed before Ready leaves
+        nothing behind)."""
+        signal.set_wakeup_fd(self.sig_w.fileno(), warn_on_full_buffer=False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda _sig, _frame: None)
+
+    def run(self) -> int:
+        assert self.inc is not None
+        self.install_signals()
+        self.inc.set_build_id(BUILD_ID)
+        self.inc.start(self)
+        self.accepting = True
+        self.serve()
+        self.close_bridge()
+        if not self.finished:
+            # Stopped by a signal: roll back a handoff in progress and stop
+            # the serve thread, whose callbacks now fail at once.
+            self.inc.stop()
+            self.exit_code = 0
+        return self.exit_code
+
+    def free(self) -> None:
+        # The log is closed (fsynced) before the lock goes with the incumbent.
+        try:
+            self.log.close()
+        except OSError as e:
+            say(f"closing the log: {e}")
+        if self.inc is not None:
+            self.inc.close()
+        for conn in self.conns:
+            conn.sock.close()
+        self.conns = []
+        if self.listener is not None:
+            self.listener.close()
+        for sock in (self.wake_r, self.wake_w, self.sig_r, self.sig_w):
+            sock.close()
+
+    # The library calls these three on its serve thread (handoff.Service).
+    drain = drain_hook
+    seal = seal_hook
+    resume_after_abort = resume_hook
+
+
+class StartupError(Exception):
+    """Start-up failed; the message says why."""
+
+
+def bind_listener(url: str) -> socket.socket:
+    """--listen tcp://HOST:PORT (HOST may be [v6])."""
+    if not url.startswith("tcp://"):
+        raise StartupError(f"--listen {url}: expected tcp://HOST:PORT")
+    rest = url[len("tcp://") :]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        raise StartupError(f"--listen {url}: expected tcp://HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    family = socket.AF_INET
+    if host:
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else family
+        except ValueError:
+            family = socket.AF_UNSPEC
+    try:
+        infos = socket.getaddrinfo(
+            host or None, int(port), family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+        af, kind, proto, _, addr = infos[0]
+        sock = socket.socket(af, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(socket.SOMAXCONN)
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as e:
+        raise StartupError(f"--listen {url}: {e}") from e
+    return sock
+
+
+def cold_lock(data_dir: str) -> Lock:
+    try:
+        return Lock.acquire(data_dir)
+    except LockHeldError as e:
+        say(f"data dir {data_dir} is locked ({e}); retrying for {COLD_LOCK_TIMEOUT:g} s")
+        return Lock.acquire(data_dir, timeout=COLD_LOCK_TIMEOUT)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kv-py", description="A key-value server that hands itself off with libhandoff."
+    )
+    parser.add_argument("--data-dir", required=True, help="the data directory")
+    parser.add_argument("--control-socket", required=True, help="the incumbent's control socket")
+    parser.add_argument("--listen", help="tcp://HOST:PORT to bind without an inherited kv")
+    parser.add_argument("--verbose", action="store_true", help="also print debug events")
+    parser.add_argument("--fail-seal", action="store_true", help="(tests) make every seal fail")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    global VERBOSE
+    options = parse_args(argv)  # exits 2 on a usage error
+    VERBOSE = options.verbose
+    handoff.set_log_callback(on_library_event)
+    server = Server(options.data_dir, options.control_socket, options.fail_seal)
+    code = 1
+    try:
+        inherited = handoff.detect()
+        if inherited.is_successor:
+            server.start_successor(inherited)
+        else:
+            server.start_cold(inherited, options.listen)
+        code = server.run()
+        say(f"exiting with status {code}")
+    except (StartupError, LogFormatError) as e:
+        say(f"error: {e}")
+    except handoff.HandoffError as e:
+        say(f"error: {e} ({e.status_name})")
+    except OSError as e:
+        say(f"error: {e}")
+    finally:
+        server.free()
+        handoff.set_log_callback(None)
+    return code
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(0)
+    except BrokenPipeError:
+        sys.exit(1)
