@@ -5,6 +5,7 @@ CARGO      ?= cargo
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
 VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 TARGET     := $(CURDIR)/target/release
 # A pkg-config file for using the library straight from this tree.
@@ -16,7 +17,12 @@ export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PAT
 
 all: build
 
-build: lib $(DEV_PC_DIR)/handoff.pc examples
+build: lib bins $(DEV_PC_DIR)/handoff.pc examples
+
+# The commands (handoff-supervisor; see docs/systemd.md).
+.PHONY: bins
+bins:
+	$(CARGO) build --release --bins
 
 # The example services, built against the tree as a user's project would be
 # (pkg-config, PKG_CONFIG_PATH exported above).
@@ -38,7 +44,7 @@ $(DEV_PC_DIR)/handoff.pc: Cargo.toml Makefile
 deps:
 	scripts/install-deps.sh
 
-test: deps build test-rust test-c test-crash
+test: deps build test-rust test-c test-crash test-python test-go
 
 test-rust:
 	$(CARGO) test --release
@@ -57,12 +63,44 @@ test-crash: build
 test-c: build
 	$(MAKE) -C tests/c test
 
+# The Python binding (bindings/python) and the Python example: a venv under
+# target/ with the package installed as a user would (pip), ruff and mypy,
+# then the pytest suite against this tree's library and examples (kv-c for
+# the Python-to-C handoffs).
+PYTHON  ?= python3
+PY_VENV := $(CURDIR)/target/venv
+.PHONY: test-python
+test-python: build
+	$(PYTHON) -m venv $(PY_VENV)
+	$(PY_VENV)/bin/pip install -q --force-reinstall --no-deps ./bindings/python
+	$(PY_VENV)/bin/pip install -q pytest ruff mypy
+	$(PY_VENV)/bin/ruff check bindings/python examples/python
+	$(PY_VENV)/bin/ruff format --check bindings/python examples/python
+	$(PY_VENV)/bin/mypy --strict bindings/python/src/handoff
+	cd examples/python && $(PY_VENV)/bin/mypy --strict kv.py kvlog.py
+	cd bindings/python && HANDOFF_LIBRARY=$(TARGET)/libhandoff.so $(PY_VENV)/bin/python -m pytest -q
+
+# The Go binding (bindings/go) and the Go example (examples/go, built to
+# examples/go/build/kv-go): go vet, then the suite under the race detector,
+# then again with the handoff_gcstress tag (a garbage collection between
+# every two C calls). Standard library only: nothing is fetched; -count=1
+# because Go's test cache does not see libhandoff.so change.
+GO     ?= go
+GO_ENV := GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+.PHONY: test-go
+test-go: build
+	cd examples/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) build -o build/kv-go .
+	cd bindings/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) vet -tags handoff_gcstress ./...
+	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 ./...
+	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 -tags handoff_gcstress ./...
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 install: build
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(TARGET)/handoff-supervisor $(DESTDIR)$(BINDIR)/handoff-supervisor
 	install -m 0755 $(TARGET)/libhandoff.so $(DESTDIR)$(LIBDIR)/libhandoff.so.$(VERSION)
 	ln -sf libhandoff.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libhandoff.so.0
 	ln -sf libhandoff.so.0 $(DESTDIR)$(LIBDIR)/libhandoff.so

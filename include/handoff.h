@@ -1191,8 +1191,10 @@ handoff_status handoff_supervisor_spawn_cold(const struct handoff_supervisor *su
 /**
  * Hand the service off to a new process run from `spec`. A rollback is a
  * success with `handoff_outcome_committed()` false; a failure status means
- * the handoff never started (no incumbent answering, one already running).
- * On commit the successor is the caller's child to wait for.
+ * the handoff never started (no incumbent answering: a control socket
+ * that refuses or is missing is retried for up to 1 s; one already
+ * running: `HANDOFF_ERR_HANDOFF_IN_PROGRESS` at once). On commit the
+ * successor is the caller's child to wait for.
  */
 handoff_status handoff_supervisor_perform_handoff(const struct handoff_supervisor *supervisor,
                                                   const struct handoff_spawn_spec *spec,

@@ -88,6 +88,71 @@ pub struct PhaseTimings {
     pub total: Duration,
 }
 
+/// A step of a handoff, in the order they happen (the fields of
+/// [`PhaseTimings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoffPhase {
+    Hello,
+    Spawn,
+    Drain,
+    Seal,
+    Ready,
+    Commit,
+}
+
+impl HandoffPhase {
+    pub const ALL: [HandoffPhase; 6] = [
+        HandoffPhase::Hello,
+        HandoffPhase::Spawn,
+        HandoffPhase::Drain,
+        HandoffPhase::Seal,
+        HandoffPhase::Ready,
+        HandoffPhase::Commit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HandoffPhase::Hello => "hello",
+            HandoffPhase::Spawn => "spawn",
+            HandoffPhase::Drain => "drain",
+            HandoffPhase::Seal => "seal",
+            HandoffPhase::Ready => "ready",
+            HandoffPhase::Commit => "commit",
+        }
+    }
+
+    /// The phase that follows this one, None after Commit.
+    pub fn next(self) -> Option<HandoffPhase> {
+        let at = HandoffPhase::ALL.iter().position(|&p| p == self)?;
+        HandoffPhase::ALL.get(at + 1).copied()
+    }
+}
+
+impl PhaseTimings {
+    /// How long `phase` took.
+    pub fn of(&self, phase: HandoffPhase) -> Duration {
+        match phase {
+            HandoffPhase::Hello => self.hello,
+            HandoffPhase::Spawn => self.spawn,
+            HandoffPhase::Drain => self.drain,
+            HandoffPhase::Seal => self.seal,
+            HandoffPhase::Ready => self.ready,
+            HandoffPhase::Commit => self.commit,
+        }
+    }
+}
+
+/// A phase of a handoff that has just completed, reported as it happens by
+/// [`Supervisor::perform_handoff_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PhaseEvent {
+    pub handoff_id: HandoffId,
+    pub phase: HandoffPhase,
+    pub duration: Duration,
+    /// The successor's pid, once it is spawned.
+    pub successor_pid: Option<u32>,
+}
+
 /// The result of a handoff that got as far as the incumbent.
 #[derive(Debug)]
 pub struct Outcome {
@@ -193,6 +258,17 @@ impl Supervisor {
     /// is a rollback: the incumbent is serving as before. `Err` means the
     /// handoff never started (no incumbent, one already running).
     pub fn perform_handoff(&self, spec: &SpawnSpec) -> Result<Outcome> {
+        self.perform_handoff_with(spec, &mut |_| {})
+    }
+
+    /// [`perform_handoff`](Supervisor::perform_handoff), calling `on_phase`
+    /// on this thread as each phase completes (for progress reports; it
+    /// should return quickly: the handoff waits for it).
+    pub fn perform_handoff_with(
+        &self,
+        spec: &SpawnSpec,
+        on_phase: &mut dyn FnMut(PhaseEvent),
+    ) -> Result<Outcome> {
         let _one_at_a_time = self
             .in_flight
             .try_lock()
@@ -216,7 +292,9 @@ impl Supervisor {
                 hello: started.elapsed(),
                 ..PhaseTimings::default()
             },
+            on_phase,
         };
+        run.phase_done(HandoffPhase::Hello);
         event!(Info, "handoff {handoff_id}: incumbent pid {incumbent_pid}");
         let result = run.drive(&mut incumbent, spec, deadline);
         let mut timings = run.timings;
@@ -255,11 +333,10 @@ impl Supervisor {
     /// Connect to the incumbent's control socket and exchange Hello; the
     /// incumbent's pid is the kernel's, and must match the one it announces.
     fn connect_incumbent(&self, handoff_id: HandoffId) -> Result<(Channel, u32)> {
-        let stream = UnixStream::connect(&self.control_path)
-            .map_err(|e| Error::io("cannot connect to the incumbent at", &self.control_path, e))?;
+        let deadline = Instant::now() + self.timeouts.hello;
+        let stream = connect_control(&self.control_path, Instant::now() + CONNECT_RETRY.min(self.timeouts.hello))?;
         let cred = crate::control::check_peer_uid(&stream)?;
         let mut channel = Channel::new(stream)?;
-        let deadline = Instant::now() + self.timeouts.hello;
         let hello = channel.recv_until(deadline, None)?;
         let version = accept_hello(&hello, Side::Incumbent, cred.pid)?;
         channel.set_version(version);
@@ -345,6 +422,27 @@ impl Supervisor {
     }
 }
 
+/// How long a refused or missing control socket is retried: right after a
+/// commit the new incumbent binds the path a moment after announcing Ready,
+/// while the old one's socket no longer listens.
+const CONNECT_RETRY: Duration = Duration::from_secs(1);
+
+/// Connect to the control socket, retrying refused or missing until `deadline`.
+fn connect_control(path: &Path, deadline: Instant) -> Result<UnixStream> {
+    loop {
+        match UnixStream::connect(path) {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(Error::io("cannot connect to the incumbent at", path, e)),
+        }
+    }
+}
+
 /// Check a peer's Hello and negotiate the version.
 fn accept_hello(hello: &Message, role: Side, kernel_pid: u32) -> Result<u16> {
     let Message::Hello {
@@ -426,9 +524,19 @@ struct Run<'a> {
     /// PrepareHandoff was sent: the incumbent must be told to resume.
     prepared: bool,
     timings: PhaseTimings,
+    on_phase: &'a mut dyn FnMut(PhaseEvent),
 }
 
 impl Run<'_> {
+    fn phase_done(&mut self, phase: HandoffPhase) {
+        (self.on_phase)(PhaseEvent {
+            handoff_id: self.handoff_id,
+            phase,
+            duration: self.timings.of(phase),
+            successor_pid: self.successor_pid,
+        });
+    }
+
     fn journal(&self, phase: Phase) -> std::result::Result<(), String> {
         self.supervisor
             .write_journal(&Journal {
@@ -456,6 +564,7 @@ impl Run<'_> {
         self.journal(Phase::Negotiating)?;
         crash_point!("S_AFTER_N_HELLO");
         self.timings.spawn = phase.elapsed();
+        self.phase_done(HandoffPhase::Spawn);
 
         let phase = Instant::now();
         let left = deadline.saturating_duration_since(phase);
@@ -476,6 +585,7 @@ impl Run<'_> {
         self.journal(Phase::Draining)?;
         crash_point!("S_AFTER_DRAINED");
         self.timings.drain = phase.elapsed();
+        self.phase_done(HandoffPhase::Drain);
 
         let phase = Instant::now();
         incumbent
@@ -493,6 +603,7 @@ impl Run<'_> {
         self.journal(Phase::Sealing)?;
         crash_point!("S_AFTER_SEAL_COMPLETE");
         self.timings.seal = phase.elapsed();
+        self.phase_done(HandoffPhase::Seal);
 
         let phase = Instant::now();
         let successor = self
@@ -509,6 +620,7 @@ impl Run<'_> {
             other => return Err(format!("expected Ready, got {}", describe(&other))),
         }
         self.timings.ready = phase.elapsed();
+        self.phase_done(HandoffPhase::Ready);
 
         // From Ready on the successor is authoritative, whatever happens to
         // the old incumbent: nothing below can roll back.
@@ -528,6 +640,7 @@ impl Run<'_> {
         crash_point!("S_AFTER_COMMIT");
         self.supervisor.clear_journal();
         self.timings.commit = phase.elapsed();
+        self.phase_done(HandoffPhase::Commit);
         Ok(child)
     }
 

@@ -32,7 +32,14 @@ import time
 from dataclasses import dataclass, field
 
 import handoff
-from handoff import HookContext, HookFailedError, Incumbent, Lock, LockHeldError, ServeOutcome
+from handoff import (
+    HookContext,
+    HookFailedError,
+    Incumbent,
+    Lock,
+    LockHeldError,
+    ServeOutcome,
+)
 from kvlog import FatalLogError, KvLog, LogFormatError, item_valid
 
 BUILD_ID = b"kv-py"
@@ -72,7 +79,11 @@ def on_library_event(level: handoff.LogLevel, message: str) -> None:
     if level > handoff.LogLevel.INFO and not VERBOSE:
         return
     names = {1: "error", 2: "warn", 3: "info", 4: "debug"}
-    print(f"kv-py[{PID}] handoff {names.get(level, '?')}: {message}", file=sys.stderr, flush=True)
+    print(
+        f"kv-py[{PID}] handoff {names.get(level, '?')}: {message}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # ---- the bridge: callbacks post, the event loop carries out ----------------------
@@ -179,7 +190,10 @@ class Server:
         with self.mu:
             for request in (self.pending, self.draining):
                 if request is not None and not request.done:
-                    request.failed, request.reason = True, "the service is shutting down"
+                    request.failed, request.reason = (
+                        True,
+                        "the service is shutting down",
+                    )
                     request.done = True
             self.pending = self.draining = None
             self.closed = True
@@ -208,9 +222,13 @@ class Server:
         elif len(fields) != want:
             self.reply(conn, "ERR wrong number of arguments")
         elif want >= 2 and not item_valid(fields[1]):
-            self.reply(conn, "ERR invalid key (1 to 256 printable ASCII bytes, no spaces)")
+            self.reply(
+                conn, "ERR invalid key (1 to 256 printable ASCII bytes, no spaces)"
+            )
         elif want == 3 and not item_valid(fields[2]):
-            self.reply(conn, "ERR invalid value (1 to 256 printable ASCII bytes, no spaces)")
+            self.reply(
+                conn, "ERR invalid value (1 to 256 printable ASCII bytes, no spaces)"
+            )
         elif want == 1:
             self.reply(conn, f"PONG {PID} {TAG}")
         elif want == 2:
@@ -370,7 +388,9 @@ class Server:
     def open_log(self) -> None:
         self.table = self.log.open()
         if self.log.truncated:
-            say(f"truncated a torn tail of {self.log.truncated} bytes from {self.log.path}")
+            say(
+                f"truncated a torn tail of {self.log.truncated} bytes from {self.log.path}"
+            )
 
     def take_requests(self) -> None:
         try:
@@ -433,7 +453,9 @@ class Server:
             say("handoff committed: stepping down")
             self.exit_code = 0
         elif outcome == ServeOutcome.SUPERSEDED:
-            say("superseded by another holder of the data dir: stepping down without writing")
+            say(
+                "superseded by another holder of the data dir: stepping down without writing"
+            )
             self.exit_code = 0
         elif outcome is not None:
             say(f"serving stopped ({outcome.name})")
@@ -450,7 +472,9 @@ class Server:
             poller = select.poll()
             poller.register(self.sig_r, POLLIN)
             poller.register(self.wake_r, POLLIN)
-            polled_listener = self.accepting and not self.finished and len(self.conns) < MAX_CONNS
+            polled_listener = (
+                self.accepting and not self.finished and len(self.conns) < MAX_CONNS
+            )
             if polled_listener:
                 poller.register(listen_fd, POLLIN)
             now = now_ms()
@@ -492,9 +516,13 @@ class Server:
             now = now_ms()
             for conn in self.conns:
                 self.conn_flush(conn)
-                if conn.lingering and (conn.eof or now >= conn.linger_until):
-                    conn.dead = True
-                elif not conn.lingering and conn.eof and not conn.out:
+                if (
+                    conn.lingering
+                    and (conn.eof or now >= conn.linger_until)
+                    or not conn.lingering
+                    and conn.eof
+                    and not conn.out
+                ):
                     conn.dead = True
             self.reap_conns()
             self.drain_step()
@@ -523,7 +551,9 @@ class Server:
             elif listen is not None:
                 self.listener = bind_listener(listen)
             else:
-                raise StartupError("no listener named kv was inherited and --listen was not given")
+                raise StartupError(
+                    "no listener named kv was inherited and --listen was not given"
+                )
         lock = cold_lock(self.data_dir)
         with lock:  # empty once it moved into the incumbent; released on failure
             self.open_log()
@@ -625,7 +655,9 @@ def bind_listener(url: str) -> socket.socket:
     family = socket.AF_INET
     if host:
         try:
-            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else family
+            family = (
+                socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else family
+            )
         except ValueError:
             family = socket.AF_UNSPEC
     try:
@@ -650,19 +682,30 @@ def cold_lock(data_dir: str) -> Lock:
     try:
         return Lock.acquire(data_dir)
     except LockHeldError as e:
-        say(f"data dir {data_dir} is locked ({e}); retrying for {COLD_LOCK_TIMEOUT:g} s")
+        say(
+            f"data dir {data_dir} is locked ({e}); retrying for {COLD_LOCK_TIMEOUT:g} s"
+        )
         return Lock.acquire(data_dir, timeout=COLD_LOCK_TIMEOUT)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="kv-py", description="A key-value server that hands itself off with libhandoff."
+        prog="kv-py",
+        description="A key-value server that hands itself off with libhandoff.",
     )
     parser.add_argument("--data-dir", required=True, help="the data directory")
-    parser.add_argument("--control-socket", required=True, help="the incumbent's control socket")
-    parser.add_argument("--listen", help="tcp://HOST:PORT to bind without an inherited kv")
-    parser.add_argument("--verbose", action="store_true", help="also print debug events")
-    parser.add_argument("--fail-seal", action="store_true", help="(tests) make every seal fail")
+    parser.add_argument(
+        "--control-socket", required=True, help="the incumbent's control socket"
+    )
+    parser.add_argument(
+        "--listen", help="tcp://HOST:PORT to bind without an inherited kv"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="also print debug events"
+    )
+    parser.add_argument(
+        "--fail-seal", action="store_true", help="(tests) make every seal fail"
+    )
     return parser.parse_args(argv)
 
 

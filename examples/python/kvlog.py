@@ -171,7 +171,9 @@ class KvLog:
                     try:
                         os.ftruncate(self.fd, self.size)
                     except OSError as e:
-                        raise FatalLogError(f"cannot cut a failed write out of {self.path}") from e
+                        raise FatalLogError(
+                            f"cannot cut a failed write out of {self.path}"
+                        ) from e
                 raise
             done += n
         self.size += len(record)

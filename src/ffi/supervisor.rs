@@ -279,8 +279,10 @@ pub unsafe extern "C" fn handoff_supervisor_spawn_cold(
 
 /// Hand the service off to a new process run from `spec`. A rollback is a
 /// success with `handoff_outcome_committed()` false; a failure status means
-/// the handoff never started (no incumbent answering, one already running).
-/// On commit the successor is the caller's child to wait for.
+/// the handoff never started (no incumbent answering: a control socket
+/// that refuses or is missing is retried for up to 1 s; one already
+/// running: `HANDOFF_ERR_HANDOFF_IN_PROGRESS` at once). On commit the
+/// successor is the caller's child to wait for.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_supervisor_perform_handoff(
     supervisor: *const handoff_supervisor,

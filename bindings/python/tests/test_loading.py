@@ -1,0 +1,77 @@
+"""Finding the library: $HANDOFF_LIBRARY, then a copy inside the package,
+then the system's library path; a clear error naming every place tried."""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import handoff
+
+PROBE = (
+    "import handoff\n"
+    "try:\n"
+    "    print(handoff.library_path())\n"
+    "except handoff.LibraryNotFoundError as e:\n"
+    "    print('NOT FOUND'); print(e)\n"
+)
+
+
+def _run(env_changes: dict[str, str | None], pythonpath: Path | None = None) -> str:
+    env = dict(os.environ)
+    env.pop("LD_LIBRARY_PATH", None)
+    for key, value in env_changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def package_copy(short_tmp: Path) -> Path:
+    """The handoff package copied to a directory of its own, with a copy of
+    the library inside it."""
+    source = Path(handoff.__file__).resolve().parent
+    shutil.copytree(source, short_tmp / "handoff", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(handoff.library_path(), short_tmp / "handoff" / "libhandoff.so")
+    return short_tmp
+
+
+def test_handoff_library_variable_wins(package_copy: Path) -> None:
+    real = handoff.library_path()
+    out = _run({"HANDOFF_LIBRARY": real}, package_copy)
+    assert out.strip() == real
+
+
+def test_the_package_copy_comes_next(package_copy: Path) -> None:
+    out = _run({"HANDOFF_LIBRARY": None}, package_copy)
+    assert out.strip() == str(package_copy / "handoff" / "libhandoff.so")
+
+
+@pytest.mark.skipif(
+    ctypes.util.find_library("handoff") is not None,
+    reason="libhandoff is installed on this system's library path",
+)
+def test_not_found_names_every_place_tried(short_tmp: Path) -> None:
+    bogus = str(short_tmp / "nowhere" / "libhandoff.so")
+    out = _run({"HANDOFF_LIBRARY": bogus})
+    lines = out.splitlines()
+    assert lines[0] == "NOT FOUND"
+    text = "\n".join(lines[1:])
+    assert "set HANDOFF_LIBRARY" in text
+    assert f"$HANDOFF_LIBRARY={bogus}: no such file" in text
+    assert "package copy" in text
+    assert "system library path (libhandoff.so.0)" in text
