@@ -334,7 +334,10 @@ impl Supervisor {
     /// incumbent's pid is the kernel's, and must match the one it announces.
     fn connect_incumbent(&self, handoff_id: HandoffId) -> Result<(Channel, u32)> {
         let deadline = Instant::now() + self.timeouts.hello;
-        let stream = connect_control(&self.control_path, Instant::now() + CONNECT_RETRY.min(self.timeouts.hello))?;
+        let stream = connect_control(
+            &self.control_path,
+            Instant::now() + CONNECT_RETRY.min(self.timeouts.hello),
+        )?;
         let cred = crate::control::check_peer_uid(&stream)?;
         let mut channel = Channel::new(stream)?;
         let hello = channel.recv_until(deadline, None)?;
@@ -433,8 +436,10 @@ fn connect_control(path: &Path, deadline: Instant) -> Result<UnixStream> {
         match UnixStream::connect(path) {
             Ok(stream) => return Ok(stream),
             Err(e)
-                if matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound)
-                    && Instant::now() < deadline =>
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) && Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(2));
             }

@@ -1,0 +1,709 @@
+//! `handoff-supervisor run`: start (listeners, journal recovery, cold
+//! start), then the main loop, which alone owns the service's processes:
+//! it starts handoffs one at a time, swaps generations when one commits,
+//! restarts an incumbent that died outside a handoff, reaps retired ones,
+//! and stops everything on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use handoff::spawn::Command;
+use handoff::supervisor::{HandoffPhase, SpawnSpec, Supervisor, Timeouts};
+
+use crate::bind;
+use crate::config::{Config, RestartPolicy};
+use crate::log::{log, Field};
+use crate::notify::Notifier;
+use crate::probe;
+use crate::process::Process;
+use crate::restart::{Backoff, Decision};
+use crate::server::{self, Context};
+use crate::signals;
+use crate::startup::{bind_listeners, claim_trigger_socket, recover, warn_restart_only_changes};
+use crate::state::{self, Incumbent, Last, Running, Shared};
+use crate::trigger::Reply;
+use crate::worker::{self, Finished, Progress, Silent};
+
+/// What reaches the main loop.
+pub enum Event {
+    Signal(libc::c_int),
+    Handoff {
+        force: bool,
+        binary: Option<PathBuf>,
+        source: &'static str,
+        progress: Box<dyn Progress>,
+    },
+    Finished(Box<Finished>),
+}
+
+struct Generation {
+    process: Process,
+    started: Instant,
+}
+
+/// An incumbent that handed off and is finishing its last reads.
+struct Retiring {
+    process: Process,
+    /// SIGTERM after this, SIGKILL after `kill_at`.
+    term_at: Instant,
+    kill_at: Option<Instant>,
+}
+
+pub struct Options {
+    pub log_format: crate::log::Format,
+    pub log_level: crate::log::Level,
+}
+
+/// The whole `run` command; the exit status.
+pub fn run(config: Config, options: Options) -> u8 {
+    crate::log::init(options.log_format, options.log_level);
+    match Main::start(config) {
+        Ok(mut main) => main.serve(),
+        Err(e) => {
+            log!(Error, &[], "{e}");
+            1
+        }
+    }
+}
+
+struct Main {
+    config: Arc<Config>,
+    supervisor: Arc<Supervisor>,
+    shared: Shared,
+    notifier: Notifier,
+    events: Receiver<Event>,
+    sender: Sender<Event>,
+    current: Option<Generation>,
+    /// The command for cold restarts: the current generation's.
+    command: Command,
+    retiring: Vec<Retiring>,
+    backoff: Backoff,
+    restart_at: Option<Instant>,
+    /// READY=1 not yet sent for the first generation.
+    ready_pending: bool,
+    /// SIGTERM/SIGINT arrived during a handoff: stop once it ends.
+    stop_after_handoff: bool,
+    next_watchdog: Option<Instant>,
+}
+
+fn service_command(config: &Config, binary: PathBuf) -> Command {
+    Command {
+        binary,
+        args: config.service.args.clone(),
+        env: config.service.env.clone(),
+    }
+}
+
+impl Main {
+    fn start(config: Config) -> Result<Main, String> {
+        // Before any thread: both read and clear environment variables.
+        let mut inherited = bind::inherited()?;
+        let notifier = Notifier::from_env();
+
+        let trigger = claim_trigger_socket(&config)?;
+        let adopted_fds = bind::adopt(&config, &mut inherited)?;
+        drop(inherited);
+
+        let mut supervisor = Supervisor::new(&config.service.control_socket);
+        supervisor.set_journal(&config.service.journal);
+        supervisor.set_timeouts(Timeouts {
+            liveness: config.timeouts.liveness,
+            hello: config.timeouts.hello,
+            kill_grace: config.timeouts.kill_grace,
+            ..Timeouts::default()
+        });
+
+        let mut existing = recover(&supervisor, &config)?;
+        let fds = bind_listeners(&config, adopted_fds, &mut existing)?;
+        for (listener, fd) in config.listeners.iter().zip(fds) {
+            supervisor
+                .add_listener(listener.name.clone(), fd)
+                .map_err(|e| e.to_string())?;
+        }
+
+        let shared = Shared::new();
+        let (sender, events) = mpsc::channel();
+        // Before the service starts: a SIGTERM from now on stops it too.
+        let signal_sender = sender.clone();
+        signals::install(move |signal| {
+            let _ = signal_sender.send(Event::Signal(signal));
+        })
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let command = service_command(&config, config.service.binary.clone());
+        let current = match existing {
+            Some(pid) => {
+                log!(
+                    Info,
+                    &[("pid", Field::U64(pid.into()))],
+                    "adopted the running incumbent, pid {pid}"
+                );
+                Generation {
+                    process: Process::Adopted(pid),
+                    started: Instant::now(),
+                }
+            }
+            None => {
+                let child = supervisor
+                    .spawn_cold(&command)
+                    .map_err(|e| format!("cannot start {}: {e}", command.binary.display()))?;
+                log!(
+                    Info,
+                    &[("pid", Field::U64(child.pid().into()))],
+                    "cold start: {} is pid {}",
+                    command.binary.display(),
+                    child.pid()
+                );
+                Generation {
+                    process: Process::Child(child),
+                    started: Instant::now(),
+                }
+            }
+        };
+        shared.lock().incumbent = Some(Incumbent {
+            pid: current.process.pid(),
+            adopted: matches!(current.process, Process::Adopted(_)),
+            since: SystemTime::now(),
+            binary: command.binary.clone(),
+        });
+
+        let config = Arc::new(config);
+        let context = Context::new(shared.clone(), Arc::clone(&config), sender.clone());
+        server::serve_triggers(trigger, context.clone())
+            .map_err(|e| format!("cannot start the trigger socket thread: {e}"))?;
+        if let Some(address) = &config.metrics {
+            let crate::config::Address::Tcp(addr) = address else {
+                unreachable!("checked by the config")
+            };
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("cannot bind the metrics endpoint {addr}: {e}"))?;
+            server::serve_metrics(listener, context)
+                .map_err(|e| format!("cannot start the metrics thread: {e}"))?;
+            log!(Info, &[], "metrics on http://{addr}/metrics");
+        }
+        let next_watchdog = notifier.watchdog_interval().map(|_| Instant::now());
+        Ok(Main {
+            backoff: Backoff::new(config.restart),
+            config,
+            supervisor: Arc::new(supervisor),
+            shared,
+            notifier,
+            events,
+            sender,
+            current: Some(current),
+            command,
+            retiring: Vec::new(),
+            restart_at: None,
+            ready_pending: true,
+            stop_after_handoff: false,
+            next_watchdog,
+        })
+    }
+
+    /// The main loop; returns the exit status.
+    fn serve(&mut self) -> u8 {
+        loop {
+            let timeout = self.next_wakeup();
+            let event = match self.events.recv_timeout(timeout) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => unreachable!("we hold a sender"),
+            };
+            if let Some(status) = event.and_then(|event| self.handle(event)) {
+                return status;
+            }
+            if let Some(status) = self.tick() {
+                return status;
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Duration {
+        let mut wake = Instant::now() + Duration::from_millis(100);
+        for at in [self.restart_at, self.next_watchdog].into_iter().flatten() {
+            wake = wake.min(at);
+        }
+        wake.saturating_duration_since(Instant::now())
+    }
+
+    fn handoff_running(&self) -> bool {
+        self.shared.lock().handoff.is_some()
+    }
+
+    fn handle(&mut self, event: Event) -> Option<u8> {
+        match event {
+            Event::Signal(libc::SIGHUP) => {
+                log!(Info, &[], "SIGHUP: handoff requested");
+                self.begin_handoff(false, None, "SIGHUP", Box::new(Silent));
+                None
+            }
+            Event::Signal(signal) => {
+                let name = signals::name(signal);
+                if self.handoff_running() && !self.stop_after_handoff {
+                    log!(
+                        Warn,
+                        &[],
+                        "{name}: stopping once the handoff in progress ends (send it again to stop now)"
+                    );
+                    self.stop_after_handoff = true;
+                    self.shared.lock().stopping = true;
+                    self.notifier
+                        .stopping("stopping after the handoff in progress");
+                    return None;
+                }
+                log!(Info, &[], "{name}: stopping");
+                Some(self.stop())
+            }
+            Event::Handoff {
+                force,
+                binary,
+                source,
+                progress,
+            } => {
+                self.begin_handoff(force, binary, source, progress);
+                None
+            }
+            Event::Finished(finished) => {
+                self.finish_handoff(*finished);
+                self.stop_after_handoff.then(|| self.stop())
+            }
+        }
+    }
+
+    fn begin_handoff(
+        &mut self,
+        force: bool,
+        binary: Option<PathBuf>,
+        source: &'static str,
+        mut progress: Box<dyn Progress>,
+    ) {
+        let refuse = |state: &mut state::State, progress: &mut Box<dyn Progress>, reply: Reply| {
+            state.counters.refused += 1;
+            if let Reply::Refused(reason) | Reply::Error(reason) = &reply {
+                log!(Warn, &[], "{source}: handoff refused: {reason}");
+            }
+            progress.send(&reply);
+        };
+        {
+            let mut state = self.shared.lock();
+            if let Some(running) = &state.handoff {
+                let reply = Reply::InProgress {
+                    id: running.id.clone().unwrap_or_else(|| "-".into()),
+                    phase: running.phase.name().into(),
+                };
+                log!(Warn, &[], "{source}: a handoff is already in progress");
+                state.counters.refused += 1;
+                progress.send(&reply);
+                return;
+            }
+            if state.stopping {
+                return refuse(&mut state, &mut progress, Reply::Error("stopping".into()));
+            }
+        }
+        // A reload reads the file again, as nginx and haproxy do: a new
+        // binary path, arguments, environment or budgets apply now.
+        let config = match Config::load(&self.config.path) {
+            Ok(config) => config,
+            Err(e) => {
+                let reply = Reply::Error(format!("config not reloaded: {e}"));
+                return refuse(&mut self.shared.lock(), &mut progress, reply);
+            }
+        };
+        warn_restart_only_changes(&self.config, &config);
+        let binary = binary.unwrap_or_else(|| config.service.binary.clone());
+        let mut state = self.shared.lock();
+        if let Err(e) = crate::config::check_binary(&binary) {
+            let reply = Reply::Error(format!("--binary: {e}"));
+            return refuse(&mut state, &mut progress, reply);
+        }
+        if self.current.is_none() {
+            let reply = Reply::Error("no incumbent is running (it is being restarted)".into());
+            return refuse(&mut state, &mut progress, reply);
+        }
+        if let Some(count) = state.refuses(&binary) {
+            if !force {
+                let reply = Reply::Refused(format!(
+                    "{} failed to reach Ready {count} times in a row; name another with \
+                     --binary, or retry it with --force",
+                    binary.display()
+                ));
+                return refuse(&mut state, &mut progress, reply);
+            }
+        }
+        let spec = SpawnSpec {
+            command: service_command(&config, binary.clone()),
+            deadline: config.timeouts.deadline,
+            drain_grace: config.timeouts.drain_grace,
+        };
+        state.handoff = Some(Running {
+            id: None,
+            phase: HandoffPhase::Hello,
+            successor_pid: None,
+            started: Instant::now(),
+            binary: binary.clone(),
+            source,
+        });
+        state.counters.handoffs += 1;
+        drop(state);
+        log!(
+            Info,
+            &[("binary", Field::Str(&binary.to_string_lossy()))],
+            "{source}: handoff to {}",
+            binary.display()
+        );
+        self.notifier
+            .reloading(&format!("handing off to {}", binary.display()));
+        let started = worker::start(
+            Arc::clone(&self.supervisor),
+            spec,
+            self.shared.clone(),
+            progress,
+            self.sender.clone(),
+        );
+        if let Err(e) = started {
+            log!(Error, &[], "cannot start the handoff thread: {e}");
+            let mut state = self.shared.lock();
+            state.handoff = None;
+            state.counters.failures += 1;
+            self.notifier.ready("serving (handoff could not start)");
+        }
+    }
+
+    fn finish_handoff(&mut self, finished: Finished) {
+        let Finished {
+            result,
+            spec,
+            last_done,
+            mut progress,
+        } = finished;
+        let binary = worker::binary(&spec);
+        let shared = self.shared.clone();
+        let mut state = shared.lock();
+        let running = state.handoff.take();
+        let elapsed_ms = running
+            .as_ref()
+            .map_or(0.0, |r| r.started.elapsed().as_secs_f64() * 1000.0);
+        let (reply, status) = match result {
+            Ok(outcome) => {
+                let id = outcome.handoff_id.to_string();
+                let total_ms = outcome.timings.total.as_secs_f64() * 1000.0;
+                let done: Vec<HandoffPhase> = match last_done {
+                    None => Vec::new(),
+                    Some(last) => HandoffPhase::ALL
+                        .into_iter()
+                        .take_while(|p| *p != last)
+                        .chain([last])
+                        .collect(),
+                };
+                let failed_phase = if outcome.committed {
+                    None
+                } else {
+                    Some(
+                        last_done
+                            .and_then(HandoffPhase::next)
+                            .unwrap_or(HandoffPhase::Hello),
+                    )
+                };
+                state.last = Some(Last {
+                    id: Some(id.clone()),
+                    result: if outcome.committed {
+                        state::Result::Committed
+                    } else {
+                        state::Result::RolledBack
+                    },
+                    reason: outcome.abort_reason.clone(),
+                    failed_phase,
+                    phases: done
+                        .iter()
+                        .map(|p| (*p, outcome.timings.of(*p).as_secs_f64() * 1000.0))
+                        .collect(),
+                    total_ms,
+                    finished_at: SystemTime::now(),
+                    binary: binary.clone(),
+                });
+                let fields = [("handoff_id", Field::Str(&id)), ("ms", Field::Ms(total_ms))];
+                match outcome.successor {
+                    Some(successor) if outcome.committed => {
+                        state.counters.committed += 1;
+                        state.failing_binary = None;
+                        let pid = successor.pid();
+                        log!(
+                            Info,
+                            &fields,
+                            "handoff {id}: committed in {total_ms:.3} ms; pid {pid} is the incumbent"
+                        );
+                        state.incumbent = Some(Incumbent {
+                            pid,
+                            adopted: false,
+                            since: SystemTime::now(),
+                            binary: binary.clone(),
+                        });
+                        if let Some(old) = self.current.take() {
+                            self.retire(old.process);
+                        }
+                        self.current = Some(Generation {
+                            process: Process::Child(successor),
+                            started: Instant::now(),
+                        });
+                        self.command = spec.command.clone();
+                        self.backoff.reset();
+                        (
+                            Reply::Committed { id, total_ms, pid },
+                            format!("serving: pid {pid} (handoff committed in {total_ms:.1} ms)"),
+                        )
+                    }
+                    _ => {
+                        state.counters.rollbacks += 1;
+                        let reason = outcome.abort_reason.unwrap_or_default();
+                        let phase = failed_phase.unwrap_or(HandoffPhase::Hello);
+                        if successor_failed(phase, &reason) {
+                            let count = match &state.failing_binary {
+                                Some((failing, count)) if *failing == binary => count + 1,
+                                _ => 1,
+                            };
+                            state.failing_binary = Some((binary.clone(), count));
+                        }
+                        log!(
+                            Warn,
+                            &fields,
+                            "handoff {id}: rolled back in phase {}: {reason}",
+                            phase.name()
+                        );
+                        (
+                            Reply::RolledBack {
+                                id,
+                                total_ms,
+                                phase: phase.name().into(),
+                                reason: reason.clone(),
+                            },
+                            format!(
+                                "serving: pid {} (handoff rolled back: {reason})",
+                                outcome.incumbent_pid
+                            ),
+                        )
+                    }
+                }
+            }
+            Err(e) => {
+                state.counters.failures += 1;
+                state.last = Some(Last {
+                    id: None,
+                    result: state::Result::Failed,
+                    reason: Some(e.to_string()),
+                    failed_phase: Some(HandoffPhase::Hello),
+                    phases: Vec::new(),
+                    total_ms: elapsed_ms,
+                    finished_at: SystemTime::now(),
+                    binary,
+                });
+                log!(Error, &[], "handoff could not start: {e}");
+                (
+                    Reply::Error(format!("handoff could not start: {e}")),
+                    format!("handoff could not start: {e}"),
+                )
+            }
+        };
+        drop(state);
+        // Whatever the outcome, the reload is over for systemd.
+        self.notifier.ready(&status);
+        progress.send(&reply);
+    }
+
+    fn retire(&mut self, process: Process) {
+        let grace = self.config.timeouts.drain_grace + self.config.timeouts.liveness;
+        self.retiring.push(Retiring {
+            process,
+            term_at: Instant::now() + grace,
+            kill_at: None,
+        });
+    }
+
+    /// Periodic work between events.
+    fn tick(&mut self) -> Option<u8> {
+        self.reap_retiring();
+        if !self.handoff_running() {
+            if let Some(status) = self.check_incumbent() {
+                return Some(status);
+            }
+        }
+        self.maybe_restart();
+        self.maybe_ready();
+        if let (Some(at), Some(interval)) = (self.next_watchdog, self.notifier.watchdog_interval())
+        {
+            if Instant::now() >= at {
+                self.notifier.watchdog();
+                self.next_watchdog = Some(Instant::now() + interval);
+            }
+        }
+        None
+    }
+
+    fn reap_retiring(&mut self) {
+        let kill_grace = self.config.timeouts.kill_grace;
+        self.retiring.retain_mut(|r| {
+            if let Some((how, _)) = r.process.exited() {
+                log!(
+                    Info,
+                    &[("pid", Field::U64(r.process.pid().into()))],
+                    "previous incumbent pid {} {how}",
+                    r.process.pid()
+                );
+                return false;
+            }
+            let now = Instant::now();
+            match r.kill_at {
+                None if now >= r.term_at => {
+                    log!(
+                        Warn,
+                        &[],
+                        "previous incumbent pid {} still runs: SIGTERM",
+                        r.process.pid()
+                    );
+                    r.process.signal(libc::SIGTERM);
+                    r.kill_at = Some(now + kill_grace);
+                }
+                Some(at) if now >= at => {
+                    r.process.signal(libc::SIGKILL);
+                    r.kill_at = Some(now + Duration::from_secs(3600));
+                }
+                _ => {}
+            }
+            true
+        });
+    }
+
+    fn check_incumbent(&mut self) -> Option<u8> {
+        let generation = self.current.as_mut()?;
+        let (how, success) = generation.process.exited()?;
+        let pid = generation.process.pid();
+        let started = generation.started;
+        self.current = None;
+        log!(
+            Warn,
+            &[("pid", Field::U64(pid.into()))],
+            "incumbent pid {pid} {how} outside a handoff"
+        );
+        let mut state = self.shared.lock();
+        state.incumbent = None;
+        match self.backoff.on_exit(started, success) {
+            Decision::RestartIn(delay) => {
+                self.restart_at = Some(Instant::now() + delay);
+                state.restart_at = Some(SystemTime::now() + delay);
+                drop(state);
+                log!(Info, &[], "restarting it in {} ms", delay.as_millis());
+                self.notifier.status(&format!(
+                    "incumbent pid {pid} {how}; restarting in {} ms",
+                    delay.as_millis()
+                ));
+                None
+            }
+            Decision::GiveUp => {
+                drop(state);
+                let policy = match self.config.restart.policy {
+                    RestartPolicy::Never => "never",
+                    _ => "on-failure",
+                };
+                log!(
+                    Error,
+                    &[],
+                    "restart policy \"{policy}\": the supervisor stops"
+                );
+                Some(self.stop_with(if success { 0 } else { 1 }))
+            }
+        }
+    }
+
+    fn maybe_restart(&mut self) {
+        let Some(at) = self.restart_at else { return };
+        if Instant::now() < at || self.current.is_some() {
+            return;
+        }
+        self.restart_at = None;
+        let mut state = self.shared.lock();
+        state.restart_at = None;
+        state.counters.restarts += 1;
+        match self.supervisor.spawn_cold(&self.command) {
+            Ok(child) => {
+                let pid = child.pid();
+                log!(
+                    Info,
+                    &[("pid", Field::U64(pid.into()))],
+                    "restarted {} cold: pid {pid}",
+                    self.command.binary.display()
+                );
+                state.incumbent = Some(Incumbent {
+                    pid,
+                    adopted: false,
+                    since: SystemTime::now(),
+                    binary: self.command.binary.clone(),
+                });
+                drop(state);
+                self.notifier
+                    .status(&format!("serving: pid {pid} (restarted)"));
+                self.current = Some(Generation {
+                    process: Process::Child(child),
+                    started: Instant::now(),
+                });
+            }
+            Err(e) => {
+                log!(Error, &[], "cannot restart the service: {e}");
+                if let Decision::RestartIn(delay) = self.backoff.on_exit(Instant::now(), false) {
+                    self.restart_at = Some(Instant::now() + delay);
+                    state.restart_at = Some(SystemTime::now() + delay);
+                }
+            }
+        }
+    }
+
+    /// READY=1 once the first generation answers on its control socket.
+    fn maybe_ready(&mut self) {
+        if !self.ready_pending || self.handoff_running() {
+            return;
+        }
+        let Some(generation) = &self.current else {
+            return;
+        };
+        let pid = generation.process.pid();
+        let adopted = matches!(generation.process, Process::Adopted(_));
+        let control = &self.config.service.control_socket;
+        if adopted || probe::incumbent_pid(control, Duration::from_secs(1)) == Some(pid) {
+            self.ready_pending = false;
+            log!(
+                Info,
+                &[("pid", Field::U64(pid.into()))],
+                "ready: pid {pid} serves {}",
+                control.display()
+            );
+            self.notifier.ready(&format!("serving: pid {pid}"));
+        }
+    }
+
+    fn stop(&mut self) -> u8 {
+        self.stop_with(0)
+    }
+
+    /// Stop the service and exit with `status`.
+    fn stop_with(&mut self, status: u8) -> u8 {
+        self.shared.lock().stopping = true;
+        self.notifier.stopping("stopping");
+        let grace = self.config.timeouts.stop_grace;
+        if let Some(mut generation) = self.current.take() {
+            let pid = generation.process.pid();
+            log!(Info, &[], "stopping incumbent pid {pid}");
+            generation.process.terminate(grace);
+        }
+        for mut retiring in self.retiring.drain(..) {
+            retiring.process.terminate(self.config.timeouts.kill_grace);
+        }
+        let _ = std::fs::remove_file(&self.config.service.trigger_socket);
+        log!(Info, &[], "stopped");
+        status
+    }
+}
+
+/// Whether a rollback is the successor's doing (it died, hung, or never
+/// started) rather than the incumbent's (a failed drain or seal).
+fn successor_failed(phase: HandoffPhase, reason: &str) -> bool {
+    matches!(phase, HandoffPhase::Spawn | HandoffPhase::Ready) || reason.starts_with("successor")
+}

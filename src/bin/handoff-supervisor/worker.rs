@@ -1,0 +1,110 @@
+//! One handoff, on a thread of its own so the main loop keeps answering:
+//! reports each phase as it completes (log line, shared state, the client
+//! that asked), then hands the outcome back to the main loop.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use handoff::supervisor::{HandoffPhase, Outcome, PhaseEvent, SpawnSpec, Supervisor};
+
+use crate::log::{log, Field};
+use crate::run::Event;
+use crate::state::Shared;
+use crate::trigger::Reply;
+
+/// Where a handoff's progress goes: the `trigger` client, or nowhere (SIGHUP).
+pub trait Progress: Send {
+    fn send(&mut self, reply: &Reply);
+}
+
+/// A `trigger` client's connection. A client that went away stops nothing.
+pub struct SocketProgress(Option<UnixStream>);
+
+impl SocketProgress {
+    pub fn new(stream: UnixStream) -> SocketProgress {
+        SocketProgress(Some(stream))
+    }
+}
+
+impl Progress for SocketProgress {
+    fn send(&mut self, reply: &Reply) {
+        if let Some(stream) = &mut self.0 {
+            if stream.write_all(reply.to_line().as_bytes()).is_err() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+pub struct Silent;
+
+impl Progress for Silent {
+    fn send(&mut self, _: &Reply) {}
+}
+
+/// A handoff's end, for the main loop.
+pub struct Finished {
+    pub result: handoff::Result<Outcome>,
+    pub spec: SpawnSpec,
+    /// The last phase that completed, if any.
+    pub last_done: Option<HandoffPhase>,
+    pub progress: Box<dyn Progress>,
+}
+
+pub fn start(
+    supervisor: Arc<Supervisor>,
+    spec: SpawnSpec,
+    shared: Shared,
+    mut progress: Box<dyn Progress>,
+    events: Sender<Event>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("handoff".into())
+        .spawn(move || {
+            let mut last_done = None;
+            let result = supervisor.perform_handoff_with(&spec, &mut |event: PhaseEvent| {
+                last_done = Some(event.phase);
+                let id = event.handoff_id.to_string();
+                let ms = event.duration.as_secs_f64() * 1000.0;
+                if let Some(running) = &mut shared.lock().handoff {
+                    running.id = Some(id.clone());
+                    running.phase = event.phase.next().unwrap_or(event.phase);
+                    running.successor_pid = event.successor_pid;
+                }
+                let mut fields = vec![
+                    ("handoff_id", Field::Str(&id)),
+                    ("phase", Field::Str(event.phase.name())),
+                    ("ms", Field::Ms(ms)),
+                ];
+                if let Some(pid) = event.successor_pid {
+                    fields.push(("successor_pid", Field::U64(pid.into())));
+                }
+                log!(
+                    Info,
+                    &fields,
+                    "handoff {id}: {} done in {ms:.3} ms",
+                    event.phase.name()
+                );
+                progress.send(&Reply::Phase {
+                    name: event.phase.name().into(),
+                    ms,
+                    id,
+                });
+            });
+            let _ = events.send(Event::Finished(Box::new(Finished {
+                result,
+                spec,
+                last_done,
+                progress,
+            })));
+        })?;
+    Ok(())
+}
+
+/// The binary a handoff ran, for messages.
+pub fn binary(spec: &SpawnSpec) -> PathBuf {
+    spec.command.binary.clone()
+}
