@@ -69,11 +69,13 @@ test-c: build
 # the Python-to-C handoffs).
 PYTHON  ?= python3
 PY_VENV := $(CURDIR)/target/venv
-.PHONY: test-python
-test-python: build
+.PHONY: venv test-python
+venv:
 	$(PYTHON) -m venv $(PY_VENV)
 	$(PY_VENV)/bin/pip install -q --force-reinstall --no-deps ./bindings/python
-	$(PY_VENV)/bin/pip install -q pytest ruff mypy
+	$(PY_VENV)/bin/pip install -q -r bindings/python/requirements-dev.txt
+
+test-python: build venv
 	$(PY_VENV)/bin/ruff check bindings/python examples/python
 	$(PY_VENV)/bin/ruff format --check bindings/python examples/python
 	$(PY_VENV)/bin/mypy --strict bindings/python/src/handoff
@@ -87,12 +89,21 @@ test-python: build
 # because Go's test cache does not see libhandoff.so change.
 GO     ?= go
 GO_ENV := GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
-.PHONY: test-go
-test-go: build
-	cd examples/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) build -o build/kv-go .
+.PHONY: examples-go test-go
+examples-go: lib $(DEV_PC_DIR)/handoff.pc
+	cd examples/go && $(GO_ENV) $(GO) build -o build/kv-go .
+
+test-go: build examples-go
+	cd examples/go && $(GO_ENV) $(GO) vet ./...
 	cd bindings/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) vet -tags handoff_gcstress ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 -tags handoff_gcstress ./...
+
+# The demo: handoff-supervisor hands the key-value service off between its
+# C, Python and Go implementations under load (examples/demo).
+.PHONY: demo
+demo: build venv examples-go
+	$(PYTHON) examples/demo/demo.py
 
 lint:
 	$(CARGO) fmt --check

@@ -1,0 +1,188 @@
+"""The demo: a stateful key-value service handed off again and again,
+across C, Python and Go, under load, with nothing refused and nothing lost.
+
+Starts handoff-supervisor with the C service on 127.0.0.1, runs closed-loop
+clients (loadgen.py), triggers handoffs in the cycle C -> Python -> Go -> C,
+reads every acknowledged write back, prints a report, and draws
+demo-report.svg (latency over time, each handoff's phases as bands). Exits
+non-zero if any request failed or any acknowledged write was lost.
+
+    python3 examples/demo/demo.py [--handoffs 9] [--report demo-report.svg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402
+import report  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SUPERVISOR = ROOT / "target/release/handoff-supervisor"
+VENV_PYTHON = ROOT / "target/venv/bin/python"
+CYCLE = ["python", "go", "c"]
+
+
+@dataclass
+class Handoff:
+    target: str
+    started: float
+    ended: float = 0.0
+    committed: bool = False
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    detail: str = ""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def service_binaries(work: Path) -> dict[str, Path]:
+    """The three implementations; Python through a launcher for the venv."""
+    python = work / "kv-python"
+    python.write_text(f'#!/bin/sh\nexec "{VENV_PYTHON}" "{ROOT / "examples/python/kv.py"}" "$@"\n')
+    python.chmod(0o755)
+    binaries = {
+        "c": ROOT / "examples/c/build/kv-c",
+        "python": python,
+        "go": ROOT / "examples/go/build/kv-go",
+    }
+    for name, path in binaries.items():
+        if not path.exists():
+            sys.exit(f"demo: the {name} service is not built ({path}); run `make demo`")
+    if not VENV_PYTHON.exists():
+        sys.exit(f"demo: {VENV_PYTHON} is missing; run `make demo`")
+    return binaries
+
+
+def write_config(work: Path, port: int, binaries: dict[str, Path]) -> Path:
+    data, control = work / "data", work / "control.sock"
+    config = work / "kv.toml"
+    config.write_text(
+        f"""[service]
+binary = "{binaries['c']}"
+args = ["--data-dir", "{data}", "--control-socket", "{control}"]
+env = {{ HANDOFF_LIBRARY = "{ROOT / 'target/release/libhandoff.so'}" }}
+control_socket = "{control}"
+trigger_socket = "{work / 'trigger.sock'}"
+journal = "{work / 'state.bin'}"
+data_dir = "{data}"
+
+[[listener]]
+name = "kv"
+address = "tcp://127.0.0.1:{port}"
+
+[timeouts]
+deadline_secs = 30
+drain_grace_secs = 5
+"""
+    )
+    return config
+
+
+def wait_for_service(port: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\n")
+                answer = sock.recv(100).decode().strip()
+                if answer.startswith("PONG"):
+                    return answer
+        except OSError:
+            pass
+        time.sleep(0.05)
+    sys.exit("demo: the service did not start")
+
+
+def trigger(config: Path, binary: Path, target: str, epoch: float) -> Handoff:
+    handoff = Handoff(target, time.monotonic() - epoch)
+    done = subprocess.run(
+        [SUPERVISOR, "trigger", "--config", config, "--binary", binary],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    handoff.ended = time.monotonic() - epoch
+    handoff.committed = done.returncode == 0
+    for line in done.stdout.splitlines():
+        words = line.split()
+        # "  <phase>  <ms> ms" lines, one per phase as it completes.
+        if len(words) == 3 and words[2] == "ms":
+            handoff.phases.append((words[0], float(words[1])))
+    handoff.detail = (done.stdout + done.stderr).strip().splitlines()[-1] if (done.stdout + done.stderr).strip() else ""
+    return handoff
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--handoffs", type=int, default=9)
+    parser.add_argument("--clients", type=int, default=4, help="clients of each kind")
+    parser.add_argument("--report", default=str(ROOT / "demo-report.svg"))
+    parser.add_argument("--pause", type=float, default=0.6, help="seconds between handoffs")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="handoff-demo-") as tmp:
+        work = Path(tmp)
+        binaries = service_binaries(work)
+        port = free_port()
+        config = write_config(work, port, binaries)
+        log = open(work / "supervisor.log", "w")
+        supervisor = subprocess.Popen(
+            [SUPERVISOR, "run", "--config", config], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            first = wait_for_service(port, 15)
+            print(f"demo: handoff-supervisor {supervisor.pid} started the C service: {first}")
+            load = loadgen.LoadGenerator(("127.0.0.1", port), args.clients, args.clients)
+            epoch = time.monotonic()
+            load.start()
+            time.sleep(1.5)  # steady state before the first handoff
+            handoffs = []
+            for n in range(args.handoffs):
+                target = CYCLE[n % len(CYCLE)]
+                handoff = trigger(config, binaries[target], target, epoch)
+                handoffs.append(handoff)
+                phases = "  ".join(f"{name} {ms:.1f}" for name, ms in handoff.phases)
+                state = "committed" if handoff.committed else f"ROLLED BACK ({handoff.detail})"
+                answer = wait_for_service(port, 10)
+                print(f"demo: handoff {n + 1}/{args.handoffs} -> {target:<6} {state} in "
+                      f"{(handoff.ended - handoff.started) * 1000:.1f} ms [{phases}]; now {answer}")
+                time.sleep(args.pause)
+            time.sleep(1.0)
+            results = load.stop()
+            lost = loadgen.verify(("127.0.0.1", port), results.acknowledged)
+        finally:
+            supervisor.send_signal(signal.SIGTERM)
+            try:
+                supervisor.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(supervisor.pid, signal.SIGKILL)
+                supervisor.wait()
+            log.close()
+
+        leftovers = report.leftover_processes(work)
+        summary = report.summarize(results, handoffs, lost, epoch, leftovers)
+        print(summary.text)
+        report.write_svg(Path(args.report), results, handoffs, epoch)
+        print(f"demo: picture of the run: {args.report}")
+        if not summary.ok:
+            print(f"demo: supervisor log: {(work / 'supervisor.log').read_text()[-3000:]}")
+        return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
