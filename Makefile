@@ -17,7 +17,7 @@ export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PAT
 
 all: build
 
-build: lib bins $(DEV_PC_DIR)/handoff.pc examples
+build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-go
 
 # The commands (handoff-supervisor; see docs/systemd.md).
 .PHONY: bins
@@ -44,7 +44,7 @@ $(DEV_PC_DIR)/handoff.pc: Cargo.toml Makefile
 deps:
 	scripts/install-deps.sh
 
-test: deps build test-rust test-c test-crash test-python test-go
+test: deps build test-rust test-c test-crash test-python test-go test-demo
 
 test-rust:
 	$(CARGO) test --release
@@ -78,6 +78,7 @@ venv:
 test-python: build venv
 	$(PY_VENV)/bin/ruff check bindings/python examples/python
 	$(PY_VENV)/bin/ruff format --check bindings/python examples/python
+	cd examples/demo && $(PY_VENV)/bin/ruff check . && $(PY_VENV)/bin/ruff format --check .
 	$(PY_VENV)/bin/mypy --strict bindings/python/src/handoff
 	cd examples/python && $(PY_VENV)/bin/mypy --strict kv.py kvlog.py
 	cd bindings/python && HANDOFF_LIBRARY=$(TARGET)/libhandoff.so $(PY_VENV)/bin/python -m pytest -q
@@ -100,10 +101,15 @@ test-go: build examples-go
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 -tags handoff_gcstress ./...
 
 # The demo: handoff-supervisor hands the key-value service off between its
-# C, Python and Go implementations under load (examples/demo).
-.PHONY: demo
-demo: build venv examples-go
+# C, Python and Go implementations under load (examples/demo). test-demo runs
+# a shorter demo and the nine ordered pairs of implementations.
+.PHONY: demo test-demo
+demo: build venv
 	$(PYTHON) examples/demo/demo.py
+
+test-demo: build venv
+	$(PYTHON) examples/demo/demo.py --handoffs 3 --report $(CURDIR)/target/demo-test.svg
+	$(PY_VENV)/bin/python -m pytest -q examples/demo/test_pairs.py
 
 lint:
 	$(CARGO) fmt --check

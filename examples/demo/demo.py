@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import loadgen  # noqa: E402
-import report  # noqa: E402
+import loadgen
+import report
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPERVISOR = ROOT / "target/release/handoff-supervisor"
@@ -67,17 +67,18 @@ def service_binaries(work: Path) -> dict[str, Path]:
     return binaries
 
 
-def write_config(work: Path, port: int, binaries: dict[str, Path]) -> Path:
+def write_config(work: Path, port: int, first: Path) -> Path:
+    """A handoff-supervisor config that starts `first` on 127.0.0.1:port."""
     data, control = work / "data", work / "control.sock"
     config = work / "kv.toml"
     config.write_text(
         f"""[service]
-binary = "{binaries['c']}"
+binary = "{first}"
 args = ["--data-dir", "{data}", "--control-socket", "{control}"]
-env = {{ HANDOFF_LIBRARY = "{ROOT / 'target/release/libhandoff.so'}" }}
+env = {{ HANDOFF_LIBRARY = "{ROOT / "target/release/libhandoff.so"}" }}
 control_socket = "{control}"
-trigger_socket = "{work / 'trigger.sock'}"
-journal = "{work / 'state.bin'}"
+trigger_socket = "{work / "trigger.sock"}"
+journal = "{work / "state.bin"}"
 data_dir = "{data}"
 
 [[listener]]
@@ -90,6 +91,25 @@ drain_grace_secs = 5
 """
     )
     return config
+
+
+def start_supervisor(config: Path, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [SUPERVISOR, "run", "--config", config],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_supervisor(supervisor: subprocess.Popen) -> None:
+    """SIGTERM (the supervisor stops the service), SIGKILL the group if stuck."""
+    supervisor.send_signal(signal.SIGTERM)
+    try:
+        supervisor.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(supervisor.pid, signal.SIGKILL)
+        supervisor.wait()
 
 
 def wait_for_service(port: int, timeout: float) -> str:
@@ -138,41 +158,34 @@ def main() -> int:
         work = Path(tmp)
         binaries = service_binaries(work)
         port = free_port()
-        config = write_config(work, port, binaries)
-        log = open(work / "supervisor.log", "w")
-        supervisor = subprocess.Popen(
-            [SUPERVISOR, "run", "--config", config], stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            first = wait_for_service(port, 15)
-            print(f"demo: handoff-supervisor {supervisor.pid} started the C service: {first}")
-            load = loadgen.LoadGenerator(("127.0.0.1", port), args.clients, args.clients)
-            epoch = time.monotonic()
-            load.start()
-            time.sleep(1.5)  # steady state before the first handoff
-            handoffs = []
-            for n in range(args.handoffs):
-                target = CYCLE[n % len(CYCLE)]
-                handoff = trigger(config, binaries[target], target, epoch)
-                handoffs.append(handoff)
-                phases = "  ".join(f"{name} {ms:.1f}" for name, ms in handoff.phases)
-                state = "committed" if handoff.committed else f"ROLLED BACK ({handoff.detail})"
-                answer = wait_for_service(port, 10)
-                print(f"demo: handoff {n + 1}/{args.handoffs} -> {target:<6} {state} in "
-                      f"{(handoff.ended - handoff.started) * 1000:.1f} ms [{phases}]; now {answer}")
-                time.sleep(args.pause)
-            time.sleep(1.0)
-            results = load.stop()
-            lost = loadgen.verify(("127.0.0.1", port), results.acknowledged)
-        finally:
-            supervisor.send_signal(signal.SIGTERM)
+        config = write_config(work, port, binaries["c"])
+        with open(work / "supervisor.log", "w") as log:
+            supervisor = start_supervisor(config, log)
             try:
-                supervisor.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(supervisor.pid, signal.SIGKILL)
-                supervisor.wait()
-            log.close()
+                first = wait_for_service(port, 15)
+                print(f"demo: handoff-supervisor {supervisor.pid} started the C service: {first}")
+                load = loadgen.LoadGenerator(("127.0.0.1", port), args.clients, args.clients)
+                epoch = time.monotonic()
+                load.start()
+                time.sleep(1.5)  # steady state before the first handoff
+                handoffs = []
+                for n in range(args.handoffs):
+                    target = CYCLE[n % len(CYCLE)]
+                    handoff = trigger(config, binaries[target], target, epoch)
+                    handoffs.append(handoff)
+                    phases = "  ".join(f"{name} {ms:.1f}" for name, ms in handoff.phases)
+                    state = "committed" if handoff.committed else f"ROLLED BACK ({handoff.detail})"
+                    answer = wait_for_service(port, 10)
+                    print(
+                        f"demo: handoff {n + 1}/{args.handoffs} -> {target:<6} {state} in "
+                        f"{(handoff.ended - handoff.started) * 1000:.1f} ms [{phases}]; now {answer}"
+                    )
+                    time.sleep(args.pause)
+                time.sleep(1.0)
+                results = load.stop()
+                lost = loadgen.verify(("127.0.0.1", port), results.acknowledged)
+            finally:
+                stop_supervisor(supervisor)
 
         leftovers = report.leftover_processes(work)
         summary = report.summarize(results, handoffs, lost, epoch, leftovers)

@@ -77,11 +77,8 @@ class LoadGenerator:
         self.results = Results()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._fresh_client, args=(i,), daemon=True) for i in range(fresh)
-        ] + [
-            threading.Thread(target=self._persistent_client, args=(i,), daemon=True)
-            for i in range(persistent)
+        self._threads = [threading.Thread(target=self._fresh_client, args=(i,), daemon=True) for i in range(fresh)] + [
+            threading.Thread(target=self._persistent_client, args=(i,), daemon=True) for i in range(persistent)
         ]
 
     def start(self) -> None:

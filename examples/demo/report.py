@@ -75,10 +75,10 @@ def summarize(results, handoffs, lost: list[str], epoch: float, leftovers: list[
         )
     phase_names = [name for name in PHASE_COLOURS if any(name == p for h in handoffs for p, _ in h.phases)]
     if phase_names:
-        lines.append("handoff phases, median ms: " + "  ".join(
-            f"{name} {median([ms for h in handoffs for p, ms in h.phases if p == name]):.1f}"
-            for name in phase_names
-        ))
+        lines.append(
+            "handoff phases, median ms: "
+            + "  ".join(f"{name} {median([ms for h in handoffs for p, ms in h.phases if p == name]):.1f}" for name in phase_names)
+        )
     totals = [(h.ended - h.started) * 1000 for h in handoffs]
     if totals:
         lines.append(f"trigger to outcome, ms: median {median(totals):.1f}, max {max(totals):.1f}")

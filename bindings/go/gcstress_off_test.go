@@ -1,0 +1,5 @@
+//go:build !handoff_gcstress
+
+package handoff
+
+const gcstressEnabled = false

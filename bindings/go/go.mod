@@ -1,0 +1,3 @@
+module libhandoff.dev/handoff
+
+go 1.21
