@@ -86,7 +86,7 @@ impl Service {
 
 fn assert_rolled_back(service: &Service, flags: &[&str], reason_has: &str) {
     let fds = open_fds();
-    let incumbent_fds = fd_targets(service.incumbent);
+    let incumbent_fds = settled_fd_targets(service.incumbent);
     let outcome = service.supervisor.perform_handoff(&service.spec(flags)).unwrap();
     assert!(!outcome.committed, "must roll back");
     let reason = outcome.abort_reason.unwrap();
@@ -107,6 +107,20 @@ fn assert_rolled_back(service: &Service, flags: &[&str], reason_has: &str) {
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The incumbent's descriptors once they stop changing: a PING connection
+/// it accepted may still be open for a moment on a busy machine.
+fn settled_fd_targets(pid: u32) -> Vec<String> {
+    let mut last = fd_targets(pid);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = fd_targets(pid);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
 }
 
 /// The targets of a process's descriptors, sorted (a diff shows a leak).
