@@ -44,24 +44,77 @@ $(DEV_PC_DIR)/handoff.pc: Cargo.toml Makefile
 deps:
 	scripts/install-deps.sh
 
-test: deps build test-rust test-c test-crash test-python test-go test-demo
+test: deps build test-rust test-c test-sanitize test-crash test-python test-go test-demo lint
 
-test-rust:
+# tests/limits.rs (10,000 idle connections, the descriptor limit, a short
+# soak) runs the C, Python and Go example services: hence build and venv.
+test-rust: build venv
 	$(CARGO) test --release
 
-# The crash matrix (tests/crash_recovery.rs): the crash points exist only
-# with the `crash-points` feature, built in a target directory of its own so
-# the normal build never contains them. The C test services link against
-# target/release (hence `build`); the test points them at the crash-enabled
-# library with LD_LIBRARY_PATH.
+# The crash matrices: tests/crash_recovery.rs (the C noop test service) and
+# tests/crash_matrix_services.rs (the C, Python and Go example services under
+# client load; docs/reliability.md). The crash points exist only with the
+# `crash-points` feature, built in a target directory of its own so the
+# normal build never contains them. The services link against target/release
+# (hence `build`, and `venv` for Python); the tests point them at the
+# crash-enabled library (LD_LIBRARY_PATH, HANDOFF_LIBRARY). --lib: building
+# only the example would leave an old target/crash/release/libhandoff.so.
+# Every crash point with each service as the incumbent (45 cases, ~45 s);
+# CRASH_MATRIX=quick runs every point once (15).
 CRASH_TARGET := $(CURDIR)/target/crash
+CRASH_MATRIX ?= full
 .PHONY: test-crash
-test-crash: build
-	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) build --release --features crash-points --example test-supervisor
+test-crash: build venv
+	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) build --release --features crash-points --lib --example test-supervisor
 	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) test --release --features crash-points --test crash_recovery
+	CRASH_MATRIX=$(CRASH_MATRIX) CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) test --release --features crash-points --test crash_matrix_services
+
+# The soak (tests/limits.rs): handoffs back to back, C -> Python -> Go, under
+# client load, for SOAK_SECS seconds (24 hours: SOAK_SECS=86400; see
+# docs/reliability.md for the pace of a long run). `make test` runs 20.
+SOAK_SECS ?= 180
+SOAK_PACE_MS ?= 5
+SOAK_READS ?= 1
+.PHONY: soak
+soak: build venv
+	SOAK_SECS=$(SOAK_SECS) SOAK_PACE_MS=$(SOAK_PACE_MS) SOAK_READS=$(SOAK_READS) \
+	    $(CARGO) test --release --test limits soak -- --nocapture
 
 test-c: build
 	$(MAKE) -C tests/c test
+
+# docs/reliability.md. test-sanitize (part of `make test`): kv-c built with
+# AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer included),
+# then tests/handoff_c.rs with every generation that build (cold start,
+# handoffs under load, an aborted handoff, SIGTERM): no report, every exit
+# 0; then the same under valgrind. tests/c already runs the C tests of the
+# ABI both ways (test-c).
+.PHONY: test-sanitize test-asan test-valgrind test-fuzz test-miri
+test-sanitize: test-asan test-valgrind
+
+test-asan: build
+	$(MAKE) -C examples/c asan
+	HANDOFF_C_ASAN=1 $(CARGO) test --release --test handoff_c
+
+test-valgrind: build
+	HANDOFF_C_VALGRIND=1 $(CARGO) test --release --test handoff_c
+
+# Coverage-guided fuzzing (fuzz/, nightly + cargo-fuzz), FUZZ_SECS per
+# target, then the Go binding's decoder. Not part of `make test`, which
+# replays the corpus instead (tests/fuzz_regressions.rs, FuzzDecode's seeds).
+FUZZ_SECS ?= 15
+test-fuzz:
+	scripts/fuzz.sh $(FUZZ_SECS)
+	cd bindings/go && $(GO_ENV) $(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_SECS)s
+
+# The pure-Rust codec (frame, protocol, journal decoding, the C ABI's message
+# and reader functions through the fuzz corpus) under Miri (nightly + the
+# miri component). Not part of `make test`: minutes of interpretation.
+MIRI_FLAGS ?= -Zmiri-disable-isolation
+test-miri:
+	MIRIFLAGS='$(MIRI_FLAGS)' $(CARGO) +nightly miri test --lib -- frame:: protocol:: \
+	    journal::tests::a_truncated --skip encoding_refuses_a_frame_over_the_limit
+	MIRIFLAGS='$(MIRI_FLAGS)' $(CARGO) +nightly miri test --test vectors --test fuzz_regressions
 
 # The Python binding (bindings/python) and the Python example: a venv under
 # target/ with the package installed as a user would (pip), ruff and mypy,
@@ -110,6 +163,24 @@ demo: build venv
 test-demo: build venv
 	$(PYTHON) examples/demo/demo.py --handoffs 3 --report $(CURDIR)/target/demo-test.svg
 	$(PY_VENV)/bin/python -m pytest -q examples/demo/test_pairs.py
+
+# The comparison of handoff libraries under load (benches/compare, written
+# up in docs/benchmarks.md): libhandoff (kv-c, kv-go), beyond-handoff 0.1.4,
+# cloudflare/tableflip v1.2.3 and a plain restart, one after the other, same
+# service, same load. `make bench` is a quick run (results in target/bench/);
+# the published one is
+#   make bench BENCH_ARGS="--handoffs 1000 --publish"
+# tableflip comes from the Go module proxy (benches/tableflip/go.sum). Never
+# part of `make test`: benchmarks assert nothing.
+BENCH_ARGS ?=
+.PHONY: bench bench-programs
+bench-programs: build examples-go
+	$(CARGO) build --release --example bench-beyond-kv --example bench-beyond-supervisor
+	cd benches/tableflip && GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" $(GO) vet ./...
+	cd benches/tableflip && GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" $(GO) build -o $(CURDIR)/target/bench/tableflip-kv .
+
+bench: bench-programs
+	$(CARGO) bench --bench compare -- $(BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --check

@@ -79,7 +79,7 @@ pub enum Error {
     #[error("handoff aborted: {0}")]
     Aborted(String),
 
-    #[error("peer uid {uid} is not permitted on the control socket")]
+    #[error("peer uid {uid} is not permitted (only the supervisor's user and root may connect)")]
     PeerNotPermitted { uid: u32 },
 
     #[error("peer identity: {0}")]

@@ -107,6 +107,10 @@ pub struct Incumbent {
     build_id: Vec<u8>,
     config: IncumbentConfig,
     stop: Option<OwnedFd>,
+    /// A descriptor kept in reserve, given up to accept a control connection
+    /// when the service has used up every other one (EMFILE): a service at
+    /// its descriptor limit can still be handed off, which drains it.
+    spare: Option<std::fs::File>,
 }
 
 impl Incumbent {
@@ -141,6 +145,7 @@ impl Incumbent {
             build_id: Vec::new(),
             config: IncumbentConfig::default(),
             stop: None,
+            spare: spare_descriptor(),
         }
     }
 
@@ -192,6 +197,9 @@ impl Incumbent {
     /// Failed or abandoned handoffs are rolled back and serving goes on.
     pub fn serve(&mut self, service: &dyn Service) -> Result<ServeOutcome> {
         loop {
+            if self.spare.is_none() {
+                self.spare = spare_descriptor();
+            }
             match poll::wait_fd(
                 self.listener.as_raw_fd(),
                 libc::POLLIN,
@@ -206,6 +214,24 @@ impl Incumbent {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if out_of_descriptors(&e) && self.spare.is_some() => {
+                    // Give the reserve up, and take the connection in its place.
+                    self.spare = None;
+                    match self.listener.accept() {
+                        Ok((stream, _)) => {
+                            event!(
+                                Warn,
+                                "control socket accept: {e}; used the spare descriptor"
+                            );
+                            stream
+                        }
+                        Err(e) => {
+                            event!(Warn, "control socket accept failed: {e}");
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                    }
+                }
                 Err(e) => {
                     // EMFILE and friends: transient; back off, keep serving.
                     event!(Warn, "control socket accept failed: {e}");
@@ -213,10 +239,13 @@ impl Incumbent {
                     continue;
                 }
             };
-            if let Err(e) = check_peer_uid(&stream) {
-                event!(Warn, "refused control connection: {e}");
-                continue;
-            }
+            let peer = match check_peer_uid(&stream) {
+                Ok(peer) => peer,
+                Err(e) => {
+                    event!(Warn, "refused control connection: {e}");
+                    continue;
+                }
+            };
             let mut stage = Stage::Idle;
             let ended = self.session(stream, service, &mut stage);
             match ended {
@@ -226,7 +255,16 @@ impl Incumbent {
                     self.roll_back(stage, service)?;
                     return Ok(ServeOutcome::Stopped);
                 }
-                Err(e) => event!(Warn, "handoff session ended: {e}; rolling back"),
+                // Name the offender: a misbehaving client is not always the supervisor.
+                Err(e) => event!(
+                    Warn,
+                    "handoff session with pid {} ended: {e}; {}",
+                    peer.pid,
+                    match stage {
+                        Stage::Idle => "nothing to roll back",
+                        _ => "rolling back",
+                    }
+                ),
             }
             if !self.roll_back(stage, service)? {
                 return Ok(ServeOutcome::Superseded);
@@ -296,7 +334,10 @@ impl Incumbent {
                 ) => {
                     let budget = Duration::from_millis(deadline_ms.min(drain_grace_ms));
                     event!(Info, "handoff {handoff_id}: draining (budget {budget:?})");
-                    let report = self.run_hook(&channel, budget, |ctx| service.drain(ctx));
+                    let report = self.run_hook(&channel, budget, |ctx| {
+                        crash_point!("O_IN_DRAIN");
+                        service.drain(ctx)
+                    });
                     *stage = Stage::Drained(handoff_id);
                     let report = report.map_err(|e| hook_failed("drain", e))?;
                     channel.send(&Message::Drained {
@@ -310,7 +351,11 @@ impl Incumbent {
                 {
                     event!(Info, "handoff {handoff_id}: sealing");
                     let budget = self.config.liveness;
-                    match self.run_hook(&channel, budget, |ctx| service.seal(ctx)) {
+                    let sealed = self.run_hook(&channel, budget, |ctx| {
+                        crash_point!("O_IN_SEAL");
+                        service.seal(ctx)
+                    });
+                    match sealed {
                         Ok(report) => {
                             // Invariant 2: the lock goes only after a successful seal,
                             // and before the supervisor hears of it.
@@ -412,7 +457,7 @@ impl Incumbent {
             return Ok(true);
         }
         if self.lock.is_none() {
-            match DataDirLock::acquire_with_retry(&self.data_dir, self.config.relock) {
+            match self.retake_lock() {
                 Ok(lock) => {
                     self.generation.store(lock.generation(), Ordering::Relaxed);
                     self.lock = Some(lock);
@@ -427,11 +472,57 @@ impl Incumbent {
                 Err(e) => return Err(e),
             }
         }
+        crash_point!("O_IN_RESUME");
         if let Err(HookError(reason)) = service.resume_after_abort() {
             event!(Error, "resume_after_abort failed: {reason}");
         }
         Ok(true)
     }
+
+    /// Take the lock back after a seal, retrying for `config.relock` while a
+    /// dying successor still holds it. A stop request ends the retries at
+    /// once: the process is on its way out and needs no lock, and whoever
+    /// asked it to stop (a recovering supervisor's SIGTERM) may not wait
+    /// long before it kills it.
+    fn retake_lock(&self) -> Result<DataDirLock> {
+        let deadline = Instant::now() + self.config.relock;
+        loop {
+            match DataDirLock::acquire(&self.data_dir) {
+                Err(held @ Error::LockHeld { .. }) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(held);
+                    }
+                    let pause = now + RELOCK_RETRY.min(deadline - now);
+                    match self.stop_fd() {
+                        Some(stop) => {
+                            let woken =
+                                poll::wait_fd(stop.as_raw_fd(), libc::POLLIN, None, Some(pause))
+                                    .map_err(Error::Stream)?;
+                            if woken == Wait::Ready {
+                                event!(Info, "stop requested while taking the lock back");
+                                return Err(held);
+                            }
+                        }
+                        None => std::thread::sleep(pause - now),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// How often a rolling-back incumbent retries the lock.
+const RELOCK_RETRY: Duration = Duration::from_millis(20);
+
+/// A descriptor to hold in reserve (close-on-exec), if one can be had.
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 fn heartbeats(sender: &Sender, period: Duration, stopped: &mpsc::Receiver<()>) {

@@ -425,6 +425,10 @@ impl Supervisor {
     }
 }
 
+/// How long a successor that closed its control connection has to be seen
+/// dead, so that the rollback's reason says how it ended.
+const SUCCESSOR_DEATH_GRACE: Duration = Duration::from_millis(200);
+
 /// How long a refused or missing control socket is retried: right after a
 /// commit the new incumbent binds the path a moment after announcing Ready,
 /// while the old one's socket no longer listens.
@@ -729,7 +733,12 @@ impl Run<'_> {
         let mut last_frame = Instant::now();
         let mut last_beat = Instant::now();
         loop {
-            self.check_successor_alive()?;
+            if let Err(dead) = self.check_successor_alive() {
+                // A successor that announced Ready and died right after
+                // (before we read it) was authoritative from its Ready on:
+                // a Ready already sent binds, whatever followed it.
+                return self.buffered_answer().ok_or(dead);
+            }
             if last_beat.elapsed() >= timeouts.heartbeat {
                 last_beat = Instant::now();
                 let _ = incumbent.send(&Message::Heartbeat {
@@ -748,9 +757,34 @@ impl Run<'_> {
                     return Err(format!("successor silent for {:?}", timeouts.liveness))
                 }
                 Err(Error::Timeout) => {}
+                Err(e @ Error::PeerClosed { .. }) => {
+                    // It closed its end: most likely it died. Say how.
+                    return Err(self
+                        .successor_death(SUCCESSOR_DEATH_GRACE)
+                        .unwrap_or_else(|| format!("waiting for Ready: {e}")));
+                }
                 Err(e) => return Err(format!("waiting for Ready: {e}")),
             }
         }
+    }
+
+    /// The first frame other than a heartbeat that the successor sent and
+    /// we have not read yet, if any (without waiting).
+    fn buffered_answer(&mut self) -> Option<Message> {
+        let channel = self.successor_channel.as_mut()?;
+        loop {
+            match channel.recv_until(Instant::now(), None) {
+                Ok(Message::Heartbeat { .. }) => {}
+                Ok(message) => return Some(message),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// How the successor ended, if it does within `grace`.
+    fn successor_death(&mut self, grace: Duration) -> Option<String> {
+        let status = self.successor.as_mut()?.wait_timeout(grace)?;
+        Some(format!("successor {}", describe_status(status)))
     }
 
     fn check_successor_alive(&mut self) -> std::result::Result<(), String> {

@@ -87,11 +87,20 @@ impl Service {
 fn assert_rolled_back(service: &Service, flags: &[&str], reason_has: &str) {
     let fds = open_fds();
     let incumbent_fds = settled_fd_targets(service.incumbent);
-    let outcome = service.supervisor.perform_handoff(&service.spec(flags)).unwrap();
+    let outcome = service
+        .supervisor
+        .perform_handoff(&service.spec(flags))
+        .unwrap();
     assert!(!outcome.committed, "must roll back");
     let reason = outcome.abort_reason.unwrap();
-    assert!(reason.contains(reason_has), "reason {reason:?} lacks {reason_has:?}");
-    assert!(outcome.successor.is_none(), "the successor is reaped, not handed back");
+    assert!(
+        reason.contains(reason_has),
+        "reason {reason:?} lacks {reason_has:?}"
+    );
+    assert!(
+        outcome.successor.is_none(),
+        "the successor is reaped, not handed back"
+    );
     service.assert_settled(service.incumbent);
     assert_eq!(open_fds(), fds, "supervisor descriptors after the rollback");
     // The incumbent closes its end of the control connection when it reads
@@ -100,7 +109,11 @@ fn assert_rolled_back(service: &Service, flags: &[&str], reason_has: &str) {
     while fd_targets(service.incumbent) != incumbent_fds && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(fd_targets(service.incumbent), incumbent_fds, "incumbent descriptors after the rollback");
+    assert_eq!(
+        fd_targets(service.incumbent),
+        incumbent_fds,
+        "incumbent descriptors after the rollback"
+    );
 }
 
 /// Descriptor counts are per process: the tests here run one at a time.
@@ -131,7 +144,16 @@ fn fd_targets(pid: u32) -> Vec<String> {
             let e = e.unwrap();
             let target = std::fs::read_link(e.path()).map(|t| t.display().to_string());
             // Socket inode numbers differ between generations of an fd.
-            target.map_or_else(|e| e.to_string(), |t| if t.starts_with("socket:") { "socket".into() } else { t })
+            target.map_or_else(
+                |e| e.to_string(),
+                |t| {
+                    if t.starts_with("socket:") {
+                        "socket".into()
+                    } else {
+                        t
+                    }
+                },
+            )
         })
         .collect();
     targets.sort();
@@ -142,7 +164,11 @@ fn fd_targets(pid: u32) -> Vec<String> {
 fn successor_that_exits_before_ready_rolls_back() {
     let _alone = serial();
     let service = start(&[], false);
-    assert_rolled_back(&service, &["--exit-before-ready"], "successor exited with status 3");
+    assert_rolled_back(
+        &service,
+        &["--exit-before-ready"],
+        "successor exited with status 3",
+    );
 }
 
 #[test]
@@ -195,12 +221,18 @@ fn idle_incumbent_with_a_nonblocking_listener_hands_off() {
     let _alone = serial();
     for nonblocking in [true, false] {
         let mut service = start(&[], nonblocking);
-        let outcome = service.supervisor.perform_handoff(&service.spec(&[])).unwrap();
+        let outcome = service
+            .supervisor
+            .perform_handoff(&service.spec(&[]))
+            .unwrap();
         assert!(outcome.committed, "{:?}", outcome.abort_reason);
         assert_eq!(service.listener_nonblocking(), nonblocking);
         let successor = service.reaper.keep(outcome.successor.unwrap());
         let old = service.incumbent;
-        assert_eq!(service.reaper.wait_exit(old, Duration::from_secs(10)), Some(0));
+        assert_eq!(
+            service.reaper.wait_exit(old, Duration::from_secs(10)),
+            Some(0)
+        );
         service.assert_settled(successor);
     }
 }

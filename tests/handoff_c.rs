@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use handoff::spawn::{describe_status, ChildProcess, Command};
-use handoff::supervisor::{SpawnSpec, Supervisor};
+use handoff::supervisor::{SpawnSpec, Supervisor, Timeouts};
 
 const HANDOFFS: usize = 5;
 const FRESH_WORKERS: usize = 4;
@@ -65,13 +65,19 @@ fn build_kv_c_once() -> PathBuf {
             .arg(&root)
             .arg(pc_dir.join("handoff.pc")));
     }
-    run(std::process::Command::new("make")
-        .arg("-C")
+    let mut make = std::process::Command::new("make");
+    make.arg("-C")
         .arg(root.join("examples/c"))
         .arg("--no-print-directory")
-        .env("PKG_CONFIG_PATH", &pc_dir));
-    let binary = root.join("examples/c/build/kv-c");
+        .env("PKG_CONFIG_PATH", &pc_dir);
+    if sanitized() {
+        make.arg("asan");
+    }
+    run(&mut make);
+    let build = if sanitized() { "build-asan" } else { "build" };
+    let binary = root.join("examples/c").join(build).join("kv-c");
     assert!(binary.exists(), "{} was not built", binary.display());
+    eprintln!("every generation runs {}", binary.display());
     binary
 }
 
@@ -350,9 +356,50 @@ fn persistent_worker(addr: SocketAddr, worker: usize, stop: &AtomicBool, tally: 
     }
 }
 
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v != "0")
+}
+
+/// With HANDOFF_C_ASAN=1, every generation is examples/c/build-asan/kv-c,
+/// built with AddressSanitizer and UndefinedBehaviorSanitizer (`make -C
+/// examples/c asan`; LeakSanitizer included).
+fn sanitized() -> bool {
+    env_flag("HANDOFF_C_ASAN")
+}
+
+/// Where the sanitizers (HANDOFF_C_ASAN) and valgrind (HANDOFF_C_VALGRIND)
+/// write their reports: a file per process that found something (valgrind:
+/// a file per process, empty when it found nothing).
+fn sanitizer_log_dir(data: &Path) -> PathBuf {
+    data.parent().unwrap().join("sanitizer")
+}
+
+/// Fail with the sanitizer reports found under `dir`, if any.
+fn assert_no_sanitizer_reports(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    // valgrind --quiet leaves an empty file for a clean process.
+    let reports: Vec<String> = entries
+        .map(|e| e.unwrap().path())
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            (!text.trim().is_empty()).then(|| format!("== {}\n{text}", path.display()))
+        })
+        .collect();
+    assert!(
+        reports.is_empty(),
+        "sanitizer reports:\n{}",
+        reports.join("\n")
+    );
+}
+
 /// How every generation is run. With HANDOFF_C_VALGRIND=1 each one runs
 /// under valgrind, which turns a leak or a memory error into a non-zero exit
-/// status (and so into a failure: every generation must exit 0).
+/// status (and so into a failure: every generation must exit 0). With
+/// HANDOFF_C_ASAN=1 each one is the sanitizer build, and a memory error, an
+/// undefined behaviour or a leak is likewise a non-zero exit status, plus a
+/// report under `sanitizer_log_dir`.
 fn kv_command(binary: &Path, data: &Path, control: &Path) -> Command {
     let args: Vec<std::ffi::OsString> = vec![
         "--data-dir".into(),
@@ -360,7 +407,28 @@ fn kv_command(binary: &Path, data: &Path, control: &Path) -> Command {
         "--control-socket".into(),
         control.into(),
     ];
-    if std::env::var_os("HANDOFF_C_VALGRIND").is_some_and(|v| v != "0") {
+    if sanitized() {
+        let logs = sanitizer_log_dir(data);
+        std::fs::create_dir_all(&logs).unwrap();
+        let asan = format!(
+            "detect_leaks=1:exitcode=23:abort_on_error=0:strict_string_checks=1:\
+             detect_stack_use_after_return=1:check_initialization_order=1:log_path={}/asan",
+            logs.display()
+        );
+        let ubsan = format!(
+            "print_stacktrace=1:halt_on_error=1:exitcode=24:log_path={}/ubsan",
+            logs.display()
+        );
+        return Command {
+            binary: binary.to_owned(),
+            args,
+            env: vec![
+                ("ASAN_OPTIONS".into(), asan.into()),
+                ("UBSAN_OPTIONS".into(), ubsan.into()),
+            ],
+        };
+    }
+    if env_flag("HANDOFF_C_VALGRIND") {
         let mut wrapped: Vec<std::ffi::OsString> = [
             "--quiet",
             "--error-exitcode=99",
@@ -371,6 +439,13 @@ fn kv_command(binary: &Path, data: &Path, control: &Path) -> Command {
         .iter()
         .map(Into::into)
         .collect();
+        // Reports go to files, so those of a generation whose exit status
+        // is not checked (a successor that fails on purpose) count too.
+        let logs = sanitizer_log_dir(data);
+        std::fs::create_dir_all(&logs).unwrap();
+        wrapped.push(format!("--log-file={}/valgrind.%p", logs.display()).into());
+        let suppressions = root().join("tests/valgrind.supp");
+        wrapped.push(format!("--suppressions={}", suppressions.display()).into());
         wrapped.push(binary.into());
         wrapped.extend(args);
         return Command {
@@ -416,6 +491,17 @@ impl Service {
             .with_listener("kv", OwnedFd::from(listener))
             .unwrap()
             .with_journal(&journal);
+        // Under valgrind a generation starts several times slower: give
+        // its Hello and its frames more than the defaults' 5 and 10 s.
+        let supervisor = if env_flag("HANDOFF_C_VALGRIND") {
+            supervisor.with_timeouts(Timeouts {
+                hello: Duration::from_secs(60),
+                liveness: Duration::from_secs(60),
+                ..Timeouts::default()
+            })
+        } else {
+            supervisor
+        };
         let command = kv_command(&binary, &data, &control);
 
         let mut children = Children::default();
@@ -522,11 +608,13 @@ impl Service {
         );
     }
 
-    /// The current incumbent stops cleanly on SIGTERM.
+    /// The current incumbent stops cleanly on SIGTERM; no generation left
+    /// a sanitizer report.
     fn stop(mut self) {
         let pid = self.incumbent;
         let mut last = self.children.take(pid);
         let status = last.terminate(Duration::from_secs(5));
+        assert_no_sanitizer_reports(&sanitizer_log_dir(&self.tmp.path().join("data")));
         assert_exited_zero(status, &format!("last incumbent {pid} on SIGTERM"));
     }
 }

@@ -68,7 +68,11 @@ fn a_hundred_handoffs_in_a_row_leak_nothing() {
         assert!(outcome.committed, "handoff {n}: {:?}", outcome.abort_reason);
         let previous = incumbent;
         incumbent = reaper.keep(outcome.successor.unwrap());
-        assert_eq!(reaper.wait_exit(previous, Duration::from_secs(10)), Some(0), "handoff {n}: old incumbent");
+        assert_eq!(
+            reaper.wait_exit(previous, Duration::from_secs(10)),
+            Some(0),
+            "handoff {n}: old incumbent"
+        );
         reaper.0.retain(|child| child.pid() != previous);
     }
     stop.store(true, Ordering::Relaxed);

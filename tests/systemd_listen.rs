@@ -43,7 +43,9 @@ fn libsystemd_sees_the_listeners_in_a_cold_start_and_in_a_successor() {
     assert!(outcome.committed, "{:?}", outcome.abort_reason);
     let second = reaper.keep(outcome.successor.unwrap());
     wait_for_pong(&addr, second, Duration::from_secs(10));
-    let status = reaper.wait_exit(first, Duration::from_secs(10)).expect("old incumbent exits");
+    let status = reaper
+        .wait_exit(first, Duration::from_secs(10))
+        .expect("old incumbent exits");
     assert_eq!(status, 0, "old incumbent's wait status");
 
     let lines = std::fs::read_to_string(&report).unwrap();

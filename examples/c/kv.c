@@ -1,7 +1,8 @@
 /*
  * kv-c: a key-value server over TCP that hands itself off with libhandoff.
  *
- *   kv-c --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] [--verbose]
+ *   kv-c --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] [--max-conns N]
+ *        [--verbose]
  *
  * One thread runs a poll(2) event loop that owns every connection, the log
  * and the table. libhandoff calls drain, seal and resume_after_abort on its
@@ -41,7 +42,8 @@
 #define IN_CAP (MAX_LINE + 1)
 /* Stop reading a connection while this much output waits for it. */
 #define OUT_HIGH (64 * 1024)
-#define MAX_CONNS 1000
+/* Connections served at once (--max-conns); more wait in the listener's queue. */
+#define DEFAULT_MAX_CONNS 1000
 /* How long a draining incumbent waits for the first request of a connection
  * it accepted but has heard nothing from yet (capped by half the budget). */
 #define DRAIN_GRACE_MS 1000
@@ -57,6 +59,7 @@
 
 static long g_pid;
 static bool g_verbose;
+static size_t g_max_conns = DEFAULT_MAX_CONNS;
 
 static void say(const char *fmt, ...)
 {
@@ -136,6 +139,10 @@ struct server {
     struct conn **conns;
     size_t nconns, conns_cap;
     bool accepting;
+    /* Out of descriptors (EMFILE and the like): the listener is not polled
+     * until then, so a full descriptor table is not a busy loop. */
+    uint64_t accept_resume_at;
+    bool accept_starved; /* logged once per episode */
 
     struct request *drain; /* the drain in progress, if any */
     uint64_t drain_deadline;
@@ -546,14 +553,25 @@ static void accept_some(struct server *s)
 {
     int flags = fcntl(s->listen_fd, F_GETFL);
     int tries = (flags >= 0 && (flags & O_NONBLOCK)) ? 64 : 1;
-    while (tries-- > 0 && s->nconns < MAX_CONNS) {
+    while (tries-- > 0 && s->nconns < g_max_conns) {
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The connection stays queued; try again in a tick. */
+                if (!s->accept_starved)
+                    say("accept: %s; retrying every %d ms", strerror(errno), TICK_MS);
+                s->accept_starved = true;
+                s->accept_resume_at = now_ms() + TICK_MS;
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 say("accept: %s", strerror(errno));
+            }
             return;
+        }
+        if (s->accept_starved) {
+            say("accepting again");
+            s->accept_starved = false;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -714,12 +732,13 @@ static void serve(struct server *s)
         pfds[n++] = (struct pollfd){.fd = sig_r, .events = POLLIN};
         pfds[n++] = (struct pollfd){.fd = s->wake_r, .events = POLLIN};
         size_t listener_at = SIZE_MAX;
-        if (s->accepting && !s->finished && s->nconns < MAX_CONNS) {
+        uint64_t now = now_ms();
+        if (s->accepting && !s->finished && s->nconns < g_max_conns &&
+            now >= s->accept_resume_at) {
             listener_at = n;
             pfds[n++] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
         }
         size_t first_conn = n, polled = s->nconns;
-        uint64_t now = now_ms();
         uint64_t wake_at = now + TICK_MS;
         for (size_t i = 0; i < polled; i++) {
             struct conn *c = s->conns[i];
@@ -793,12 +812,13 @@ struct options {
     const char *data_dir;
     const char *control_socket;
     const char *listen;
+    const char *max_conns;
 };
 
 static void usage(FILE *to)
 {
     fprintf(to, "usage: kv-c --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] "
-                "[--verbose]\n");
+                "[--max-conns N] [--verbose]\n");
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -806,8 +826,8 @@ static int parse_args(int argc, char **argv, struct options *o)
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char **slot = NULL;
-        const char *names[] = {"--data-dir", "--control-socket", "--listen"};
-        const char **slots[] = {&o->data_dir, &o->control_socket, &o->listen};
+        const char *names[] = {"--data-dir", "--control-socket", "--listen", "--max-conns"};
+        const char **slots[] = {&o->data_dir, &o->control_socket, &o->listen, &o->max_conns};
         if (strcmp(arg, "--verbose") == 0) {
             g_verbose = true;
             continue;
@@ -817,7 +837,7 @@ static int parse_args(int argc, char **argv, struct options *o)
             exit(0);
         }
         const char *value = NULL;
-        for (size_t k = 0; k < 3; k++) {
+        for (size_t k = 0; k < 4; k++) {
             size_t len = strlen(names[k]);
             if (strcmp(arg, names[k]) == 0) {
                 slot = slots[k];
@@ -840,6 +860,17 @@ static int parse_args(int argc, char **argv, struct options *o)
     if (o->data_dir == NULL || o->control_socket == NULL) {
         fprintf(stderr, "kv-c: --data-dir and --control-socket are required\n");
         return -1;
+    }
+    if (o->max_conns != NULL) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long n = strtoul(o->max_conns, &end, 10);
+        if (errno != 0 || end == o->max_conns || *end != '\0' || n < 1 || n > 1000000 ||
+            o->max_conns[0] == '-') {
+            fprintf(stderr, "kv-c: --max-conns %s: expected 1 to 1000000\n", o->max_conns);
+            return -1;
+        }
+        g_max_conns = (size_t)n;
     }
     return 0;
 }

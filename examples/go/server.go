@@ -120,6 +120,7 @@ func (s *server) stopAccepting() {
 
 func (s *server) acceptLoop(done chan struct{}) {
 	defer close(done)
+	failing := false // logged once per episode (EMFILE repeats until a descriptor frees)
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
@@ -130,9 +131,16 @@ func (s *server) acceptLoop(done chan struct{}) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			say("accept: %v", err)
+			if !failing {
+				say("accept: %v; retrying every 20 ms", err)
+				failing = true
+			}
 			time.Sleep(20 * time.Millisecond)
 			continue
+		}
+		if failing {
+			say("accepting again")
+			failing = false
 		}
 		s.addConn(nc)
 	}

@@ -20,6 +20,7 @@ rolls back and this process keeps serving.
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import ipaddress
 import os
@@ -128,6 +129,10 @@ class Server:
         self.inc: Incumbent | None = None
         self.conns: list[Conn] = []
         self.accepting = False
+        # Out of descriptors (EMFILE and the like): the listener is not
+        # polled until then, so a full descriptor table is not a busy loop.
+        self.accept_resume_at = 0
+        self.accept_starved = False  # logged once per episode
         self.draining: Request | None = None
         self.drain_deadline = 0
         self.finished = False
@@ -347,8 +352,18 @@ class Server:
             except ConnectionAbortedError:
                 continue
             except OSError as e:
-                say(f"accept: {e}")
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # The connection stays queued; try again in a tick.
+                    if not self.accept_starved:
+                        say(f"accept: {e}; retrying every {TICK_MS} ms")
+                    self.accept_starved = True
+                    self.accept_resume_at = now_ms() + TICK_MS
+                else:
+                    say(f"accept: {e}")
                 return
+            if self.accept_starved:
+                say("accepting again")
+                self.accept_starved = False
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.conns.append(Conn(sock, sock.fileno()))
@@ -472,12 +487,15 @@ class Server:
             poller = select.poll()
             poller.register(self.sig_r, POLLIN)
             poller.register(self.wake_r, POLLIN)
+            now = now_ms()
             polled_listener = (
-                self.accepting and not self.finished and len(self.conns) < MAX_CONNS
+                self.accepting
+                and not self.finished
+                and len(self.conns) < MAX_CONNS
+                and now >= self.accept_resume_at
             )
             if polled_listener:
                 poller.register(listen_fd, POLLIN)
-            now = now_ms()
             wake_at = now + TICK_MS
             polled = list(self.conns)
             for conn in polled:

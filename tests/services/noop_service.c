@@ -6,10 +6,14 @@
  *
  *   noop-service --data-dir DIR --control-socket PATH [--report FILE]
  *                [--exit-before-ready] [--hang-before-ready] [--fail-seal]
- *                [--forge-hello]
+ *                [--forge-hello] [--liveness-ms N] [--log-file PATH]
  *
  * --forge-hello: as a successor, a forked child sends the Hello claiming
  * the successor's pid, as a process that was handed the socket might.
+ * --liveness-ms: the incumbent's supervisor-liveness timeout
+ * (handoff_incumbent_set_liveness_timeout), so tests need not wait 10 s.
+ * --log-file: the library's log lines (every level) are appended there
+ * instead of going to stderr, so a test can read what the library said.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -28,6 +32,8 @@
 
 static const char *data_dir, *control_socket, *report_path;
 static int exit_before_ready, hang_before_ready, fail_seal, forge_hello;
+static unsigned long liveness_ms;
+static FILE *log_file;
 static volatile int accepting = 1;
 
 static void die(const char *what, handoff_status status, handoff_error *err) {
@@ -111,7 +117,13 @@ static int32_t on_resume(void *userdata, handoff_hook_context *ctx) {
 
 static void log_line(void *userdata, uint32_t level, const char *message) {
     (void)userdata;
-    if (level <= HANDOFF_LOG_INFO) fprintf(stderr, "noop-service[%d] %s\n", (int)getpid(), message);
+    if (log_file) {
+        /* One call per line (stdio locks the stream), flushed at once. */
+        fprintf(log_file, "noop-service[%d] level=%u %s\n", (int)getpid(), (unsigned)level, message);
+        fflush(log_file);
+    } else if (level <= HANDOFF_LOG_INFO) {
+        fprintf(stderr, "noop-service[%d] %s\n", (int)getpid(), message);
+    }
 }
 
 /* Serve the listener (poll, then accept: the flag may be either way) until
@@ -127,6 +139,7 @@ static uint32_t serve(handoff_incumbent *incumbent, int listener) {
             if (!accepting) nanosleep(&(struct timespec){0, 5000000}, NULL);
             continue;
         }
+        if (!accepting) continue; /* drained while polling: accept nothing more */
         int conn = accept(listener, NULL, NULL);
         if (conn < 0) continue; /* EAGAIN: another process took it */
         char line[64];
@@ -145,6 +158,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--hang-before-ready")) hang_before_ready = 1;
         else if (!strcmp(argv[i], "--fail-seal")) fail_seal = 1;
         else if (!strcmp(argv[i], "--forge-hello")) forge_hello = 1;
+        else if (!strcmp(argv[i], "--liveness-ms") && i + 1 < argc) liveness_ms = strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--log-file") && i + 1 < argc) {
+            log_file = fopen(argv[++i], "a");
+            if (!log_file) { perror(argv[i]); return 64; }
+        }
         else { fprintf(stderr, "usage: noop-service --data-dir DIR --control-socket PATH\n"); return 64; }
     }
     if (!data_dir || !control_socket) return 64;
@@ -175,6 +193,8 @@ int main(int argc, char **argv) {
     }
     handoff_lock_free(lock);
     handoff_inherited_free(inherited);
+    if (liveness_ms)
+        CHECK(handoff_incumbent_set_liveness_timeout(incumbent, (uint32_t)liveness_ms, &err_), "liveness");
 
     handoff_service_callbacks callbacks = {on_drain, on_seal, on_resume, NULL};
     CHECK(handoff_incumbent_start(incumbent, &callbacks, NULL, &err_), "start");

@@ -1,0 +1,407 @@
+//! Closed-loop load for the key-value services: the semantics of the demo's
+//! load generator (examples/demo/loadgen.py), compiled, because the Python
+//! one is held to one core by the GIL and saturates before the services do
+//! (see docs/benchmarks.md).
+//!
+//! * fresh clients open a new TCP connection per request; a refused or
+//!   reset connection, or no answer within the timeout, is a failure;
+//! * persistent clients keep one connection; when the server closes it
+//!   between requests (a drain does), the client reconnects and resends
+//!   the request once, as HTTP clients do, which is not a failure;
+//! * each client alternates `SET key value` and `GET key` on keys of its
+//!   own, checks every answer (a `GET` must return the value last
+//!   acknowledged), and remembers every acknowledged `SET` so that
+//!   [`verify`] can read each one back at the end.
+//!
+//! A client either runs flat out (calibration) or is paced to a share of a
+//! total request rate: it sends its next request at its next slot, or at
+//! once when it is late (it never has more than one request outstanding).
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One clock for the whole run: nanoseconds since the first call.
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Refused,
+    Reset,
+    Timeout,
+    Error,
+    WrongAnswer,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Reset => "reset",
+            Outcome::Timeout => "timeout",
+            Outcome::Error => "error",
+            Outcome::WrongAnswer => "wrong-answer",
+        }
+    }
+}
+
+/// One request: when it started and ended (`now_ns`), by which kind of
+/// client, and how it went.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub start: u64,
+    pub end: u64,
+    pub fresh: bool,
+    pub outcome: Outcome,
+}
+
+#[derive(Default)]
+pub struct Results {
+    pub samples: Vec<Sample>,
+    pub acknowledged: HashMap<String, String>,
+    pub resent: u64,
+    pub examples: Vec<String>,
+}
+
+pub struct Config {
+    pub addr: SocketAddr,
+    pub fresh: usize,
+    pub persistent: usize,
+    /// Total requests per second over all clients; None: flat out.
+    pub rate: Option<f64>,
+    /// Key prefix, unique per run segment.
+    pub prefix: String,
+}
+
+pub struct LoadGenerator {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Results>>,
+}
+
+struct Client {
+    addr: SocketAddr,
+    prefix: String,
+    period: Option<Duration>,
+    stop: Arc<AtomicBool>,
+    results: Results,
+    expected: HashMap<String, String>,
+}
+
+enum Failure {
+    Io(std::io::Error),
+    /// The server closed the connection before any byte of the answer.
+    Closed,
+}
+
+fn classify(failure: &Failure) -> Outcome {
+    match failure {
+        Failure::Closed => Outcome::Reset,
+        Failure::Io(e) => match e.kind() {
+            ErrorKind::ConnectionRefused => Outcome::Refused,
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof => Outcome::Reset,
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => Outcome::Timeout,
+            _ => Outcome::Error,
+        },
+    }
+}
+
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Closed => "closed before the answer".into(),
+        Failure::Io(e) => e.to_string(),
+    }
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream, Failure> {
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(Failure::Io)?;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(Failure::Io)?;
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .map_err(Failure::Io)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Send `request` and read one answer line, keeping what follows it.
+fn exchange(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    request: &str,
+) -> Result<String, Failure> {
+    stream.write_all(request.as_bytes()).map_err(Failure::Io)?;
+    read_line(stream, buffer)
+}
+
+fn read_line(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<String, Failure> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            return Ok(String::from_utf8_lossy(&line[..end]).into_owned());
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(Failure::Closed),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(Failure::Io(e)),
+        }
+    }
+}
+
+impl Client {
+    fn record(
+        &mut self,
+        start: u64,
+        fresh: bool,
+        outcome: Outcome,
+        detail: impl FnOnce() -> String,
+    ) {
+        self.results.samples.push(Sample {
+            start,
+            end: now_ns(),
+            fresh,
+            outcome,
+        });
+        if outcome != Outcome::Ok && self.results.examples.len() < 10 {
+            let detail = detail();
+            self.results
+                .examples
+                .push(format!("{}: {detail}", outcome.name()));
+        }
+    }
+
+    /// Whether `answer` is right for `request`; remembers acknowledged SETs.
+    fn check(&mut self, key: &str, value: Option<&str>, answer: &str) -> Outcome {
+        match value {
+            Some(value) => {
+                if !answer.starts_with("OK ") {
+                    return Outcome::WrongAnswer;
+                }
+                self.results
+                    .acknowledged
+                    .insert(key.to_string(), value.to_string());
+                self.expected.insert(key.to_string(), value.to_string());
+                Outcome::Ok
+            }
+            None => match self.expected.get(key) {
+                Some(want) if answer.strip_prefix("VALUE ") == Some(want.as_str()) => Outcome::Ok,
+                Some(_) => Outcome::WrongAnswer,
+                None if answer == "NOTFOUND" || answer.starts_with("VALUE ") => Outcome::Ok,
+                None => Outcome::WrongAnswer,
+            },
+        }
+    }
+
+    fn run(mut self, fresh: bool) -> Results {
+        let mut next = Instant::now();
+        let mut n: u64 = 0;
+        let mut kept: Option<TcpStream> = None;
+        let mut buffer = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Some(period) = self.period {
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+                next = next.max(now) + period;
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            n += 1;
+            let key = format!("{}-{}", self.prefix, n.div_ceil(2));
+            let value = format!("v{}", n.div_ceil(2));
+            let (request, set) = if n % 2 == 1 {
+                (format!("SET {key} {value}\n"), Some(value.as_str()))
+            } else {
+                (format!("GET {key}\n"), None)
+            };
+            let start = now_ns();
+            if fresh {
+                let answer = connect(self.addr).and_then(|mut stream| {
+                    let mut buffer = Vec::new();
+                    exchange(&mut stream, &mut buffer, &request)
+                });
+                match answer {
+                    Ok(answer) => {
+                        let outcome = self.check(&key, set, &answer);
+                        self.record(start, true, outcome, || {
+                            format!("{} -> {answer}", request.trim())
+                        });
+                    }
+                    Err(failure) => {
+                        let outcome = classify(&failure);
+                        self.record(start, true, outcome, || {
+                            format!("{}: {}", request.trim(), describe(&failure))
+                        });
+                    }
+                }
+                continue;
+            }
+            let mut outcome = None;
+            for attempt in 0..2 {
+                let reused = kept.is_some();
+                let stream = match kept.take() {
+                    Some(stream) => stream,
+                    None => match connect(self.addr) {
+                        Ok(stream) => {
+                            buffer.clear();
+                            stream
+                        }
+                        Err(failure) => {
+                            outcome = Some(Err(failure));
+                            break;
+                        }
+                    },
+                };
+                let mut stream = stream;
+                match exchange(&mut stream, &mut buffer, &request) {
+                    Ok(answer) => {
+                        kept = Some(stream);
+                        outcome = Some(Ok(answer));
+                        break;
+                    }
+                    Err(failure) => {
+                        // A kept connection closed between requests:
+                        // reconnect and resend once. Anything on a new
+                        // connection is a failure.
+                        if reused && attempt == 0 && classify(&failure) == Outcome::Reset {
+                            self.results.resent += 1;
+                            continue;
+                        }
+                        outcome = Some(Err(failure));
+                        break;
+                    }
+                }
+            }
+            match outcome {
+                Some(Ok(answer)) => {
+                    let outcome = self.check(&key, set, &answer);
+                    self.record(start, false, outcome, || {
+                        format!("{} -> {answer}", request.trim())
+                    });
+                }
+                Some(Err(failure)) => {
+                    let outcome = classify(&failure);
+                    self.record(start, false, outcome, || {
+                        format!("{}: {}", request.trim(), describe(&failure))
+                    });
+                }
+                None => {}
+            }
+        }
+        self.results
+    }
+}
+
+impl LoadGenerator {
+    pub fn start(config: &Config) -> LoadGenerator {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = config.fresh + config.persistent;
+        let period = config
+            .rate
+            .map(|rate| Duration::from_secs_f64(clients as f64 / rate.max(1e-3)));
+        let mut threads = Vec::new();
+        for i in 0..clients {
+            let fresh = i < config.fresh;
+            let client = Client {
+                addr: config.addr,
+                prefix: format!("{}{}{}", config.prefix, if fresh { "f" } else { "k" }, i),
+                period,
+                stop: Arc::clone(&stop),
+                results: Results::default(),
+                expected: HashMap::new(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("load-{i}"))
+                    .spawn(move || client.run(fresh))
+                    .expect("spawn a load thread"),
+            );
+        }
+        LoadGenerator { stop, threads }
+    }
+
+    pub fn stop(self) -> Results {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Results::default();
+        for thread in self.threads {
+            let results = thread.join().expect("a load thread panicked");
+            all.samples.extend(results.samples);
+            all.acknowledged.extend(results.acknowledged);
+            all.resent += results.resent;
+            for example in results.examples {
+                if all.examples.len() < 10 {
+                    all.examples.push(example);
+                }
+            }
+        }
+        all.samples.sort_by_key(|s| s.start);
+        all
+    }
+}
+
+/// Read every acknowledged write back (pipelined, on one connection): the
+/// keys that are lost or hold another value.
+pub fn verify(
+    addr: SocketAddr,
+    acknowledged: &HashMap<String, String>,
+) -> Result<Vec<String>, String> {
+    let entries: Vec<(&String, &String)> = acknowledged.iter().collect();
+    let mut lost = Vec::new();
+    let mut done = 0;
+    let mut attempts = 0;
+    while done < entries.len() {
+        let batch = &entries[done..(done + 256).min(entries.len())];
+        let outcome = (|| -> Result<Vec<String>, Failure> {
+            let mut stream = connect(addr)?;
+            let mut request = String::new();
+            for (key, _) in batch {
+                request.push_str("GET ");
+                request.push_str(key);
+                request.push('\n');
+            }
+            stream.write_all(request.as_bytes()).map_err(Failure::Io)?;
+            let mut buffer = Vec::new();
+            let mut answers = Vec::with_capacity(batch.len());
+            for _ in batch {
+                answers.push(read_line(&mut stream, &mut buffer)?);
+            }
+            Ok(answers)
+        })();
+        match outcome {
+            Ok(answers) => {
+                for ((key, value), answer) in batch.iter().zip(answers) {
+                    if answer.strip_prefix("VALUE ") != Some(value.as_str()) {
+                        lost.push((*key).clone());
+                    }
+                }
+                done += batch.len();
+            }
+            Err(failure) => {
+                attempts += 1;
+                if attempts > 20 {
+                    return Err(format!("verification failed: {}", describe(&failure)));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    Ok(lost)
+}

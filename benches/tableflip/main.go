@@ -1,0 +1,488 @@
+// Command tableflip-kv is the key-value service of examples/README.md (line
+// protocol SET/GET/PING, fsync before OK, drain by closing connections once
+// answered) upgraded with cloudflare/tableflip v1.2.3, for benches/compare.
+//
+//	tableflip-kv --listen HOST:PORT --data-dir DIR
+//
+// SIGHUP upgrades: tableflip starts the same binary again with the listener
+// inherited. The state is handed over through a flock on DIR/.lock, the
+// Ready/Exit semantics of tableflip:
+//
+//  1. the new process takes the inherited listener and calls Ready, which
+//     lets the old process's Upgrade return (the listener's accept queue
+//     never closes, so connections arriving from now on wait in it);
+//  2. the old process, its Exit channel closed, stops accepting, answers
+//     what its connections had sent and closes them, fsyncs and closes the
+//     log, and only then releases the flock;
+//  3. the new process blocks on the flock, so it opens and replays the log
+//     only after everything the old one acknowledged is on disk, and only
+//     then accepts.
+//
+// So no acknowledged write is lost and no two processes ever write the log.
+// The log is kv.log of examples/README.md (the same records, CRC-32C, torn
+// tail cut away on open), so every service in the comparison replays the
+// same bytes. PONG answers carry the tag "tableflip"; OK answers carry the
+// generation: one more than the highest one in the log when it was opened.
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/crc32"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cloudflare/tableflip"
+)
+
+const (
+	logFile           = "kv.log"
+	firstRequestGrace = time.Second
+	lingerFor         = 500 * time.Millisecond
+	drainBudget       = 25 * time.Second
+	maxLine           = 1024
+)
+
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "tableflip[%d] %s\n", os.Getpid(), fmt.Sprintf(format, args...))
+}
+
+func fatal(format string, args ...any) {
+	say("fatal: "+format, args...)
+	os.Exit(1)
+}
+
+type writeReq struct {
+	key, value string
+	done       chan error
+}
+
+type server struct {
+	mu         sync.Mutex
+	draining   bool
+	drainStart time.Time
+	active     int
+	conns      map[net.Conn]struct{}
+
+	tableMu    sync.RWMutex
+	table      map[string]string
+	records    int64
+	generation uint64
+
+	logMu sync.Mutex
+	log   *os.File
+
+	writes  chan writeReq
+	lingers sync.WaitGroup
+}
+
+func main() {
+	listen := flag.String("listen", "", "HOST:PORT to listen on (or inherited)")
+	dataDir := flag.String("data-dir", "", "data directory")
+	flag.Parse()
+	if *listen == "" || *dataDir == "" {
+		fmt.Fprintln(os.Stderr, "usage: tableflip-kv --listen HOST:PORT --data-dir DIR")
+		os.Exit(2)
+	}
+
+	upg, err := tableflip.New(tableflip.Options{UpgradeTimeout: 30 * time.Second})
+	if err != nil {
+		fatal("tableflip: %v", err)
+	}
+	defer upg.Stop()
+
+	go func() {
+		signals := make(chan os.Signal, 1)
+		signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+		for sig := range signals {
+			if sig != syscall.SIGHUP {
+				say("signal %v: shutting down", sig)
+				upg.Stop()
+				return
+			}
+			say("upgrade requested")
+			if err := upg.Upgrade(); err != nil {
+				say("upgrade failed: %v", err)
+			}
+		}
+	}()
+
+	ln, err := upg.Listen("tcp", *listen)
+	if err != nil {
+		fatal("listen %s: %v", *listen, err)
+	}
+	successor := upg.HasParent()
+	if err := upg.Ready(); err != nil {
+		fatal("ready: %v", err)
+	}
+	if successor {
+		say("ready: waiting for the data dir")
+	}
+
+	if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+		fatal("data dir: %v", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(*dataDir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		fatal("lock file: %v", err)
+	}
+	// Blocks until the previous generation has sealed the log.
+	for {
+		err = syscall.Flock(int(lock.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		fatal("flock: %v", err)
+	}
+
+	s := &server{conns: map[net.Conn]struct{}{}, writes: make(chan writeReq, 1024)}
+	if err := s.openLog(*dataDir); err != nil {
+		fatal("log: %v", err)
+	}
+	go s.writer()
+	accepted := make(chan struct{})
+	go s.acceptLoop(ln, accepted)
+	if successor {
+		say("took over on tcp://%s: %d record(s)", ln.Addr(), s.records)
+	} else {
+		say("cold start on tcp://%s: %d record(s)", ln.Addr(), s.records)
+	}
+
+	<-upg.Exit()
+
+	// Stop accepting: once the accept loop has returned, no connection
+	// can be taken by this process any more.
+	_ = ln.Close()
+	<-accepted
+	s.drain()
+	records, err := s.seal()
+	if err != nil {
+		fatal("seal: %v", err)
+	}
+	say("sealed at revision %d", records)
+	_ = lock.Close() // releases the flock: the successor may open the log
+	s.lingers.Wait()
+	say("exiting with status 0")
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// encode appends one SET record of kv.log.
+func encode(out []byte, generation uint64, key, value string) []byte {
+	body := make([]byte, 13, 13+len(key)+len(value))
+	body[0] = 1
+	binary.LittleEndian.PutUint64(body[1:9], generation)
+	binary.LittleEndian.PutUint16(body[9:11], uint16(len(key)))
+	binary.LittleEndian.PutUint16(body[11:13], uint16(len(value)))
+	body = append(body, key...)
+	body = append(body, value...)
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(body)))
+	out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(body, castagnoli))
+	return append(out, body...)
+}
+
+func (s *server) openLog(dir string) error {
+	path := filepath.Join(dir, logFile)
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if os.IsNotExist(statErr) {
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		if d, err := os.Open(dir); err == nil {
+			_ = d.Sync()
+			_ = d.Close()
+		}
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s.table = make(map[string]string)
+	at := 0
+	for len(data)-at >= 8 {
+		size := int(binary.LittleEndian.Uint32(data[at:]))
+		crc := binary.LittleEndian.Uint32(data[at+4:])
+		if size < 15 || size > 525 || len(data)-at-8 < size {
+			break
+		}
+		body := data[at+8 : at+8+size]
+		if crc32.Checksum(body, castagnoli) != crc {
+			break
+		}
+		generation := binary.LittleEndian.Uint64(body[1:9])
+		keyLen := int(binary.LittleEndian.Uint16(body[9:11]))
+		valueLen := int(binary.LittleEndian.Uint16(body[11:13]))
+		if body[0] != 1 || 13+keyLen+valueLen != size {
+			return errors.New("a valid record of another format")
+		}
+		s.table[string(body[13:13+keyLen])] = string(body[13+keyLen:])
+		s.records++
+		s.generation = max(s.generation, generation)
+		at += 8 + size
+	}
+	if at < len(data) {
+		if err := f.Truncate(int64(at)); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+	}
+	s.generation++
+	s.log = f
+	return nil
+}
+
+// writer is the group commit: everything queued is written, fsynced once,
+// made visible, then answered.
+func (s *server) writer() {
+	for first := range s.writes {
+		batch := []writeReq{first}
+	more:
+		for {
+			select {
+			case w := <-s.writes:
+				batch = append(batch, w)
+			default:
+				break more
+			}
+		}
+		var text []byte
+		for _, w := range batch {
+			text = encode(text, s.generation, w.key, w.value)
+		}
+		var err error
+		s.logMu.Lock()
+		if s.log == nil {
+			err = errors.New("the log is sealed")
+		} else {
+			var before int64
+			if info, statErr := s.log.Stat(); statErr == nil {
+				before = info.Size()
+			}
+			if _, err = s.log.Write(text); err != nil {
+				// Cut a partial append back at once (nothing was written).
+				if truncErr := s.log.Truncate(before); truncErr != nil {
+					fatal("cannot cut back a failed append: %v", truncErr)
+				}
+			} else if syncErr := syscall.Fdatasync(int(s.log.Fd())); syncErr != nil {
+				fatal("fsync: %v", syncErr)
+			}
+		}
+		s.logMu.Unlock()
+		if err == nil {
+			s.tableMu.Lock()
+			for _, w := range batch {
+				s.table[w.key] = w.value
+			}
+			s.records += int64(len(batch))
+			s.tableMu.Unlock()
+		}
+		for _, w := range batch {
+			w.done <- err
+		}
+	}
+}
+
+func (s *server) seal() (int64, error) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if s.log != nil {
+		if err := s.log.Sync(); err != nil {
+			return 0, err
+		}
+		if err := s.log.Close(); err != nil {
+			return 0, err
+		}
+		s.log = nil
+	}
+	s.tableMu.RLock()
+	defer s.tableMu.RUnlock()
+	return s.records, nil
+}
+
+func (s *server) acceptLoop(ln net.Listener, done chan<- struct{}) {
+	defer close(done)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			say("accept: %v", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		s.mu.Lock()
+		s.active++
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		go s.serve(c)
+	}
+}
+
+// drain lets every connection answer what it has received and close, then
+// fsyncs.
+func (s *server) drain() {
+	s.mu.Lock()
+	say("draining %d connection(s)", s.active)
+	s.draining = true
+	s.drainStart = time.Now()
+	for c := range s.conns {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+	}
+	s.mu.Unlock()
+	deadline := time.Now().Add(drainBudget)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		active := s.active
+		s.mu.Unlock()
+		if active == 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.logMu.Lock()
+	if s.log != nil {
+		_ = s.log.Sync()
+	}
+	s.logMu.Unlock()
+}
+
+func (s *server) serve(c net.Conn) {
+	if tcp, ok := c.(*net.TCPConn); ok {
+		_ = tcp.SetNoDelay(true)
+	}
+	linger := s.serveRequests(c)
+	s.mu.Lock()
+	s.active--
+	delete(s.conns, c)
+	s.mu.Unlock()
+	if !linger {
+		_ = c.Close()
+		return
+	}
+	s.lingers.Add(1)
+	go func() {
+		defer s.lingers.Done()
+		if tcp, ok := c.(*net.TCPConn); ok {
+			_ = tcp.CloseWrite()
+		}
+		_ = c.SetReadDeadline(time.Now().Add(lingerFor))
+		sink := make([]byte, 1024)
+		for {
+			if _, err := c.Read(sink); err != nil {
+				break
+			}
+		}
+		_ = c.Close()
+	}()
+}
+
+// serveRequests answers until the client closes or a drain ends the
+// connection; whether to close it gracefully.
+func (s *server) serveRequests(c net.Conn) bool {
+	buffer := make([]byte, 0, 4096)
+	chunk := make([]byte, 4096)
+	answered := 0
+	for {
+		var answers []byte
+		for {
+			end := bytes.IndexByte(buffer, '\n')
+			if end < 0 {
+				break
+			}
+			line := bytes.TrimSuffix(buffer[:end], []byte{'\r'})
+			answers = append(answers, s.answer(string(line))...)
+			answers = append(answers, '\n')
+			buffer = buffer[end+1:]
+			answered++
+		}
+		if len(buffer) > maxLine {
+			buffer = buffer[:0]
+			answers = append(answers, "ERR line too long (at most 1024 bytes)\n"...)
+		}
+		if len(answers) > 0 {
+			if _, err := c.Write(answers); err != nil {
+				return false
+			}
+		}
+		s.mu.Lock()
+		if s.draining {
+			if answered > 0 || time.Since(s.drainStart) >= firstRequestGrace {
+				s.mu.Unlock()
+				return true
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		} else {
+			_ = c.SetReadDeadline(time.Time{})
+		}
+		s.mu.Unlock()
+		n, err := c.Read(chunk)
+		if n > 0 {
+			buffer = append(buffer, chunk[:n]...)
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			return false
+		}
+	}
+}
+
+func valid(field string) bool {
+	if len(field) == 0 || len(field) > 256 {
+		return false
+	}
+	for i := 0; i < len(field); i++ {
+		if field[i] < 0x21 || field[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *server) answer(line string) string {
+	fields := strings.Split(line, " ")
+	switch {
+	case line == "":
+		return "ERR empty line"
+	case len(fields) == 1 && fields[0] == "PING":
+		return fmt.Sprintf("PONG %d tableflip", os.Getpid())
+	case len(fields) == 2 && fields[0] == "GET" && valid(fields[1]):
+		s.tableMu.RLock()
+		value, ok := s.table[fields[1]]
+		s.tableMu.RUnlock()
+		if !ok {
+			return "NOTFOUND"
+		}
+		return "VALUE " + value
+	case len(fields) == 3 && fields[0] == "SET" && valid(fields[1]) && valid(fields[2]):
+		done := make(chan error, 1)
+		s.writes <- writeReq{fields[1], fields[2], done}
+		if err := <-done; err != nil {
+			return "ERR write failed: " + err.Error()
+		}
+		return fmt.Sprintf("OK %d", s.generation)
+	case fields[0] == "GET" || fields[0] == "SET":
+		return "ERR wrong number of arguments or invalid field"
+	default:
+		return "ERR unknown command"
+	}
+}

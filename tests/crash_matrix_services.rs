@@ -1,0 +1,1192 @@
+//! The crash matrix with the example services: the supervisor (S), the
+//! incumbent (O) and the successor (N) each killed with SIGKILL at every
+//! named crash point, at every protocol boundary and inside the service's
+//! drain, seal and resume_after_abort hooks, with the C, Python and Go
+//! key-value services (examples/) as incumbent and successor, under client
+//! load.
+//!
+//! Like tests/crash_recovery.rs (which runs the same boundaries with the
+//! trivial C noop-service), the supervisor is `examples/test-supervisor` in
+//! a process of its own, and every service generation loads the
+//! crash-enabled libhandoff.so (C and Go through LD_LIBRARY_PATH, which
+//! overrides their RUNPATH, Python through HANDOFF_LIBRARY; checked in
+//! /proc/<pid>/maps). The successor's language rotates from case to case,
+//! so the nine ordered pairs of languages all occur.
+//!
+//! ```text
+//! make test-crash                          # both crash matrices
+//! CARGO_TARGET_DIR=target/crash cargo test --release --features crash-points \
+//!     --test crash_matrix_services
+//! ```
+//!
+//! Knobs: `CRASH_MATRIX=quick` (every point once, the incumbent's language
+//! rotating too: 15 cases instead of the 45 of every point with each of the
+//! three services as the incumbent), `CRASH_MATRIX_ONLY=<substring>` (the
+//! points whose name contains it), `CRASH_MATRIX_LOGS=1` (every case's
+//! processes' stderr).
+//!
+//! After every case: exactly one live process holds the data-dir lock and
+//! it is the one answering PING; the journal is gone once the supervisor
+//! recovered; every other process the case started is dead (no orphan);
+//! this process has as many descriptors as before the case, and an
+//! incumbent that rolled back as many as before the handoff; a fresh
+//! handoff (to yet another language) commits; and the client load lost no
+//! acknowledged write: every one reads back after recovery, and no GET ever
+//! answered something else.
+//!
+//! Failed requests: none may fail when no process that serves clients is
+//! killed (S killed anywhere, N killed before Ready): the listener stays
+//! open, the clients' connections wait in its queue. When O is killed, or N
+//! after Ready, the connections that process had accepted die with it and
+//! requests queued meanwhile wait for the cold restart; those are counted
+//! as `interrupted` and reported, not asserted to be zero.
+#![cfg(feature = "crash-points")]
+
+mod common;
+#[path = "common/kv.rs"]
+mod kv;
+#[path = "common/load.rs"]
+mod load;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{open_fds, root, tcp_listener};
+use handoff::journal::Journal;
+use handoff::lock::{DataDirLock, LockState};
+use handoff::spawn::{describe_status, pid_alive, ChildProcess};
+use handoff::supervisor::Supervisor;
+use kv::{Lang, LaunchOptions, LANGS};
+use load::{Load, LoadConfig, Tally};
+
+/// Where the test-supervisor expects its listener.
+const LISTENER_FD: RawFd = 3;
+/// How long anything that should happen may take before the case fails.
+const SETTLE: Duration = Duration::from_secs(10);
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+/// The process killed at the crash point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    S,
+    O,
+    N,
+}
+
+/// What the killed handoff run reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// The supervisor itself died (SIGKILL) at the crash point.
+    Killed,
+    Committed,
+    /// Rolled back, the reason containing this.
+    RolledBack(&'static str),
+}
+
+/// Who serves once everything settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// The old incumbent resumed; the successor is gone.
+    OldResumes,
+    /// The successor is the incumbent; the old one exited.
+    SuccessorServes,
+    /// Nobody serves: the cold restart the supervisor does after an
+    /// incumbent's death brings the service back.
+    NobodyServes,
+    /// The supervisor died right after sending Begin: the successor's Ready
+    /// may or may not have reached its socket before the kernel closed it.
+    /// If it did, the successor is authoritative (and the old incumbent, unable
+    /// to take the lock back, steps down); if not, the old incumbent resumes.
+    /// The recovery reports which.
+    ReadyDecides,
+}
+
+struct Case {
+    point: &'static str,
+    who: Who,
+    /// A second crash point, for the successor (to make a rollback happen).
+    successor_point: Option<&'static str>,
+    run: Run,
+    after: After,
+}
+
+const fn case(point: &'static str, who: Who, run: Run, after: After) -> Case {
+    Case {
+        point,
+        who,
+        successor_point: None,
+        run,
+        after,
+    }
+}
+
+const CASES: &[Case] = &[
+    // S restarts: it reads the journal; the successor's Ready decides.
+    case("S_AFTER_O_HELLO", Who::S, Run::Killed, After::OldResumes),
+    case("S_AFTER_SPAWN", Who::S, Run::Killed, After::OldResumes),
+    case("S_AFTER_N_HELLO", Who::S, Run::Killed, After::OldResumes),
+    case("S_AFTER_DRAINED", Who::S, Run::Killed, After::OldResumes),
+    case(
+        "S_AFTER_SEAL_COMPLETE",
+        Who::S,
+        Run::Killed,
+        After::OldResumes,
+    ),
+    case("S_AFTER_BEGIN", Who::S, Run::Killed, After::ReadyDecides),
+    case("S_AFTER_READY", Who::S, Run::Killed, After::SuccessorServes),
+    case(
+        "S_AFTER_COMMIT",
+        Who::S,
+        Run::Killed,
+        After::SuccessorServes,
+    ),
+    // O dies inside its drain hook, or before sealing: rolled back, N
+    // reaped; nobody is left to serve until the cold restart.
+    case(
+        "O_IN_DRAIN",
+        Who::O,
+        Run::RolledBack("Drained"),
+        After::NobodyServes,
+    ),
+    case(
+        "O_AFTER_DRAINED",
+        Who::O,
+        Run::RolledBack("Seal"),
+        After::NobodyServes,
+    ),
+    // O dies inside its seal hook, holding the lock (the kernel frees it).
+    case(
+        "O_IN_SEAL",
+        Who::O,
+        Run::RolledBack("SealComplete"),
+        After::NobodyServes,
+    ),
+    // O crashes after SealComplete: N still becomes the incumbent.
+    case(
+        "O_AFTER_SEAL_COMPLETE",
+        Who::O,
+        Run::Committed,
+        After::SuccessorServes,
+    ),
+    // O dies inside resume_after_abort (after taking the lock back), in a
+    // rollback caused by N's death after Begin.
+    Case {
+        point: "O_IN_RESUME",
+        who: Who::O,
+        successor_point: Some("N_AFTER_BEGIN"),
+        run: Run::RolledBack("killed by signal 9"),
+        after: After::NobodyServes,
+    },
+    // N exits before Ready: rollback, O re-takes the lock and resumes.
+    case(
+        "N_AFTER_BEGIN",
+        Who::N,
+        Run::RolledBack("killed by signal 9"),
+        After::OldResumes,
+    ),
+    // N dies after Ready: committed, O steps down; down until a cold restart.
+    case("N_AFTER_READY", Who::N, Run::Committed, After::NobodyServes),
+];
+
+impl Case {
+    /// Whether the kill takes down a process that holds client connections
+    /// (so requests in flight on them fail).
+    fn kills_a_server(&self) -> bool {
+        self.who == Who::O || self.point == "N_AFTER_READY"
+    }
+}
+
+/// The crash-enabled build: its library and the test-supervisor.
+struct CrashBuild {
+    lib_dir: PathBuf,
+    supervisor: PathBuf,
+}
+
+fn has_crash_points(lib: &Path) -> bool {
+    let bytes = fs::read(lib).unwrap_or_default();
+    bytes.windows(16).any(|w| w == b"HANDOFF_CRASH_AT")
+}
+
+fn crash_build() -> &'static CrashBuild {
+    static BUILD: std::sync::OnceLock<CrashBuild> = std::sync::OnceLock::new();
+    BUILD.get_or_init(build_crash_enabled)
+}
+
+fn build_crash_enabled() -> CrashBuild {
+    // <target>/<profile>/deps/crash_matrix_services-<hash>
+    let exe = std::env::current_exe().unwrap();
+    let lib_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let target_dir = lib_dir.parent().unwrap();
+    assert_ne!(
+        fs::canonicalize(&lib_dir).ok(),
+        fs::canonicalize(root().join("target/release")).ok(),
+        "the crash suite must build in its own target directory \
+         (CARGO_TARGET_DIR=target/crash), or the normal build gets crash points"
+    );
+    let release = lib_dir.file_name().is_some_and(|name| name == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Process::new(cargo);
+    build
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", target_dir)
+        // --lib as well: building only the example leaves an old
+        // libhandoff.so in <profile>/ (cargo uplifts only what is asked for).
+        .args(["build", "--features", "crash-points", "--lib", "--example"])
+        .arg("test-supervisor");
+    if release {
+        build.arg("--release");
+    }
+    assert!(
+        build.status().expect("cargo").success(),
+        "building test-supervisor"
+    );
+    let lib = lib_dir.join("libhandoff.so");
+    assert!(
+        has_crash_points(&lib),
+        "{} has no crash points",
+        lib.display()
+    );
+    // The C and Go services' NEEDED entry is the soname.
+    match std::os::unix::fs::symlink("libhandoff.so", lib_dir.join("libhandoff.so.0")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("libhandoff.so.0: {e}"),
+    }
+    let normal = root().join("target/release/libhandoff.so");
+    assert!(
+        !normal.exists() || !has_crash_points(&normal),
+        "{} was built with crash points",
+        normal.display()
+    );
+    for lang in LANGS {
+        kv::service_argv(lang);
+    }
+    CrashBuild {
+        supervisor: lib_dir.join("examples/test-supervisor"),
+        lib_dir,
+    }
+}
+
+/// Orphans are reparented to this process rather than to init, so the
+/// test sees them, kills them by pid without any risk of pid reuse, and
+/// reaps them.
+fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(ret, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
+/// (state, ppid) of a process.
+fn stat_of(pid: u32) -> Option<(String, u32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.to_string();
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// The live (non-zombie) children of this process, reparented ones included.
+fn live_children() -> Vec<u32> {
+    let me = std::process::id();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            stat_of(pid).is_some_and(|(state, ppid)| ppid == me && state != "Z" && state != "X")
+        })
+        .collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_of(pid).map(|(_, ppid)| ppid)
+}
+
+/// Reap `pid` if it is a dead child of ours (a reparented orphan).
+fn reap(pid: u32) -> Option<i32> {
+    if parent_of(pid) != Some(std::process::id()) || pid_alive(pid) {
+        return None;
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on a child of ours with a valid status pointer.
+    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    (reaped == pid as libc::pid_t).then_some(status)
+}
+
+fn wait_dead(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while pid_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+fn fd_count(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// A process's descriptor count once it is the same for 100 ms.
+fn stable_fd_count(pid: u32) -> Result<usize, String> {
+    let mut last = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
+    let mut same = 0;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
+        same = if now == last { same + 1 } else { 0 };
+        if same >= 5 {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Err(format!("pid {pid}'s descriptor count never settled"))
+}
+
+fn mapped_libhandoff(pid: u32) -> Option<PathBuf> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.contains("libhandoff.so"))
+        .map(PathBuf::from)
+}
+
+/// PING on a fresh connection: the answering pid and tag.
+fn ping(addr: SocketAddr, timeout: Duration) -> Option<(u32, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.write_all(b"PING\n").ok()?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).ok()?;
+    let mut words = answer.split_whitespace();
+    (words.next() == Some("PONG")).then_some(())?;
+    let pid = words.next()?.parse().ok()?;
+    Some((pid, words.next()?.to_string()))
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => format!("{status:?}"),
+    }
+}
+
+/// One case's world: a directory, a listener, the processes it started.
+struct Trial<'b> {
+    build: &'b CrashBuild,
+    dir: tempfile::TempDir,
+    listener: TcpListener,
+    addr: SocketAddr,
+    /// Holds a copy of the listener, for cold starts.
+    cold: Supervisor,
+    cold_started: Vec<ChildProcess>,
+    /// Wait statuses of reaped successors.
+    statuses: std::collections::HashMap<u32, i32>,
+    runs: usize,
+}
+
+impl<'b> Trial<'b> {
+    fn new(build: &'b CrashBuild) -> Result<Trial<'b>, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (listener, addr) = tcp_listener();
+        let copy = listener.try_clone().map_err(|e| e.to_string())?;
+        let cold = Supervisor::new(dir.path().join("control.sock"))
+            .with_listener("kv", OwnedFd::from(copy))
+            .map_err(|e| e.to_string())?;
+        let trial = Trial {
+            build,
+            dir,
+            listener,
+            addr: addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+            cold,
+            cold_started: Vec::new(),
+            statuses: Default::default(),
+            runs: 0,
+        };
+        for lang in LANGS {
+            kv::write_launcher(
+                &trial.launcher(lang),
+                lang,
+                &LaunchOptions {
+                    report: Some(trial.report()),
+                    lib_dir: Some(build.lib_dir.clone()),
+                    log: Some(trial.log()),
+                    ..LaunchOptions::default()
+                },
+            );
+        }
+        Ok(trial)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn launcher(&self, lang: Lang) -> PathBuf {
+        self.path(&format!("kv-{}.sh", lang.short()))
+    }
+
+    fn control(&self) -> PathBuf {
+        self.path("control.sock")
+    }
+
+    fn journal(&self) -> PathBuf {
+        self.path("journal/state.bin")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    /// Every service generation appends `pid=<pid> <tag>` here (launcher).
+    fn report(&self) -> PathBuf {
+        self.path("report.txt")
+    }
+
+    /// The stderr of every process of the case.
+    fn log(&self) -> PathBuf {
+        self.path("log.txt")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    fn service_pids(&self) -> Vec<u32> {
+        fs::read_to_string(self.report())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix("pid=")?.split(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    fn cold_pids(&self) -> Vec<u32> {
+        self.cold_started.iter().map(ChildProcess::pid).collect()
+    }
+
+    /// Service pids started by a supervisor (successors).
+    fn successor_pids(&self) -> Vec<u32> {
+        let cold = self.cold_pids();
+        self.service_pids()
+            .into_iter()
+            .filter(|pid| !cold.contains(pid))
+            .collect()
+    }
+
+    /// The service uses the crash-enabled library.
+    fn check_library(&self, pid: u32) -> Result<(), String> {
+        let mapped = mapped_libhandoff(pid).ok_or(format!("pid {pid} maps no libhandoff.so"))?;
+        ensure!(
+            mapped.parent().and_then(|d| fs::canonicalize(d).ok())
+                == fs::canonicalize(&self.build.lib_dir).ok(),
+            "pid {pid} runs {} instead of the crash-enabled library in {}",
+            mapped.display(),
+            self.build.lib_dir.display()
+        );
+        Ok(())
+    }
+
+    /// Start `lang`'s service with no supervisor handshake (as the
+    /// supervisor does at start-up or after the incumbent died).
+    fn cold_start(&mut self, lang: Lang, crash_at: Option<&str>) -> Result<u32, String> {
+        let mut command =
+            common::service_command(&self.launcher(lang), &self.data(), &self.control(), &[]);
+        if let Some(point) = crash_at {
+            command.env.push(("HANDOFF_CRASH_AT".into(), point.into()));
+        }
+        let child = self.cold.spawn_cold(&command).map_err(|e| e.to_string())?;
+        let pid = child.pid();
+        self.cold_started.push(child);
+        self.wait_for_pong(pid, lang)?;
+        self.check_library(pid)?;
+        Ok(pid)
+    }
+
+    fn wait_for_pong(&self, pid: u32, lang: Lang) -> Result<(), String> {
+        let deadline = Instant::now() + SETTLE;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = ping(self.addr, Duration::from_secs(2));
+            if last == Some((pid, lang.tag().to_string())) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(format!(
+            "PING answered by {last:?}, expected pid {pid} ({})",
+            lang.tag()
+        ))
+    }
+
+    /// Run test-supervisor in `mode` with `successor` as the service to
+    /// spawn; its exit status and stdout.
+    fn supervise(
+        &mut self,
+        mode: &str,
+        successor: Lang,
+        crash_at: Option<&str>,
+    ) -> Result<(ExitStatus, String), String> {
+        self.runs += 1;
+        let out_path = self.path(&format!("supervisor-{}.out", self.runs));
+        let stdout = File::create(&out_path).map_err(|e| e.to_string())?;
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .map_err(|e| e.to_string())?;
+        let mut command = Process::new(&self.build.supervisor);
+        command
+            .arg("--control")
+            .arg(self.control())
+            .arg("--journal")
+            .arg(self.journal())
+            .arg("--data-dir")
+            .arg(self.data())
+            .arg("--service")
+            .arg(self.launcher(successor))
+            .arg(mode)
+            .env_remove("HANDOFF_CRASH_AT")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        if let Some(point) = crash_at {
+            // Inherited by the successor it spawns.
+            command.env("HANDOFF_CRASH_AT", point);
+        }
+        let listener = self.listener.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe calls (dup2, fcntl) and builds an
+        // io::Error from errno, which does not allocate. `listener` stays
+        // open in the parent for the whole spawn.
+        unsafe {
+            command.pre_exec(move || {
+                let ret = if listener == LISTENER_FD {
+                    libc::fcntl(listener, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(listener, LISTENER_FD)
+                };
+                if ret < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("test-supervisor: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("test-supervisor {mode} hung"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stdout = fs::read_to_string(&out_path).map_err(|e| e.to_string())?;
+        Ok((status, stdout.trim().to_string()))
+    }
+
+    /// Every process the case started except `keep` is dead, and reaped.
+    fn check_no_orphan(&mut self, keep: Option<u32>) -> Result<(), String> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let mut candidates = self.service_pids();
+            candidates.extend(self.cold_pids());
+            candidates.extend(live_children());
+            candidates.sort_unstable();
+            candidates.dedup();
+            let alive: Vec<u32> = candidates
+                .into_iter()
+                .filter(|pid| Some(*pid) != keep && pid_alive(*pid))
+                .collect();
+            if alive.is_empty() {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "orphan processes alive: {alive:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.reap_dead();
+        Ok(())
+    }
+
+    fn reap_dead(&mut self) {
+        for child in &mut self.cold_started {
+            child.try_wait();
+        }
+        let cold = self.cold_pids();
+        for pid in self.service_pids() {
+            if !cold.contains(&pid) {
+                if let Some(status) = reap(pid) {
+                    self.statuses.insert(pid, status);
+                }
+            }
+        }
+    }
+
+    fn successor_status(&self, pid: u32) -> String {
+        self.statuses
+            .get(&pid)
+            .map_or_else(|| "exited".to_string(), |&status| describe_status(status))
+    }
+
+    /// `incumbent` (of `lang`) serves: it answers PING, it alone holds the
+    /// lock, the journal is gone, nothing else the case started is alive.
+    fn check_settled(&mut self, incumbent: u32, lang: Lang) -> Result<(), String> {
+        self.wait_for_pong(incumbent, lang)?;
+        let lock = DataDirLock::probe(&self.data()).map_err(|e| e.to_string())?;
+        ensure!(
+            lock == LockState::Held {
+                pid: Some(incumbent)
+            },
+            "lock {lock:?}, expected held by {incumbent}"
+        );
+        ensure!(
+            !self.journal().exists(),
+            "journal {} left behind",
+            self.journal().display()
+        );
+        self.check_no_temp_files()?;
+        self.check_no_orphan(Some(incumbent))
+    }
+
+    fn check_no_temp_files(&self) -> Result<(), String> {
+        let mut dirs = vec![self.dir.path().to_owned()];
+        let mut leftovers = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|ext| ext == "tmp") {
+                    leftovers.push(path);
+                }
+            }
+        }
+        ensure!(leftovers.is_empty(), "files left behind: {leftovers:?}");
+        Ok(())
+    }
+
+    /// Nobody serves: no process of the case is alive, the lock is free and
+    /// the journal gone (the clients' connections wait in the queue).
+    fn check_down(&mut self) -> Result<(), String> {
+        self.check_no_orphan(None)?;
+        let lock = DataDirLock::probe(&self.data()).map_err(|e| e.to_string())?;
+        ensure!(lock == LockState::Free, "lock {lock:?} with nobody serving");
+        self.check_no_temp_files()?;
+        ensure!(
+            !self.journal().exists(),
+            "journal {} left behind",
+            self.journal().display()
+        );
+        Ok(())
+    }
+
+    fn cold_status(&mut self, pid: u32) -> Option<i32> {
+        let child = self.cold_started.iter_mut().find(|c| c.pid() == pid)?;
+        child.wait_timeout(SETTLE)
+    }
+}
+
+impl Drop for Trial<'_> {
+    fn drop(&mut self) {
+        let cold = self.cold_pids();
+        let mut others: Vec<u32> = self
+            .service_pids()
+            .into_iter()
+            .filter(|pid| !cold.contains(pid))
+            .collect();
+        others.extend(
+            live_children()
+                .into_iter()
+                .filter(|pid| !cold.contains(pid)),
+        );
+        for &pid in &others {
+            if pid_alive(pid) && parent_of(pid) == Some(std::process::id()) {
+                // SAFETY: kill(2) has no memory effects.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                wait_dead(pid, Duration::from_secs(2));
+            }
+            reap(pid);
+        }
+        for child in &mut self.cold_started {
+            child.terminate(Duration::from_millis(500));
+        }
+    }
+}
+
+fn parse_recovery(line: &str) -> (String, Option<u32>) {
+    let mut words = line.split_whitespace();
+    let status = words.next().unwrap_or("").to_string();
+    let pid = words.next().and_then(|p| p.parse().ok());
+    (status, pid)
+}
+
+fn committed_pid(out: &str) -> Option<u32> {
+    out.strip_prefix("committed ")?.trim().parse().ok()
+}
+
+/// The old incumbent's wait status: SIGKILL when it was the one killed
+/// (which also proves the crash-enabled library was loaded), otherwise a
+/// clean exit once committed or superseded, or the recovery's SIGTERM.
+fn old_incumbent_exit(t: &mut Trial<'_>, old: u32, case: &Case) -> Result<i32, String> {
+    let status = t
+        .cold_status(old)
+        .ok_or(format!("old incumbent {old} did not exit"))?;
+    let killed = libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL;
+    if case.who == Who::O {
+        ensure!(
+            killed,
+            "old incumbent {}, expected killed at {}",
+            describe_status(status),
+            case.point
+        );
+    } else {
+        ensure!(
+            !killed,
+            "old incumbent {} (SIGKILL: it did not step down)",
+            describe_status(status)
+        );
+    }
+    Ok(status)
+}
+
+/// One row of the matrix: a crash point with an incumbent and a successor
+/// language.
+struct Row {
+    case: &'static Case,
+    incumbent: Lang,
+    successor: Lang,
+}
+
+/// What a row produced, for the report.
+struct RowResult {
+    notes: String,
+    load: Tally,
+    /// Keys read back after recovery.
+    verified: usize,
+}
+
+fn run_row(build: &CrashBuild, row: &Row) -> Result<RowResult, String> {
+    let mut trial = Trial::new(build)?;
+    let mut load = None;
+    let result = drive_row(&mut trial, row, &mut load);
+    // On failure, stop the clients too.
+    if let Some(load) = load.take() {
+        load.stop();
+    }
+    if std::env::var_os("CRASH_MATRIX_LOGS").is_some() {
+        show(&format!(
+            "--- {} {}->{} log ---\n{}",
+            row.case.point,
+            row.incumbent.short(),
+            row.successor.short(),
+            trial.log_tail()
+        ));
+    }
+    result.map_err(|e| format!("{e}\n--- log ---\n{}", trial.log_tail()))
+}
+
+/// The descriptors of `pid` with no client connected (the load paused).
+fn quiet_fd_count(load: &Load, pid: u32) -> Result<usize, String> {
+    ensure!(
+        load.pause(Duration::from_secs(15)),
+        "the load did not pause"
+    );
+    let fds = stable_fd_count(pid);
+    load.resume();
+    fds
+}
+
+fn drive_row(
+    t: &mut Trial<'_>,
+    row: &Row,
+    load_slot: &mut Option<Load>,
+) -> Result<RowResult, String> {
+    let case = row.case;
+    let mut notes = Vec::new();
+    let old = t.cold_start(row.incumbent, (case.who == Who::O).then_some(case.point))?;
+    t.check_settled(old, row.incumbent)?;
+
+    // Client load from here to the end of the case.
+    let load = load_slot.insert(Load::start(
+        t.addr,
+        LoadConfig {
+            pace: Duration::from_millis(4),
+            ..LoadConfig::default()
+        },
+    ));
+    ensure!(
+        load.wait_answers(40, SETTLE),
+        "the service does not answer the load"
+    );
+    let old_fds = quiet_fd_count(load, old)?;
+    ensure!(
+        load.wait_answers(40, SETTLE),
+        "the service does not answer the load"
+    );
+
+    // The handoff that dies.
+    let crash_at = match case.who {
+        Who::O => case.successor_point,
+        Who::S | Who::N => Some(case.point),
+    };
+    let (status, out) = t.supervise("handoff", row.successor, crash_at)?;
+    match case.run {
+        Run::Killed => ensure!(
+            status.signal() == Some(libc::SIGKILL),
+            "test-supervisor {} (said {out:?}), expected killed at {}",
+            describe_exit(status),
+            case.point
+        ),
+        Run::Committed => ensure!(
+            status.success() && committed_pid(&out).is_some(),
+            "handoff {}: {out:?}, expected committed",
+            describe_exit(status)
+        ),
+        Run::RolledBack(why) => ensure!(
+            status.code() == Some(1) && out.starts_with("rolled-back:") && out.contains(why),
+            "handoff {}: {out:?}, expected rolled back ({why})",
+            describe_exit(status)
+        ),
+    }
+    notes.push(match case.run {
+        Run::Killed => format!("S {}", describe_exit(status)),
+        _ => out.clone(),
+    });
+
+    // A restarted supervisor recovers from the journal.
+    let mut recovered = None;
+    if case.who == Who::S {
+        let phase = Journal::read(&t.journal())
+            .map_err(|e| e.to_string())?
+            .map_or("none", |j| j.phase.name());
+        let (status, line) = t.supervise("recover", row.incumbent, None)?;
+        ensure!(
+            status.success(),
+            "recover {}: {line:?}",
+            describe_exit(status)
+        );
+        notes.push(format!("journal={phase} recover=\"{line}\""));
+        let (status, pid) = parse_recovery(&line);
+        recovered = Some((phase, status, pid));
+    }
+
+    let successors = t.successor_pids();
+    let after = match case.after {
+        After::ReadyDecides => {
+            let committed = recovered
+                .as_ref()
+                .is_some_and(|(_, status, _)| status == "committed");
+            notes.push(
+                if committed {
+                    "N's Ready got out: N serves"
+                } else {
+                    "N's Ready did not get out: O resumes"
+                }
+                .to_string(),
+            );
+            if committed {
+                After::SuccessorServes
+            } else {
+                After::OldResumes
+            }
+        }
+        after => after,
+    };
+    let (incumbent, lang) = match after {
+        After::OldResumes => {
+            if let Some((phase, status, pid)) = &recovered {
+                let expected = if *phase == "none" {
+                    "none"
+                } else {
+                    "rolled-back"
+                };
+                ensure!(
+                    status == expected && (status == "none" || *pid == Some(old)),
+                    "recover said {status} {pid:?}, expected {expected} {old}"
+                );
+            }
+            t.check_settled(old, row.incumbent)?;
+            let spawned = usize::from(case.point != "S_AFTER_O_HELLO");
+            ensure!(
+                successors.len() == spawned,
+                "expected {spawned} successor(s), saw {successors:?}"
+            );
+            if let [successor] = successors[..] {
+                notes.push(format!("N {}", t.successor_status(successor)));
+            }
+            // Invariant 6: nothing leaked in the incumbent that rolled back.
+            ensure!(
+                load.pause(Duration::from_secs(15)),
+                "the load did not pause"
+            );
+            let deadline = Instant::now() + SETTLE;
+            let mut fds = fd_count(old).unwrap_or(usize::MAX);
+            while fds > old_fds && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+                fds = fd_count(old).unwrap_or(usize::MAX);
+            }
+            load.resume();
+            ensure!(
+                fds <= old_fds,
+                "the resumed incumbent has {fds} descriptors, {old_fds} before the handoff"
+            );
+            notes.push(format!("O resumed (fds {old_fds}->{fds})"));
+            (old, row.incumbent)
+        }
+        After::SuccessorServes => {
+            let [successor] = successors[..] else {
+                return Err(format!("expected one successor, saw {successors:?}"));
+            };
+            if let Some((_, status, pid)) = &recovered {
+                ensure!(
+                    status == "committed" && *pid == Some(successor),
+                    "recover said {status} {pid:?}, expected committed {successor}"
+                );
+            }
+            if case.run == Run::Committed {
+                ensure!(
+                    committed_pid(&out) == Some(successor),
+                    "handoff said {out:?}, successor is {successor}"
+                );
+            }
+            let status = old_incumbent_exit(t, old, case)?;
+            t.check_settled(successor, row.successor)?;
+            t.check_library(successor)?;
+            notes.push(format!("N serves, old O {}", describe_status(status)));
+            (successor, row.successor)
+        }
+        After::ReadyDecides => return Err("unresolved outcome".into()),
+        After::NobodyServes => {
+            let status = old_incumbent_exit(t, old, case)?;
+            t.check_down()?;
+            let ended: Vec<String> = successors
+                .iter()
+                .map(|&pid| format!("N {}", t.successor_status(pid)))
+                .collect();
+            // (A successor the supervisor reaped itself shows as "exited";
+            // its death at the crash point is in the rollback's reason.)
+            if case.who == Who::N {
+                // The crash point fired in N: it used the crash library too.
+                // (Its status is ours to see unless the supervisor, having
+                // seen it dead before reading its Ready, reaped it itself:
+                // then it shows as "exited".)
+                ensure!(
+                    ended.len() == 1
+                        && (ended[0].ends_with("killed by signal 9")
+                            || ended[0].ends_with(" exited")),
+                    "successor: {ended:?}, expected killed at {}",
+                    case.point
+                );
+            }
+            notes.push(format!(
+                "down: old O {}, {}, lock free",
+                describe_status(status),
+                ended.join(", ")
+            ));
+            // The supervisor's cold restart (of the configured service).
+            let restarted = t.cold_start(row.incumbent, None)?;
+            t.check_settled(restarted, row.incumbent)?;
+            notes.push("cold restart serves".into());
+            (restarted, row.incumbent)
+        }
+    };
+
+    // The system is usable: a fresh handoff, to yet another language, commits.
+    ensure!(
+        load.wait_answers(40, SETTLE),
+        "the service does not answer the load after recovery"
+    );
+    let next_lang = LANGS
+        .into_iter()
+        .find(|&l| l != lang && l != row.successor)
+        .unwrap_or(lang.after(1));
+    let (status, out) = t.supervise("handoff", next_lang, None)?;
+    let next = committed_pid(&out);
+    ensure!(
+        status.success() && next.is_some(),
+        "fresh handoff {}: {out:?}",
+        describe_exit(status)
+    );
+    let next = next.unwrap_or_default();
+    ensure!(next != incumbent, "fresh handoff kept {incumbent}");
+    t.check_settled(next, next_lang)?;
+    notes.push(format!(
+        "fresh handoff {}->{} commits",
+        lang.short(),
+        next_lang.short()
+    ));
+    ensure!(
+        load.wait_answers(40, SETTLE),
+        "the service does not answer the load after the fresh handoff"
+    );
+
+    // No acknowledged write lost.
+    let tally = load_slot.take().expect("started above").stop();
+    let lost = load::verify(t.addr, &tally.keys).map_err(|e| format!("verify: {e}"))?;
+    ensure!(
+        lost.is_empty() && tally.lost() == 0,
+        "{} acknowledged write(s) lost: {:?}; {}; {:?}",
+        lost.len() as u64 + tally.lost(),
+        &lost[..lost.len().min(5)],
+        tally.summary(),
+        tally.examples
+    );
+    ensure!(
+        tally.failed() == 0 || case.kills_a_server(),
+        "requests failed with no serving process killed: {}; {:?}",
+        tally.summary(),
+        tally.examples
+    );
+    Ok(RowResult {
+        notes: notes.join("; "),
+        verified: tally.keys.len(),
+        load: tally,
+    })
+}
+
+/// Straight to stderr, past the test harness's capture: the matrix is the
+/// point of this suite.
+fn show(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The rows to run: every point with each language as the incumbent (the
+/// default), or every point once (`CRASH_MATRIX=quick`); the successor's
+/// language rotates so that all nine ordered pairs occur either way.
+fn rows() -> Vec<Row> {
+    let full = std::env::var("CRASH_MATRIX").map_or(true, |v| v != "quick");
+    let only = std::env::var("CRASH_MATRIX_ONLY").unwrap_or_default();
+    let mut rows = Vec::new();
+    let incumbents: &[Lang] = if full { &LANGS } else { &[Lang::C] };
+    for &first in incumbents {
+        for (i, case) in CASES.iter().enumerate() {
+            if !case.point.contains(only.as_str()) {
+                continue;
+            }
+            // full: each incumbent with the three successors in turn;
+            // quick: the incumbent rotates with the point too, and the
+            // successor's offset every three points.
+            let (incumbent, successor) = if full {
+                (first, first.after(i))
+            } else {
+                let incumbent = first.after(i);
+                (incumbent, incumbent.after(i / 3))
+            };
+            rows.push(Row {
+                case,
+                incumbent,
+                successor,
+            });
+        }
+    }
+    rows
+}
+
+/// The tests watch this process's children: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn every_crash_point_with_every_service_under_load() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    become_subreaper();
+    let build = crash_build();
+    let rows = rows();
+    let started = Instant::now();
+    show(&format!(
+        "\ncrash matrix, example services under load ({} cases; killed process at the point; \
+         recovery, checks, a fresh handoff, every acknowledged write read back)",
+        rows.len()
+    ));
+    show(&format!(
+        "  {:<22} {:<3} {:<7} {:<4} {:>5}  {}",
+        "point",
+        "who",
+        "O->N",
+        "",
+        "secs",
+        "load (interrupted requests allowed only where a serving process dies)"
+    ));
+    let mut failed = Vec::new();
+    let mut total = Tally::default();
+    let mut verified = 0;
+    let mut interrupted = 0;
+    for row in &rows {
+        let fds_before = open_fds();
+        let case_started = Instant::now();
+        let mut result = run_row(build, row);
+        let fds_after = open_fds();
+        if result.is_ok() && fds_after != fds_before {
+            result = Err(format!(
+                "the test process has {fds_after} descriptors, {fds_before} before the case"
+            ));
+        }
+        let secs = case_started.elapsed().as_secs_f64();
+        let pair = format!("{}->{}", row.incumbent.short(), row.successor.short());
+        let who = format!("{:?}", row.case.who);
+        match result {
+            Ok(r) => {
+                show(&format!(
+                    "  {:<22} {:<3} {:<7} ok   {secs:>5.1}  {}; {} keys read back | {}",
+                    row.case.point,
+                    who,
+                    pair,
+                    r.load.summary(),
+                    r.verified,
+                    r.notes
+                ));
+                verified += r.verified;
+                interrupted += r.load.failed();
+                total.ok += r.load.ok;
+                total.writes += r.load.writes;
+                total.resent += r.load.resent;
+            }
+            Err(why) => {
+                show(&format!(
+                    "  {:<22} {:<3} {:<7} FAIL {secs:>5.1}  {why}",
+                    row.case.point, who, pair
+                ));
+                failed.push(format!("{} {pair}", row.case.point));
+            }
+        }
+    }
+    show(&format!(
+        "crash matrix (services): {} cases, {} passed, {} failed, {:.1}s; requests ok {}, \
+         acknowledged writes {}, resent {}, interrupted {}, {} keys read back, 0 lost\n",
+        rows.len(),
+        rows.len() - failed.len(),
+        failed.len(),
+        started.elapsed().as_secs_f64(),
+        total.ok,
+        total.writes,
+        total.resent,
+        interrupted,
+        verified
+    ));
+    assert!(failed.is_empty(), "failed: {failed:?}");
+}

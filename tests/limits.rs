@@ -1,0 +1,816 @@
+//! Load and limits, with real processes and the example key-value services
+//! (examples/): a handoff while the service holds 10,000 idle client
+//! connections, a handoff while the incumbent is at its descriptor limit,
+//! and a soak run of handoffs back to back (C -> Python -> Go -> C ...)
+//! under client load.
+//!
+//! ```text
+//! cargo test --release --test limits -- --nocapture        # as in `make test`
+//! make soak SOAK_SECS=180                                  # the soak, 3 minutes
+//! make soak SOAK_SECS=86400 SOAK_PACE_MS=1000 SOAK_READS=50  # 24 hours
+//! ```
+//!
+//! The soak's knobs (environment): `SOAK_SECS` (run for this long; without
+//! it, `SOAK_HANDOFFS` handoffs, default 20), `SOAK_PACE_MS` (each of the
+//! four load clients' pause after each SET and its GETs, default 5),
+//! `SOAK_READS` (GETs after each SET, default 1), `SOAK_PAUSE_MS` (between
+//! two handoffs, default 100). The example services never compact their
+//! log and every successor replays all of it (the Python one some 25,000
+//! records a second), so a long run should write slowly and read a lot:
+//! docs/reliability.md gives the settings for 24 hours.
+//!
+//! Needs `make build venv` (the three services and the Python venv).
+
+mod common;
+#[path = "common/kv.rs"]
+mod kv;
+#[path = "common/load.rs"]
+mod load;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{service_command, Reaper};
+use handoff::supervisor::{SpawnSpec, Supervisor};
+use kv::{Lang, LaunchOptions};
+use load::{Load, LoadConfig};
+
+const SUPERVISOR: &str = env!("CARGO_BIN_EXE_handoff-supervisor");
+
+/// Straight to stderr, past the harness's capture: the figures are the
+/// point of these tests.
+fn show(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The tests raise this process's descriptor limit and count descriptors:
+/// one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn nofile() -> (u64, u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    (limit.rlim_cur, limit.rlim_max)
+}
+
+/// Raise the soft descriptor limit to `want` (the hard limit at most);
+/// the limit now in force. Children inherit it.
+fn raise_nofile(want: u64) -> u64 {
+    let (soft, hard) = nofile();
+    if soft >= want {
+        return soft;
+    }
+    let limit = libc::rlimit {
+        rlim_cur: want.min(hard),
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    nofile().0
+}
+
+fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One request on a fresh connection.
+fn request(addr: SocketAddr, line: &str, timeout: Duration) -> std::io::Result<String> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    (&stream).write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer)?;
+    if !answer.ends_with('\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("no whole answer ({answer:?})"),
+        ));
+    }
+    Ok(answer.trim_end().to_string())
+}
+
+/// The pid and tag answering PING.
+fn pong(addr: SocketAddr) -> Option<(u32, String)> {
+    let answer = request(addr, "PING", Duration::from_secs(5)).ok()?;
+    let mut words = answer.split(' ');
+    (words.next()? == "PONG").then_some(())?;
+    Some((words.next()?.parse().ok()?, words.next()?.to_string()))
+}
+
+fn wait_for_pong(addr: SocketAddr, pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = pong(addr);
+        if got.as_ref().is_some_and(|(p, _)| *p == pid) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} never answered: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Fresh-connection PINGs until stopped: (answered, failures).
+struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Prober {
+    fn start(addr: SocketAddr) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut answered = 0;
+            let mut failures = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match request(addr, "PING", Duration::from_secs(20)) {
+                    Ok(answer) if answer.starts_with("PONG ") => answered += 1,
+                    other => failures.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (answered, failures)
+        });
+        Prober { stop, thread }
+    }
+
+    fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("prober panicked")
+    }
+}
+
+/// A supervisor (the crate's, in this process) and a service directory.
+struct Bench {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    supervisor: Supervisor,
+    reaper: Reaper,
+}
+
+impl Bench {
+    fn new(nonblocking: bool) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // Either way is allowed (DESIGN §3); non-blocking lets the C
+        // service accept up to 64 connections per wake-up.
+        listener.set_nonblocking(nonblocking).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let supervisor = Supervisor::new(dir.path().join("control.sock"))
+            .with_listener("kv", OwnedFd::from(listener))
+            .unwrap()
+            .with_journal(dir.path().join("journal/state.bin"));
+        Bench {
+            dir,
+            addr,
+            supervisor,
+            reaper: Reaper::default(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn launcher(&self, lang: Lang, name: &str, options: LaunchOptions) -> PathBuf {
+        let options = LaunchOptions {
+            log: Some(self.path("service.log")),
+            ..options
+        };
+        kv::write_launcher(&self.path(name), lang, &options)
+    }
+
+    fn command(&self, launcher: &Path) -> handoff::spawn::Command {
+        service_command(
+            launcher,
+            &self.path("data"),
+            &self.path("control.sock"),
+            &[],
+        )
+    }
+
+    fn cold_start(&mut self, launcher: &Path) -> u32 {
+        let child = self.supervisor.spawn_cold(&self.command(launcher)).unwrap();
+        let pid = self.reaper.keep(child);
+        wait_for_pong(self.addr, pid);
+        pid
+    }
+
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.path("service.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+/// 10,000 idle keep-alive connections (each answered once, then silent)
+/// held by the C service, then a handoff C -> C under a prober opening a
+/// fresh connection per request: it commits, the drain closes every idle
+/// connection (each client reads EOF), no fresh connection fails.
+#[test]
+fn a_handoff_with_ten_thousand_idle_connections() {
+    const IDLE: usize = 10_000;
+    let _serial = serial();
+    // The clients' descriptors here, the service's there, and some room.
+    let limit = raise_nofile(IDLE as u64 + 1024);
+    assert!(
+        limit >= IDLE as u64 + 512,
+        "RLIMIT_NOFILE hard limit {} is below the {} descriptors this test needs \
+         (raise it: ulimit -Hn)",
+        nofile().1,
+        IDLE + 512
+    );
+    let mut bench = Bench::new(true);
+    let kv_c = bench.launcher(
+        Lang::C,
+        "kv-c.sh",
+        LaunchOptions {
+            extra_args: vec!["--max-conns".into(), (IDLE + 100).to_string()],
+            ..LaunchOptions::default()
+        },
+    );
+    let first = bench.cold_start(&kv_c);
+    let spec = SpawnSpec {
+        command: bench.command(&kv_c),
+        ..SpawnSpec::new(&kv_c)
+    };
+
+    // The same handoff with no idle connection, for comparison.
+    let quiet = bench.supervisor.perform_handoff(&spec).unwrap();
+    assert!(quiet.committed, "{:?}", quiet.abort_reason);
+    let incumbent = bench.reaper.keep(quiet.successor.unwrap());
+    assert_eq!(
+        bench.reaper.wait_exit(first, Duration::from_secs(10)),
+        Some(0)
+    );
+    wait_for_pong(bench.addr, incumbent);
+
+    // Below the listener's backlog (128), so no SYN waits for a retransmit.
+    const BATCH: usize = 100;
+    let opened = Instant::now();
+    let mut idle = Vec::with_capacity(IDLE);
+    for batch in 0..IDLE.div_ceil(BATCH) {
+        let mut streams = Vec::new();
+        for _ in 0..BATCH.min(IDLE - batch * BATCH) {
+            let stream = TcpStream::connect(bench.addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            (&stream).write_all(b"PING\n").unwrap();
+            streams.push(stream);
+        }
+        for stream in &streams {
+            let mut answer = [0u8; 64];
+            let n = (&*stream)
+                .read(&mut answer)
+                .expect("PONG on an idle connection");
+            assert!(answer[..n].starts_with(b"PONG "), "{:?}", &answer[..n]);
+        }
+        idle.extend(streams);
+    }
+    let open_secs = opened.elapsed().as_secs_f64();
+    let held = fd_count(incumbent);
+    assert!(held >= IDLE, "the service holds {held} descriptors");
+
+    let prober = Prober::start(bench.addr);
+    std::thread::sleep(Duration::from_millis(200));
+    let outcome = bench.supervisor.perform_handoff(&spec).unwrap();
+    assert!(
+        outcome.committed,
+        "{:?}\n{}",
+        outcome.abort_reason,
+        bench.log_tail()
+    );
+    let successor = bench.reaper.keep(outcome.successor.unwrap());
+    // Every idle connection was closed by the drain: its client reads EOF.
+    let closing = Instant::now();
+    for stream in &idle {
+        let mut rest = [0u8; 64];
+        let n = (&*stream)
+            .read(&mut rest)
+            .expect("an idle connection must be closed, not reset");
+        assert_eq!(n, 0, "unexpected bytes on an idle connection");
+    }
+    let eof_secs = closing.elapsed().as_secs_f64();
+    drop(idle);
+    assert_eq!(
+        bench.reaper.wait_exit(incumbent, Duration::from_secs(20)),
+        Some(0),
+        "the old incumbent\n{}",
+        bench.log_tail()
+    );
+    wait_for_pong(bench.addr, successor);
+    std::thread::sleep(Duration::from_millis(200));
+    let (answered, failures) = prober.stop();
+    assert!(
+        failures.is_empty(),
+        "fresh connections failed during the handoff: {failures:?}"
+    );
+    assert!(answered > 0);
+    let t = outcome.timings;
+    show(&format!(
+        "\n10,000 idle connections: opened in {open_secs:.1}s, the incumbent held {held} descriptors; \
+         handoff committed in {:.0} ms (drain {:.0} ms, seal {:.0} ms, ready {:.0} ms) vs {:.0} ms \
+         with none idle; every idle client read EOF ({eof_secs:.2}s after the commit); \
+         {answered} fresh-connection PINGs during it, 0 failed\n",
+        t.total.as_secs_f64() * 1e3,
+        t.drain.as_secs_f64() * 1e3,
+        t.seal.as_secs_f64() * 1e3,
+        t.ready.as_secs_f64() * 1e3,
+        quiet.timings.total.as_secs_f64() * 1e3,
+    ));
+}
+
+/// The incumbent at its descriptor limit (RLIMIT_NOFILE 64, for every
+/// generation): clients hold every descriptor it can have and more wait in
+/// the listener's queue. A handoff must commit or roll back with a clear
+/// reason, never hang or crash; the service keeps serving, and every
+/// client's request is answered (the queued ones by whoever serves next).
+///
+/// With each service, a handoff commits (the library accepts the
+/// supervisor's control connection on a descriptor it holds in reserve,
+/// and the drain frees the rest). With the C one, a handoff to a successor
+/// that fails at start-up rolls back first, and the next one still commits
+/// (the reserve descriptor is taken again after use).
+#[test]
+fn a_handoff_at_the_descriptor_limit() {
+    const LIMIT: u64 = 64;
+    const CLIENTS: usize = 100;
+    let _serial = serial();
+    for lang in [Lang::C, Lang::Python, Lang::Go] {
+        let mut bench = Bench::new(false);
+        let launcher = bench.launcher(
+            lang,
+            &format!("kv-{}.sh", lang.short()),
+            LaunchOptions {
+                nofile: Some(LIMIT),
+                ..LaunchOptions::default()
+            },
+        );
+        let first = bench.cold_start(&launcher);
+        let spec = |binary: &Path| SpawnSpec {
+            command: bench.command(binary),
+            deadline: Duration::from_secs(30),
+            drain_grace: Duration::from_secs(5),
+        };
+
+        // Fill: every client sends a PING; those the incumbent could accept
+        // are answered, the rest wait in the queue.
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            let stream = TcpStream::connect(bench.addr).expect("connect");
+            (&stream).write_all(b"PING\n").unwrap();
+            clients.push((BufReader::new(stream), None::<String>));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let mut answered = 0;
+        for (reader, answer) in &mut clients {
+            reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_millis(10)))
+                .unwrap();
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_ok() && line.ends_with('\n') {
+                *answer = Some(line.trim_end().to_string());
+                answered += 1;
+            }
+        }
+        let at_limit = fd_count(first);
+        assert!(
+            answered < CLIENTS && at_limit as u64 >= LIMIT - 2,
+            "{}: not at the limit: {answered} answered, {at_limit} descriptors",
+            lang.tag()
+        );
+
+        let mut verdicts = Vec::new();
+        if lang == Lang::C {
+            // A successor that cannot start (its data directory cannot be
+            // made): rolled back, the incumbent unchanged, still at its limit.
+            let broken = bench.launcher(
+                lang,
+                "kv-c-broken.sh",
+                LaunchOptions {
+                    nofile: Some(LIMIT),
+                    extra_args: vec!["--data-dir".into(), "/proc/no-such-dir/kv".into()],
+                    ..LaunchOptions::default()
+                },
+            );
+            let started = Instant::now();
+            let outcome = bench.supervisor.perform_handoff(&spec(&broken)).unwrap();
+            let secs = started.elapsed().as_secs_f64();
+            assert!(
+                !outcome.committed && secs < 15.0,
+                "{}: {:?} in {secs:.1}s",
+                lang.tag(),
+                outcome.abort_reason
+            );
+            let reason = outcome.abort_reason.unwrap_or_default();
+            assert!(reason.contains("successor"), "unclear reason: {reason}");
+            // It takes its reserve descriptor back once the connection closed.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while fd_count(first) != at_limit && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(fd_count(first), at_limit, "the incumbent's descriptors");
+            verdicts.push(format!("rolled back in {secs:.2}s ({reason}), then "));
+        }
+
+        let started = Instant::now();
+        let result = bench.supervisor.perform_handoff(&spec(&launcher));
+        let secs = started.elapsed().as_secs_f64();
+        let verdict = match &result {
+            Ok(outcome) if outcome.committed => "committed".to_string(),
+            Ok(outcome) => format!(
+                "rolled back: {}",
+                outcome.abort_reason.clone().unwrap_or_default()
+            ),
+            Err(e) => format!("not started: {e}"),
+        };
+        verdicts.push(format!("{verdict} in {secs:.2}s"));
+        assert!(secs < 40.0, "{}: the handoff took {secs:.1}s", lang.tag());
+        let committed = matches!(&result, Ok(outcome) if outcome.committed);
+        assert!(
+            committed,
+            "{}: the handoff at the descriptor limit: {verdict}\n{}",
+            lang.tag(),
+            bench.log_tail()
+        );
+        let serving = match result {
+            Ok(outcome) if outcome.committed => {
+                let successor = bench.reaper.keep(outcome.successor.unwrap());
+                assert_eq!(
+                    bench.reaper.wait_exit(first, Duration::from_secs(20)),
+                    Some(0),
+                    "{}: the old incumbent\n{}",
+                    lang.tag(),
+                    bench.log_tail()
+                );
+                successor
+            }
+            _ => first,
+        };
+
+        // The clients accepted before: closed by the drain when committed
+        // (they read EOF); after a rollback they still hold the incumbent's
+        // descriptors, and close them now, as real clients eventually do.
+        let (accepted, queued): (Vec<_>, Vec<_>) = clients
+            .into_iter()
+            .partition(|(_, answer)| answer.is_some());
+        if committed {
+            for (mut reader, _) in accepted {
+                reader
+                    .get_ref()
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let mut rest = String::new();
+                let n = reader.read_line(&mut rest).unwrap_or_else(|e| {
+                    panic!(
+                        "{}: an accepted client was not closed cleanly: {e}",
+                        lang.tag()
+                    )
+                });
+                assert_eq!(n, 0, "{}: {rest:?} on a drained connection", lang.tag());
+            }
+        } else {
+            drop(accepted);
+        }
+        // Every queued client is answered, by whoever serves now; each
+        // closes its connection once answered, freeing a descriptor.
+        let late = queued.len();
+        for (mut reader, _) in queued {
+            reader
+                .get_ref()
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap_or_else(|e| {
+                panic!(
+                    "{}: a queued client got no answer: {e}\n{}",
+                    lang.tag(),
+                    bench.log_tail()
+                )
+            });
+            assert!(line.starts_with("PONG "), "{}: {line:?}", lang.tag());
+        }
+        wait_for_pong(bench.addr, serving);
+        let log_lines = fs::read_to_string(bench.path("service.log"))
+            .unwrap_or_default()
+            .lines()
+            .count();
+        assert!(
+            log_lines < 200,
+            "{}: the service log is flooded ({log_lines} lines):\n{}",
+            lang.tag(),
+            bench.log_tail()
+        );
+        show(&format!(
+            "descriptor limit {LIMIT}, {}: {answered} clients accepted, {late} queued, incumbent at \
+             {at_limit} descriptors; handoff {}; all {CLIENTS} answered ({late} after the \
+             handoff); pid {serving} serves",
+            lang.tag(),
+            verdicts.concat(),
+        ));
+    }
+}
+
+/// handoff-supervisor run as users run it, in a process group of its own.
+struct RunningSupervisor {
+    child: Child,
+    config: PathBuf,
+}
+
+impl RunningSupervisor {
+    fn trigger(&self, binary: &Path) -> (bool, String) {
+        let out = Process::new(SUPERVISOR)
+            .args(["trigger", "--quiet", "--config"])
+            .arg(&self.config)
+            .arg("--binary")
+            .arg(binary)
+            .output()
+            .expect("handoff-supervisor trigger");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text.trim().to_string())
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The supervisor's live children.
+    fn children(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for task in fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        pids.retain(|&pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| Some(s.rsplit_once(") ")?.1.split(' ').next()? != "Z"))
+                .unwrap_or(false)
+        });
+        pids
+    }
+}
+
+impl Drop for RunningSupervisor {
+    fn drop(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) has no memory effects; the group is the
+        // supervisor's own (process_group(0)), the service in it.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above, the whole group.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+    )
+}
+
+/// Handoffs back to back, cycling C -> Python -> Go -> C, under four
+/// clients (two on fresh connections, two on kept ones): every handoff
+/// commits, every old incumbent exits, no request fails, no acknowledged
+/// write is lost, and the supervisor's descriptors and memory stay flat.
+#[test]
+fn soak_handoffs_under_load() {
+    use std::os::unix::process::CommandExt;
+    let _serial = serial();
+    let secs = env_u64("SOAK_SECS");
+    let handoffs = env_u64("SOAK_HANDOFFS").unwrap_or(if secs.is_some() { u64::MAX } else { 20 });
+    let pace = Duration::from_millis(env_u64("SOAK_PACE_MS").unwrap_or(5));
+    let reads = env_u64("SOAK_READS").unwrap_or(1) as u32;
+    let pause = Duration::from_millis(env_u64("SOAK_PAUSE_MS").unwrap_or(100));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let launchers: Vec<(Lang, PathBuf)> = [Lang::C, Lang::Python, Lang::Go]
+        .into_iter()
+        .map(|lang| {
+            let options = LaunchOptions {
+                log: Some(path("service.log")),
+                ..LaunchOptions::default()
+            };
+            (
+                lang,
+                kv::write_launcher(&path(&format!("kv-{}.sh", lang.short())), lang, &options),
+            )
+        })
+        .collect();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = path("kv.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"[service]
+binary = "{c}"
+args = ["--data-dir", "{data}", "--control-socket", "{control}"]
+control_socket = "{control}"
+trigger_socket = "{trigger}"
+journal = "{journal}"
+data_dir = "{data}"
+
+[[listener]]
+name = "kv"
+address = "tcp://{addr}"
+
+[timeouts]
+deadline_secs = 60
+drain_grace_secs = 5
+"#,
+            c = launchers[0].1.display(),
+            data = path("data").display(),
+            control = path("control.sock").display(),
+            trigger = path("trigger.sock").display(),
+            journal = path("journal/state.bin").display(),
+        ),
+    )
+    .unwrap();
+    let log = fs::File::create(path("supervisor.log")).unwrap();
+    let child = Process::new(SUPERVISOR)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("handoff-supervisor run");
+    let supervisor = RunningSupervisor { child, config };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pong(addr).is_none() {
+        assert!(Instant::now() < deadline, "the service did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tail = |name: &str| {
+        let text = fs::read_to_string(path(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+
+    let load = Load::start(
+        addr,
+        LoadConfig {
+            pace,
+            reads_per_write: reads,
+            key_space: Some(2000),
+            ..LoadConfig::default()
+        },
+    );
+    let started = Instant::now();
+    let mut done = 0u64;
+    let mut slowest = Duration::ZERO;
+    let mut total = Duration::ZERO;
+    let mut baseline = None;
+    let mut samples = Vec::new();
+    while done < handoffs && secs.map_or(true, |s| started.elapsed() < Duration::from_secs(s)) {
+        let (lang, binary) = &launchers[(done as usize + 1) % launchers.len()];
+        let before = pong(addr).map(|(pid, _)| pid);
+        let t0 = Instant::now();
+        let (ok, text) = supervisor.trigger(binary);
+        let took = t0.elapsed();
+        assert!(
+            ok,
+            "handoff {} to {} failed: {text}\n{}\n{}",
+            done + 1,
+            lang.tag(),
+            tail("supervisor.log"),
+            tail("service.log")
+        );
+        done += 1;
+        slowest = slowest.max(took);
+        total += took;
+        // The new incumbent answers, in its language, and the old one is gone.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = pong(addr);
+            let children = supervisor.children();
+            if now.as_ref().is_some_and(|(pid, tag)| {
+                Some(*pid) != before && tag == lang.tag() && children == [*pid]
+            }) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after handoff {done}: PING {now:?}, supervisor's children {children:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let sample = (fd_count(supervisor.pid()), rss_kib(supervisor.pid()));
+        // After a first full cycle, so everything lazily made exists.
+        if done == 3 {
+            baseline = Some(sample);
+        }
+        samples.push(sample);
+        if done % 50 == 0 {
+            show(&format!(
+                "soak: {done} handoffs in {:.0}s, supervisor {} fds, {} KiB",
+                started.elapsed().as_secs_f64(),
+                sample.0,
+                sample.1
+            ));
+        }
+        std::thread::sleep(pause);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        load.wait_answers(20, Duration::from_secs(10)),
+        "no answers after the last handoff"
+    );
+    let tally = load.stop();
+    let lost = load::verify(addr, &tally.keys).expect("verify");
+    let (fds_end, rss_end) = (fd_count(supervisor.pid()), rss_kib(supervisor.pid()));
+    let (fds_base, rss_base) = baseline.unwrap_or(samples[0]);
+    let rss_max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    show(&format!(
+        "\nsoak: {done} handoffs (C -> Python -> Go) in {:.1}s, {:.2}s each on average, \
+         slowest {:.2}s; load: {}, max latency {:.0} ms; {} keys read back, {} lost; \
+         supervisor descriptors {fds_base} -> {fds_end}, RSS {rss_base} -> {rss_end} KiB \
+         (max {rss_max})\n",
+        elapsed.as_secs_f64(),
+        total.as_secs_f64() / done.max(1) as f64,
+        slowest.as_secs_f64(),
+        tally.summary(),
+        tally.max_latency.as_secs_f64() * 1e3,
+        tally.keys.len(),
+        lost.len(),
+    ));
+    assert!(done >= handoffs.min(3), "only {done} handoffs");
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+    assert_eq!(
+        tally.failed(),
+        0,
+        "requests failed: {}; {:?}",
+        tally.summary(),
+        tally.examples
+    );
+    assert_eq!(fds_end, fds_base, "the supervisor's descriptors grew");
+    assert!(
+        rss_end <= rss_base + 4096,
+        "the supervisor's RSS grew from {rss_base} to {rss_end} KiB"
+    );
+    drop(supervisor);
+}
