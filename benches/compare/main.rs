@@ -41,6 +41,9 @@ use serde_json::{json, Value};
 use loadgen::{now_ns, Config, LoadGenerator, Outcome, Sample};
 use systems::{Beyond, Handoff, Libhandoff, Programs, Restart, System, Tableflip};
 
+/// Triggers of one handoff before it counts as failed.
+const MAX_ATTEMPTS: u32 = 20;
+
 pub const ALL_SYSTEMS: [&str; 5] = [
     "libhandoff-c",
     "libhandoff-go",
@@ -342,6 +345,8 @@ struct Segment {
     phases: Vec<Vec<(String, f64)>>,
     records: Vec<Option<u64>>,
     lost: Result<Vec<String>, String>,
+    /// Why the handoffs that rolled back (and were triggered again) did.
+    rollbacks: Vec<String>,
     from: u64,
     to: u64,
     drift: Vec<Value>,
@@ -400,15 +405,34 @@ fn run_segment(system: &mut dyn System, options: &Options, part: &Part<'_>) -> S
         std::thread::sleep(idle);
     }
     let mut failed_in_a_row = 0;
+    let mut rollbacks: Vec<String> = Vec::new();
     for i in 0..handoffs {
         system.settle();
         let due = started + period.mul_f64(i as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let h = system.handoff();
+        // A handoff that rolls back (the service stays with its incumbent)
+        // is triggered again, as an operator would: the handoff counts from
+        // its first trigger, and the rollbacks are reported.
+        let mut h = system.handoff();
+        let first_trigger = h.trigger;
+        let mut attempts = 1;
+        while !h.ok && attempts < MAX_ATTEMPTS {
+            rollbacks.push(h.detail.clone());
+            std::thread::sleep(Duration::from_millis(1));
+            system.settle();
+            h = system.handoff();
+            attempts += 1;
+        }
+        h.trigger = first_trigger;
+        h.attempts = attempts;
         if !h.ok {
-            eprintln!("compare:   handoff {} failed: {}", i + 1, h.detail);
+            eprintln!(
+                "compare:   handoff {} failed {attempts} times: {}",
+                i + 1,
+                h.detail
+            );
             failed_in_a_row += 1;
         } else {
             failed_in_a_row = 0;
@@ -460,6 +484,7 @@ fn run_segment(system: &mut dyn System, options: &Options, part: &Part<'_>) -> S
         handoffs: done,
         phases,
         records,
+        rollbacks,
         lost,
         from,
         to,
@@ -586,6 +611,8 @@ fn handoff_stats(segment: &Segment) -> Value {
     };
     json!({
         "attempted": segment.handoffs.len(),
+        "rollbacks": segment.rollbacks.len(),
+        "rollback_examples": segment.rollbacks.iter().take(5).collect::<Vec<_>>(),
         "committed": ok.len(),
         "failed_details": segment.handoffs.iter().filter(|h| !h.ok).take(5).map(|h| h.detail.clone()).collect::<Vec<_>>(),
         "rate_per_s": if span > 0.0 { (segment.handoffs.len() - 1) as f64 / span } else { 0.0 },
@@ -765,6 +792,7 @@ fn run_system(
                 "target_per_s": r,
                 "achieved_per_s": stats["rate_per_s"],
                 "committed": stats["committed"],
+                "rollbacks": stats["rollbacks"],
                 "failures": stats["failures"]["total"],
                 "lost": stats["writes"]["lost"],
                 "duration_p50_ms": stats["duration"]["p50_ms"],

@@ -209,6 +209,11 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
             s["handoffs"]["committed"], s["handoffs"]["attempted"]
         )
     });
+    row(
+        &mut md,
+        "handoffs rolled back, then triggered again",
+        &|s| s["handoffs"]["rollbacks"].to_string(),
+    );
     row(&mut md, "failed requests", &|s| {
         failures_cell(&s["handoffs"]["failures"])
     });
@@ -348,7 +353,15 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
         for s in &ok {
             let cell = match s["ramp"].get(i) {
                 Some(step) if step["zero_errors"] == true => {
-                    format!("{:.1}/s ✓", f(&step["achieved_per_s"]))
+                    let rollbacks = step["rollbacks"].as_u64().unwrap_or(0);
+                    if rollbacks > 0 {
+                        format!(
+                            "{:.1}/s ✓ ({rollbacks} rolled back)",
+                            f(&step["achieved_per_s"])
+                        )
+                    } else {
+                        format!("{:.1}/s ✓", f(&step["achieved_per_s"]))
+                    }
                 }
                 Some(step) => format!(
                     "{:.1}/s ✗ {} failed, {} lost",
@@ -574,6 +587,11 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
          beyond-handoff, `perform_handoff` returning in bench-beyond-supervisor (the same point of its protocol); \
          tableflip, the new generation's `took over` line (log replayed, accepting), SIGHUP being the trigger; \
          plain restart, SIGTERM to the new process's `cold start` line."
+    );
+    let _ = writeln!(
+        md,
+        "- A handoff that rolls back (the incumbent keeps serving) is triggered again, up to 20 times, as an \
+         operator would; its duration counts from the first trigger, and the rollbacks are counted."
     );
     let _ = writeln!(
         md,

@@ -23,6 +23,8 @@ pub struct Handoff {
     pub trigger: u64,
     pub commit: u64,
     pub ok: bool,
+    /// Triggers it took (a rolled-back handoff is triggered again).
+    pub attempts: u32,
     pub detail: String,
     /// The system's own phase report (libhandoff's supervisor), in ms.
     pub phases: Vec<(String, f64)>,
