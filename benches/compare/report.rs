@@ -239,6 +239,28 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
             num(&d["max_ms"])
         )
     });
+    row(
+        &mut md,
+        "duration p50 over the first tenth of the handoffs, ms",
+        &|s| num(&s["handoffs"]["duration"]["first_tenth_p50_ms"]),
+    );
+    row(
+        &mut md,
+        "duration fit: ms at an empty log + ms per 100k records replayed",
+        &|s| {
+            let fit = &s["handoffs"]["by_log_size"];
+            if fit.is_null() {
+                return "–".into();
+            }
+            format!(
+                "{} + {} (log {} → {} records)",
+                num(&fit["intercept_ms"]),
+                num(&fit["ms_per_100k_records"]),
+                num(&fit["records_first"]),
+                num(&fit["records_last"])
+            )
+        },
+    );
     row(&mut md, "longest accept gap p50 / max, ms", &|s| {
         let g = &s["handoffs"]["gap"];
         format!("{} / {}", num(&g["p50_ms"]), num(&g["max_ms"]))
@@ -360,7 +382,11 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
                             f(&step["achieved_per_s"])
                         )
                     } else {
-                        format!("{:.1}/s ✓", f(&step["achieved_per_s"]))
+                        format!(
+                            "{:.1}/s ✓ (p50 {} ms)",
+                            f(&step["achieved_per_s"]),
+                            num(&step["duration_p50_ms"])
+                        )
                     }
                 }
                 Some(step) => format!(
@@ -637,9 +663,10 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
     let _ = writeln!(
         md,
         "\nThe example services keep an append-only log without compaction and replay it on every start, so a \
-         successor's start-up grows with the log over a long run; every system's service does the same (the \
-         bench services' log is one `key value` line per write, kv-c's and kv-go's the binary format of \
-         examples/README.md)."
+         successor's start-up grows with the log over a long run. Every service here does the same on the same \
+         records (the bench services write kv.log's binary format of examples/README.md, CRC-32C included), \
+         and each part of a system's run (steady state, the K handoffs, each rate of the ramp) starts on an \
+         empty data directory."
     );
     (md, svg(&ok, k))
 }
