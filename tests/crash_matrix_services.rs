@@ -43,21 +43,28 @@
 #![cfg(feature = "crash-points")]
 
 mod common;
+#[path = "common/crash.rs"]
+mod crash;
 #[path = "common/kv.rs"]
 mod kv;
 #[path = "common/load.rs"]
 mod load;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{open_fds, root, tcp_listener};
+use common::{open_fds, tcp_listener};
+use crash::{
+    become_subreaper, committed_pid, crash_build, describe_exit, fd_count, live_children,
+    mapped_libhandoff, parent_of, parse_recovery, ping, reap, stable_fd_count, wait_dead,
+    CrashBuild,
+};
 use handoff::journal::Journal;
 use handoff::lock::{DataDirLock, LockState};
 use handoff::spawn::{describe_status, pid_alive, ChildProcess};
@@ -206,184 +213,6 @@ impl Case {
     /// (so requests in flight on them fail).
     fn kills_a_server(&self) -> bool {
         self.who == Who::O || self.point == "N_AFTER_READY"
-    }
-}
-
-/// The crash-enabled build: its library and the test-supervisor.
-struct CrashBuild {
-    lib_dir: PathBuf,
-    supervisor: PathBuf,
-}
-
-fn has_crash_points(lib: &Path) -> bool {
-    let bytes = fs::read(lib).unwrap_or_default();
-    bytes.windows(16).any(|w| w == b"HANDOFF_CRASH_AT")
-}
-
-fn crash_build() -> &'static CrashBuild {
-    static BUILD: std::sync::OnceLock<CrashBuild> = std::sync::OnceLock::new();
-    BUILD.get_or_init(build_crash_enabled)
-}
-
-fn build_crash_enabled() -> CrashBuild {
-    // <target>/<profile>/deps/crash_matrix_services-<hash>
-    let exe = std::env::current_exe().unwrap();
-    let lib_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    let target_dir = lib_dir.parent().unwrap();
-    assert_ne!(
-        fs::canonicalize(&lib_dir).ok(),
-        fs::canonicalize(root().join("target/release")).ok(),
-        "the crash suite must build in its own target directory \
-         (CARGO_TARGET_DIR=target/crash), or the normal build gets crash points"
-    );
-    let release = lib_dir.file_name().is_some_and(|name| name == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Process::new(cargo);
-    build
-        .current_dir(root())
-        .env("CARGO_TARGET_DIR", target_dir)
-        // --lib as well: building only the example leaves an old
-        // libhandoff.so in <profile>/ (cargo uplifts only what is asked for).
-        .args(["build", "--features", "crash-points", "--lib", "--example"])
-        .arg("test-supervisor");
-    if release {
-        build.arg("--release");
-    }
-    assert!(
-        build.status().expect("cargo").success(),
-        "building test-supervisor"
-    );
-    let lib = lib_dir.join("libhandoff.so");
-    assert!(
-        has_crash_points(&lib),
-        "{} has no crash points",
-        lib.display()
-    );
-    // The C and Go services' NEEDED entry is the soname.
-    match std::os::unix::fs::symlink("libhandoff.so", lib_dir.join("libhandoff.so.0")) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => panic!("libhandoff.so.0: {e}"),
-    }
-    let normal = root().join("target/release/libhandoff.so");
-    assert!(
-        !normal.exists() || !has_crash_points(&normal),
-        "{} was built with crash points",
-        normal.display()
-    );
-    for lang in LANGS {
-        kv::service_argv(lang);
-    }
-    CrashBuild {
-        supervisor: lib_dir.join("examples/test-supervisor"),
-        lib_dir,
-    }
-}
-
-/// Orphans are reparented to this process rather than to init, so the
-/// test sees them, kills them by pid without any risk of pid reuse, and
-/// reaps them.
-fn become_subreaper() {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only.
-    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(ret, 0, "PR_SET_CHILD_SUBREAPER");
-}
-
-/// (state, ppid) of a process.
-fn stat_of(pid: u32) -> Option<(String, u32)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(") ")?;
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.to_string();
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
-/// The live (non-zombie) children of this process, reparented ones included.
-fn live_children() -> Vec<u32> {
-    let me = std::process::id();
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| {
-            stat_of(pid).is_some_and(|(state, ppid)| ppid == me && state != "Z" && state != "X")
-        })
-        .collect()
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    stat_of(pid).map(|(_, ppid)| ppid)
-}
-
-/// Reap `pid` if it is a dead child of ours (a reparented orphan).
-fn reap(pid: u32) -> Option<i32> {
-    if parent_of(pid) != Some(std::process::id()) || pid_alive(pid) {
-        return None;
-    }
-    let mut status = 0;
-    // SAFETY: waitpid on a child of ours with a valid status pointer.
-    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-    (reaped == pid as libc::pid_t).then_some(status)
-}
-
-fn wait_dead(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while pid_alive(pid) {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
-
-fn fd_count(pid: u32) -> Option<usize> {
-    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
-}
-
-/// A process's descriptor count once it is the same for 100 ms.
-fn stable_fd_count(pid: u32) -> Result<usize, String> {
-    let mut last = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
-    let mut same = 0;
-    for _ in 0..200 {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
-        same = if now == last { same + 1 } else { 0 };
-        if same >= 5 {
-            return Ok(now);
-        }
-        last = now;
-    }
-    Err(format!("pid {pid}'s descriptor count never settled"))
-}
-
-fn mapped_libhandoff(pid: u32) -> Option<PathBuf> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| path.contains("libhandoff.so"))
-        .map(PathBuf::from)
-}
-
-/// PING on a fresh connection: the answering pid and tag.
-fn ping(addr: SocketAddr, timeout: Duration) -> Option<(u32, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.write_all(b"PING\n").ok()?;
-    let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).ok()?;
-    let mut words = answer.split_whitespace();
-    (words.next() == Some("PONG")).then_some(())?;
-    let pid = words.next()?.parse().ok()?;
-    Some((pid, words.next()?.to_string()))
-}
-
-fn describe_exit(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit {code}"),
-        (None, Some(signal)) => format!("signal {signal}"),
-        _ => format!("{status:?}"),
     }
 }
 
@@ -737,17 +566,6 @@ impl Drop for Trial<'_> {
             child.terminate(Duration::from_millis(500));
         }
     }
-}
-
-fn parse_recovery(line: &str) -> (String, Option<u32>) {
-    let mut words = line.split_whitespace();
-    let status = words.next().unwrap_or("").to_string();
-    let pid = words.next().and_then(|p| p.parse().ok());
-    (status, pid)
-}
-
-fn committed_pid(out: &str) -> Option<u32> {
-    out.strip_prefix("committed ")?.trim().parse().ok()
 }
 
 /// The old incumbent's wait status: SIGKILL when it was the one killed
@@ -1116,6 +934,9 @@ fn every_crash_point_with_every_service_under_load() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     become_subreaper();
     let build = crash_build();
+    for lang in LANGS {
+        kv::service_argv(lang);
+    }
     let rows = rows();
     let started = Instant::now();
     show(&format!(

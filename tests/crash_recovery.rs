@@ -30,17 +30,24 @@
 #![cfg(feature = "crash-points")]
 
 mod common;
+#[path = "common/crash.rs"]
+mod crash;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{noop_service, open_fds, root, tcp_listener};
+use common::{noop_service, open_fds, tcp_listener};
+use crash::{
+    become_subreaper, committed_pid, crash_build, describe_exit, fd_count, live_children,
+    mapped_libhandoff, parent_of, parse_recovery, ping, reap, stable_fd_count, wait_dead,
+    CrashBuild,
+};
 use handoff::journal::Journal;
 use handoff::lock::{DataDirLock, LockState};
 use handoff::spawn::{describe_status, pid_alive, ChildProcess, Command};
@@ -162,188 +169,6 @@ const CASES: &[Case] = &[
     case("N_AFTER_READY", Who::N, Run::Committed, After::NobodyServes),
 ];
 
-/// The crash-enabled build: its library and the test-supervisor.
-struct CrashBuild {
-    lib_dir: PathBuf,
-    supervisor: PathBuf,
-    service: PathBuf,
-}
-
-/// Does this shared object contain the crash points?
-fn has_crash_points(lib: &Path) -> bool {
-    let bytes = fs::read(lib).unwrap_or_default();
-    bytes.windows(16).any(|w| w == b"HANDOFF_CRASH_AT")
-}
-
-/// Built (or checked up to date) once per test binary.
-fn crash_build() -> &'static CrashBuild {
-    static BUILD: std::sync::OnceLock<CrashBuild> = std::sync::OnceLock::new();
-    BUILD.get_or_init(build_crash_enabled)
-}
-
-fn build_crash_enabled() -> CrashBuild {
-    // <target>/<profile>/deps/crash_recovery-<hash>
-    let exe = std::env::current_exe().unwrap();
-    let lib_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
-    let target_dir = lib_dir.parent().unwrap();
-    assert_ne!(
-        fs::canonicalize(&lib_dir).ok(),
-        fs::canonicalize(root().join("target/release")).ok(),
-        "the crash suite must build in its own target directory \
-         (CARGO_TARGET_DIR=target/crash), or the normal build gets crash points"
-    );
-    let release = lib_dir.file_name().is_some_and(|name| name == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Process::new(cargo);
-    build
-        .current_dir(root())
-        .env("CARGO_TARGET_DIR", target_dir)
-        // --lib as well: building only the example leaves an old
-        // libhandoff.so in <profile>/ (cargo uplifts only what is asked for).
-        .args(["build", "--features", "crash-points", "--lib", "--example"])
-        .arg("test-supervisor");
-    if release {
-        build.arg("--release");
-    }
-    assert!(
-        build.status().expect("cargo").success(),
-        "building test-supervisor"
-    );
-
-    let lib = lib_dir.join("libhandoff.so");
-    assert!(
-        has_crash_points(&lib),
-        "{} has no crash points",
-        lib.display()
-    );
-    // The services' NEEDED entry is the soname.
-    match std::os::unix::fs::symlink("libhandoff.so", lib_dir.join("libhandoff.so.0")) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => panic!("libhandoff.so.0: {e}"),
-    }
-    let normal = root().join("target/release/libhandoff.so");
-    assert!(
-        !normal.exists() || !has_crash_points(&normal),
-        "{} was built with crash points",
-        normal.display()
-    );
-    CrashBuild {
-        supervisor: lib_dir.join("examples/test-supervisor"),
-        service: noop_service(),
-        lib_dir,
-    }
-}
-
-/// Orphans are reparented to this process rather than to init, so that
-/// the test can see them, kill them by pid without any risk of pid reuse,
-/// and reap them.
-fn become_subreaper() {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only.
-    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(ret, 0, "PR_SET_CHILD_SUBREAPER");
-}
-
-/// The live (non-zombie) children of this process, reparented ones included.
-fn live_children() -> Vec<u32> {
-    let me = std::process::id();
-    let mut children = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == me && state != "Z" && state != "X" {
-            children.push(pid);
-        }
-    }
-    children
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(") ")?;
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Reap `pid` if it is a dead child of ours (a reparented orphan): its
-/// wait status.
-fn reap(pid: u32) -> Option<i32> {
-    if parent_of(pid) != Some(std::process::id()) || pid_alive(pid) {
-        return None;
-    }
-    let mut status = 0;
-    // SAFETY: waitpid on a child of ours with a valid status pointer.
-    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
-    (reaped == pid as libc::pid_t).then_some(status)
-}
-
-fn wait_dead(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while pid_alive(pid) {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
-
-fn fd_count(pid: u32) -> Option<usize> {
-    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
-}
-
-/// A process's descriptor count once it is the same twice in a row.
-fn stable_fd_count(pid: u32) -> Result<usize, String> {
-    let mut last = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
-    for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(20));
-        let now = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
-        if now == last {
-            return Ok(now);
-        }
-        last = now;
-    }
-    Err(format!("pid {pid}'s descriptor count never settled"))
-}
-
-/// The libhandoff.so mapped by `pid`.
-fn mapped_libhandoff(pid: u32) -> Option<PathBuf> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| path.contains("libhandoff.so"))
-        .map(PathBuf::from)
-}
-
-/// PING on a fresh connection; the answering pid.
-fn ping(addr: &str, timeout: Duration) -> Option<u32> {
-    let mut stream = TcpStream::connect_timeout(&addr.parse().ok()?, timeout).ok()?;
-    stream.set_read_timeout(Some(timeout)).ok()?;
-    stream.write_all(b"PING\n").ok()?;
-    let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).ok()?;
-    let mut words = answer.split_whitespace();
-    (words.next() == Some("PONG")).then_some(())?;
-    words.next()?.parse().ok()
-}
-
-fn describe_exit(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit {code}"),
-        (None, Some(signal)) => format!("signal {signal}"),
-        _ => format!("{status:?}"),
-    }
-}
-
 /// One case's world: a directory, a listener, the processes it started.
 struct Trial<'b> {
     build: &'b CrashBuild,
@@ -453,7 +278,7 @@ impl<'b> Trial<'b> {
             // The shell dedupes LD_LIBRARY_PATH (cargo may set one already).
             r#"export LD_LIBRARY_PATH="$CRASH_TEST_LIB"; exec "$0" "$@" 2>>"$CRASH_TEST_LOG""#
                 .into(),
-            self.build.service.clone().into(),
+            noop_service().into(),
         ];
         for arg in [
             "--data-dir".into(),
@@ -489,7 +314,7 @@ impl<'b> Trial<'b> {
         let deadline = Instant::now() + SETTLE;
         let mut last = None;
         while Instant::now() < deadline {
-            last = ping(&self.addr, Duration::from_secs(1));
+            last = ping_pid(&self.addr, Duration::from_secs(1));
             if last == Some(pid) {
                 return Ok(());
             }
@@ -521,7 +346,7 @@ impl<'b> Trial<'b> {
             .arg("--data-dir")
             .arg(self.data())
             .arg("--service")
-            .arg(&self.build.service)
+            .arg(noop_service())
             .arg("--service-arg")
             .arg("--report")
             .arg("--service-arg")
@@ -676,7 +501,7 @@ impl<'b> Trial<'b> {
             "journal {} left behind",
             self.journal().display()
         );
-        let answer = ping(&self.addr, Duration::from_millis(200));
+        let answer = ping_pid(&self.addr, Duration::from_millis(200));
         ensure!(
             answer.is_none(),
             "PING answered by {answer:?} with nobody serving"
@@ -720,16 +545,9 @@ impl Drop for Trial<'_> {
     }
 }
 
-/// The recovery line test-supervisor printed: its status word and pid.
-fn parse_recovery(line: &str) -> (String, Option<u32>) {
-    let mut words = line.split_whitespace();
-    let status = words.next().unwrap_or("").to_string();
-    let pid = words.next().and_then(|p| p.parse().ok());
-    (status, pid)
-}
-
-fn committed_pid(out: &str) -> Option<u32> {
-    out.strip_prefix("committed ")?.trim().parse().ok()
+/// PING on a fresh connection; the answering pid.
+fn ping_pid(addr: &str, timeout: Duration) -> Option<u32> {
+    ping(addr.parse().ok()?, timeout).map(|(pid, _)| pid)
 }
 
 /// The old incumbent's wait status: killed at the crash point when it was

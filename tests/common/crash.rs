@@ -1,0 +1,203 @@
+//! What the crash suites share: the crash-enabled build (its own target
+//! directory, so the normal build never carries crash points), and the
+//! process bookkeeping that proves no orphan and no leaked descriptor.
+#![allow(unsafe_code, dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitStatus};
+use std::time::{Duration, Instant};
+
+use handoff::spawn::pid_alive;
+
+use crate::common::root;
+
+/// The crash-enabled build: its library and the test-supervisor.
+pub struct CrashBuild {
+    pub lib_dir: PathBuf,
+    pub supervisor: PathBuf,
+}
+
+pub fn has_crash_points(lib: &Path) -> bool {
+    let bytes = fs::read(lib).unwrap_or_default();
+    bytes.windows(16).any(|w| w == b"HANDOFF_CRASH_AT")
+}
+
+pub fn crash_build() -> &'static CrashBuild {
+    static BUILD: std::sync::OnceLock<CrashBuild> = std::sync::OnceLock::new();
+    BUILD.get_or_init(build_crash_enabled)
+}
+
+fn build_crash_enabled() -> CrashBuild {
+    // <target>/<profile>/deps/<test>-<hash>
+    let exe = std::env::current_exe().unwrap();
+    let lib_dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let target_dir = lib_dir.parent().unwrap();
+    assert_ne!(
+        fs::canonicalize(&lib_dir).ok(),
+        fs::canonicalize(root().join("target/release")).ok(),
+        "the crash suite must build in its own target directory \
+         (CARGO_TARGET_DIR=target/crash), or the normal build gets crash points"
+    );
+    let release = lib_dir.file_name().is_some_and(|name| name == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Process::new(cargo);
+    build
+        .current_dir(root())
+        .env("CARGO_TARGET_DIR", target_dir)
+        // --lib as well: building only the example leaves an old
+        // libhandoff.so in <profile>/ (cargo uplifts only what is asked for).
+        .args(["build", "--features", "crash-points", "--lib", "--example"])
+        .arg("test-supervisor");
+    if release {
+        build.arg("--release");
+    }
+    assert!(
+        build.status().expect("cargo").success(),
+        "building test-supervisor"
+    );
+    let lib = lib_dir.join("libhandoff.so");
+    assert!(
+        has_crash_points(&lib),
+        "{} has no crash points",
+        lib.display()
+    );
+    // The C and Go services' NEEDED entry is the soname.
+    match std::os::unix::fs::symlink("libhandoff.so", lib_dir.join("libhandoff.so.0")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("libhandoff.so.0: {e}"),
+    }
+    let normal = root().join("target/release/libhandoff.so");
+    assert!(
+        !normal.exists() || !has_crash_points(&normal),
+        "{} was built with crash points",
+        normal.display()
+    );
+    CrashBuild {
+        supervisor: lib_dir.join("examples/test-supervisor"),
+        lib_dir,
+    }
+}
+
+/// Orphans are reparented to this process rather than to init, so the
+/// test sees them, kills them by pid without any risk of pid reuse, and
+/// reaps them.
+pub fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only.
+    let ret = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(ret, 0, "PR_SET_CHILD_SUBREAPER");
+}
+
+/// (state, ppid) of a process.
+pub fn stat_of(pid: u32) -> Option<(String, u32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.to_string();
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// The live (non-zombie) children of this process, reparented ones included.
+pub fn live_children() -> Vec<u32> {
+    let me = std::process::id();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            stat_of(pid).is_some_and(|(state, ppid)| ppid == me && state != "Z" && state != "X")
+        })
+        .collect()
+}
+
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_of(pid).map(|(_, ppid)| ppid)
+}
+
+/// Reap `pid` if it is a dead child of ours (a reparented orphan).
+pub fn reap(pid: u32) -> Option<i32> {
+    if parent_of(pid) != Some(std::process::id()) || pid_alive(pid) {
+        return None;
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on a child of ours with a valid status pointer.
+    let reaped = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    (reaped == pid as libc::pid_t).then_some(status)
+}
+
+pub fn wait_dead(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while pid_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// A process's descriptor count once it is the same for 100 ms.
+pub fn stable_fd_count(pid: u32) -> Result<usize, String> {
+    let mut last = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
+    let mut same = 0;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = fd_count(pid).ok_or(format!("pid {pid} is gone"))?;
+        same = if now == last { same + 1 } else { 0 };
+        if same >= 5 {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Err(format!("pid {pid}'s descriptor count never settled"))
+}
+
+pub fn mapped_libhandoff(pid: u32) -> Option<PathBuf> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.contains("libhandoff.so"))
+        .map(PathBuf::from)
+}
+
+/// PING on a fresh connection: the answering pid and tag.
+pub fn ping(addr: SocketAddr, timeout: Duration) -> Option<(u32, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.write_all(b"PING\n").ok()?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).ok()?;
+    let mut words = answer.split_whitespace();
+    (words.next() == Some("PONG")).then_some(())?;
+    let pid = words.next()?.parse().ok()?;
+    // The no-op service answers "PONG pid"; the example services add a tag.
+    Some((pid, words.next().unwrap_or_default().to_string()))
+}
+
+pub fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        _ => format!("{status:?}"),
+    }
+}
+
+pub fn parse_recovery(line: &str) -> (String, Option<u32>) {
+    let mut words = line.split_whitespace();
+    let status = words.next().unwrap_or("").to_string();
+    let pid = words.next().and_then(|p| p.parse().ok());
+    (status, pid)
+}
+
+pub fn committed_pid(out: &str) -> Option<u32> {
+    out.strip_prefix("committed ")?.trim().parse().ok()
+}
