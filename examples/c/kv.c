@@ -388,11 +388,11 @@ static void handle_line(struct server *s, struct conn *c, char *line, size_t len
     if (IS("PING")) {
         reply(c, "PONG %ld c", g_pid);
     } else if (IS("GET")) {
-        const struct kv_entry *e = kvmap_get(&s->map, field[1], flen[1]);
+        const struct kv_item *e = kvmap_get(&s->map, field[1], flen[1]);
         if (e == NULL)
             reply(c, "NOTFOUND");
         else
-            reply(c, "VALUE %.*s", (int)e->value_len, e->value);
+            reply(c, "VALUE %.*s", (int)e->value_len, kv_item_value(e));
     } else {
         uint64_t generation = handoff_incumbent_generation(s->inc);
         int rc = kvlog_append(&s->log, generation, field[1], flen[1], field[2], flen[2]);
@@ -615,9 +615,19 @@ static void drain_step(struct server *s)
 
 static int reopen_log(struct server *s, char *reason, size_t len)
 {
-    kvmap_free(&s->map);
+    bool preloaded = s->log.preloaded;
+    uint64_t preload_records = s->log.preload_records;
+    if (!preloaded)
+        kvmap_free(&s->map);
     if (kvlog_open(&s->log, s->data_dir, &s->map, reason, len) != 0)
         return -1;
+    if (preloaded && s->log.preload_kept == preload_records)
+        say("kept %llu preloaded record(s), replayed %llu appended since",
+            (unsigned long long)preload_records,
+            (unsigned long long)(s->log.records - preload_records));
+    else if (preloaded)
+        say("the log changed under the preload: replayed all %llu record(s)",
+            (unsigned long long)s->log.records);
     if (s->log.truncated > 0)
         say("truncated a torn tail of %llu bytes from %s", (unsigned long long)s->log.truncated,
             s->log.path);
@@ -1038,8 +1048,32 @@ static int start_cold(struct server *s, handoff_inherited *inherited, const stru
     return 0;
 }
 
-/* Successor: handshake, Begin, then (and only then) listener, lock, log,
- * Ready. -1 on failure; before Begin nothing in the data dir was touched. */
+/* Replay the incumbent's log read-only while it still serves, so that after
+ * the seal only the records appended since are left to replay: the service
+ * accepts nobody between the drain and Ready, and this keeps that short.
+ * Done before the handshake, because the supervisor drains the incumbent as
+ * soon as the successor's Hello arrives. */
+static int preload_state(struct server *s)
+{
+    char reason[512];
+    uint64_t started = now_ms();
+    int rc = kvlog_preload(&s->log, s->data_dir, &s->map, reason, sizeof reason);
+    if (rc < 0) {
+        say("error: preloading the log: %s", reason);
+        return -1;
+    }
+    if (rc > 0) {
+        say("no preload (the whole log is replayed after the lock): %s", reason);
+        return 0;
+    }
+    say("preloaded %llu record(s) in %llu ms", (unsigned long long)s->log.preload_records,
+        (unsigned long long)(now_ms() - started));
+    return 0;
+}
+
+/* Successor: preload, handshake, Begin, then (and only then) listener, lock,
+ * the rest of the log, Ready. -1 on failure; before Begin nothing in the
+ * data dir was written. */
 static int start_successor(struct server *s, handoff_inherited *inherited)
 {
     handoff_successor *succ = NULL;
@@ -1054,6 +1088,8 @@ static int start_successor(struct server *s, handoff_inherited *inherited)
     handoff_lock *lock = NULL;
     handoff_message *ready = NULL;
 
+    if (preload_state(s) != 0)
+        goto out;
     st = handoff_successor_handshake(succ, (const uint8_t *)BUILD_ID, strlen(BUILD_ID), NULL,
                                      &err);
     if (st != HANDOFF_OK) {

@@ -16,16 +16,21 @@
 
 /* ---- the in-memory table (kvmap.c) --------------------------------------- */
 
-struct kv_entry {
-    char *key;
-    char *value;
+/* One key and its value in one allocation: key bytes, then value bytes. */
+struct kv_item {
     uint16_t key_len;
     uint16_t value_len;
+    char bytes[];
+};
+
+struct kv_slot {
+    uint64_t hash;        /* of the key; compared before the key is touched */
+    struct kv_item *item; /* NULL: empty */
 };
 
 struct kvmap {
-    struct kv_entry *slots; /* open addressing, linear probing */
-    size_t cap;             /* a power of two, or 0 */
+    struct kv_slot *slots; /* open addressing, linear probing */
+    size_t cap;            /* a power of two, or 0 */
     size_t len;
 };
 
@@ -33,7 +38,12 @@ void kvmap_init(struct kvmap *map);
 /* 0, or -1 when out of memory (the map is unchanged). */
 int kvmap_put(struct kvmap *map, const char *key, size_t key_len, const char *value,
               size_t value_len);
-const struct kv_entry *kvmap_get(const struct kvmap *map, const char *key, size_t key_len);
+/* The item for `key`, or NULL; valid until the next kvmap_put. */
+const struct kv_item *kvmap_get(const struct kvmap *map, const char *key, size_t key_len);
+static inline const char *kv_item_value(const struct kv_item *item)
+{
+    return item->bytes + item->key_len;
+}
 void kvmap_free(struct kvmap *map);
 
 /* ---- the append-only log (kvlog.c) ---------------------------------------- */
@@ -60,6 +70,12 @@ struct kvlog {
     uint64_t records;  /* valid records: the revision announced to the supervisor */
     bool dirty;        /* appended since the last sync */
     uint64_t truncated; /* bytes of torn tail cut away by the last open */
+    /* What kvlog_preload read, for kvlog_open to go on from. */
+    bool preloaded;
+    uint64_t preload_dev, preload_ino;
+    uint64_t preload_end;     /* end of the last valid record it read */
+    uint64_t preload_records; /* records it replayed */
+    uint64_t preload_kept;    /* set by kvlog_open: preloaded records it kept */
 };
 
 uint32_t kv_crc32c(uint32_t crc, const void *data, size_t len);
@@ -67,10 +83,21 @@ bool kv_item_valid(const char *item, size_t len);
 
 void kvlog_init(struct kvlog *log);
 /* Open (creating) <dir>/kv.log, replay every valid record into `map` (later
- * records win), and truncate a torn or corrupt tail away (fsyncing).
+ * records win; `map` must be empty unless a kvlog_preload filled it), and
+ * truncate a torn or corrupt tail away (fsyncing).
  * 0 on success; -1 with a reason in `errbuf`. */
 int kvlog_open(struct kvlog *log, const char *dir, struct kvmap *map, char *errbuf,
                size_t errlen);
+/* A successor's warm-up, before the handoff begins: replay the valid
+ * records of <dir>/kv.log as they are now into `map`, read-only, without the
+ * lock (the incumbent is still writing; nothing is created or cut). A later
+ * kvlog_open with the same log and map replays only what was appended since,
+ * or everything again if the file is not the one preloaded. 0 (also when
+ * there is no log yet); 1 when the log could not be read (nothing preloaded:
+ * kvlog_open will say whether that matters); -1 for a record of another
+ * format or no memory. A reason in `errbuf` and the map emptied when not 0. */
+int kvlog_preload(struct kvlog *log, const char *dir, struct kvmap *map, char *errbuf,
+                  size_t errlen);
 /* Append one SET record (not yet durable: call kvlog_sync). On failure the
  * log is cut back to its last valid record. 0, or -1 with errno set. */
 int kvlog_append(struct kvlog *log, uint64_t generation, const char *key, size_t key_len,

@@ -30,16 +30,55 @@ static void crc_init(void)
     crc_ready = true;
 }
 
+static uint32_t crc32c_table(uint32_t crc, const unsigned char *p, size_t len)
+{
+    if (!crc_ready)
+        crc_init();
+    while (len--)
+        crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return crc;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* SSE4.2 has a CRC-32C instruction: replay checks every record's CRC, and
+ * this makes the check about 8 times cheaper than the table. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc,
+                                                                 const unsigned char *p,
+                                                                 size_t len)
+{
+    uint64_t c = crc;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t word;
+        memcpy(&word, p, 8);
+        c = __builtin_ia32_crc32di(c, word);
+    }
+    crc = (uint32_t)c;
+    for (; len > 0; p++, len--)
+        crc = __builtin_ia32_crc32qi(crc, *p);
+    return crc;
+}
+
+static bool have_sse42(void)
+{
+    return __builtin_cpu_supports("sse4.2");
+}
+#else
+static uint32_t crc32c_sse42(uint32_t crc, const unsigned char *p, size_t len)
+{
+    return crc32c_table(crc, p, len);
+}
+
+static bool have_sse42(void)
+{
+    return false;
+}
+#endif
+
 /* Start with crc = 0; feed pieces by passing the previous result. */
 uint32_t kv_crc32c(uint32_t crc, const void *data, size_t len)
 {
     const unsigned char *p = data;
-    if (!crc_ready)
-        crc_init();
-    crc = ~crc;
-    while (len--)
-        crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-    return ~crc;
+    return ~(have_sse42() ? crc32c_sse42(~crc, p, len) : crc32c_table(~crc, p, len));
 }
 
 bool kv_item_valid(const char *item, size_t len)
@@ -110,32 +149,34 @@ static char *join(const char *dir, const char *name)
     return path;
 }
 
-static int read_all(int fd, unsigned char *buf, size_t len)
+/* Read bytes [from, from+len) of fd. 0: all read; 1: the file shrank under
+ * us (parse what was read); -1: error. *got is what was read. */
+static int read_range(int fd, unsigned char *buf, size_t len, uint64_t from, size_t *got)
 {
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = pread(fd, buf + got, len - got, (off_t)got);
+    *got = 0;
+    while (*got < len) {
+        ssize_t n = pread(fd, buf + *got, len - *got, (off_t)(from + *got));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return -1;
         if (n == 0)
-            break; /* shrank under us: parse what we have */
-        got += (size_t)n;
+            return 1;
+        *got += (size_t)n;
     }
-    return (int)(got == len ? 0 : 1);
+    return 0;
 }
 
-/* Replay `buf` into `map`. Sets *valid_end to the end of the last valid
- * record. 0: ok (a torn or corrupt tail may follow *valid_end); -1: a
- * record with a good checksum but content this format does not allow. */
-static int replay(const unsigned char *buf, uint64_t size, struct kvmap *map,
-                  uint64_t *valid_end, uint64_t *records, char *errbuf, size_t errlen)
+/* Replay `buf`, the bytes of the log from offset `base`, into `map`. Sets
+ * *valid_len to the length of the valid records at its start and adds their
+ * count to *records. 0: ok (a torn or corrupt tail may follow); -1: a record
+ * with a good checksum but content this format does not allow. */
+static int replay(const unsigned char *buf, uint64_t size, uint64_t base, struct kvmap *map,
+                  uint64_t *valid_len, uint64_t *records, char *errbuf, size_t errlen)
 {
     uint64_t off = 0;
-    *records = 0;
     for (;;) {
-        *valid_end = off;
+        *valid_len = off;
         if (size - off < KV_REC_HEADER)
             return 0; /* end, or a torn header */
         const unsigned char *rec = buf + off;
@@ -156,7 +197,7 @@ static int replay(const unsigned char *buf, uint64_t size, struct kvmap *map,
             snprintf(errbuf, errlen,
                      "record at offset %llu has a valid checksum but is not a SET record of "
                      "this format (op %u, key %u bytes, value %u bytes): refusing to open",
-                     (unsigned long long)off, body[0], key_len, value_len);
+                     (unsigned long long)(base + off), body[0], key_len, value_len);
             return -1;
         }
         if (kvmap_put(map, key, key_len, value, value_len) != 0) {
@@ -168,9 +209,87 @@ static int replay(const unsigned char *buf, uint64_t size, struct kvmap *map,
     }
 }
 
+/* Replay fd's records from byte `from` (the end of a valid record) to its
+ * current end into `map`. Sets *size to the file's size and *valid_end to
+ * the end of the last valid record; adds to *records. 0; 1 when the file
+ * could not be read; -1 for a record of another format or no memory. */
+static int replay_from(int fd, const char *path, uint64_t from, struct kvmap *map,
+                       uint64_t *size, uint64_t *valid_end, uint64_t *records, char *errbuf,
+                       size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(errbuf, errlen, "cannot stat %s: %s", path, strerror(errno));
+        return 1;
+    }
+    *size = (uint64_t)st.st_size;
+    *valid_end = from;
+    if (*size <= from)
+        return 0;
+    size_t want = (size_t)(*size - from);
+    unsigned char *buf = malloc(want);
+    if (buf == NULL) {
+        snprintf(errbuf, errlen, "out of memory reading %s (%zu bytes)", path, want);
+        return -1;
+    }
+    size_t got = 0;
+    if (read_range(fd, buf, want, from, &got) < 0) {
+        snprintf(errbuf, errlen, "cannot read %s: %s", path, strerror(errno));
+        free(buf);
+        return 1;
+    }
+    uint64_t valid_len = 0;
+    int rc = replay(buf, got, from, map, &valid_len, records, errbuf, errlen);
+    free(buf);
+    *valid_end = from + valid_len;
+    return rc;
+}
+
+int kvlog_preload(struct kvlog *log, const char *dir, struct kvmap *map, char *errbuf,
+                  size_t errlen)
+{
+    char *path = join(dir, KV_LOG_FILE);
+    if (path == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    /* Read-only and never created: the incumbent owns the directory. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT) {
+            snprintf(errbuf, errlen, "cannot open %s: %s", path, strerror(errno));
+            rc = 1;
+        }
+        free(path);
+        return rc;
+    }
+    struct stat st;
+    uint64_t size = 0, valid_end = 0, records = 0;
+    if (fstat(fd, &st) != 0) {
+        snprintf(errbuf, errlen, "cannot stat %s: %s", path, strerror(errno));
+        rc = 1;
+    } else {
+        rc = replay_from(fd, path, 0, map, &size, &valid_end, &records, errbuf, errlen);
+    }
+    close(fd);
+    free(path);
+    if (rc != 0) {
+        kvmap_free(map);
+        return rc;
+    }
+    log->preloaded = true;
+    log->preload_dev = (uint64_t)st.st_dev;
+    log->preload_ino = (uint64_t)st.st_ino;
+    log->preload_end = valid_end;
+    log->preload_records = records;
+    return 0;
+}
+
 int kvlog_open(struct kvlog *log, const char *dir, struct kvmap *map, char *errbuf,
                size_t errlen)
 {
+    const struct kvlog preload = *log; /* only its preload_* fields are read */
     kvlog_free(log);
     log->dir = strdup(dir);
     log->path = join(dir, KV_LOG_FILE);
@@ -193,29 +312,24 @@ int kvlog_open(struct kvlog *log, const char *dir, struct kvmap *map, char *errb
         snprintf(errbuf, errlen, "cannot fsync new %s: %s", log->path, strerror(errno));
         goto fail;
     }
+    /* Keep a preload only if it read this very file and the file still holds
+     * every byte it read: the writer appends and only ever cuts an
+     * incomplete record, so the bytes up to preload_end are unchanged. */
+    uint64_t from = 0;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        snprintf(errbuf, errlen, "cannot stat %s: %s", log->path, strerror(errno));
-        goto fail;
+    if (preload.preloaded && fstat(fd, &st) == 0 && (uint64_t)st.st_dev == preload.preload_dev &&
+        (uint64_t)st.st_ino == preload.preload_ino &&
+        (uint64_t)st.st_size >= preload.preload_end) {
+        from = preload.preload_end;
+        log->records = preload.preload_records;
+        log->preload_kept = preload.preload_records;
+    } else if (preload.preloaded || map->len > 0) {
+        kvmap_free(map);
     }
-    uint64_t size = (uint64_t)st.st_size;
-    unsigned char *buf = malloc(size ? size : 1);
-    if (buf == NULL) {
-        snprintf(errbuf, errlen, "out of memory reading %s (%llu bytes)", log->path,
-                 (unsigned long long)size);
-        goto fail;
-    }
-    int rd = read_all(fd, buf, size);
-    if (rd < 0) {
-        snprintf(errbuf, errlen, "cannot read %s: %s", log->path, strerror(errno));
-        free(buf);
-        goto fail;
-    }
-    uint64_t valid_end = 0;
-    int rc = replay(buf, size, map, &valid_end, &log->records, errbuf, errlen);
-    free(buf);
-    if (rc != 0)
-        goto fail;
+    uint64_t size = 0, valid_end = 0;
+    if (replay_from(fd, log->path, from, map, &size, &valid_end, &log->records, errbuf, errlen) !=
+        0)
+        goto fail; /* whatever the reason, the service cannot open its state */
     log->truncated = size - valid_end;
     if (valid_end < size) {
         /* A torn or corrupt tail: cut it away and make the cut durable. */
