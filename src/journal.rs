@@ -128,8 +128,11 @@ impl Journal {
 
     /// Remove the journal; removing a missing one succeeds.
     pub fn delete(path: &Path) -> Result<()> {
+        // No directory fsync: a journal that a power cut brings back names
+        // processes that died with the machine, and recovery signals only
+        // processes older than the journal, so it clears it and goes on.
         match fs::remove_file(path) {
-            Ok(()) => sync_dir(parent_dir(path)),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("cannot delete journal", path, e)),
         }

@@ -117,8 +117,7 @@ impl DataDirLock {
                 file: Some(file),
                 generation: 0,
             };
-            lock.write_pidfile()?;
-            lock.generation = bump_generation(&lock.dir)?;
+            lock.generation = lock.write_pidfile_and_generation()?;
             return Ok(lock);
         }
     }
@@ -180,9 +179,10 @@ impl DataDirLock {
         &self.dir
     }
 
-    /// Remove the pidfile (fsyncing the directory), then drop the flock.
-    /// The lock is released even when removing the pidfile fails: a
-    /// leftover pidfile is harmless, a lock nobody owns is not.
+    /// Remove the pidfile, then drop the flock. The lock is released even
+    /// when removing the pidfile fails: a leftover pidfile is harmless, a
+    /// lock nobody owns is not. For the same reason the removal is not
+    /// fsynced: it is on the handoff's critical path (before SealComplete).
     pub fn release(mut self) -> Result<()> {
         self.release_inner()
     }
@@ -193,7 +193,7 @@ impl DataDirLock {
         };
         let pidfile = self.dir.join(PIDFILE);
         let removed = match fs::remove_file(&pidfile) {
-            Ok(()) => sync_dir(&self.dir),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("cannot remove pidfile", &pidfile, e)),
         };
@@ -205,13 +205,25 @@ impl DataDirLock {
         removed.and(unlocked)
     }
 
-    fn write_pidfile(&self) -> Result<()> {
-        let pidfile = self.dir.join(PIDFILE);
+    /// Write our pid to the pidfile and the next generation to its file,
+    /// each atomically (DESIGN §4), with one directory fsync for both
+    /// renames: the successor does this between Begin and Ready.
+    fn write_pidfile_and_generation(&self) -> Result<u64> {
+        let next = next_generation(&self.dir)?;
         replace_durably(
             &self.dir,
-            &pidfile,
-            format!("{}\n", std::process::id()).as_bytes(),
-        )
+            &[
+                (
+                    self.dir.join(PIDFILE),
+                    format!("{}\n", std::process::id()).into_bytes(),
+                ),
+                (
+                    self.dir.join(GENERATION_FILE),
+                    format!("{next}\n").into_bytes(),
+                ),
+            ],
+        )?;
+        Ok(next)
     }
 }
 
@@ -244,9 +256,9 @@ fn is_current_inode(file: &File, path: &Path) -> Result<bool> {
     }
 }
 
-/// Read the generation (0 when there is none yet), add one, and store it
-/// durably. Called only while holding the flock.
-fn bump_generation(dir: &Path) -> Result<u64> {
+/// The generation after the stored one (0 when there is none yet). Called
+/// only while holding the flock; the caller stores it.
+fn next_generation(dir: &Path) -> Result<u64> {
     let path = dir.join(GENERATION_FILE);
     let current = match fs::read_to_string(&path) {
         Ok(text) => parse_generation(&text).map_err(|reason| {
@@ -260,15 +272,13 @@ fn bump_generation(dir: &Path) -> Result<u64> {
         Err(e) => return Err(Error::io("cannot read generation file", &path, e)),
     };
     // A wrapped fencing token would let a stale holder pass as current.
-    let next = current.checked_add(1).ok_or_else(|| {
+    current.checked_add(1).ok_or_else(|| {
         Error::io(
             "generation file",
             &path,
             std::io::Error::new(ErrorKind::InvalidData, "the generation is at u64::MAX"),
         )
-    })?;
-    replace_durably(dir, &path, format!("{next}\n").as_bytes())?;
-    Ok(next)
+    })
 }
 
 fn parse_generation(text: &str) -> std::result::Result<u64, String> {
@@ -281,15 +291,19 @@ fn parse_generation(text: &str) -> std::result::Result<u64, String> {
         .map_err(|_| format!("{digits} does not fit in 64 bits"))
 }
 
-/// Write `<path>.tmp`, fsync it, rename it over `path`, fsync `dir`.
-fn replace_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    let written = write_synced(&tmp, bytes).and_then(|()| {
-        fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into", path, e))
-    });
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
+/// For each file: write `<path>.tmp`, fsync it, rename it over `path`; then
+/// fsync `dir` once. Readers see the old or the new content of each file,
+/// never a partial one.
+fn replace_durably(dir: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    for (path, bytes) in files {
+        let tmp = tmp_path(path);
+        let written = write_synced(&tmp, bytes).and_then(|()| {
+            fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into", path, e))
+        });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
     sync_dir(dir)
 }
