@@ -30,7 +30,7 @@ mod load;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -390,27 +390,26 @@ fn a_handoff_at_the_descriptor_limit() {
         for _ in 0..CLIENTS {
             let stream = TcpStream::connect(bench.addr).expect("connect");
             (&stream).write_all(b"PING\n").unwrap();
-            clients.push((BufReader::new(stream), None::<String>));
+            stream.set_nonblocking(true).unwrap();
+            clients.push(Client {
+                reader: BufReader::new(stream),
+                line: String::new(),
+                answered: false,
+            });
         }
-        std::thread::sleep(Duration::from_millis(500));
-        let mut answered = 0;
-        for (reader, answer) in &mut clients {
-            reader
-                .get_ref()
-                .set_read_timeout(Some(Duration::from_millis(10)))
-                .unwrap();
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_ok() && line.ends_with('\n') {
-                *answer = Some(line.trim_end().to_string());
-                answered += 1;
-            }
-        }
-        let at_limit = fd_count(first);
+        // Which clients were accepted: those answered once the incumbent
+        // has settled, its answers and its descriptors unchanged for a
+        // while. A slow incumbent may accept a client well before it
+        // answers it: one classified too early would look queued.
+        let (answered, at_limit) = settle(&mut clients, first, lang);
         assert!(
             answered < CLIENTS && at_limit as u64 >= LIMIT - 2,
             "{}: not at the limit: {answered} answered, {at_limit} descriptors",
             lang.tag()
         );
+        for client in &clients {
+            client.reader.get_ref().set_nonblocking(false).unwrap();
+        }
 
         let mut verdicts = Vec::new();
         if lang == Lang::C {
@@ -483,11 +482,10 @@ fn a_handoff_at_the_descriptor_limit() {
         // The clients accepted before: closed by the drain when committed
         // (they read EOF); after a rollback they still hold the incumbent's
         // descriptors, and close them now, as real clients eventually do.
-        let (accepted, queued): (Vec<_>, Vec<_>) = clients
-            .into_iter()
-            .partition(|(_, answer)| answer.is_some());
+        let (accepted, queued): (Vec<_>, Vec<_>) =
+            clients.into_iter().partition(|client| client.answered);
         if committed {
-            for (mut reader, _) in accepted {
+            for Client { mut reader, .. } in accepted {
                 reader
                     .get_ref()
                     .set_read_timeout(Some(Duration::from_secs(10)))
@@ -507,12 +505,17 @@ fn a_handoff_at_the_descriptor_limit() {
         // Every queued client is answered, by whoever serves now; each
         // closes its connection once answered, freeing a descriptor.
         let late = queued.len();
-        for (mut reader, _) in queued {
+        for Client {
+            mut reader,
+            mut line,
+            ..
+        } in queued
+        {
             reader
                 .get_ref()
                 .set_read_timeout(Some(Duration::from_secs(20)))
                 .unwrap();
-            let mut line = String::new();
+            // `line` holds what came before, if anything.
             reader.read_line(&mut line).unwrap_or_else(|e| {
                 panic!(
                     "{}: a queued client got no answer: {e}\n{}",
@@ -541,6 +544,86 @@ fn a_handoff_at_the_descriptor_limit() {
             verdicts.concat(),
         ));
     }
+}
+
+/// A client of the descriptor-limit test: its PING sent, its answer read
+/// into `line` (a part of it, until `answered`).
+struct Client {
+    reader: BufReader<TcpStream>,
+    line: String,
+    answered: bool,
+}
+
+/// Read what the non-blocking `clients` were answered until the incumbent
+/// `pid` has settled: the number of answered clients and its descriptor
+/// count both unchanged for `QUIET`. Both counts, at the end.
+fn settle(clients: &mut [Client], pid: u32, lang: Lang) -> (usize, usize) {
+    const QUIET: Duration = Duration::from_millis(1000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (usize::MAX, usize::MAX);
+    let mut since = Instant::now();
+    loop {
+        for client in clients.iter_mut().filter(|c| !c.answered) {
+            match client.reader.read_line(&mut client.line) {
+                // read_line keeps what it read before WouldBlock in `line`.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Ok(_) if client.line.ends_with('\n') => client.answered = true,
+                other => panic!(
+                    "{}: a client was closed or failed before the handoff: {other:?}, \
+                     read {:?}",
+                    lang.tag(),
+                    client.line
+                ),
+            }
+        }
+        let answered = clients.iter().filter(|c| c.answered).count();
+        let now = (answered, fd_count(pid));
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= QUIET {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: the incumbent never settled: {answered} answered, {} descriptors",
+            lang.tag(),
+            now.1
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// handoff-supervisor, to be given its arguments, with `listener` at fd 3
+/// as systemd's socket activation passes it (LISTEN_FDS, LISTEN_FDNAMES =
+/// the config's listener name `kv`, LISTEN_PID): as in
+/// tests/supervisor_cli.rs, a shell that execs the supervisor knows the pid
+/// it will have. The port stays bound from the test's bind on.
+fn activated_supervisor(listener: &TcpListener) -> Process {
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut command = Process::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
+        .arg(SUPERVISOR)
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "kv");
+    // SAFETY: between fork and exec only dup2 and fcntl, async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
 }
 
 /// handoff-supervisor run as users run it, in a process group of its own.
@@ -651,12 +734,10 @@ fn soak_handoffs_under_load() {
             )
         })
         .collect();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Passed to the supervisor bound (socket activation): no other process
+    // can take the port between this bind and the supervisor's start.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
     let config = path("kv.toml");
     fs::write(
         &config,
@@ -686,7 +767,7 @@ drain_grace_secs = 5
     )
     .unwrap();
     let log = fs::File::create(path("supervisor.log")).unwrap();
-    let child = Process::new(SUPERVISOR)
+    let child = activated_supervisor(&listener)
         .args(["run", "--config"])
         .arg(&config)
         .stdin(Stdio::null())
@@ -695,12 +776,18 @@ drain_grace_secs = 5
         .process_group(0)
         .spawn()
         .expect("handoff-supervisor run");
+    drop(listener);
     let supervisor = RunningSupervisor { child, config };
     let deadline = Instant::now() + Duration::from_secs(20);
     while pong(addr).is_none() {
         assert!(Instant::now() < deadline, "the service did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let text = fs::read_to_string(path("supervisor.log")).unwrap_or_default();
+    assert!(
+        text.contains("adopted from systemd"),
+        "the supervisor did not adopt the listener passed to it:\n{text}"
+    );
     let tail = |name: &str| {
         let text = fs::read_to_string(path(name)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
