@@ -53,6 +53,9 @@ type kvLog struct {
 	size      int64  // end of the last whole record
 	records   uint64 // whole records: the revision
 	truncated int64  // torn tail cut away by open
+	// keptPreload: open went on from a preload (replaying only what was
+	// appended after it) instead of replaying everything.
+	keptPreload bool
 
 	sync    sync.Mutex
 	synced  int64 // every byte before this is on disk
@@ -60,11 +63,61 @@ type kvLog struct {
 	done    *sync.Cond
 }
 
-// openLog opens (creating) <dir>/kv.log, replays every valid record into
+// logPreload is what preloadLog read, for openLog to go on from.
+type logPreload struct {
+	dev, ino uint64            // the file read
+	end      int64             // end of the last valid record read
+	records  uint64            // records replayed
+	table    map[string]string // what they set
+}
+
+// preloadLog is a successor's warm-up, before the handoff begins: it
+// replays the valid records of <dir>/kv.log as they are now, read-only and
+// without the lock (the incumbent still appends; nothing is created or
+// cut: a torn or corrupt record just ends the preload). No log yet is
+// nothing to preload: nil, nil. A record with a good checksum but content
+// this format does not allow is an error, as on open.
+func preloadLog(dir string) (*logPreload, error) {
+	path := filepath.Join(dir, logFile)
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &unreadableLogError{fmt.Errorf("cannot open %s: %w", path, err)}
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, &unreadableLogError{fmt.Errorf("cannot stat %s: %w", path, err)}
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, fmt.Errorf("cannot stat %s: no device and inode", path)
+	}
+	table, end, records, err := replayFrom(f, path, 0, info.Size(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &logPreload{
+		dev: uint64(st.Dev), ino: uint64(st.Ino),
+		end: end, records: records, table: table,
+	}, nil
+}
+
+// openLog opens (creating) <dir>/kv.log, replays every valid record into a
 // table (later records win) and cuts a torn or corrupt tail away. A record
 // with a good checksum but content this format does not allow is another
 // format: an error, and nothing is changed.
-func openLog(dir string, table map[string]string) (*kvLog, error) {
+//
+// Given a preload (nil: none), it goes on from it if the file is the one
+// preloaded (same device and inode) and still holds every byte it read (at
+// least pre.end long): the preload's table is kept and only the records
+// after pre.end are replayed into it. The log is only ever appended to, and
+// an append is only ever cut back to the end of a whole record, so the bytes
+// before pre.end cannot have changed. Otherwise everything is replayed into
+// a fresh table. Either way the preload is used up.
+func openLog(dir string, pre *logPreload) (*kvLog, map[string]string, error) {
 	path := filepath.Join(dir, logFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	created := false
@@ -73,90 +126,165 @@ func openLog(dir string, table map[string]string) (*kvLog, error) {
 		created = err == nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot open %s: %w", path, err)
+		return nil, nil, fmt.Errorf("cannot open %s: %w", path, err)
 	}
 	l := &kvLog{path: path, dir: dir, f: f, fd: int(f.Fd())}
 	l.done = sync.NewCond(&l.sync)
-	if err := l.load(created, table); err != nil {
+	table, err := l.load(created, pre)
+	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return l, nil
+	return l, table, nil
 }
 
-func (l *kvLog) load(created bool, table map[string]string) error {
+func (l *kvLog) load(created bool, pre *logPreload) (map[string]string, error) {
 	if created {
 		if err := l.f.Sync(); err != nil {
-			return fmt.Errorf("cannot fsync new %s: %w", l.path, err)
+			return nil, fmt.Errorf("cannot fsync new %s: %w", l.path, err)
 		}
 		if err := syncDir(l.dir); err != nil {
-			return fmt.Errorf("cannot fsync %s: %w", l.dir, err)
+			return nil, fmt.Errorf("cannot fsync %s: %w", l.dir, err)
 		}
 	}
 	info, err := l.f.Stat()
 	if err != nil {
-		return fmt.Errorf("cannot stat %s: %w", l.path, err)
+		return nil, fmt.Errorf("cannot stat %s: %w", l.path, err)
 	}
-	buf := make([]byte, info.Size())
-	n, err := l.f.ReadAt(buf, 0)
-	if err != nil && err != io.EOF {
-		return fmt.Errorf("cannot read %s: %w", l.path, err)
+	size := info.Size()
+	var table map[string]string // nil: replay everything into a fresh one
+	from := int64(0)
+	if pre != nil {
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if ok && uint64(st.Dev) == pre.dev && uint64(st.Ino) == pre.ino && size >= pre.end {
+			table, from = pre.table, pre.end
+			l.records, l.keptPreload = pre.records, true
+		}
+		pre.table = nil // kept, or garbage
 	}
-	buf = buf[:n] // shrank under us: parse what there is
-	end, records, err := replay(buf, table)
+	table, end, records, err := replayFrom(l.f, l.path, from, size, table)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if end < int64(info.Size()) {
+	if end < size {
 		// A torn or corrupt tail: cut it away, durably.
 		if err := l.f.Truncate(end); err != nil {
-			return fmt.Errorf("cannot truncate the torn tail of %s: %w", l.path, err)
+			return nil, fmt.Errorf("cannot truncate the torn tail of %s: %w", l.path, err)
 		}
 		if err := l.f.Sync(); err != nil {
-			return fmt.Errorf("cannot truncate the torn tail of %s: %w", l.path, err)
+			return nil, fmt.Errorf("cannot truncate the torn tail of %s: %w", l.path, err)
 		}
-		l.truncated = info.Size() - end
+		l.truncated = size - end
 	}
-	l.size, l.synced, l.records = end, end, records
-	return nil
+	l.records += records
+	l.size, l.synced = end, end
+	return table, nil
 }
 
-// replay reads records until the first one that is not whole and valid,
-// and says where the valid ones end.
-func replay(buf []byte, table map[string]string) (end int64, records uint64, err error) {
+// replayFrom replays f's records from offset from (the end of a valid
+// record) up to size into table (nil: a fresh one), and says where the
+// valid ones end and how many there were. The file is read in one go; if
+// it shrank under us, what there is is parsed.
+func replayFrom(f *os.File, path string, from, size int64, table map[string]string) (
+	map[string]string, int64, uint64, error) {
+	if size <= from {
+		if table == nil {
+			table = map[string]string{}
+		}
+		return table, from, 0, nil
+	}
+	buf := make([]byte, size-from)
+	n, err := f.ReadAt(buf, from)
+	if err != nil && err != io.EOF {
+		return nil, 0, 0, &unreadableLogError{fmt.Errorf("cannot read %s: %w", path, err)}
+	}
+	table, valid, records, err := replay(buf[:n], from, table)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return table, from + valid, records, nil
+}
+
+// countRecords is how many records buf seems to hold, going by their
+// lengths alone: at least the number of valid ones.
+func countRecords(buf []byte) int {
+	count, off := 0, 0
+	for len(buf)-off >= recHeader {
+		bodyLen := int(binary.LittleEndian.Uint32(buf[off:]))
+		if bodyLen < minBodyLength || bodyLen > maxBodyLength || len(buf)-off-recHeader < bodyLen {
+			break
+		}
+		count++
+		off += recHeader + bodyLen
+	}
+	return count
+}
+
+// replay reads the records in buf, the log's bytes from offset base, until
+// the first one that is not whole and valid, into table (nil: a fresh one),
+// and says how long the valid ones are and how many there were.
+//
+// Speed: a fresh table is made with room for every record, so that it never
+// grows (and rehashes) on the way; if most records overwrote others, it is
+// copied into one of the right size at the end, so that the memory kept
+// follows the number of keys, not of records. A record's key and value
+// share one allocation.
+func replay(buf []byte, base int64, table map[string]string) (map[string]string, int64, uint64, error) {
+	hint := 0
+	if table == nil {
+		hint = countRecords(buf)
+		table = make(map[string]string, hint)
+	}
 	off := 0
+	records := uint64(0)
 	for {
 		if len(buf)-off < recHeader {
-			return int64(off), records, nil // the end, or a torn header
+			break // the end, or a torn header
 		}
 		bodyLen := int(binary.LittleEndian.Uint32(buf[off:]))
 		if bodyLen < minBodyLength || bodyLen > maxBodyLength {
-			return int64(off), records, nil // a torn or zero-filled tail
+			break // a torn or zero-filled tail
 		}
 		if len(buf)-off-recHeader < bodyLen {
-			return int64(off), records, nil // a torn body
+			break // a torn body
 		}
 		body := buf[off+recHeader : off+recHeader+bodyLen]
 		if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(buf[off+4:]) {
-			return int64(off), records, nil // corrupt: cut here
+			break // corrupt: cut here
 		}
 		keyLen := int(binary.LittleEndian.Uint16(body[9:]))
 		valueLen := int(binary.LittleEndian.Uint16(body[11:]))
 		if body[0] != opSet || bodyLen != recBodyFixed+keyLen+valueLen ||
 			!validItem(body[recBodyFixed:recBodyFixed+keyLen]) ||
 			!validItem(body[recBodyFixed+keyLen:]) {
-			return 0, 0, fmt.Errorf("record at offset %d has a valid checksum but is not a SET "+
+			return nil, 0, 0, fmt.Errorf("record at offset %d has a valid checksum but is not a SET "+
 				"record of this format (op %d, key %d bytes, value %d bytes): refusing to open",
-				off, body[0], keyLen, valueLen)
+				base+int64(off), body[0], keyLen, valueLen)
 		}
-		key := string(body[recBodyFixed : recBodyFixed+keyLen])
-		table[key] = string(body[recBodyFixed+keyLen:])
+		item := string(body[recBodyFixed:]) // key then value
+		table[item[:keyLen]] = item[keyLen:]
 		records++
 		off += recHeader + bodyLen
 	}
+	if hint > 0 && len(table) < hint/2 {
+		sized := make(map[string]string, len(table))
+		for k, v := range table {
+			sized[k] = v
+		}
+		table = sized
+	}
+	return table, int64(off), records, nil
 }
 
 // errCutBack: a failed append could not be cut back out of the log.
+// unreadableLogError: the log could not be opened, stat'ed or read (as
+// opposed to a record of another format). A preload that meets one just
+// does not happen; opening after the lock decides whether it matters.
+type unreadableLogError struct{ err error }
+
+func (e *unreadableLogError) Error() string { return e.err.Error() }
+func (e *unreadableLogError) Unwrap() error { return e.err }
+
 var errCutBack = errors.New("cannot cut a failed write out of the log")
 
 // appendSet appends one SET record (not yet durable: see waitDurable) and

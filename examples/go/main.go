@@ -247,8 +247,9 @@ func coldListener(inherited *handoff.Inherited, listen string) (net.Listener, er
 	return ln, nil
 }
 
-// startSuccessor: handshake, Begin, then (and only then) listener, lock,
-// log, Ready. A handoff that ends before Begin leaves the data dir alone.
+// startSuccessor: preload, handshake, Begin, then (and only then)
+// listener, lock, the rest of the log, Ready. A handoff that ends before
+// Begin leaves the data dir alone (the preload only reads it).
 func (s *server) startSuccessor(inherited *handoff.Inherited, o options) error {
 	successor, err := handoff.NewSuccessor(inherited)
 	inherited.Close()
@@ -256,6 +257,9 @@ func (s *server) startSuccessor(inherited *handoff.Inherited, o options) error {
 		return err
 	}
 	defer successor.Close()
+	if err := s.preloadState(); err != nil {
+		return err
+	}
 	if _, err := successor.Handshake(context.Background(), []byte(buildID)); err != nil {
 		return fmt.Errorf("handshake with the supervisor: %w", err)
 	}

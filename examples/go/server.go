@@ -40,6 +40,9 @@ type server struct {
 	table map[string]string
 	log   *kvLog
 
+	// A successor's preload (nil: none), used up by the next openState.
+	preload *logPreload
+
 	// connsMu guards the connections, the accept loop and the drain.
 	connsMu       sync.Mutex
 	conns         map[*conn]struct{} // live: not yet lingering
@@ -57,12 +60,19 @@ func newServer(dataDir string) *server {
 	return &server{dataDir: dataDir, table: map[string]string{}, conns: map[*conn]struct{}{}}
 }
 
-// openState opens and replays the log into a fresh table.
+// openState opens and replays the log into a fresh table, or goes on from
+// the preload if there is one (see openLog).
 func (s *server) openState() error {
-	table := map[string]string{}
-	l, err := openLog(s.dataDir, table)
+	pre := s.preload
+	s.preload = nil // used up: a later open (resume after abort) replays everything
+	l, table, err := openLog(s.dataDir, pre)
 	if err != nil {
 		return err
+	}
+	if pre != nil && l.keptPreload {
+		say("kept %d preloaded record(s), replayed %d appended since", pre.records, l.records-pre.records)
+	} else if pre != nil {
+		say("the log changed under the preload: replayed all %d record(s)", l.records)
 	}
 	if l.truncated > 0 {
 		say("truncated a torn tail of %d bytes from %s", l.truncated, l.path)
@@ -70,6 +80,31 @@ func (s *server) openState() error {
 	s.mu.Lock()
 	s.table, s.log = table, l
 	s.mu.Unlock()
+	return nil
+}
+
+// preloadState replays the incumbent's log read-only while it still
+// serves, so that after the seal only the records appended since are left
+// to replay: nobody is accepted between the drain and Ready, and this keeps
+// that short. A successor does it before the handshake, because the
+// supervisor drains the incumbent as soon as the successor's Hello arrives.
+func (s *server) preloadState() error {
+	started := time.Now()
+	pre, err := preloadLog(s.dataDir)
+	var unreadable *unreadableLogError
+	if errors.As(err, &unreadable) {
+		say("no preload (the whole log is replayed after the lock): %v", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("preloading the log: %w", err)
+	}
+	s.preload = pre
+	records := uint64(0)
+	if pre != nil {
+		records = pre.records
+	}
+	say("preloaded %d record(s) in %d ms", records, time.Since(started).Milliseconds())
 	return nil
 }
 
