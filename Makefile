@@ -44,7 +44,7 @@ $(DEV_PC_DIR)/handoff.pc: Cargo.toml Makefile
 deps:
 	scripts/install-deps.sh
 
-test: deps build test-rust test-c test-sanitize test-crash test-python test-go test-demo lint
+test: deps build test-rust test-c test-sanitize test-fuzz test-crash test-python test-go test-demo lint
 
 # tests/limits.rs (10,000 idle connections, the descriptor limit, a short
 # soak) runs the C, Python and Go example services: hence build and venv.
@@ -100,11 +100,12 @@ test-asan: build
 test-valgrind: build
 	HANDOFF_C_VALGRIND=1 $(CARGO) test --release --test handoff_c
 
-# Coverage-guided fuzzing (fuzz/, nightly + cargo-fuzz), FUZZ_SECS per
-# target, then the Go binding's decoder. Not part of `make test`, which
-# replays the corpus instead (tests/fuzz_regressions.rs, FuzzDecode's seeds).
-FUZZ_SECS ?= 15
-test-fuzz:
+# Coverage-guided fuzzing (fuzz/, libFuzzer; scripts/fuzz.sh): FUZZ_SECS per
+# target, then the Go binding's decoder. `make test` runs it for a few
+# seconds on the stable toolchain; the long runs of docs/reliability.md use
+# FUZZ_SANITIZER=address (nightly, AddressSanitizer).
+FUZZ_SECS ?= 10
+test-fuzz: build
 	scripts/fuzz.sh $(FUZZ_SECS)
 	cd bindings/go && $(GO_ENV) $(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_SECS)s
 
@@ -149,7 +150,7 @@ examples-go: lib $(DEV_PC_DIR)/handoff.pc
 	cd examples/go && $(GO_ENV) $(GO) build -o build/kv-go .
 
 test-go: build examples-go
-	cd examples/go && $(GO_ENV) $(GO) vet ./...
+	cd examples/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test -count=1 ./...
 	cd bindings/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) vet -tags handoff_gcstress ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 -tags handoff_gcstress ./...

@@ -1,22 +1,49 @@
 #!/bin/sh
-# Coverage-guided fuzzing of the decoders (fuzz/, cargo-fuzz + libFuzzer).
+# Coverage-guided fuzzing of the decoders (fuzz/, libFuzzer through
+# libfuzzer-sys), built with plain cargo: no cargo-fuzz needed.
 #
 #   scripts/fuzz.sh [SECONDS [TARGET...]]
 #
-# Runs each target (default: all four) for SECONDS (default 15) on one core,
-# its corpus in fuzz/corpus/TARGET seeded from the golden vectors of
-# tests/vectors and the committed regressions of fuzz/regressions/TARGET.
-# A crash is written to fuzz/artifacts/TARGET/ and fails the script: copy it
+# Runs each target (default: all four) for SECONDS (default 15) on one core.
+# Its working corpus is fuzz/corpus/TARGET (ignored by git), seeded from the
+# golden vectors of tests/vectors; it also reads the committed, minimised
+# corpus fuzz/seeds/TARGET and the regressions fuzz/regressions/TARGET. A
+# crash is written to fuzz/artifacts/TARGET/ and fails the script: copy it
 # to fuzz/regressions/TARGET/ (tests/fuzz_regressions.rs replays that
-# directory in `cargo test`) and fix the bug. Needs the nightly toolchain and
-# cargo-fuzz (`cargo install cargo-fuzz --locked`).
+# directory in `cargo test`) and fix the bug.
+#
+# FUZZ_SANITIZER=none (default): the stable toolchain, coverage only; the
+#   properties in fuzz/src/lib.rs, Rust's own checks, debug assertions and
+#   overflow checks find the bugs. `make test` runs it for a few seconds.
+# FUZZ_SANITIZER=address: the nightly toolchain with AddressSanitizer (and
+#   LeakSanitizer), for the unsafe code behind the C ABI; the long runs.
 set -eu
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 SECONDS_EACH=${1:-15}
 [ $# -gt 0 ] && shift
 TARGETS=${*:-frame_reader message_decode journal_read ffi_decode}
-CARGO_FUZZ=${CARGO_FUZZ:-cargo +nightly fuzz}
+SANITIZER=${FUZZ_SANITIZER:-none}
+CARGO=${CARGO:-cargo}
+
+# The flags cargo-fuzz uses: libFuzzer's coverage instrumentation.
+FLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4"
+FLAGS="$FLAGS -Cllvm-args=-sanitizer-coverage-inline-8bit-counters"
+FLAGS="$FLAGS -Cllvm-args=-sanitizer-coverage-pc-table"
+FLAGS="$FLAGS -Cllvm-args=-sanitizer-coverage-trace-compares"
+FLAGS="$FLAGS -Cdebug-assertions -Coverflow-checks"
+case $SANITIZER in
+none) TOOLCHAIN=+stable ;;
+address) TOOLCHAIN=+nightly FLAGS="$FLAGS -Zsanitizer=address" ;;
+*) echo "FUZZ_SANITIZER must be none or address, not $SANITIZER" >&2; exit 2 ;;
+esac
+# An explicit --target keeps the instrumentation out of build scripts.
+HOST=$(rustc $TOOLCHAIN -vV | sed -n 's/^host: //p')
+BUILD="$TOP/target/fuzz-$SANITIZER"
+
+echo "== building the fuzz targets ($SANITIZER, $TOOLCHAIN)"
+(cd "$TOP/fuzz" && RUSTFLAGS="$FLAGS" $CARGO $TOOLCHAIN build --release --bins \
+    --target "$HOST" --target-dir "$BUILD")
 
 # seed DIR TARGET: the vectors, shaped as TARGET reads its input.
 seed() {
@@ -37,22 +64,28 @@ seed() {
         done
         { printf '\003'; cat "$TOP"/tests/vectors/frames/*.bin; } >"$dir/all-frames.stream" ;;
     esac
-    if [ -d "$TOP/fuzz/regressions/$target" ]; then
-        cp "$TOP/fuzz/regressions/$target"/* "$dir"/ 2>/dev/null || true
-    fi
 }
 
-cd "$TOP"
 status=0
 for target in $TARGETS; do
     corpus="$TOP/fuzz/corpus/$target"
     seed "$corpus" "$target"
-    echo "== $target: ${SECONDS_EACH}s, corpus $(ls "$corpus" | wc -l) inputs"
+    mkdir -p "$TOP/fuzz/artifacts/$target"
+    extra=""
+    for d in "$TOP/fuzz/seeds/$target" "$TOP/fuzz/regressions/$target"; do
+        [ -d "$d" ] && extra="$extra $d"
+    done
+    echo "== $target: ${SECONDS_EACH}s, corpus $(ls "$corpus" | wc -l) inputs +$extra"
     # -rss_limit_mb: a frame may legitimately be 1 MiB, keep headroom.
-    if ! $CARGO_FUZZ run "$target" "$corpus" -- \
-        -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -print_final_stats=1; then
+    # shellcheck disable=SC2086 # $extra is a list of directories
+    if ! "$BUILD/$HOST/release/$target" "$corpus" $extra \
+        -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -print_final_stats=1 \
+        -artifact_prefix="$TOP/fuzz/artifacts/$target/" 2>"$BUILD/$target.log"; then
+        tail -n 40 "$BUILD/$target.log"
         echo "== $target FAILED: see fuzz/artifacts/$target/"
         status=1
+    else
+        grep -E '^stat::number_of_executed_units|^#[0-9]+ *DONE' "$BUILD/$target.log" || true
     fi
 done
 exit $status
