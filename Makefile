@@ -135,7 +135,8 @@ test-python: build venv
 	$(PY_VENV)/bin/ruff format --check bindings/python examples/python
 	cd examples/demo && $(PY_VENV)/bin/ruff check . && $(PY_VENV)/bin/ruff format --check .
 	$(PY_VENV)/bin/mypy --strict bindings/python/src/handoff
-	cd examples/python && $(PY_VENV)/bin/mypy --strict kv.py kvlog.py
+	cd examples/python && $(PY_VENV)/bin/mypy --strict kv.py kvlog.py test_kvlog.py
+	$(PY_VENV)/bin/python -m pytest -q examples/python/test_kvlog.py
 	cd bindings/python && HANDOFF_LIBRARY=$(TARGET)/libhandoff.so $(PY_VENV)/bin/python -m pytest -q
 
 # The Go binding (bindings/go) and the Go example (examples/go, built to

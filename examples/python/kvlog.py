@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+from dataclasses import dataclass
 
 LOG_FILE = "kv.log"
 OP_SET = 1
@@ -21,31 +22,68 @@ _HEADER = struct.Struct("<II")
 _BODY = struct.Struct("<BQHH")
 
 
-def _crc_table() -> list[int]:
+def _crc_tables() -> list[list[int]]:
+    """Slicing-by-16: tables[0] is the usual byte table; tables[k][b] is the
+    register's change from byte b followed by k zero bytes."""
     table = []
     for n in range(256):
         c = n
         for _ in range(8):
             c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
         table.append(c)
-    return table
+    tables = [table]
+    for _ in range(15):
+        tables.append([table[c & 0xFF] ^ (c >> 8) for c in tables[-1]])
+    return tables
 
 
-_CRC_TABLE = _crc_table()
+_CRC_TABLES = _crc_tables()
+# 16 bytes a step: the first 4 as one word (the register is xored into them),
+# then 12 single bytes. Replay checks every record's CRC; a step of 16 bytes
+# takes about half the time of 16 steps of the byte loop.
+_CRC_BLOCK = struct.Struct("<I12B")
 
 
 def crc32c(data: bytes, crc: int = 0) -> int:
-    """CRC-32C (Castagnoli), reflected; ``crc32c(b"123456789") == 0xE3069283``."""
+    """CRC-32C (Castagnoli), reflected; ``crc32c(b"123456789") == 0xE3069283``.
+    Start with ``crc = 0``; feed pieces by passing the previous result."""
+    t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15 = _CRC_TABLES
     crc ^= 0xFFFFFFFF
-    table = _CRC_TABLE
-    for byte in data:
-        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    whole = len(data) & ~15
+    if whole:
+        for block in _CRC_BLOCK.iter_unpack(memoryview(data)[:whole]):
+            w, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15 = block
+            w ^= crc
+            crc = (
+                t15[w & 0xFF]
+                ^ t14[(w >> 8) & 0xFF]
+                ^ t13[(w >> 16) & 0xFF]
+                ^ t12[w >> 24]
+                ^ t11[b4]
+                ^ t10[b5]
+                ^ t9[b6]
+                ^ t8[b7]
+                ^ t7[b8]
+                ^ t6[b9]
+                ^ t5[b10]
+                ^ t4[b11]
+                ^ t3[b12]
+                ^ t2[b13]
+                ^ t1[b14]
+                ^ t0[b15]
+            )
+    for byte in data[whole:]:
+        crc = t0[(crc ^ byte) & 0xFF] ^ (crc >> 8)
     return crc ^ 0xFFFFFFFF
+
+
+_ITEM_BYTES = bytes(range(0x21, 0x7F))
 
 
 def item_valid(item: bytes) -> bool:
     """A key or value: 1 to 256 bytes, each printable ASCII other than space."""
-    return 1 <= len(item) <= MAX_ITEM and all(0x21 <= b <= 0x7E for b in item)
+    # translate() deletes every allowed byte: anything left is not allowed.
+    return 1 <= len(item) <= MAX_ITEM and not item.translate(None, _ITEM_BYTES)
 
 
 def encode_record(generation: int, key: bytes, value: bytes) -> bytes:
@@ -63,9 +101,11 @@ class FatalLogError(Exception):
     """A failed append that could not be cut back: the process must exit."""
 
 
-def replay(buf: bytes, table: dict[bytes, bytes]) -> tuple[int, int]:
-    """Replay ``buf`` into ``table`` (later records win): the end of the last
-    valid record and the number of valid records."""
+def replay(buf: bytes, table: dict[bytes, bytes], base: int = 0) -> tuple[int, int]:
+    """Replay ``buf``, the bytes of the log from offset ``base``, into
+    ``table`` (later records win): the length of the valid records at its
+    start and their number. A torn or corrupt record ends them; one with a
+    valid checksum that this format does not allow raises LogFormatError."""
     off = 0
     records = 0
     size = len(buf)
@@ -90,9 +130,9 @@ def replay(buf: bytes, table: dict[bytes, bytes]) -> tuple[int, int]:
             or not item_valid(value)
         ):
             raise LogFormatError(
-                f"record at offset {off} has a valid checksum but is not a SET record of "
-                f"this format (op {op}, key {key_len} bytes, value {value_len} bytes): "
-                "refusing to open"
+                f"record at offset {base + off} has a valid checksum but is not a SET"
+                f" record of this format (op {op}, key {key_len} bytes, value"
+                f" {value_len} bytes): refusing to open"
             )
         table[key] = value
         records += 1
@@ -107,8 +147,45 @@ def _sync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _read_range(fd: int, start: int, length: int) -> bytes:
+    """Bytes [start, start + length) of fd, or fewer if it ends first."""
+    parts = []
+    got = 0
+    while got < length:
+        part = os.pread(fd, length - got, start + got)
+        if not part:
+            break  # shrank under us: parse what was read
+        parts.append(part)
+        got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _replay_from(
+    fd: int, start: int, table: dict[bytes, bytes]
+) -> tuple[int, int, int]:
+    """Replay fd's records from byte ``start`` (the end of a valid record) to
+    its current end into ``table``: the file's size, the end of the last
+    valid record, and the number of records replayed."""
+    size = os.fstat(fd).st_size
+    if size <= start:
+        return size, start, 0
+    valid, records = replay(_read_range(fd, start, size - start), table, start)
+    return size, start + valid, records
+
+
+@dataclass
+class _Preload:
+    """What :meth:`KvLog.preload` read, for :meth:`KvLog.open` to go on from."""
+
+    table: dict[bytes, bytes]
+    dev: int
+    ino: int
+    end: int  # the end of the last valid record it read
+    records: int
+
+
 class KvLog:
-    """The open log: append, group-commit sync, close."""
+    """The open log: preload, open, append, group-commit sync, close."""
 
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
@@ -118,14 +195,51 @@ class KvLog:
         self.records = 0
         self.dirty = False
         self.truncated = 0
+        self.preload_records = 0  # replayed by the last preload
+        # Set by open: None if there was no preload to go on from, True if it
+        # went on from it, False if the log had changed under it.
+        self.preload_kept: bool | None = None
+        self._preload: _Preload | None = None
 
     @property
     def is_open(self) -> bool:
         return self.fd >= 0
 
+    def preload(self) -> int:
+        """A successor's warm-up before the handoff begins: replay the valid
+        records of the log as it is now, read-only and without the lock (the
+        incumbent still writes: nothing is created, cut or written; a torn or
+        corrupt record just ends the preload). The next :meth:`open` replays
+        only what was appended since, or everything again if the file is not
+        the one preloaded. The number of records preloaded: 0 without a log.
+        A record of another format raises LogFormatError; a log that cannot
+        be read raises OSError (the caller goes on without a preload)."""
+        self._preload = None
+        self.preload_records = 0
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0  # no log yet: nothing to preload
+        try:
+            st = os.fstat(fd)
+            table: dict[bytes, bytes] = {}
+            _size, end, records = _replay_from(fd, 0, table)
+        finally:
+            os.close(fd)
+        self._preload = _Preload(table, st.st_dev, st.st_ino, end, records)
+        self.preload_records = records
+        return records
+
     def open(self) -> dict[bytes, bytes]:
         """Open (creating it, durably, if missing) and replay: the table.
-        A torn or corrupt tail is cut away and the cut fsynced."""
+        A torn or corrupt tail is cut away and the cut fsynced. After a
+        :meth:`preload`, it goes on from the preload if the file is the one
+        preloaded (same device and inode) and still holds every byte of it:
+        the log is only appended to, and an append is only ever cut back to
+        the end of a whole record, so those bytes cannot have changed.
+        Otherwise (and on every later open) it replays everything."""
+        preload, self._preload = self._preload, None
+        self.preload_kept = None
         self.close_quietly()
         created = False
         try:
@@ -138,12 +252,18 @@ class KvLog:
             if created:
                 os.fsync(fd)
                 _sync_dir(self.data_dir)
-            size = os.fstat(fd).st_size
-            buf = os.pread(fd, size, 0) if size else b""
             table: dict[bytes, bytes] = {}
-            valid_end, records = replay(buf, table)
-            self.truncated = len(buf) - valid_end
-            if valid_end < len(buf):
+            start = records = 0
+            if preload is not None:
+                st = os.fstat(fd)
+                same_file = (st.st_dev, st.st_ino) == (preload.dev, preload.ino)
+                self.preload_kept = same_file and st.st_size >= preload.end
+                if self.preload_kept:
+                    table, start, records = preload.table, preload.end, preload.records
+            size, valid_end, replayed = _replay_from(fd, start, table)
+            records += replayed
+            self.truncated = size - valid_end
+            if valid_end < size:
                 os.ftruncate(fd, valid_end)
                 os.fsync(fd)
         except BaseException:
