@@ -6,6 +6,10 @@
 //! `bench-beyond-kv --data-dir DIR --control-socket PATH`; the listener `kv`
 //! is inherited from bench-beyond-supervisor (cold start or successor).
 //! `PONG <pid> beyond`. Exits 0 once a handoff away from it has committed.
+//!
+//! As kv-c, a successor preloads the log before its handshake (before its
+//! `Hello`, which makes the supervisor drain the incumbent) and replays
+//! only what was appended since once it holds the lock (kv_common.rs).
 
 #[path = "kv_common.rs"]
 mod kv_common;
@@ -18,7 +22,7 @@ use beyond::{
     detect_role, DataDirLock, DrainReport, Drainable, Incumbent, ReadinessSnapshot, Role,
     SealReport, StateSnapshot,
 };
-use kv_common::{fail, say, Kv};
+use kv_common::{fail, preload, say, Kv};
 
 const PROGRAM: &str = "beyond";
 
@@ -101,7 +105,7 @@ fn main() {
                 .take("kv")
                 .unwrap_or_else(|| fail(PROGRAM, "listener kv", "not inherited"));
             let lock = lock(&data_dir);
-            let kv = Kv::open(PROGRAM, &data_dir).unwrap_or_else(|e| fail(PROGRAM, "log", e));
+            let kv = Kv::open(PROGRAM, &data_dir, None).unwrap_or_else(|e| fail(PROGRAM, "log", e));
             let incumbent = Incumbent::bind_cold_start(&control, lock)
                 .unwrap_or_else(|e| fail(PROGRAM, "control socket", e));
             let address = listener
@@ -116,6 +120,9 @@ fn main() {
             (kv, incumbent, accept_loop)
         }
         Role::Successor(successor) => {
+            // While the incumbent still serves: the supervisor drains it as
+            // soon as our Hello arrives (and waits 5 s at most for it).
+            let preloaded = preload(PROGRAM, &data_dir);
             let handshook = successor
                 .handshake(b"bench-beyond-kv".to_vec())
                 .unwrap_or_else(|e| fail(PROGRAM, "handshake", e));
@@ -130,7 +137,8 @@ fn main() {
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             let lock = lock(&data_dir);
-            let kv = Kv::open(PROGRAM, &data_dir).unwrap_or_else(|e| fail(PROGRAM, "log", e));
+            let kv =
+                Kv::open(PROGRAM, &data_dir, preloaded).unwrap_or_else(|e| fail(PROGRAM, "log", e));
             let accept_loop = kv.spawn_accept_loop(listener);
             let readiness = ReadinessSnapshot {
                 listening_on: vec![format!("tcp://{address}")],

@@ -7,14 +7,22 @@
 //!
 //! The log is kv.log of examples/README.md (the same records, CRC-32C, torn
 //! tail cut away on open), so that every service in the comparison replays
-//! the same bytes when it takes over. The generation written and answered
-//! is one more than the highest one in the log when the process opened it.
+//! the same bytes when it takes over, the same way as kv-c
+//! (examples/c/kvlog.c): a successor preloads the log read-only before its
+//! handshake ([`preload`]) and, once it holds the lock, replays only what
+//! was appended since ([`Kv::open`]); the CRC-32C uses the SSE4.2
+//! instruction when the CPU has it; a table item (key and value) is one
+//! allocation, hashed with FNV-1a. The generation written and answered is one more than the
+//! highest one in the log when the process opened it.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -49,7 +57,7 @@ struct Gate {
 pub struct Kv {
     program: &'static str,
     data_dir: PathBuf,
-    map: RwLock<HashMap<String, String>>,
+    map: RwLock<Table>,
     log: Mutex<Option<File>>,
     records: AtomicU64,
     generation: u64,
@@ -58,8 +66,12 @@ pub struct Kv {
     changed: Condvar,
 }
 
+/// One line on stderr, written with one write(2): the generations of a
+/// handoff share the pipe that benches/compare reads, and `eprintln!`
+/// writes a line in pieces that theirs could come between.
 pub fn say(program: &str, message: std::fmt::Arguments<'_>) {
-    eprintln!("{program}[{}] {message}", std::process::id());
+    let line = format!("{program}[{}] {message}\n", std::process::id());
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 pub fn fail(program: &str, what: &str, error: impl std::fmt::Display) -> ! {
@@ -68,9 +80,15 @@ pub fn fail(program: &str, what: &str, error: impl std::fmt::Display) -> ! {
 }
 
 impl Kv {
-    /// Open and replay the log in `data_dir` (the caller holds the lock).
-    pub fn open(program: &'static str, data_dir: &Path) -> std::io::Result<Arc<Kv>> {
-        let (log, replayed) = open_log(data_dir)?;
+    /// Open and replay the log in `data_dir` (the caller holds the lock),
+    /// going on from `preload` (a successor's, see [`preload`]) if the log
+    /// is still the file it read.
+    pub fn open(
+        program: &'static str,
+        data_dir: &Path,
+        preload: Option<Preload>,
+    ) -> std::io::Result<Arc<Kv>> {
+        let (log, replayed) = open_log(program, data_dir, preload)?;
         let (sender, receiver) = channel();
         let kv = Arc::new(Kv {
             program,
@@ -302,7 +320,7 @@ impl Kv {
             ["PING"] => format!("PONG {} {}", std::process::id(), self.program),
             ["GET", key] if valid(key) => {
                 match self.map.read().unwrap_or_else(|p| p.into_inner()).get(*key) {
-                    Some(value) => format!("VALUE {value}"),
+                    Some(item) => format!("VALUE {}", item.value()),
                     None => "NOTFOUND".into(),
                 }
             }
@@ -369,7 +387,7 @@ impl Kv {
             if outcome.is_ok() {
                 let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
                 for w in &batch {
-                    map.insert(w.key.clone(), w.value.clone());
+                    map.replace(Item::new(&w.key, &w.value));
                 }
                 self.records.fetch_add(batch.len() as u64, Ordering::SeqCst);
             }
@@ -380,8 +398,19 @@ impl Kv {
     }
 }
 
-/// CRC-32C (Castagnoli), as kv.log's records carry it.
+/// CRC-32C (Castagnoli), as kv.log's records carry it: with the SSE4.2
+/// instruction when the CPU has one (as kv-c, and Go's hash/crc32), else
+/// with a table.
 fn crc32c(data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE4.2, checked just above.
+        return !unsafe { crc32c_sse42(!0, data) };
+    }
+    !crc32c_table(!0, data)
+}
+
+fn crc32c_table(mut crc: u32, data: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| {
         let mut table = [0u32; 256];
@@ -398,11 +427,100 @@ fn crc32c(data: &[u8]) -> u32 {
         }
         table
     });
-    let mut crc = !0u32;
     for &byte in data {
         crc = table[((crc ^ byte as u32) & 0xff) as usize] ^ (crc >> 8);
     }
-    !crc
+    crc
+}
+
+/// Eight bytes per instruction, then the rest one by one (kv-c's loop).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn crc32c_sse42(crc: u32, data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
+    let mut words = data.chunks_exact(8);
+    let mut c = crc as u64;
+    for word in &mut words {
+        c = _mm_crc32_u64(c, u64::from_le_bytes(word.try_into().unwrap()));
+    }
+    let mut crc = c as u32;
+    for &byte in words.remainder() {
+        crc = _mm_crc32_u8(crc, byte);
+    }
+    crc
+}
+
+/// One entry of the table: key and value in one allocation (as kv-c's
+/// items), hashed and compared by the key, so that the table (a set of
+/// items) is looked up with a `&str` key.
+struct Item {
+    bytes: Box<str>,
+    key_len: usize,
+}
+
+impl Item {
+    fn new(key: &str, value: &str) -> Item {
+        let mut bytes = String::with_capacity(key.len() + value.len());
+        bytes.push_str(key);
+        bytes.push_str(value);
+        Item {
+            bytes: bytes.into_boxed_str(),
+            key_len: key.len(),
+        }
+    }
+
+    fn key(&self) -> &str {
+        &self.bytes[..self.key_len]
+    }
+
+    fn value(&self) -> &str {
+        &self.bytes[self.key_len..]
+    }
+}
+
+impl Hash for Item {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state)
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Item) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Item {}
+
+impl Borrow<str> for Item {
+    fn borrow(&self) -> &str {
+        self.key()
+    }
+}
+
+/// The table: key to value; `replace` sets, `get(key)` reads.
+type Table = HashSet<Item, BuildHasherDefault<Fnv>>;
+
+/// The table's hash, kv-c's (examples/c/kvmap.c): FNV-1a, 64-bit, with a
+/// final mix so that the low bits depend on every byte.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
 }
 
 /// One SET record of kv.log (examples/README.md): header (body length,
@@ -422,15 +540,145 @@ fn encode(out: &mut Vec<u8>, generation: u64, key: &str, value: &str) {
 }
 
 /// What the log holds: the table, the record count, the highest generation.
+#[derive(Default)]
 struct Replayed {
-    map: HashMap<String, String>,
+    map: Table,
     records: u64,
     generation: u64,
 }
 
+/// Whether a key or value of a record is allowed: 1 to 256 bytes, each
+/// printable ASCII other than space.
+fn valid_item(item: &[u8]) -> bool {
+    (1..=256).contains(&item.len()) && item.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Replay `bytes`, the log from offset `base`, into `into` (later records
+/// win) up to the first record that is not whole and valid: the length of
+/// the valid records at its start. A record with a good CRC but content
+/// this format does not allow is an error (another format, not a torn
+/// write).
+fn replay(bytes: &[u8], base: u64, into: &mut Replayed) -> std::io::Result<u64> {
+    let mut at = 0;
+    while bytes.len() - at >= 8 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+        if !(15..=525).contains(&len) || bytes.len() - at - 8 < len {
+            break; // a torn (or zero-filled) tail
+        }
+        let body = &bytes[at + 8..at + 8 + len];
+        if crc32c(body) != crc {
+            break; // a corrupt tail
+        }
+        let generation = u64::from_le_bytes(body[1..9].try_into().unwrap());
+        let key_len = u16::from_le_bytes(body[9..11].try_into().unwrap()) as usize;
+        let value_len = u16::from_le_bytes(body[11..13].try_into().unwrap()) as usize;
+        let item = &body[13..];
+        if body[0] != 1
+            || 13 + key_len + value_len != len
+            || !valid_item(&item[..key_len])
+            || !valid_item(&item[key_len..])
+        {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "record at offset {} has a valid checksum but is not a SET record of \
+                     this format (op {}, key {key_len} bytes, value {value_len} bytes)",
+                    base + at as u64,
+                    body[0]
+                ),
+            ));
+        }
+        // Printable ASCII (checked just above), so valid UTF-8.
+        let item = std::str::from_utf8(item)
+            .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
+        into.map.replace(Item {
+            bytes: item.into(),
+            key_len,
+        });
+        into.records += 1;
+        into.generation = into.generation.max(generation);
+        at += 8 + len;
+    }
+    Ok(at as u64)
+}
+
+/// A successor's replay of the log made before its handshake, for
+/// [`Kv::open`] to go on from: the file read (device, inode), the end of
+/// its last valid record, and what the records up to there hold.
+pub struct Preload {
+    dev: u64,
+    ino: u64,
+    end: u64,
+    replayed: Replayed,
+}
+
+/// A successor's warm-up before its handshake (examples/README.md,
+/// "Lifecycle > Successor", step 1): replay the log as it is now, read-only
+/// and without the lock, while the incumbent still serves and appends.
+/// Nothing is created or cut (a torn or corrupt record just ends the
+/// preload: it may be one being written). No log yet: nothing preloaded.
+/// A log that cannot be read: no preload, said, and `Kv::open` replays it
+/// all. A record of another format is fatal (exit 1, before the handshake).
+pub fn preload(program: &str, data_dir: &Path) -> Option<Preload> {
+    let started = Instant::now();
+    let path = data_dir.join(LOG_FILE);
+    let skip = |what: &str, e: std::io::Error| {
+        say(
+            program,
+            format_args!(
+                "no preload (the whole log is replayed after the lock): {what} {}: {e}",
+                path.display()
+            ),
+        );
+        None
+    };
+    let preload = match File::open(&path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return skip("cannot open", e),
+        Ok(mut file) => {
+            let metadata = match file.metadata() {
+                Ok(metadata) => metadata,
+                Err(e) => return skip("cannot stat", e),
+            };
+            let mut bytes = Vec::with_capacity(metadata.len() as usize);
+            if let Err(e) = file.read_to_end(&mut bytes) {
+                return skip("cannot read", e);
+            }
+            let mut replayed = Replayed::default();
+            let end = replay(&bytes, 0, &mut replayed)
+                .unwrap_or_else(|e| fail(program, "preloading the log", e));
+            Some(Preload {
+                dev: metadata.dev(),
+                ino: metadata.ino(),
+                end,
+                replayed,
+            })
+        }
+    };
+    let records = preload.as_ref().map_or(0, |p| p.replayed.records);
+    say(
+        program,
+        format_args!(
+            "preloaded {records} record(s) in {} ms",
+            started.elapsed().as_millis()
+        ),
+    );
+    preload
+}
+
 /// Open (create) and replay the log: the file for appending and what it
-/// holds. A torn or corrupt tail is cut away and the file fsynced.
-fn open_log(data_dir: &Path) -> std::io::Result<(File, Replayed)> {
+/// holds. A torn or corrupt tail is cut away and the file fsynced. Given a
+/// preload, goes on from it if the log is the file it read (same device
+/// and inode) and still holds every byte it read: the log is only ever
+/// appended to, and an append is only ever cut back to the end of a whole
+/// record, so the bytes up to its end cannot have changed. Otherwise
+/// everything is replayed.
+fn open_log(
+    program: &str,
+    data_dir: &Path,
+    preload: Option<Preload>,
+) -> std::io::Result<(File, Replayed)> {
     std::fs::create_dir_all(data_dir)?;
     let path = data_dir.join(LOG_FILE);
     let created = !path.exists();
@@ -443,43 +691,41 @@ fn open_log(data_dir: &Path) -> std::io::Result<(File, Replayed)> {
         file.sync_all()?;
         File::open(data_dir)?.sync_all()?;
     }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    let mut replayed = Replayed {
-        map: HashMap::new(),
-        records: 0,
-        generation: 0,
+    let metadata = file.metadata()?;
+    let preloaded = preload.is_some();
+    let (mut replayed, from, kept) = match preload {
+        Some(p)
+            if p.dev == metadata.dev() && p.ino == metadata.ino() && metadata.len() >= p.end =>
+        {
+            let kept = p.replayed.records;
+            (p.replayed, p.end, Some(kept))
+        }
+        _ => (Replayed::default(), 0, None),
     };
-    let mut at = 0;
-    while bytes.len() - at >= 8 {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-        if !(15..=525).contains(&len) || bytes.len() - at - 8 < len {
-            break;
-        }
-        let body = &bytes[at + 8..at + 8 + len];
-        if crc32c(body) != crc {
-            break;
-        }
-        let generation = u64::from_le_bytes(body[1..9].try_into().unwrap());
-        let key_len = u16::from_le_bytes(body[9..11].try_into().unwrap()) as usize;
-        let value_len = u16::from_le_bytes(body[11..13].try_into().unwrap()) as usize;
-        if body[0] != 1 || 13 + key_len + value_len != len {
-            return Err(std::io::Error::new(
-                ErrorKind::InvalidData,
-                "a valid record of another format",
-            ));
-        }
-        let key = String::from_utf8_lossy(&body[13..13 + key_len]).into_owned();
-        let value = String::from_utf8_lossy(&body[13 + key_len..]).into_owned();
-        replayed.map.insert(key, value);
-        replayed.records += 1;
-        replayed.generation = replayed.generation.max(generation);
-        at += 8 + len;
-    }
-    if at < bytes.len() {
-        file.set_len(at as u64)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::with_capacity(metadata.len().saturating_sub(from) as usize);
+    file.read_to_end(&mut bytes)?;
+    let end = from + replay(&bytes, from, &mut replayed)?;
+    if end < from + bytes.len() as u64 {
+        file.set_len(end)?;
         file.sync_all()?;
+    }
+    match kept {
+        Some(kept) => say(
+            program,
+            format_args!(
+                "kept {kept} preloaded record(s), replayed {} appended since",
+                replayed.records - kept
+            ),
+        ),
+        None if preloaded => say(
+            program,
+            format_args!(
+                "the log changed under the preload: replayed all {} record(s)",
+                replayed.records
+            ),
+        ),
+        None => {}
     }
     Ok((file, replayed))
 }

@@ -8,20 +8,25 @@
 // inherited. The state is handed over through a flock on DIR/.lock, the
 // Ready/Exit semantics of tableflip:
 //
-//  1. the new process takes the inherited listener and calls Ready, which
-//     lets the old process's Upgrade return (the listener's accept queue
-//     never closes, so connections arriving from now on wait in it);
+//  1. the new process takes the inherited listener, preloads the log
+//     read-only while the old one still serves (as kv-c's successor does
+//     before its handshake: examples/README.md, "Lifecycle > Successor"),
+//     and calls Ready, which lets the old process's Upgrade return (the
+//     listener's accept queue never closes, so connections arriving from
+//     now on wait in it);
 //  2. the old process, its Exit channel closed, stops accepting, answers
 //     what its connections had sent and closes them, fsyncs and closes the
 //     log, and only then releases the flock;
-//  3. the new process blocks on the flock, so it opens and replays the log
-//     only after everything the old one acknowledged is on disk, and only
-//     then accepts.
+//  3. the new process blocks on the flock, so it opens the log and replays
+//     what was appended since its preload (all of it if the log is not the
+//     file it preloaded) only after everything the old one acknowledged is
+//     on disk, and only then accepts.
 //
 // So no acknowledged write is lost and no two processes ever write the log.
 // The log is kv.log of examples/README.md (the same records, CRC-32C, torn
 // tail cut away on open), so every service in the comparison replays the
-// same bytes. PONG answers carry the tag "tableflip"; OK answers carry the
+// same bytes, the same way (a table item, key and value, is one
+// allocation). PONG answers carry the tag "tableflip"; OK answers carry the
 // generation: one more than the highest one in the log when it was opened.
 package main
 
@@ -32,6 +37,7 @@ import (
 	"flag"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -121,6 +127,13 @@ func main() {
 		fatal("listen %s: %v", *listen, err)
 	}
 	successor := upg.HasParent()
+	var pre *preload
+	if successor {
+		// Before Ready, which lets the old process start draining: it
+		// still serves meanwhile, and only what it appends from now on is
+		// left to replay once we hold the flock.
+		pre = preloadLog(*dataDir)
+	}
 	if err := upg.Ready(); err != nil {
 		fatal("ready: %v", err)
 	}
@@ -147,7 +160,7 @@ func main() {
 	}
 
 	s := &server{conns: map[net.Conn]struct{}{}, writes: make(chan writeReq, 1024)}
-	if err := s.openLog(*dataDir); err != nil {
+	if err := s.openLog(*dataDir, pre); err != nil {
 		fatal("log: %v", err)
 	}
 	go s.writer()
@@ -192,7 +205,143 @@ func encode(out []byte, generation uint64, key, value string) []byte {
 	return append(out, body...)
 }
 
-func (s *server) openLog(dir string) error {
+// otherFormat is a record with a good checksum but content this format
+// does not allow: another format, not a torn write.
+type otherFormat struct {
+	offset           int64
+	op               byte
+	keyLen, valueLen int
+}
+
+func (e *otherFormat) Error() string {
+	return fmt.Sprintf("record at offset %d has a valid checksum but is not a SET record of "+
+		"this format (op %d, key %d bytes, value %d bytes)", e.offset, e.op, e.keyLen, e.valueLen)
+}
+
+// validItem says whether a key or value of a record is allowed: 1 to 256
+// bytes, each printable ASCII other than space.
+func validItem(item []byte) bool {
+	if len(item) == 0 || len(item) > 256 {
+		return false
+	}
+	for _, b := range item {
+		if b < 0x21 || b > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// replay replays data, the log from offset base, into table (later records
+// win) up to the first record that is not whole and valid: the length of
+// the valid records at its start, their count and their highest
+// generation.
+func replay(data []byte, base int64, table map[string]string) (int64, int64, uint64, error) {
+	at, records, generation := 0, int64(0), uint64(0)
+	for len(data)-at >= 8 {
+		size := int(binary.LittleEndian.Uint32(data[at:]))
+		crc := binary.LittleEndian.Uint32(data[at+4:])
+		if size < 15 || size > 525 || len(data)-at-8 < size {
+			break // a torn (or zero-filled) tail
+		}
+		body := data[at+8 : at+8+size]
+		if crc32.Checksum(body, castagnoli) != crc {
+			break // a corrupt tail
+		}
+		keyLen := int(binary.LittleEndian.Uint16(body[9:11]))
+		valueLen := int(binary.LittleEndian.Uint16(body[11:13]))
+		if body[0] != 1 || 13+keyLen+valueLen != size ||
+			!validItem(body[13:13+keyLen]) || !validItem(body[13+keyLen:]) {
+			return 0, 0, 0, &otherFormat{base + int64(at), body[0], keyLen, valueLen}
+		}
+		item := string(body[13:]) // key then value: one allocation
+		table[item[:keyLen]] = item[keyLen:]
+		records++
+		generation = max(generation, binary.LittleEndian.Uint64(body[1:9]))
+		at += 8 + size
+	}
+	return int64(at), records, generation, nil
+}
+
+// readFrom reads f from offset from to its size (as f.Stat said): what
+// there is if it shrank meanwhile.
+func readFrom(f *os.File, from, size int64) ([]byte, error) {
+	if size <= from {
+		return nil, nil
+	}
+	data := make([]byte, size-from)
+	n, err := f.ReadAt(data, from)
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	return data[:n], nil
+}
+
+// preload is a successor's replay of the log made before Ready, for openLog
+// to go on from: the file read (device, inode), the end of its last valid
+// record, and what the records up to there hold.
+type preload struct {
+	dev, ino   uint64
+	end        int64
+	records    int64
+	generation uint64
+	table      map[string]string
+}
+
+// preloadLog is a successor's warm-up before Ready: it replays the log as
+// it is now, read-only and without the flock, while the old process still
+// serves and appends. Nothing is created or cut (a torn or corrupt record
+// just ends the preload: it may be one being written). No log yet: nothing
+// preloaded (nil). A log that cannot be read: no preload (nil), said, and
+// openLog replays it all. A record of another format is fatal.
+func preloadLog(dir string) *preload {
+	started := time.Now()
+	path := filepath.Join(dir, logFile)
+	skip := func(err error) *preload {
+		say("no preload (the whole log is replayed after the lock): %v", err)
+		return nil
+	}
+	var pre *preload
+	f, err := os.Open(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return skip(err)
+	default:
+		defer f.Close()
+		info, err := f.Stat()
+		if err != nil {
+			return skip(err)
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			return skip(fmt.Errorf("stat %s: no device and inode", path))
+		}
+		data, err := readFrom(f, 0, info.Size())
+		if err != nil {
+			return skip(err)
+		}
+		pre = &preload{dev: uint64(st.Dev), ino: uint64(st.Ino), table: make(map[string]string)}
+		pre.end, pre.records, pre.generation, err = replay(data, 0, pre.table)
+		if err != nil {
+			fatal("preloading the log: %v", err)
+		}
+	}
+	records := int64(0)
+	if pre != nil {
+		records = pre.records
+	}
+	say("preloaded %d record(s) in %d ms", records, time.Since(started).Milliseconds())
+	return pre
+}
+
+// openLog opens (creating) and replays the log; a torn or corrupt tail is
+// cut away and the file fsynced. Given a preload (nil: none), it goes on
+// from it if the log is the file it read (same device and inode) and still
+// holds every byte it read: the log is only ever appended to, and an
+// append is only ever cut back to the end of a whole record, so the bytes
+// up to its end cannot have changed. Otherwise everything is replayed.
+func (s *server) openLog(dir string, pre *preload) error {
 	path := filepath.Join(dir, logFile)
 	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
@@ -208,40 +357,44 @@ func (s *server) openLog(dir string) error {
 			_ = d.Close()
 		}
 	}
-	data, err := os.ReadFile(path)
+	info, err := f.Stat()
 	if err != nil {
 		return err
 	}
-	s.table = make(map[string]string)
-	at := 0
-	for len(data)-at >= 8 {
-		size := int(binary.LittleEndian.Uint32(data[at:]))
-		crc := binary.LittleEndian.Uint32(data[at+4:])
-		if size < 15 || size > 525 || len(data)-at-8 < size {
-			break
+	from, kept := int64(0), false
+	if pre != nil {
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if ok && uint64(st.Dev) == pre.dev && uint64(st.Ino) == pre.ino && info.Size() >= pre.end {
+			s.table, s.records, s.generation = pre.table, pre.records, pre.generation
+			from, kept = pre.end, true
 		}
-		body := data[at+8 : at+8+size]
-		if crc32.Checksum(body, castagnoli) != crc {
-			break
-		}
-		generation := binary.LittleEndian.Uint64(body[1:9])
-		keyLen := int(binary.LittleEndian.Uint16(body[9:11]))
-		valueLen := int(binary.LittleEndian.Uint16(body[11:13]))
-		if body[0] != 1 || 13+keyLen+valueLen != size {
-			return errors.New("a valid record of another format")
-		}
-		s.table[string(body[13:13+keyLen])] = string(body[13+keyLen:])
-		s.records++
-		s.generation = max(s.generation, generation)
-		at += 8 + size
+		pre.table = nil // kept, or garbage
 	}
-	if at < len(data) {
-		if err := f.Truncate(int64(at)); err != nil {
+	if !kept {
+		s.table, s.records, s.generation = make(map[string]string), 0, 0
+	}
+	data, err := readFrom(f, from, info.Size())
+	if err != nil {
+		return err
+	}
+	valid, records, generation, err := replay(data, from, s.table)
+	if err != nil {
+		return err
+	}
+	s.records += records
+	s.generation = max(s.generation, generation)
+	if valid < int64(len(data)) {
+		if err := f.Truncate(from + valid); err != nil {
 			return err
 		}
 		if err := f.Sync(); err != nil {
 			return err
 		}
+	}
+	if kept {
+		say("kept %d preloaded record(s), replayed %d appended since", pre.records, records)
+	} else if pre != nil {
+		say("the log changed under the preload: replayed all %d record(s)", s.records)
 	}
 	s.generation++
 	s.log = f
