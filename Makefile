@@ -59,8 +59,8 @@ test-rust: build venv
 # (hence `build`, and `venv` for Python); the tests point them at the
 # crash-enabled library (LD_LIBRARY_PATH, HANDOFF_LIBRARY). --lib: building
 # only the example would leave an old target/crash/release/libhandoff.so.
-# Every crash point with each service as the incumbent (45 cases, ~45 s);
-# CRASH_MATRIX=quick runs every point once (15).
+# Every crash point with each service as the incumbent (57 cases, ~45-70 s);
+# CRASH_MATRIX=quick runs every point once (19).
 CRASH_TARGET := $(CURDIR)/target/crash
 CRASH_MATRIX ?= full
 .PHONY: test-crash

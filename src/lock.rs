@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::journal::{sync_dir, tmp_path, write_synced};
 use crate::log::event;
@@ -118,6 +119,9 @@ impl DataDirLock {
                 generation: 0,
             };
             lock.generation = lock.write_pidfile_and_generation()?;
+            // Only the successor has it in its environment (the test gives
+            // N points to the supervisor, which never takes the lock).
+            crash_point!("N_AFTER_LOCK");
             return Ok(lock);
         }
     }

@@ -95,6 +95,7 @@ impl Successor {
         negotiate_version((PROTO_MIN, PROTO_MAX), (version, version))?;
         self.channel.set_version(version);
         self.stage = Stage::Handshook(handoff_id);
+        crash_point!("N_AFTER_HELLO");
         Ok(handoff_id)
     }
 

@@ -586,6 +586,7 @@ impl Run<'_> {
             })
             .map_err(|e| format!("PrepareHandoff: {e}"))?;
         self.prepared = true;
+        crash_point!("S_AFTER_PREPARE");
         let drain_deadline = (phase + spec.drain_grace).min(deadline) + timeouts.wire_slack;
         match self.await_incumbent(incumbent, drain_deadline, "Drained")? {
             Message::Drained { .. } => {}
@@ -600,6 +601,7 @@ impl Run<'_> {
         incumbent
             .send(&Message::SealRequest { handoff_id: id })
             .map_err(|e| format!("SealRequest: {e}"))?;
+        crash_point!("S_AFTER_SEAL_REQUEST");
         match self.await_incumbent(incumbent, deadline + timeouts.wire_slack, "SealComplete")? {
             Message::SealComplete { handoff_id, .. } if handoff_id == id => {}
             Message::SealFailed { error, .. } => {

@@ -653,20 +653,23 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
          benches/services/beyond_supervisor.rs around its `Supervisor` (journal on the same filesystem); the same \
          protocol, so the same phases.\n\
          - tableflip v1.2.3: benches/tableflip (Go). SIGHUP makes the process in charge fork the same binary with \
-         the listener; the child calls Ready at once, which ends the parent's Upgrade; the parent then stops \
-         accepting, drains, fsyncs and closes its log and releases a flock on the data directory; the child, \
-         blocked on that flock, replays the log and accepts. Connections wait in the listener's queue meanwhile. \
+         the listener; the child preloads the log and calls Ready, which ends the parent's Upgrade; the parent \
+         then stops accepting, drains, fsyncs and closes its log and releases a flock on the data directory; the \
+         child, blocked on that flock, replays what was appended since its preload and accepts. Connections wait \
+         in the listener's queue meanwhile. \
          tableflip refuses an upgrade while the previous generation is alive, so the next handoff waits for it.\n\
          - plain restart: kv-c alone, SIGTERM, wait for its exit, start it again on a fresh bind of the same port: \
          connections in between are refused, kept ones are closed."
     );
     let _ = writeln!(
         md,
-        "\nThe example services keep an append-only log without compaction and replay it on every start, so a \
-         successor's start-up grows with the log over a long run. Every service here does the same on the same \
-         records (the bench services write kv.log's binary format of examples/README.md, CRC-32C included), \
-         and each part of a system's run (steady state, the K handoffs, each rate of the ramp) starts on an \
-         empty data directory."
+        "\nThe example services keep an append-only log without compaction. A successor replays it read-only \
+         before its handshake (tableflip: before Ready), while the incumbent still serves, and after the seal \
+         and the lock only replays what was appended since (examples/README.md, \"Successor\"), so its start-up \
+         grows with the log over a long run but the time nobody accepts does not. Every service here does the \
+         same on the same records (the bench services write kv.log's binary format of examples/README.md, \
+         CRC-32C included, with kv-c's hash table design), and each part of a system's run (steady state, the \
+         K handoffs, each rate of the ramp) starts on an empty data directory."
     );
     (md, svg(&ok, k))
 }

@@ -201,3 +201,191 @@ pub fn parse_recovery(line: &str) -> (String, Option<u32>) {
 pub fn committed_pid(out: &str) -> Option<u32> {
     out.strip_prefix("committed ")?.trim().parse().ok()
 }
+
+/// What a process's descriptors from 3 up refer to, as a multiset (target
+/// -> how many). Descriptors 0 to 2 are left out: the standard streams are
+/// whatever the process's starter gave it (a cold start the test's, a
+/// successor test-supervisor's stdout file). Each `/proc/PID/fd` target is
+/// normalised so that two processes of one service compare equal: `dir`
+/// (the case's directory) is written `<dir>`, and sockets and pipes, whose
+/// inode numbers differ from process to process, are counted by kind
+/// (`socket tcp LISTEN`, `socket unix stream connected`, `pipe`, ...).
+pub type FdProfile = std::collections::BTreeMap<String, usize>;
+
+pub fn fd_profile(pid: u32, dir: &Path) -> Result<FdProfile, String> {
+    let sockets = socket_kinds(pid);
+    let fd_dir = format!("/proc/{pid}/fd");
+    let entries = fs::read_dir(&fd_dir).map_err(|e| format!("{fd_dir}: {e}"))?;
+    let dirs: Vec<String> = [Some(dir.to_owned()), fs::canonicalize(dir).ok()]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.to_str().map(str::to_owned))
+        .collect();
+    let mut profile = FdProfile::new();
+    for entry in entries.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if fd < 3 {
+            continue;
+        }
+        // A descriptor closed since the listing is simply not counted.
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy().into_owned();
+        let kind = if let Some(inode) = bracketed(&target, "socket:") {
+            let kind = inode
+                .parse::<u64>()
+                .ok()
+                .and_then(|inode| sockets.get(&inode).cloned());
+            format!("socket {}", kind.as_deref().unwrap_or("?"))
+        } else if bracketed(&target, "pipe:").is_some() {
+            "pipe".to_string()
+        } else {
+            dirs.iter()
+                .find_map(|d| target.strip_prefix(d.as_str()))
+                .map_or(target.clone(), |rest| format!("<dir>{rest}"))
+        };
+        *profile.entry(kind).or_default() += 1;
+    }
+    Ok(profile)
+}
+
+/// `123` in `socket:[123]`.
+fn bracketed<'a>(target: &'a str, prefix: &str) -> Option<&'a str> {
+    target
+        .strip_prefix(prefix)?
+        .strip_prefix('[')?
+        .strip_suffix(']')
+}
+
+/// Socket inode -> kind, from the process's /proc/PID/net tables.
+fn socket_kinds(pid: u32) -> std::collections::HashMap<u64, String> {
+    let mut kinds = std::collections::HashMap::new();
+    for (table, name) in [
+        ("tcp", "tcp"),
+        ("tcp6", "tcp"),
+        ("udp", "udp"),
+        ("udp6", "udp"),
+    ] {
+        let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(state), Some(inode)) = (fields.get(3), fields.get(9)) else {
+                continue;
+            };
+            let state = match (name, *state) {
+                ("udp", _) => "",
+                (_, "01") => " ESTABLISHED",
+                (_, "06") => " TIME_WAIT",
+                (_, "07") => " CLOSE",
+                (_, "08") => " CLOSE_WAIT",
+                (_, "0A") => " LISTEN",
+                _ => " other",
+            };
+            if let Ok(inode) = inode.parse() {
+                kinds.insert(inode, format!("{name}{state}"));
+            }
+        }
+    }
+    let text = fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
+    for line in text.lines().skip(1) {
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(flags), Some(kind), Some(state), Some(inode)) =
+            (fields.get(3), fields.get(4), fields.get(5), fields.get(6))
+        else {
+            continue;
+        };
+        let kind = match *kind {
+            "0001" => "stream",
+            "0002" => "dgram",
+            "0005" => "seqpacket",
+            _ => "other",
+        };
+        // __SO_ACCEPTCON: listening.
+        let listening = u32::from_str_radix(flags, 16).is_ok_and(|f| f & 0x0001_0000 != 0);
+        let state = match (listening, *state) {
+            (true, _) => "listening",
+            (false, "03") => "connected",
+            (false, "01") => "unconnected",
+            _ => "other",
+        };
+        if let Ok(inode) = inode.parse() {
+            kinds.insert(inode, format!("unix {kind} {state}"));
+        }
+    }
+    kinds
+}
+
+/// What differs between two profiles: `+target xN` in `got` only,
+/// `-target xN` in `expected` only.
+pub fn profile_diff(got: &FdProfile, expected: &FdProfile) -> String {
+    let mut diff = Vec::new();
+    for key in got.keys().chain(expected.keys()) {
+        let (g, e) = (
+            got.get(key).copied().unwrap_or(0),
+            expected.get(key).copied().unwrap_or(0),
+        );
+        if g > e {
+            diff.push(format!("+{key} x{}", g - e));
+        } else if e > g {
+            diff.push(format!("-{key} x{}", e - g));
+        }
+    }
+    diff.sort();
+    diff.dedup();
+    diff.join(", ")
+}
+
+/// Wait (up to `timeout`) until `pid`'s profile is `expected`: a process
+/// that just served clients may still be closing their connections. The
+/// last profile seen, or why not.
+pub fn wait_fd_profile(
+    pid: u32,
+    dir: &Path,
+    expected: &FdProfile,
+    timeout: Duration,
+) -> Result<FdProfile, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = fd_profile(pid, dir)?;
+        if &got == expected {
+            return Ok(got);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "pid {pid}'s descriptors differ from the baseline: {} (baseline {expected:?})",
+                profile_diff(&got, expected)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A profile once it is the same for 100 ms (see [`stable_fd_count`]).
+pub fn stable_fd_profile(pid: u32, dir: &Path) -> Result<FdProfile, String> {
+    let mut last = fd_profile(pid, dir)?;
+    let mut same = 0;
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = fd_profile(pid, dir)?;
+        same = if now == last { same + 1 } else { 0 };
+        if same >= 5 {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Err(format!("pid {pid}'s descriptors never settled"))
+}
+
+/// The phase named in a `recover` line (`... phase=<phase>`).
+pub fn recovery_phase(line: &str) -> Option<&str> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("phase="))
+}
