@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use handoff::spawn::pid_alive;
 
 use crate::common::root;
+use handoff::Phase;
 
 /// The crash-enabled build: its library and the test-supervisor.
 pub struct CrashBuild {
@@ -389,3 +390,234 @@ pub fn recovery_phase(line: &str) -> Option<&str> {
     line.split_whitespace()
         .find_map(|word| word.strip_prefix("phase="))
 }
+
+// ---- the cases -----------------------------------------------------------
+
+/// The process killed at the crash point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// The supervisor (test-supervisor, `HANDOFF_CRASH_AT` in its environment).
+    S,
+    /// The cold-started incumbent (in its environment only).
+    O,
+    /// The successor (inherits the test-supervisor's environment).
+    N,
+}
+
+/// What the killed handoff run reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// The supervisor itself died (SIGKILL) at the crash point.
+    Killed,
+    Committed,
+    /// Rolled back, the reason containing one of these.
+    RolledBack(&'static [&'static str]),
+}
+
+/// Who serves once everything settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// The old incumbent resumed; the successor is gone.
+    OldResumes,
+    /// The successor is the incumbent; the old one exited.
+    SuccessorServes,
+    /// Nobody serves (the incumbent died): a cold restart brings the
+    /// service back, as the supervisor does after an incumbent's death.
+    NobodyServes,
+    /// The supervisor died right after sending Begin: the successor's Ready
+    /// may or may not have reached its socket before the kernel closed it.
+    /// If it did, the successor is authoritative (and the old incumbent, unable
+    /// to take the lock back, steps down); if not, the old incumbent resumes.
+    /// The recovery reports which.
+    ReadyDecides,
+}
+
+pub struct Case {
+    pub point: &'static str,
+    pub who: Who,
+    /// A second crash point, for the successor (to make a rollback happen).
+    pub successor_point: Option<&'static str>,
+    /// The journal once the killed run is over: for S, the phase of the
+    /// last step it journalled before the point (what the restarted
+    /// supervisor recovers from); None when S wrote none yet, or when S
+    /// survived (it deletes the journal once it committed or rolled back).
+    pub journal: Option<Phase>,
+    pub run: Run,
+    pub after: After,
+}
+
+pub const fn case(
+    point: &'static str,
+    who: Who,
+    journal: Option<Phase>,
+    run: Run,
+    after: After,
+) -> Case {
+    Case {
+        point,
+        who,
+        successor_point: None,
+        journal,
+        run,
+        after,
+    }
+}
+
+/// N's death as the rollback's reason: how the supervisor saw it end (it
+/// waits for the exit status after an EOF).
+pub const N_KILLED: Run = Run::RolledBack(&["successor killed by signal 9"]);
+
+/// A crash at each protocol boundary, for every suite.
+pub const BOUNDARY_CASES: &[Case] = &[
+    // S restarts: it reads the journal, written after each acknowledged
+    // step: Negotiating once N's Hello is answered, Draining on Drained,
+    // Sealing on SealComplete, AwaitingReady once Begin is sent, Committed
+    // once Commit is sent. The successor's Ready decides.
+    case(
+        "S_AFTER_O_HELLO",
+        Who::S,
+        None,
+        Run::Killed,
+        After::OldResumes,
+    ),
+    case(
+        "S_AFTER_SPAWN",
+        Who::S,
+        None,
+        Run::Killed,
+        After::OldResumes,
+    ),
+    case(
+        "S_AFTER_N_HELLO",
+        Who::S,
+        Some(Phase::Negotiating),
+        Run::Killed,
+        After::OldResumes,
+    ),
+    // PrepareHandoff sent: O drains, sees EOF and resumes on its own.
+    case(
+        "S_AFTER_PREPARE",
+        Who::S,
+        Some(Phase::Negotiating),
+        Run::Killed,
+        After::OldResumes,
+    ),
+    case(
+        "S_AFTER_DRAINED",
+        Who::S,
+        Some(Phase::Draining),
+        Run::Killed,
+        After::OldResumes,
+    ),
+    // SealRequest sent: O seals, releases the lock, fails to send
+    // SealComplete (or sees EOF after it), takes the lock back and resumes.
+    case(
+        "S_AFTER_SEAL_REQUEST",
+        Who::S,
+        Some(Phase::Draining),
+        Run::Killed,
+        After::OldResumes,
+    ),
+    case(
+        "S_AFTER_SEAL_COMPLETE",
+        Who::S,
+        Some(Phase::Sealing),
+        Run::Killed,
+        After::OldResumes,
+    ),
+    case(
+        "S_AFTER_BEGIN",
+        Who::S,
+        Some(Phase::AwaitingReady),
+        Run::Killed,
+        After::ReadyDecides,
+    ),
+    case(
+        "S_AFTER_READY",
+        Who::S,
+        Some(Phase::AwaitingReady),
+        Run::Killed,
+        After::SuccessorServes,
+    ),
+    case(
+        "S_AFTER_COMMIT",
+        Who::S,
+        Some(Phase::Committed),
+        Run::Killed,
+        After::SuccessorServes,
+    ),
+    // O crashes after SealComplete: N still becomes the incumbent.
+    case(
+        "O_AFTER_SEAL_COMPLETE",
+        Who::O,
+        None,
+        Run::Committed,
+        After::SuccessorServes,
+    ),
+    // O dies mid-handoff before sealing: rolled back, N reaped; nobody is
+    // left to serve, so the service comes back with a cold restart.
+    case(
+        "O_AFTER_DRAINED",
+        Who::O,
+        None,
+        Run::RolledBack(&["Seal"]),
+        After::NobodyServes,
+    ),
+    // N dies after its handshake, while O drains or seals: rollback. Most
+    // often S sees it dead while it waits for O; if N dies only after S
+    // last looked, sending Begin fails instead.
+    case(
+        "N_AFTER_HELLO",
+        Who::N,
+        None,
+        Run::RolledBack(&["successor killed by signal 9", "Begin: "]),
+        After::OldResumes,
+    ),
+    // N exits before Ready: rollback, O re-takes the lock and resumes.
+    case("N_AFTER_BEGIN", Who::N, None, N_KILLED, After::OldResumes),
+    // N dies holding the data-dir lock, before Ready: rollback; O takes
+    // the lock back (the kernel dropped N's flock; its pidfile is stale).
+    case("N_AFTER_LOCK", Who::N, None, N_KILLED, After::OldResumes),
+    // N dies after Ready: from Ready on N is authoritative, so the handoff
+    // is committed and O steps down; the service is down until a cold
+    // restart (N died holding the lock: the kernel freed it).
+    case(
+        "N_AFTER_READY",
+        Who::N,
+        None,
+        Run::Committed,
+        After::NobodyServes,
+    ),
+];
+
+/// A crash inside each of the incumbent's hooks (the example services
+/// have real ones; the no-op service's do nothing).
+pub const HOOK_CASES: &[Case] = &[
+    // O dies inside its drain hook: rolled back, N reaped; nobody is left
+    // to serve until the cold restart.
+    case(
+        "O_IN_DRAIN",
+        Who::O,
+        None,
+        Run::RolledBack(&["Drained"]),
+        After::NobodyServes,
+    ),
+    // O dies inside its seal hook, holding the lock (the kernel frees it).
+    case(
+        "O_IN_SEAL",
+        Who::O,
+        None,
+        Run::RolledBack(&["SealComplete"]),
+        After::NobodyServes,
+    ),
+    // O dies inside resume_after_abort (after taking the lock back), in a
+    // rollback caused by N's death after Begin.
+    Case {
+        point: "O_IN_RESUME",
+        who: Who::O,
+        successor_point: Some("N_AFTER_BEGIN"),
+        journal: None,
+        run: N_KILLED,
+        after: After::NobodyServes,
+    },
+];
