@@ -613,7 +613,9 @@ static void drain_step(struct server *s)
     complete(s, r, 0, NULL);
 }
 
-static int reopen_log(struct server *s, char *reason, size_t len)
+/* Open the log (going on from a preload) and compact it when due, stamping
+ * compacted records with `generation`: the lock generation now held. */
+static int reopen_log(struct server *s, uint64_t generation, char *reason, size_t len)
 {
     bool preloaded = s->log.preloaded;
     uint64_t preload_records = s->log.preload_records;
@@ -631,6 +633,17 @@ static int reopen_log(struct server *s, char *reason, size_t len)
     if (s->log.truncated > 0)
         say("truncated a torn tail of %llu bytes from %s", (unsigned long long)s->log.truncated,
             s->log.path);
+    if (!kvlog_compaction_due(s->log.records, s->map.len))
+        return 0;
+    uint64_t before = s->log.records, started = now_ms();
+    int rc = kvlog_compact(&s->log, &s->map, generation, reason, len);
+    if (rc < 0)
+        return -1;
+    if (rc > 0)
+        say("compaction failed (the log is kept as it is): %s", reason);
+    else
+        say("compacted the log: %llu record(s) -> %llu in %llu ms", (unsigned long long)before,
+            (unsigned long long)s->log.records, (unsigned long long)(now_ms() - started));
     return 0;
 }
 
@@ -671,7 +684,8 @@ static void take_requests(struct server *s)
     }
     case REQ_RESUME: {
         char reason[256];
-        if (s->log.fd < 0 && reopen_log(s, reason, sizeof reason) != 0) {
+        if (s->log.fd < 0 &&
+            reopen_log(s, handoff_incumbent_generation(s->inc), reason, sizeof reason) != 0) {
             say("cannot reopen the log to resume: %s", reason);
             complete(s, r, 1, reason);
             s->finished = true;
@@ -1010,10 +1024,10 @@ static handoff_lock *cold_lock(const char *data_dir)
     return lock;
 }
 
-static int open_state(struct server *s)
+static int open_state(struct server *s, const handoff_lock *lock)
 {
     char reason[512];
-    if (reopen_log(s, reason, sizeof reason) != 0) {
+    if (reopen_log(s, handoff_lock_generation(lock), reason, sizeof reason) != 0) {
         say("error: %s", reason);
         return -1;
     }
@@ -1030,7 +1044,7 @@ static int start_cold(struct server *s, handoff_inherited *inherited, const stru
     handoff_lock *lock = cold_lock(s->data_dir);
     if (lock == NULL)
         return -1;
-    if (open_state(s) != 0) {
+    if (open_state(s, lock) != 0) {
         handoff_lock_free(lock);
         return -1;
     }
@@ -1119,7 +1133,7 @@ static int start_successor(struct server *s, handoff_inherited *inherited)
         report("cannot lock the data dir", st, err);
         goto out;
     }
-    if (open_state(s) != 0)
+    if (open_state(s, lock) != 0)
         goto out;
     describe_listener(s);
 

@@ -49,6 +49,10 @@ void kvmap_free(struct kvmap *map);
 /* ---- the append-only log (kvlog.c) ---------------------------------------- */
 
 #define KV_LOG_FILE "kv.log"
+#define KV_COMPACT_FILE "kv.log.compact"
+/* Compaction (examples/README.md): at open, once the log holds this many
+ * records and at least twice as many as the table has keys. */
+#define KV_COMPACT_MIN_RECORDS 65536u
 
 /* Record layout (little-endian), see examples/README.md:
  *   0  u32 body_len   = 13 + key_len + value_len
@@ -59,6 +63,7 @@ void kvmap_free(struct kvmap *map);
  *  19  u16 value_len
  *  21  key, then value                                                     */
 #define KV_REC_HEADER 8u
+#define KV_REC_MAX (KV_REC_HEADER + KV_REC_BODY_FIXED + 2u * KV_MAX_ITEM)
 #define KV_REC_BODY_FIXED 13u
 #define KV_OP_SET 1u
 
@@ -102,6 +107,17 @@ int kvlog_preload(struct kvlog *log, const char *dir, struct kvmap *map, char *e
  * log is cut back to its last valid record. 0, or -1 with errno set. */
 int kvlog_append(struct kvlog *log, uint64_t generation, const char *key, size_t key_len,
                  const char *value, size_t value_len);
+/* Whether an open log of `records` records holding `keys` keys is to be
+ * compacted (examples/README.md, Compaction). */
+bool kvlog_compaction_due(uint64_t records, size_t keys);
+/* Rewrite the open log as one record per item of `map` (the table it was
+ * replayed into) stamped with `generation`: kv.log.compact, fsync, rename
+ * over kv.log, fsync the directory; appends then go to the new file.
+ * 0; 1 when it failed before the rename (kv.log is as it was, the temporary
+ * file removed); -1 when the directory fsync after the rename failed (the
+ * caller must not serve). A reason in `errbuf` when not 0. */
+int kvlog_compact(struct kvlog *log, const struct kvmap *map, uint64_t generation, char *errbuf,
+                  size_t errlen);
 /* fdatasync if anything was appended since the last sync. 0, or -1. */
 int kvlog_sync(struct kvlog *log);
 /* fsync and close; 0 or -1 (closed either way). */

@@ -297,6 +297,18 @@ int kvlog_open(struct kvlog *log, const char *dir, struct kvmap *map, char *errb
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
+    /* A compaction that died before its rename: kv.log is whole without it. */
+    char *stale = join(dir, KV_COMPACT_FILE);
+    int unlinked = stale == NULL ? -1 : unlink(stale);
+    int unlink_errno = errno;
+    if (stale == NULL || (unlinked != 0 && unlink_errno != ENOENT)) {
+        snprintf(errbuf, errlen, "cannot remove a stale %s: %s",
+                 stale == NULL ? KV_COMPACT_FILE : stale,
+                 stale == NULL ? "out of memory" : strerror(unlink_errno));
+        free(stale);
+        goto fail;
+    }
+    free(stale);
     bool created = false;
     int fd = open(log->path, O_RDWR | O_APPEND | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) {
@@ -347,14 +359,10 @@ fail:
     return -1;
 }
 
-int kvlog_append(struct kvlog *log, uint64_t generation, const char *key, size_t key_len,
-                 const char *value, size_t value_len)
+/* Encode one SET record into `rec` (room for KV_REC_MAX bytes); its length. */
+static size_t encode_record(unsigned char *rec, uint64_t generation, const char *key,
+                            size_t key_len, const char *value, size_t value_len)
 {
-    unsigned char rec[KV_REC_HEADER + KV_REC_BODY_FIXED + 2 * KV_MAX_ITEM];
-    if (log->fd < 0) {
-        errno = EBADF;
-        return -1;
-    }
     uint32_t body_len = KV_REC_BODY_FIXED + (uint32_t)key_len + (uint32_t)value_len;
     unsigned char *body = rec + KV_REC_HEADER;
     body[0] = KV_OP_SET;
@@ -365,8 +373,18 @@ int kvlog_append(struct kvlog *log, uint64_t generation, const char *key, size_t
     memcpy(body + KV_REC_BODY_FIXED + key_len, value, value_len);
     put_u32(rec, body_len);
     put_u32(rec + 4, kv_crc32c(0, body, body_len));
+    return KV_REC_HEADER + body_len;
+}
 
-    size_t total = KV_REC_HEADER + body_len, done = 0;
+int kvlog_append(struct kvlog *log, uint64_t generation, const char *key, size_t key_len,
+                 const char *value, size_t value_len)
+{
+    unsigned char rec[KV_REC_MAX];
+    if (log->fd < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    size_t total = encode_record(rec, generation, key, key_len, value, value_len), done = 0;
     while (done < total) {
         ssize_t n = write(log->fd, rec + done, total - done);
         if (n < 0 && errno == EINTR)
@@ -385,6 +403,96 @@ int kvlog_append(struct kvlog *log, uint64_t generation, const char *key, size_t
     log->size += total;
     log->records++;
     log->dirty = true;
+    return 0;
+}
+
+bool kvlog_compaction_due(uint64_t records, size_t keys)
+{
+    return records >= KV_COMPACT_MIN_RECORDS && records / 2 >= keys;
+}
+
+static int write_all(int fd, const unsigned char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Write every item of `map` as a record to fd, in chunks. 0, or -1 (errno). */
+static int write_table(int fd, const struct kvmap *map, uint64_t generation, uint64_t *size)
+{
+    enum { CHUNK = 1 << 16 };
+    unsigned char *buf = malloc(CHUNK);
+    if (buf == NULL)
+        return -1;
+    size_t used = 0;
+    *size = 0;
+    for (size_t i = 0; i < map->cap; i++) {
+        const struct kv_item *item = map->slots[i].item;
+        if (item == NULL)
+            continue;
+        if (CHUNK - used < KV_REC_MAX) {
+            if (write_all(fd, buf, used) != 0)
+                goto fail;
+            *size += used;
+            used = 0;
+        }
+        used += encode_record(buf + used, generation, item->bytes, item->key_len,
+                              kv_item_value(item), item->value_len);
+    }
+    if (write_all(fd, buf, used) != 0)
+        goto fail;
+    *size += used;
+    free(buf);
+    return 0;
+fail:;
+    int saved = errno;
+    free(buf);
+    errno = saved;
+    return -1;
+}
+
+int kvlog_compact(struct kvlog *log, const struct kvmap *map, uint64_t generation, char *errbuf,
+                  size_t errlen)
+{
+    char *tmp = join(log->dir, KV_COMPACT_FILE);
+    if (tmp == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        return 1;
+    }
+    uint64_t size = 0;
+    int fd = open(tmp, O_RDWR | O_APPEND | O_CLOEXEC | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0 || write_table(fd, map, generation, &size) != 0 || fsync(fd) != 0 ||
+        rename(tmp, log->path) != 0) {
+        snprintf(errbuf, errlen, "%s: %s", tmp, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        unlink(tmp);
+        free(tmp);
+        return 1;
+    }
+    free(tmp);
+    /* The new file is kv.log now: append to it from here on. */
+    close(log->fd);
+    log->fd = fd;
+    log->size = size;
+    log->records = map->len;
+    log->dirty = false;
+    if (sync_dir(log->dir) != 0) {
+        snprintf(errbuf, errlen, "cannot fsync %s after renaming the compacted log: %s",
+                 log->dir, strerror(errno));
+        return -1;
+    }
     return 0;
 }
 
