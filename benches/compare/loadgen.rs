@@ -8,10 +8,13 @@
 //! * persistent clients keep one connection; when the server closes it
 //!   between requests (a drain does), the client reconnects and resends
 //!   the request once, as HTTP clients do, which is not a failure;
-//! * each client alternates `SET key value` and `GET key` on keys of its
-//!   own, checks every answer (a `GET` must return the value last
-//!   acknowledged), and remembers every acknowledged `SET` so that
-//!   [`verify`] can read each one back at the end.
+//! * each client alternates `SET key value` and `GET key` on [`KEYS`] keys
+//!   of its own, round robin, with a new value each time (so the services'
+//!   logs are mostly overwritten records, which they compact, and the state
+//!   stays the same size however long the run), checks every answer (a
+//!   `GET` must return the value last acknowledged, or one written since by
+//!   a `SET` that failed, which may or may not have been applied), and
+//!   [`verify`] reads every key back at the end.
 //!
 //! A client either runs flat out (calibration) or is paced to a share of a
 //! total request rate: it sends its next request at its next slot, or at
@@ -26,6 +29,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keys per client: 16 clients write 4,096 keys per part of a run.
+pub const KEYS: u64 = 256;
 
 /// One clock for the whole run: nanoseconds since the first call.
 pub fn now_ns() -> u64 {
@@ -66,10 +72,27 @@ pub struct Sample {
     pub outcome: Outcome,
 }
 
+/// What a key may read back as: the value of its last acknowledged `SET`,
+/// or that of a later `SET` that failed (it may have been applied).
+#[derive(Default)]
+pub struct Expected {
+    pub acknowledged: Option<String>,
+    pub maybe: Vec<String>,
+}
+
+impl Expected {
+    fn allows(&self, value: &str) -> bool {
+        self.acknowledged.as_deref() == Some(value) || self.maybe.iter().any(|v| v == value)
+    }
+}
+
 #[derive(Default)]
 pub struct Results {
     pub samples: Vec<Sample>,
-    pub acknowledged: HashMap<String, String>,
+    /// Acknowledged `SET`s.
+    pub acknowledged: u64,
+    /// Every key written, and what it may read back as.
+    pub keys: HashMap<String, Expected>,
     pub resent: u64,
     pub examples: Vec<String>,
 }
@@ -95,7 +118,6 @@ struct Client {
     period: Option<Duration>,
     stop: Arc<AtomicBool>,
     results: Results,
-    expected: HashMap<String, String>,
 }
 
 enum Failure {
@@ -188,23 +210,31 @@ impl Client {
 
     /// Whether `answer` is right for `request`; remembers acknowledged SETs.
     fn check(&mut self, key: &str, value: Option<&str>, answer: &str) -> Outcome {
+        let expected = self.results.keys.entry(key.to_string()).or_default();
         match value {
             Some(value) => {
                 if !answer.starts_with("OK ") {
+                    expected.maybe.push(value.to_string());
                     return Outcome::WrongAnswer;
                 }
-                self.results
-                    .acknowledged
-                    .insert(key.to_string(), value.to_string());
-                self.expected.insert(key.to_string(), value.to_string());
+                self.results.acknowledged += 1;
+                expected.acknowledged = Some(value.to_string());
+                expected.maybe.clear();
                 Outcome::Ok
             }
-            None => match self.expected.get(key) {
-                Some(want) if answer.strip_prefix("VALUE ") == Some(want.as_str()) => Outcome::Ok,
-                Some(_) => Outcome::WrongAnswer,
-                None if answer == "NOTFOUND" || answer.starts_with("VALUE ") => Outcome::Ok,
-                None => Outcome::WrongAnswer,
+            None => match answer.strip_prefix("VALUE ") {
+                Some(got) if expected.allows(got) => Outcome::Ok,
+                None if answer == "NOTFOUND" && expected.acknowledged.is_none() => Outcome::Ok,
+                _ => Outcome::WrongAnswer,
             },
+        }
+    }
+
+    /// A `SET` that failed may still have been applied.
+    fn unsure(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            let expected = self.results.keys.entry(key.to_string()).or_default();
+            expected.maybe.push(value.to_string());
         }
     }
 
@@ -225,7 +255,7 @@ impl Client {
                 }
             }
             n += 1;
-            let key = format!("{}-{}", self.prefix, n.div_ceil(2));
+            let key = format!("{}-{}", self.prefix, n.div_ceil(2) % KEYS);
             let value = format!("v{}", n.div_ceil(2));
             let (request, set) = if n % 2 == 1 {
                 (format!("SET {key} {value}\n"), Some(value.as_str()))
@@ -246,6 +276,7 @@ impl Client {
                         });
                     }
                     Err(failure) => {
+                        self.unsure(&key, set);
                         let outcome = classify(&failure);
                         self.record(start, true, outcome, || {
                             format!("{}: {}", request.trim(), describe(&failure))
@@ -298,6 +329,7 @@ impl Client {
                     });
                 }
                 Some(Err(failure)) => {
+                    self.unsure(&key, set);
                     let outcome = classify(&failure);
                     self.record(start, false, outcome, || {
                         format!("{}: {}", request.trim(), describe(&failure))
@@ -326,7 +358,6 @@ impl LoadGenerator {
                 period,
                 stop: Arc::clone(&stop),
                 results: Results::default(),
-                expected: HashMap::new(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -344,7 +375,8 @@ impl LoadGenerator {
         for thread in self.threads {
             let results = thread.join().expect("a load thread panicked");
             all.samples.extend(results.samples);
-            all.acknowledged.extend(results.acknowledged);
+            all.acknowledged += results.acknowledged;
+            all.keys.extend(results.keys);
             all.resent += results.resent;
             for example in results.examples {
                 if all.examples.len() < 10 {
@@ -357,13 +389,14 @@ impl LoadGenerator {
     }
 }
 
-/// Read every acknowledged write back (pipelined, on one connection): the
-/// keys that are lost or hold another value.
-pub fn verify(
-    addr: SocketAddr,
-    acknowledged: &HashMap<String, String>,
-) -> Result<Vec<String>, String> {
-    let entries: Vec<(&String, &String)> = acknowledged.iter().collect();
+/// Read every key with an acknowledged write back (pipelined, on one
+/// connection): the keys that lost it (missing, or a value never written
+/// after it).
+pub fn verify(addr: SocketAddr, keys: &HashMap<String, Expected>) -> Result<Vec<String>, String> {
+    let entries: Vec<(&String, &Expected)> = keys
+        .iter()
+        .filter(|(_, expected)| expected.acknowledged.is_some())
+        .collect();
     let mut lost = Vec::new();
     let mut done = 0;
     let mut attempts = 0;
@@ -387,8 +420,11 @@ pub fn verify(
         })();
         match outcome {
             Ok(answers) => {
-                for ((key, value), answer) in batch.iter().zip(answers) {
-                    if answer.strip_prefix("VALUE ") != Some(value.as_str()) {
+                for ((key, expected), answer) in batch.iter().zip(answers) {
+                    if !answer
+                        .strip_prefix("VALUE ")
+                        .is_some_and(|got| expected.allows(got))
+                    {
                         lost.push((*key).clone());
                     }
                 }

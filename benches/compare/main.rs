@@ -467,7 +467,7 @@ fn run_segment(system: &mut dyn System, options: &Options, part: &Part<'_>) -> S
     // The generations that stepped down have exited by now (or linger a
     // little): read everything back from the one in charge.
     system.settle();
-    let lost = loadgen::verify(system.addr(), &results.acknowledged);
+    let lost = loadgen::verify(system.addr(), &results.keys);
     let until = |i: usize| done.get(i + 1).map_or(u64::MAX, |n: &Handoff| n.trigger);
     let phases = done
         .iter()
@@ -505,12 +505,14 @@ fn throughput(segment: &Segment) -> f64 {
 fn lost_json(segment: &Segment) -> Value {
     match &segment.lost {
         Ok(lost) => json!({
-            "acknowledged": segment.results.acknowledged.len(),
+            "acknowledged": segment.results.acknowledged,
+            "keys": segment.results.keys.len(),
             "lost": lost.len(),
             "examples": lost.iter().take(5).collect::<Vec<_>>(),
         }),
         Err(e) => json!({
-            "acknowledged": segment.results.acknowledged.len(),
+            "acknowledged": segment.results.acknowledged,
+            "keys": segment.results.keys.len(),
             "lost": Value::Null,
             "error": e,
         }),

@@ -10,7 +10,8 @@
 //! the same bytes when it takes over, the same way as kv-c
 //! (examples/c/kvlog.c): a successor preloads the log read-only before its
 //! handshake ([`preload`]) and, once it holds the lock, replays only what
-//! was appended since ([`Kv::open`]); the CRC-32C uses the SSE4.2
+//! was appended since ([`Kv::open`]), and compacts it there when it is
+//! mostly overwritten records; the CRC-32C uses the SSE4.2
 //! instruction when the CPU has it; a table item (key and value) is one
 //! allocation, hashed with FNV-1a. The generation written and answered is one more than the
 //! highest one in the log when the process opened it.
@@ -31,6 +32,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const LOG_FILE: &str = "kv.log";
+const COMPACT_FILE: &str = "kv.log.compact";
+/// Compaction (examples/README.md): at open, once the log holds this many
+/// records and at least twice as many as the table has keys.
+const COMPACT_MIN_RECORDS: u64 = 65_536;
 /// How long a draining incumbent waits for the first request of a
 /// connection that has sent nothing yet (as the C service).
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
@@ -680,6 +685,11 @@ fn open_log(
     preload: Option<Preload>,
 ) -> std::io::Result<(File, Replayed)> {
     std::fs::create_dir_all(data_dir)?;
+    // A compaction that died before its rename: kv.log is whole without it.
+    match std::fs::remove_file(data_dir.join(COMPACT_FILE)) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let path = data_dir.join(LOG_FILE);
     let created = !path.exists();
     let mut file = OpenOptions::new()
@@ -727,7 +737,70 @@ fn open_log(
         ),
         None => {}
     }
+    if replayed.records >= COMPACT_MIN_RECORDS && replayed.records / 2 >= replayed.map.len() as u64
+    {
+        let started = Instant::now();
+        let before = replayed.records;
+        match compact(data_dir, &replayed.map, replayed.generation + 1) {
+            Ok(compacted) => {
+                file = compacted?;
+                replayed.records = replayed.map.len() as u64;
+                say(
+                    program,
+                    format_args!(
+                        "compacted the log: {before} record(s) -> {} in {} ms",
+                        replayed.records,
+                        started.elapsed().as_millis()
+                    ),
+                );
+            }
+            Err(e) => say(
+                program,
+                format_args!("compaction failed (the log is kept as it is): {e}"),
+            ),
+        }
+    }
     Ok((file, replayed))
+}
+
+/// Rewrite the log as one record per item of `map`: kv.log.compact,
+/// fsync, rename over kv.log. Err: it failed before the rename (kv.log is
+/// as it was, the temporary file removed). Ok(Err): the directory fsync
+/// after the rename failed, which must stop the service (a power cut could
+/// bring the old file back under appends made to the new one).
+fn compact(
+    data_dir: &Path,
+    map: &Table,
+    generation: u64,
+) -> std::io::Result<std::io::Result<File>> {
+    let temporary = data_dir.join(COMPACT_FILE);
+    let written = (|| {
+        let mut file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&temporary)?;
+        let mut bytes = Vec::with_capacity(1 << 16);
+        for item in map {
+            encode(&mut bytes, generation, item.key(), item.value());
+            if bytes.len() >= 1 << 16 {
+                file.write_all(&bytes)?;
+                bytes.clear();
+            }
+        }
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, data_dir.join(LOG_FILE))?;
+        Ok(file)
+    })();
+    match written {
+        Ok(file) => Ok(File::open(data_dir)
+            .and_then(|dir| dir.sync_all())
+            .map(|()| file)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temporary);
+            Err(e)
+        }
+    }
 }
 
 /// Close gracefully: no more writes, read and discard what still arrives
