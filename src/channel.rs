@@ -80,6 +80,9 @@ pub struct Channel {
     stream: Arc<UnixStream>,
     reader: FrameReader,
     sender: Sender,
+    /// The attested writer of the buffered bytes' start, kept across
+    /// `recv_attested` calls that time out mid-frame.
+    attested: Option<u32>,
 }
 
 impl Channel {
@@ -94,6 +97,7 @@ impl Channel {
             },
             stream,
             reader: FrameReader::new(),
+            attested: None,
         })
     }
 
@@ -160,14 +164,13 @@ impl Channel {
     /// process that sent the message's first bytes (SO_PASSCRED must have
     /// been set on this socket before the peer wrote).
     pub fn recv_attested(&mut self, deadline: Instant) -> Result<(Message, Option<u32>)> {
-        let mut sender = None;
         while self.reader.buffered() == 0 {
             let mut chunk = [0u8; 4096];
             match recv_with_pid(self.stream.as_raw_fd(), &mut chunk) {
                 Ok((0, _)) => return Err(Error::PeerClosed { mid_frame: false }),
                 Ok((n, pid)) => {
                     self.reader.feed(&chunk[..n]);
-                    sender = pid;
+                    self.attested = pid;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -181,7 +184,8 @@ impl Channel {
                 Err(e) => return Err(Error::Stream(e)),
             }
         }
-        Ok((self.recv_until(deadline, None)?, sender))
+        let message = self.recv_until(deadline, None)?;
+        Ok((message, self.attested.take()))
     }
 
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {

@@ -569,7 +569,7 @@ impl Run<'_> {
         let timeouts = self.supervisor.timeouts;
 
         let phase = Instant::now();
-        self.spawn_successor(spec)?;
+        self.spawn_successor(spec, incumbent)?;
         self.journal(Phase::Negotiating)?;
         crash_point!("S_AFTER_N_HELLO");
         self.timings.spawn = phase.elapsed();
@@ -655,7 +655,11 @@ impl Run<'_> {
         Ok(child)
     }
 
-    fn spawn_successor(&mut self, spec: &SpawnSpec) -> std::result::Result<(), String> {
+    fn spawn_successor(
+        &mut self,
+        spec: &SpawnSpec,
+        incumbent: &mut Channel,
+    ) -> std::result::Result<(), String> {
         let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         enable_passcred(&ours).map_err(|e| e.to_string())?;
         let child = spawn(
@@ -670,10 +674,25 @@ impl Run<'_> {
         self.successor = Some(child);
         let mut channel = Channel::new(ours).map_err(|e| e.to_string())?;
         crash_point!("S_AFTER_SPAWN");
-        let deadline = Instant::now() + self.supervisor.timeouts.hello;
-        let (hello, sender) = channel
-            .recv_attested(deadline)
-            .map_err(|e| format!("successor Hello: {e}"))?;
+        let timeouts = self.supervisor.timeouts;
+        let deadline = Instant::now() + timeouts.hello;
+        // A successor may load its state before its Hello (examples/README.md,
+        // "Preload"): heartbeat the incumbent meanwhile, or it would take a
+        // long wait for a dead supervisor and resume.
+        let (hello, sender) = loop {
+            let slice = (Instant::now() + timeouts.heartbeat).min(deadline);
+            match channel.recv_attested(slice) {
+                Err(Error::Timeout) if Instant::now() < deadline => {
+                    self.check_successor_alive()?;
+                    incumbent
+                        .send(&Message::Heartbeat {
+                            ts_ms: now_unix_ms(),
+                        })
+                        .map_err(|e| format!("heartbeat to the incumbent: {e}"))?;
+                }
+                answer => break answer.map_err(|e| format!("successor Hello: {e}"))?,
+            }
+        };
         // Invariant 9: the Hello must come from the child we spawned, as the
         // kernel attests, not merely claim its pid.
         if sender != Some(pid) {
