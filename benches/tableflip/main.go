@@ -24,10 +24,15 @@
 //
 // So no acknowledged write is lost and no two processes ever write the log.
 // The log is kv.log of examples/README.md (the same records, CRC-32C, torn
-// tail cut away on open), so every service in the comparison replays the
-// same bytes, the same way (a table item, key and value, is one
-// allocation). PONG answers carry the tag "tableflip"; OK answers carry the
-// generation: one more than the highest one in the log when it was opened.
+// tail cut away on open, compacted on open under the flock as its
+// "Compaction" says: a stale kv.log.compact removed first, then, once the
+// log holds at least 65,536 records and twice as many as keys, one record
+// per key written to kv.log.compact, fsynced, renamed over kv.log and the
+// directory fsynced), so every service in the comparison replays the same
+// bytes, the same way (a table item, key and value, is one allocation).
+// PONG answers carry the tag "tableflip"; OK answers carry the generation:
+// one more than the highest one in the log when it was opened (the
+// generation compacted records carry too).
 package main
 
 import (
@@ -52,6 +57,7 @@ import (
 
 const (
 	logFile           = "kv.log"
+	compactFile       = "kv.log.compact"
 	firstRequestGrace = time.Second
 	lingerFor         = 500 * time.Millisecond
 	drainBudget       = 25 * time.Second
@@ -187,6 +193,18 @@ func main() {
 	_ = lock.Close() // releases the flock: the successor may open the log
 	s.lingers.Wait()
 	say("exiting with status 0")
+}
+
+// The compaction policy of examples/README.md: rewrite the log on open
+// once its replay is long enough to matter and at least half of its
+// records are overwritten ones.
+const (
+	compactMinRecords       = 65536
+	compactMinRecordsPerKey = 2
+)
+
+func shouldCompact(records int64, keys int) bool {
+	return records >= compactMinRecords && records >= compactMinRecordsPerKey*int64(keys)
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -341,7 +359,16 @@ func preloadLog(dir string) *preload {
 // holds every byte it read: the log is only ever appended to, and an
 // append is only ever cut back to the end of a whole record, so the bytes
 // up to its end cannot have changed. Otherwise everything is replayed.
+// Then it compacts the log if the policy says so (compact). Before anything
+// else it removes a kv.log.compact left by a process that died
+// mid-compaction: it was never renamed, so kv.log is whole.
 func (s *server) openLog(dir string, pre *preload) error {
+	stale := filepath.Join(dir, compactFile)
+	if err := os.Remove(stale); err == nil {
+		say("removed %s, left by a compaction that did not finish", compactFile)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cannot remove the unfinished compaction %s: %w", stale, err)
+	}
 	path := filepath.Join(dir, logFile)
 	_, statErr := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o644)
@@ -398,7 +425,86 @@ func (s *server) openLog(dir string, pre *preload) error {
 	}
 	s.generation++
 	s.log = f
+	if shouldCompact(s.records, len(s.table)) {
+		started, before := time.Now(), s.records
+		kept, err := s.compact(dir)
+		switch {
+		case kept:
+			say("compaction failed (the log is kept as it is): %v", err)
+		case err != nil:
+			return err // after the rename: must not serve
+		default:
+			say("compacted the log: %d record(s) -> %d in %d ms",
+				before, s.records, time.Since(started).Milliseconds())
+		}
+	}
 	return nil
+}
+
+// compact rewrites the log as one SET record per key of the table, at the
+// generation this process writes with: to kv.log.compact, fsynced, renamed
+// over kv.log, then the directory fsynced; the log and the record count are
+// the new file's from then on. A failure before the rename (kept) removes
+// kv.log.compact and changes nothing else. A failure to fsync the directory
+// after it is an error the caller must not serve after: a power cut could
+// bring the old file back and lose what is appended to the new one.
+func (s *server) compact(dir string) (kept bool, err error) {
+	path := filepath.Join(dir, compactFile)
+	f, err := writeCompaction(path, s.table, s.generation)
+	if err == nil {
+		if err = os.Rename(path, filepath.Join(dir, logFile)); err != nil {
+			_ = f.Close()
+		}
+	}
+	if err != nil {
+		if rmErr := os.Remove(path); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			err = fmt.Errorf("%w (and removing it: %v)", err, rmErr)
+		}
+		return true, err
+	}
+	// Renamed: the new file is the log now, whatever happens next.
+	_ = s.log.Close()
+	s.log, s.records = f, int64(len(s.table))
+	d, err := os.Open(dir)
+	if err == nil {
+		err = d.Sync()
+		_ = d.Close()
+	}
+	if err != nil {
+		return false, fmt.Errorf("compacted %s but cannot fsync %s after the rename: %w", logFile, dir, err)
+	}
+	return false, nil
+}
+
+// writeCompaction writes table to path (created, or truncated) as SET
+// records at generation and fsyncs it: the file, open for appending.
+func writeCompaction(path string, table map[string]string, generation uint64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	const chunk = 1 << 20 // a megabyte at a time: the table may be large
+	var buf []byte
+	for key, value := range table {
+		buf = encode(buf, generation, key, value)
+		if len(buf) >= chunk {
+			if _, err = f.Write(buf); err != nil {
+				break
+			}
+			buf = buf[:0]
+		}
+	}
+	if err == nil {
+		_, err = f.Write(buf)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // writer is the group commit: everything queued is written, fsynced once,

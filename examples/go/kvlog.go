@@ -3,7 +3,8 @@ package main
 // The append-only log, in the format of examples/README.md (the same as
 // kv-c's, so either can take over the other's data directory): one record
 // per acknowledged SET, with its length and a CRC-32C, so that a torn last
-// record is found and cut away on open.
+// record is found and cut away on open. A log mostly made of overwrites is
+// compacted on open (compactLog), so that replaying it stays short.
 
 import (
 	"encoding/binary"
@@ -19,6 +20,7 @@ import (
 
 const (
 	logFile       = "kv.log"
+	compactFile   = "kv.log.compact"
 	recHeader     = 8  // body_len u32, crc u32
 	recBodyFixed  = 13 // op u8, generation u64, key_len u16, value_len u16
 	opSet         = 1
@@ -26,6 +28,20 @@ const (
 	minBodyLength = recBodyFixed + 2
 	maxBodyLength = recBodyFixed + 2*maxItem
 )
+
+// The compaction policy of examples/README.md: a log is rewritten on open
+// once it is long enough for its replay to matter and at least half of its
+// records are overwritten ones.
+const (
+	compactMinRecords       = 65536
+	compactMinRecordsPerKey = 2
+)
+
+// shouldCompact applies the policy to a log of records records whose
+// replay left keys keys.
+func shouldCompact(records uint64, keys int) bool {
+	return records >= compactMinRecords && records >= compactMinRecordsPerKey*uint64(keys)
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -56,6 +72,9 @@ type kvLog struct {
 	// keptPreload: open went on from a preload (replaying only what was
 	// appended after it) instead of replaying everything.
 	keptPreload bool
+	// removedStale: open removed a kv.log.compact left by a process that
+	// died mid-compaction.
+	removedStale bool
 
 	sync    sync.Mutex
 	synced  int64 // every byte before this is on disk
@@ -117,7 +136,15 @@ func preloadLog(dir string) (*logPreload, error) {
 // an append is only ever cut back to the end of a whole record, so the bytes
 // before pre.end cannot have changed. Otherwise everything is replayed into
 // a fresh table. Either way the preload is used up.
+//
+// Before anything else it removes a kv.log.compact left by a process that
+// died mid-compaction: it was never renamed, so kv.log is whole. Whether to
+// compact is the caller's decision (shouldCompact, compactLog).
 func openLog(dir string, pre *logPreload) (*kvLog, map[string]string, error) {
+	removedStale, err := removeStaleCompaction(dir)
+	if err != nil {
+		return nil, nil, err
+	}
 	path := filepath.Join(dir, logFile)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	created := false
@@ -128,7 +155,7 @@ func openLog(dir string, pre *logPreload) (*kvLog, map[string]string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("cannot open %s: %w", path, err)
 	}
-	l := &kvLog{path: path, dir: dir, f: f, fd: int(f.Fd())}
+	l := &kvLog{path: path, dir: dir, f: f, fd: int(f.Fd()), removedStale: removedStale}
 	l.done = sync.NewCond(&l.sync)
 	table, err := l.load(created, pre)
 	if err != nil {
@@ -287,21 +314,26 @@ func (e *unreadableLogError) Unwrap() error { return e.err }
 
 var errCutBack = errors.New("cannot cut a failed write out of the log")
 
+// appendRecord appends one encoded SET record to dst.
+func appendRecord[T string | []byte](dst []byte, generation uint64, key, value T) []byte {
+	start := len(dst)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(recBodyFixed+len(key)+len(value)))
+	dst = append(dst, 0, 0, 0, 0) // the CRC, once the body is there
+	dst = append(dst, opSet)
+	dst = binary.LittleEndian.AppendUint64(dst, generation)
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(key)))
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(value)))
+	dst = append(dst, key...)
+	dst = append(dst, value...)
+	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(dst[start+recHeader:], castagnoli))
+	return dst
+}
+
 // appendSet appends one SET record (not yet durable: see waitDurable) and
 // gives the log's end after it. A failed append is cut back at once, so a
 // torn record can only ever be the last one.
 func (l *kvLog) appendSet(generation uint64, key, value []byte) (int64, error) {
-	bodyLen := recBodyFixed + len(key) + len(value)
-	rec := make([]byte, recHeader+bodyLen)
-	body := rec[recHeader:]
-	body[0] = opSet
-	binary.LittleEndian.PutUint64(body[1:], generation)
-	binary.LittleEndian.PutUint16(body[9:], uint16(len(key)))
-	binary.LittleEndian.PutUint16(body[11:], uint16(len(value)))
-	copy(body[recBodyFixed:], key)
-	copy(body[recBodyFixed+len(key):], value)
-	binary.LittleEndian.PutUint32(rec, uint32(bodyLen))
-	binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(body, castagnoli))
+	rec := appendRecord(make([]byte, 0, recHeader+recBodyFixed+len(key)+len(value)), generation, key, value)
 	n, err := l.f.Write(rec)
 	if err != nil {
 		if n > 0 {
@@ -371,4 +403,103 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// removeStaleCompaction removes <dir>/kv.log.compact if it is there, and
+// says whether it was.
+func removeStaleCompaction(dir string) (bool, error) {
+	err := os.Remove(filepath.Join(dir, compactFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("cannot remove the unfinished compaction %s: %w",
+			filepath.Join(dir, compactFile), err)
+	}
+	return true, nil
+}
+
+// compactKeptError: a compaction failed before its rename, so kv.log and
+// the kvLog are as they were (and kv.log.compact is removed, if it could
+// be). The service goes on with the old log.
+type compactKeptError struct{ err error }
+
+func (e *compactKeptError) Error() string { return e.err.Error() }
+func (e *compactKeptError) Unwrap() error { return e.err }
+
+// compactLog rewrites the log as one SET record per key of table (what a
+// replay of it gives), stamped with generation, the opener's lock
+// generation: written to kv.log.compact and fsynced, renamed over kv.log,
+// then the directory fsynced. l then appends to the new file and counts
+// len(table) records. Only for an opener holding the lock, before it
+// serves: a successor's preload relies on the log only ever growing while
+// someone serves.
+//
+// A failure before the rename is a *compactKeptError and changes nothing
+// that matters. Any other error (the directory fsync after the rename) must
+// stop the service before it serves: a power cut could bring the old file
+// back and lose what is appended to the new one.
+func compactLog(l *kvLog, table map[string]string, generation uint64) error {
+	path := filepath.Join(l.dir, compactFile)
+	f, size, err := writeCompaction(path, table, generation)
+	if err == nil {
+		if err = os.Rename(path, l.path); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = fmt.Errorf("%w (and removing it: %v)", err, rerr)
+		}
+		return &compactKeptError{err}
+	}
+	// The rename is done: from here on the new file is the log, whatever
+	// happens (the old inode is gone once its descriptor closes).
+	old := l.f
+	l.sync.Lock()
+	l.f, l.fd = f, int(f.Fd())
+	l.size, l.synced, l.records = size, size, uint64(len(table))
+	l.sync.Unlock()
+	old.Close()
+	if err := syncDir(l.dir); err != nil {
+		return fmt.Errorf("compacted %s but cannot fsync %s after the rename: %w", l.path, l.dir, err)
+	}
+	return nil
+}
+
+// writeCompaction writes table to path (created, or truncated) as SET
+// records and fsyncs it: the file, open for appending, and its size.
+func writeCompaction(path string, table map[string]string, generation uint64) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, 0, fmt.Errorf("cannot create %s: %w", path, err)
+	}
+	// Written a megabyte or so at a time: the table may be large.
+	const chunk = 1 << 20
+	buf := make([]byte, 0, chunk+recHeader+maxBodyLength)
+	size := int64(0)
+	flush := func() error {
+		_, err := f.Write(buf)
+		size += int64(len(buf))
+		buf = buf[:0]
+		return err
+	}
+	for key, value := range table {
+		buf = appendRecord(buf, generation, key, value)
+		if len(buf) >= chunk {
+			if err := flush(); err != nil {
+				f.Close()
+				return nil, 0, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("cannot fsync %s: %w", path, err)
+	}
+	return f, size, nil
 }

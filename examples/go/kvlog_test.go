@@ -1,7 +1,7 @@
 package main
 
-// Tests of the log: the successor's preload and open going on from it, on
-// real files. Records are encoded here independently of kvlog.go, from the
+// Tests of the log: the successor's preload and open going on from it, and
+// compaction, on real files. Records are encoded here independently of kvlog.go, from the
 // format of examples/README.md.
 
 import (
@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -383,7 +384,7 @@ func TestOpenStateUsesPreloadUp(t *testing.T) {
 	if err := s.preloadState(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.openState(); err != nil {
+	if err := s.openState(1); err != nil {
 		t.Fatal(err)
 	}
 	if s.preload != nil || !s.log.keptPreload || s.records() != 40 {
@@ -394,7 +395,7 @@ func TestOpenStateUsesPreloadUp(t *testing.T) {
 
 	second := sets("r", 7)
 	writeLog(t, dir, encode(second)) // rewritten in place, same inode
-	if err := s.openState(); err != nil {
+	if err := s.openState(1); err != nil {
 		t.Fatal(err)
 	}
 	defer s.closeLog()
@@ -494,5 +495,413 @@ func TestPreloadOfAnUnreadableLogIsNotAFormatError(t *testing.T) {
 	var unreadable *unreadableLogError
 	if pre != nil || !errors.As(err, &unreadable) {
 		t.Fatalf("preload of a directory: %v, %v; want an unreadableLogError", pre, err)
+	}
+}
+
+// ---- compaction ------------------------------------------------------------------
+
+// parsed is one record as the test reads it, independently of kvlog.go.
+type parsed struct {
+	generation uint64
+	key, value string
+}
+
+// parseLog reads every record of data, failing on anything but whole,
+// valid SET records.
+func parseLog(t *testing.T, data []byte) []parsed {
+	t.Helper()
+	var out []parsed
+	table := crc32.MakeTable(crc32.Castagnoli)
+	for off := 0; off < len(data); {
+		if len(data)-off < 8 {
+			t.Fatalf("torn header at offset %d", off)
+		}
+		bodyLen := int(binary.LittleEndian.Uint32(data[off:]))
+		if bodyLen < 15 || bodyLen > 525 || len(data)-off-8 < bodyLen {
+			t.Fatalf("bad length %d at offset %d", bodyLen, off)
+		}
+		body := data[off+8 : off+8+bodyLen]
+		if crc32.Checksum(body, table) != binary.LittleEndian.Uint32(data[off+4:]) {
+			t.Fatalf("bad CRC at offset %d", off)
+		}
+		keyLen := int(binary.LittleEndian.Uint16(body[9:]))
+		valueLen := int(binary.LittleEndian.Uint16(body[11:]))
+		if body[0] != 1 || bodyLen != 13+keyLen+valueLen {
+			t.Fatalf("not a SET record at offset %d", off)
+		}
+		out = append(out, parsed{binary.LittleEndian.Uint64(body[1:]),
+			string(body[13 : 13+keyLen]), string(body[13+keyLen:])})
+		off += 8 + bodyLen
+	}
+	return out
+}
+
+// checkCompacted: the file at path holds exactly one record per key of
+// expected, each with the given generation.
+func checkCompacted(t *testing.T, path string, expected map[string]string, generation uint64) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := parseLog(t, data)
+	got := map[string]string{}
+	for _, r := range records {
+		if r.generation != generation {
+			t.Fatalf("record of %s has generation %d, want %d", r.key, r.generation, generation)
+		}
+		if _, dup := got[r.key]; dup {
+			t.Fatalf("two records of %s", r.key)
+		}
+		got[r.key] = r.value
+	}
+	checkTable(t, got, expected)
+}
+
+func inode(t *testing.T, info os.FileInfo) uint64 {
+	t.Helper()
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		t.Fatal("no inode")
+	}
+	return uint64(st.Ino)
+}
+
+func fileInode(t *testing.T, path string) uint64 {
+	t.Helper()
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inode(t, info)
+}
+
+func mustNotExist(t *testing.T, path string) {
+	t.Helper()
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s: %v, want it gone", path, err)
+	}
+}
+
+// overwrites makes records SETs over keys keys, cycling through them, with
+// generations going up every 1000 records. Raw bytes, no fsync: fast.
+func overwrites(records, keys int) ([]byte, map[string]string) {
+	buf := make([]byte, 0, records*32)
+	table := map[string]string{}
+	for i := 0; i < records; i++ {
+		key, value := fmt.Sprintf("key%d", i%keys), fmt.Sprintf("v%d", i)
+		buf = append(buf, record(uint64(1+i/1000), key, value)...)
+		table[key] = value
+	}
+	return buf, table
+}
+
+// The policy: at least 65,536 records and at least twice as many records
+// as keys, both bounds included.
+func TestCompactionPolicy(t *testing.T) {
+	if compactMinRecords != 65536 || compactMinRecordsPerKey != 2 {
+		t.Fatalf("policy %d records, %d per key; the contract says 65,536 and 2",
+			compactMinRecords, compactMinRecordsPerKey)
+	}
+	cases := []struct {
+		records uint64
+		keys    int
+		want    bool
+	}{
+		{0, 0, false},
+		{65535, 1, false},      // too short, however many overwrites
+		{65536, 1, true},       // long enough
+		{65536, 32768, true},   // exactly twice as many records as keys
+		{65536, 32769, false},  // a little less than twice
+		{65536, 65536, false},  // no overwrites at all
+		{131072, 65536, true},  // twice
+		{131071, 65536, false}, // one short of twice
+		{1 << 40, 1 << 20, true},
+	}
+	for _, c := range cases {
+		if got := shouldCompact(c.records, c.keys); got != c.want {
+			t.Errorf("shouldCompact(%d records, %d keys) = %v, want %v", c.records, c.keys, got, c.want)
+		}
+	}
+}
+
+// Compaction leaves one record per key, stamped with the given generation,
+// in a new file that a reopen replays to the same table; appends go on in
+// the new file and survive a reopen.
+func TestCompactLogOneRecordPerKey(t *testing.T) {
+	dir := t.TempDir()
+	first, again := sets("c", 3000), sets("c", 1500) // again: overwrites of first's keys
+	writeLog(t, dir, append(encode(first), encode(again)...))
+	oldInode := fileInode(t, logPath(dir))
+	l, table := mustOpen(t, dir, nil)
+	expected := want(first, again)
+	checkTable(t, table, expected)
+	if l.records != 4500 {
+		t.Fatalf("records %d", l.records)
+	}
+
+	if err := compactLog(l, table, 7); err != nil {
+		t.Fatalf("compaction: %v", err)
+	}
+	if l.records != uint64(len(expected)) || l.size != fileSize(t, logPath(dir)) {
+		t.Fatalf("after compaction: records %d (%d keys), size %d", l.records, len(expected), l.size)
+	}
+	mustNotExist(t, filepath.Join(dir, compactFile))
+	if fileInode(t, logPath(dir)) == oldInode {
+		t.Fatal("kv.log is still the old file")
+	}
+	checkCompacted(t, logPath(dir), expected, 7)
+
+	// A reopen replays the same table from the compacted file.
+	l2, table2 := mustOpen(t, dir, nil)
+	if l2.records != uint64(len(expected)) {
+		t.Fatalf("reopen: records %d", l2.records)
+	}
+	checkTable(t, table2, expected)
+	l2.close()
+
+	// Appends after the compaction land in the new file (the one kv.log
+	// names) and are there on reopen.
+	compacted := l.size
+	end, err := l.appendSet(8, []byte("after"), []byte("compaction"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.waitDurable(end, func(format string, args ...any) { t.Fatalf(format, args...) })
+	info, err := l.f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inode(t, info) != fileInode(t, logPath(dir)) {
+		t.Fatal("the log appends to a file kv.log no longer names")
+	}
+	if want := compacted + int64(len(record(8, "after", "compaction"))); fileSize(t, logPath(dir)) != want || end != want {
+		t.Fatalf("size %d, end %d, want %d", fileSize(t, logPath(dir)), end, want)
+	}
+	if err := l.close(); err != nil {
+		t.Fatal(err)
+	}
+	l3, table3 := mustOpen(t, dir, nil)
+	expected["after"] = "compaction"
+	if l3.records != uint64(len(expected)) {
+		t.Fatalf("reopen after append: records %d", l3.records)
+	}
+	checkTable(t, table3, expected)
+}
+
+// A kv.log.compact left by a process that died mid-compaction is removed
+// on open, and kv.log is replayed as it is, unchanged.
+func TestOpenRemovesStaleCompaction(t *testing.T) {
+	dir := t.TempDir()
+	list := sets("s", 200)
+	data := encode(list)
+	writeLog(t, dir, data)
+	stale := filepath.Join(dir, compactFile)
+	half := encode(sets("other", 50))
+	if err := os.WriteFile(stale, half[:len(half)/2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, table := mustOpen(t, dir, nil)
+	if !l.removedStale || l.records != 200 {
+		t.Fatalf("removed %v, records %d", l.removedStale, l.records)
+	}
+	mustNotExist(t, stale)
+	checkTable(t, table, want(list))
+	if got, err := os.ReadFile(logPath(dir)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("kv.log changed: %v", err)
+	}
+	l.close()
+
+	// Even before the log exists (a first open), and the next open has
+	// nothing to remove.
+	dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, compactFile), half, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, table = mustOpen(t, dir, nil)
+	if !l.removedStale || l.records != 0 || len(table) != 0 {
+		t.Fatalf("removed %v, records %d, %d keys", l.removedStale, l.records, len(table))
+	}
+	mustNotExist(t, filepath.Join(dir, compactFile))
+	l.close()
+	if l, _ = mustOpen(t, dir, nil); l.removedStale {
+		t.Fatal("removed a stale compaction twice")
+	}
+}
+
+// openState (every open of the service: cold start, successor, resume)
+// compacts a log of at least 65,536 records holding few keys, and leaves
+// alone one a record too short or with too many keys.
+func TestOpenStateCompacts(t *testing.T) {
+	dir := t.TempDir()
+	data, expected := overwrites(compactMinRecords, 100)
+	writeLog(t, dir, data)
+	s := newServer(dir)
+	if err := s.openState(5); err != nil {
+		t.Fatal(err)
+	}
+	if s.records() != 100 {
+		t.Fatalf("records %d, want 100", s.records())
+	}
+	checkTable(t, s.table, expected)
+	s.closeLog()
+	checkCompacted(t, logPath(dir), expected, 5)
+
+	// Short by one record: nothing happens.
+	dir = t.TempDir()
+	data, expected = overwrites(compactMinRecords-1, 100)
+	writeLog(t, dir, data)
+	s = newServer(dir)
+	if err := s.openState(5); err != nil {
+		t.Fatal(err)
+	}
+	if s.records() != compactMinRecords-1 {
+		t.Fatalf("records %d", s.records())
+	}
+	checkTable(t, s.table, expected)
+	s.closeLog()
+	if got, _ := os.ReadFile(logPath(dir)); !bytes.Equal(got, data) {
+		t.Fatal("a log under the threshold was rewritten")
+	}
+
+	// Long enough, but more than half of the records are for distinct keys.
+	dir = t.TempDir()
+	data, expected = overwrites(compactMinRecords, compactMinRecords/2+1)
+	writeLog(t, dir, data)
+	s = newServer(dir)
+	if err := s.openState(5); err != nil {
+		t.Fatal(err)
+	}
+	if s.records() != compactMinRecords {
+		t.Fatalf("records %d", s.records())
+	}
+	checkTable(t, s.table, expected)
+	s.closeLog()
+	if got, _ := os.ReadFile(logPath(dir)); !bytes.Equal(got, data) {
+		t.Fatal("a log with few overwrites was rewritten")
+	}
+}
+
+// A successor goes on from its preload and then compacts: the table is the
+// whole log's, and a later preload of the compacted file works.
+func TestOpenStateCompactsAfterPreload(t *testing.T) {
+	dir := t.TempDir()
+	data, expected := overwrites(compactMinRecords, 300)
+	writeLog(t, dir, data)
+	s := newServer(dir)
+	if err := s.preloadState(); err != nil {
+		t.Fatal(err)
+	}
+	tail := sets("tail", 30)
+	appendLog(t, dir, encode(tail))
+	if err := s.openState(9); err != nil {
+		t.Fatal(err)
+	}
+	maps.Copy(expected, want(tail))
+	if !s.log.keptPreload || s.records() != uint64(len(expected)) {
+		t.Fatalf("kept %v, records %d, %d keys", s.log.keptPreload, s.records(), len(expected))
+	}
+	checkTable(t, s.table, expected)
+	s.closeLog()
+	checkCompacted(t, logPath(dir), expected, 9)
+	pre := mustPreload(t, dir)
+	if pre == nil || pre.records != uint64(len(expected)) {
+		t.Fatalf("preload of the compacted log: %+v", pre)
+	}
+	checkTable(t, pre.table, expected)
+}
+
+// limitFileSize makes writes past limit bytes of any regular file fail
+// with EFBIG (RLIMIT_FSIZE binds root too; Go ignores SIGXFSZ), until the
+// returned function is called. Nothing else may write files meanwhile.
+func limitFileSize(t *testing.T, limit uint64) func() {
+	t.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lowered := syscall.Rlimit{Cur: min(limit, old.Cur), Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lowered); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if restored {
+			return
+		}
+		restored = true
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+			t.Fatalf("restoring RLIMIT_FSIZE: %v", err)
+		}
+	}
+	t.Cleanup(restore)
+	return restore
+}
+
+// A compaction that fails before its rename (here kv.log.compact cannot
+// grow past 4 KiB: a real EFBIG from the kernel, as a full disk would give
+// ENOSPC) removes kv.log.compact and leaves the old log as it was, still
+// appended to.
+func TestCompactionFailureKeepsTheLog(t *testing.T) {
+	dir := t.TempDir()
+	list := append(sets("f", 3000), sets("f", 1000)...)
+	data := encode(list)
+	writeLog(t, dir, data)
+	oldInode := fileInode(t, logPath(dir))
+	l, table := mustOpen(t, dir, nil)
+	size := l.size
+
+	restore := limitFileSize(t, 4096)
+	err := compactLog(l, table, 3)
+	restore()
+	var kept *compactKeptError
+	if !errors.As(err, &kept) || !errors.Is(err, syscall.EFBIG) {
+		t.Fatalf("compaction: %v; want a compactKeptError of EFBIG", err)
+	}
+	mustNotExist(t, filepath.Join(dir, compactFile))
+	if got, err := os.ReadFile(logPath(dir)); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("kv.log changed: %v", err)
+	}
+	if fileInode(t, logPath(dir)) != oldInode || l.records != 4000 || l.size != size {
+		t.Fatalf("records %d, size %d (was %d)", l.records, l.size, size)
+	}
+
+	// The old log goes on.
+	if _, err := l.appendSet(4, []byte("still"), []byte("here")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, table2 := mustOpen(t, dir, nil)
+	expected := want(list)
+	expected["still"] = "here"
+	if l2.records != 4001 {
+		t.Fatalf("reopen: records %d", l2.records)
+	}
+	checkTable(t, table2, expected)
+}
+
+// The service goes on with the old log when its compaction fails: openState
+// succeeds with every record counted and the file untouched.
+func TestOpenStateGoesOnWhenCompactionFails(t *testing.T) {
+	dir := t.TempDir()
+	data, expected := overwrites(compactMinRecords, 1000)
+	writeLog(t, dir, data)
+	s := newServer(dir)
+	restore := limitFileSize(t, 1024)
+	err := s.openState(2)
+	restore()
+	if err != nil {
+		t.Fatalf("openState: %v", err)
+	}
+	defer s.closeLog()
+	if s.records() != compactMinRecords {
+		t.Fatalf("records %d", s.records())
+	}
+	checkTable(t, s.table, expected)
+	mustNotExist(t, filepath.Join(dir, compactFile))
+	if got, _ := os.ReadFile(logPath(dir)); !bytes.Equal(got, data) {
+		t.Fatal("kv.log changed")
 	}
 }

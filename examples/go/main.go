@@ -212,7 +212,8 @@ func (s *server) startCold(inherited *handoff.Inherited, o options) error {
 		return fmt.Errorf("cannot lock the data dir: %w", err)
 	}
 	defer lock.Close() // empty once it moved into the incumbent
-	if err := s.openState(); err != nil {
+	// Until Bind moves it, the lock says which generation this process holds.
+	if err := s.openState(lock.Generation()); err != nil {
 		return err
 	}
 	if s.inc, err = handoff.Bind(o.controlSocket, lock); err != nil {
@@ -283,7 +284,8 @@ func (s *server) startSuccessor(inherited *handoff.Inherited, o options) error {
 		return fmt.Errorf("cannot lock the data dir: %w", err)
 	}
 	defer lock.Close()
-	if err := s.openState(); err != nil {
+	// Until AnnounceReady moves it, the lock says which generation this is.
+	if err := s.openState(lock.Generation()); err != nil {
 		return err
 	}
 	url := listenURL(s.ln)

@@ -61,13 +61,18 @@ func newServer(dataDir string) *server {
 }
 
 // openState opens and replays the log into a fresh table, or goes on from
-// the preload if there is one (see openLog).
-func (s *server) openState() error {
+// the preload if there is one (see openLog), then compacts it if the policy
+// says so. generation is the lock generation this process holds now, which
+// the compacted records carry. Only with the lock held, before serving.
+func (s *server) openState(generation uint64) error {
 	pre := s.preload
 	s.preload = nil // used up: a later open (resume after abort) replays everything
 	l, table, err := openLog(s.dataDir, pre)
 	if err != nil {
 		return err
+	}
+	if l.removedStale {
+		say("removed %s, left by a compaction that did not finish", compactFile)
 	}
 	if pre != nil && l.keptPreload {
 		say("kept %d preloaded record(s), replayed %d appended since", pre.records, l.records-pre.records)
@@ -76,6 +81,21 @@ func (s *server) openState() error {
 	}
 	if l.truncated > 0 {
 		say("truncated a torn tail of %d bytes from %s", l.truncated, l.path)
+	}
+	if shouldCompact(l.records, len(table)) {
+		started, before := time.Now(), l.records
+		err := compactLog(l, table, generation)
+		var kept *compactKeptError
+		switch {
+		case errors.As(err, &kept):
+			say("compaction failed (the log is kept as it is): %v", kept.err)
+		case err != nil:
+			l.close()
+			return err
+		default:
+			say("compacted the log: %d record(s) -> %d in %d ms",
+				before, l.records, time.Since(started).Milliseconds())
+		}
 	}
 	s.mu.Lock()
 	s.table, s.log = table, l
@@ -492,7 +512,9 @@ func (s *server) ResumeAfterAbort() error {
 		return errors.New("the service is shutting down")
 	}
 	if s.currentLog() == nil {
-		if err := s.openState(); err != nil {
+		// The library took the lock back under a new generation: the one
+		// a compaction stamps.
+		if err := s.openState(s.inc.Generation()); err != nil {
 			say("cannot reopen the log to resume: %v", err)
 			exitNow(1)
 		}
