@@ -15,6 +15,9 @@ it out. Once per iteration the loop also asks whether serving has ended
 
 ``--fail-seal`` (for tests) makes the seal callback raise, so every handoff
 rolls back and this process keeps serving.
+
+Every open of the log (cold start, successor, resume_after_abort) happens
+with the data-dir lock held and before serving, and may compact it (kvlog).
 """
 
 from __future__ import annotations
@@ -417,22 +420,31 @@ class Server:
             return
         say(f"preloaded {records} record(s) in {now_ms() - started} ms")
 
-    def open_log(self) -> None:
-        self.table = self.log.open()
+    def open_log(self, generation: int) -> None:
+        """Open, replay and maybe compact the log; ``generation`` is the
+        lock's (the compacted records are stamped with it). A failed
+        directory fsync after a compaction raises FatalLogError."""
+        self.table = self.log.open(generation)
         preloaded = self.log.preload_records
+        opened = self.log.opened_records  # before any compaction
         if self.log.preload_kept:
             say(
                 f"kept {preloaded} preloaded record(s), replayed"
-                f" {self.log.records - preloaded} appended since"
+                f" {opened - preloaded} appended since"
             )
         elif self.log.preload_kept is not None:
-            say(
-                "the log changed under the preload: replayed all"
-                f" {self.log.records} record(s)"
-            )
+            say(f"the log changed under the preload: replayed all {opened} record(s)")
         if self.log.truncated:
             say(
                 f"truncated a torn tail of {self.log.truncated} bytes from {self.log.path}"
+            )
+        if self.log.compact_error is not None:
+            say(
+                f"compaction failed (the log is kept as it is): {self.log.compact_error}"
+            )
+        if (done := self.log.compacted) is not None:
+            say(
+                f"compacted the log: {done.before} record(s) -> {done.after} in {done.ms} ms"
             )
 
     def take_requests(self) -> None:
@@ -465,16 +477,20 @@ class Server:
             say(f"sealed at revision {records}")
             self.complete(request)
         else:  # resume
+            assert self.inc is not None
             if not self.log.is_open:
                 try:
-                    self.open_log()
-                except (OSError, LogFormatError) as e:
-                    say(f"cannot reopen the log to resume: {e}")
-                    self.complete(request, str(e))
+                    # The library took the lock back: a new generation.
+                    self.open_log(self.inc.generation)
+                except (OSError, LogFormatError, FatalLogError) as e:
+                    reason = str(e)
+                    if isinstance(e, FatalLogError):
+                        reason = f"fatal: {e}: {e.__cause__}"
+                    say(f"cannot reopen the log to resume: {reason}")
+                    self.complete(request, reason)
                     self.finished, self.exit_code = True, 1
                     return
             self.accepting = True
-            assert self.inc is not None
             say(f"resumed after an aborted handoff (generation {self.inc.generation})")
             self.complete(request)
 
@@ -602,7 +618,7 @@ class Server:
                 )
         lock = cold_lock(self.data_dir)
         with lock:  # empty once it moved into the incumbent; released on failure
-            self.open_log()
+            self.open_log(lock.generation)
             self.inc = Incumbent.bind(self.control_path, lock)
         self.describe_listener()
         say(
@@ -626,7 +642,7 @@ class Server:
             self.listener = succ.take_listener("kv")
             # Invariant 5: nothing is written before the lock is held.
             with Lock.acquire(self.data_dir, timeout=SUCCESSOR_LOCK_TIMEOUT) as lock:
-                self.open_log()  # goes on from the preload
+                self.open_log(lock.generation)  # goes on from the preload
                 self.describe_listener()
                 self.inc = succ.announce_ready(
                     self.control_path,
@@ -773,6 +789,8 @@ def main(argv: list[str]) -> int:
         say(f"exiting with status {code}")
     except (StartupError, LogFormatError) as e:
         say(f"error: {e}")
+    except FatalLogError as e:
+        say(f"fatal: {e}: {e.__cause__}")
     except handoff.HandoffError as e:
         say(f"error: {e} ({e.status_name})")
     except OSError as e:

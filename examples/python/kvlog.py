@@ -3,7 +3,8 @@
 One record per acknowledged SET, each with its length and a CRC-32C of its
 body, so that a torn last record is found and cut away on open. The same
 bytes as the C implementation (examples/c/kvlog.c): either can open the
-other's data directory.
+other's data directory. An open compacts a log that is mostly overwritten
+records (one record per key, renamed over kv.log; see "Compaction").
 """
 
 from __future__ import annotations
@@ -11,9 +12,18 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import time
 from dataclasses import dataclass
 
 LOG_FILE = "kv.log"
+COMPACT_FILE = "kv.log.compact"  # a compaction being written; never replayed
+# An open compacts the log when it holds at least this many records...
+COMPACT_MIN_RECORDS = 65_536
+# ...and at least this many times as many records as the table has keys.
+COMPACT_MIN_RATIO = 2
+# The compacted file is built and written this much at a time: few write
+# calls, and never a second copy of the whole table in memory.
+_COMPACT_CHUNK = 1 << 20
 OP_SET = 1
 MAX_ITEM = 256
 HEADER = 8  # body_len u32, crc u32
@@ -92,13 +102,34 @@ def encode_record(generation: int, key: bytes, value: bytes) -> bytes:
     return _HEADER.pack(len(body), crc32c(body)) + body
 
 
+def should_compact(records: int, keys: int) -> bool:
+    """Whether an open rewrites a log of ``records`` valid records whose
+    replay left ``keys`` keys in the table (examples/README.md)."""
+    return records >= COMPACT_MIN_RECORDS and records >= COMPACT_MIN_RATIO * keys
+
+
 class LogFormatError(Exception):
     """A record with a valid checksum that this format does not allow: the
     file is of another format, and the service must not start."""
 
 
 class FatalLogError(Exception):
-    """A failed append that could not be cut back: the process must exit."""
+    """A failed append that could not be cut back, or a compacted log whose
+    rename could not be made durable: the process must exit."""
+
+
+class CompactionError(Exception):
+    """A compaction failed before its rename: kv.log is as it was (and still
+    open), kv.log.compact is removed; the service goes on with the old log."""
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """A compaction done: the records before and after, and how long it took."""
+
+    before: int
+    after: int
+    ms: int
 
 
 def replay(buf: bytes, table: dict[bytes, bytes], base: int = 0) -> tuple[int, int]:
@@ -147,6 +178,16 @@ def _sync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    with memoryview(data) as view:  # released before the caller reuses data
+        done = 0
+        while done < len(view):
+            n = os.write(fd, view[done:])
+            if n <= 0:
+                raise OSError(errno.EIO, "short write")
+            done += n
+
+
 def _read_range(fd: int, start: int, length: int) -> bytes:
     """Bytes [start, start + length) of fd, or fewer if it ends first."""
     parts = []
@@ -185,16 +226,23 @@ class _Preload:
 
 
 class KvLog:
-    """The open log: preload, open, append, group-commit sync, close."""
+    """The open log: preload, open (and compact), append, group-commit sync,
+    close."""
 
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
         self.path = os.path.join(data_dir, LOG_FILE)
+        self.compact_path = os.path.join(data_dir, COMPACT_FILE)
         self.fd = -1
         self.size = 0
         self.records = 0
         self.dirty = False
         self.truncated = 0
+        # Set by open: the valid records it found (before any compaction),
+        # and the compaction it did, or why one failed.
+        self.opened_records = 0
+        self.compacted: Compacted | None = None
+        self.compact_error: str | None = None
         self.preload_records = 0  # replayed by the last preload
         # Set by open: None if there was no preload to go on from, True if it
         # went on from it, False if the log had changed under it.
@@ -230,17 +278,29 @@ class KvLog:
         self.preload_records = records
         return records
 
-    def open(self) -> dict[bytes, bytes]:
+    def open(self, generation: int) -> dict[bytes, bytes]:
         """Open (creating it, durably, if missing) and replay: the table.
-        A torn or corrupt tail is cut away and the cut fsynced. After a
-        :meth:`preload`, it goes on from the preload if the file is the one
-        preloaded (same device and inode) and still holds every byte of it:
-        the log is only appended to, and an append is only ever cut back to
-        the end of a whole record, so those bytes cannot have changed.
-        Otherwise (and on every later open) it replays everything."""
+        Only with the data-dir lock held; ``generation`` is its generation.
+        A stale kv.log.compact is removed first (a compaction that died
+        before its rename: kv.log is whole). A torn or corrupt tail is cut
+        away and the cut fsynced. After a :meth:`preload`, it goes on from
+        the preload if the file is the one preloaded (same device and inode)
+        and still holds every byte of it: the log is only appended to, and
+        an append is only ever cut back to the end of a whole record, so
+        those bytes cannot have changed. Otherwise (and on every later open)
+        it replays everything. Then, if :func:`should_compact`, it compacts
+        (:meth:`compact`): a failure before the rename is kept in
+        ``compact_error`` and the old log stays open; a failed directory
+        fsync after it raises FatalLogError."""
         preload, self._preload = self._preload, None
         self.preload_kept = None
+        self.compacted = None
+        self.compact_error = None
         self.close_quietly()
+        try:
+            os.unlink(self.compact_path)
+        except FileNotFoundError:
+            pass
         created = False
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
@@ -270,7 +330,78 @@ class KvLog:
             os.close(fd)
             raise
         self.fd, self.size, self.records, self.dirty = fd, valid_end, records, False
+        self.opened_records = records
+        if should_compact(records, len(table)):
+            try:
+                self.compacted = self.compact(table, generation)
+            except CompactionError as e:
+                self.compact_error = str(e)
         return table
+
+    def compact(self, table: dict[bytes, bytes], generation: int) -> Compacted:
+        """Rewrite the open log as one SET record per key of ``table`` (its
+        replay), stamped ``generation``: write and fsync kv.log.compact,
+        rename it over kv.log, fsync the directory, and go on appending to
+        the new file. Only with the lock held and before serving. A failure
+        before the rename raises CompactionError (kv.log.compact removed,
+        the old log still open); one to fsync the directory after it raises
+        FatalLogError with the log closed: a power cut could bring the old
+        file back and lose whatever would be appended to the new one."""
+        if self.fd < 0:
+            raise OSError(errno.EBADF, "the log is closed")
+        started = time.monotonic_ns()
+        before = self.records
+        fd = -1
+        step = "create"
+        try:
+            flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            fd = os.open(self.compact_path, flags, 0o644)
+            step = "write"
+            size = 0
+            buf = bytearray()
+            for key, value in table.items():
+                buf += encode_record(generation, key, value)
+                if len(buf) >= _COMPACT_CHUNK:
+                    _write_all(fd, buf)
+                    size += len(buf)
+                    buf.clear()
+            _write_all(fd, buf)
+            size += len(buf)
+            step = "fsync"
+            os.fsync(fd)
+            step = "rename"
+            os.rename(self.compact_path, self.path)
+        except BaseException as e:
+            if fd >= 0:
+                os.close(fd)
+            reason = f"{step} {self.compact_path}: {e}"
+            try:
+                os.unlink(self.compact_path)
+            except FileNotFoundError:
+                pass
+            except OSError as unlink_error:
+                # Harmless: the next open removes it before anything else.
+                reason += f" (and it could not be removed: {unlink_error})"
+            if isinstance(e, OSError):
+                raise CompactionError(reason) from e
+            raise
+        # The descriptor follows the renamed file: appends go to the new log.
+        old, self.fd = self.fd, fd
+        self.size, self.records, self.dirty = size, len(table), False
+        try:
+            os.close(old)
+        except OSError:
+            pass  # the old file is no longer the log
+        try:
+            _sync_dir(self.data_dir)
+        except OSError as e:
+            self.close_quietly()
+            raise FatalLogError(
+                f"cannot fsync {self.data_dir} after renaming {COMPACT_FILE}"
+                f" over {LOG_FILE}"
+            ) from e
+        ms = (time.monotonic_ns() - started) // 1_000_000
+        return Compacted(before, len(table), ms)
 
     def append(self, generation: int, key: bytes, value: bytes) -> None:
         """Append one record (not yet durable: see :meth:`sync`). A failed

@@ -1,20 +1,38 @@
 """kvlog's preload (examples/README.md, "Lifecycle > Successor"): a successor
 replays the log read-only before its handshake, and its open after the lock
 goes on from there, unless the file is not the one preloaded or lost bytes
-the preload read. On real files in a temporary directory; no library needed.
+the preload read. Then the compaction at open ("Log format > Compaction").
+On real files in a temporary directory; no library needed.
 
     target/venv/bin/python -m pytest -q examples/python/test_kvlog.py
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import kvlog
 import pytest
-from kvlog import KvLog, LogFormatError, crc32c, encode_record
+from kvlog import (
+    COMPACT_FILE,
+    COMPACT_MIN_RATIO,
+    COMPACT_MIN_RECORDS,
+    Compacted,
+    CompactionError,
+    FatalLogError,
+    KvLog,
+    LogFormatError,
+    crc32c,
+    encode_record,
+    should_compact,
+)
+
+OPENER = 2  # the lock generation of the process that opens the log here
 
 
 def rec(generation: int, key: str, value: str) -> bytes:
@@ -42,7 +60,7 @@ def reopened(data_dir: Path) -> dict[bytes, bytes]:
     """What a fresh open (no preload) finds: the reference."""
     log = KvLog(str(data_dir))
     try:
-        return log.open()
+        return log.open(OPENER)
     finally:
         log.close()
 
@@ -57,7 +75,7 @@ def preloaded(tmp_path: Path, data: bytes, count: int) -> tuple[Path, KvLog]:
 
 
 def open_and_close(log: KvLog) -> dict[bytes, bytes]:
-    table = log.open()
+    table = log.open(OPENER)
     log.close()
     return table
 
@@ -102,7 +120,7 @@ def test_preload_then_appends_then_open_keeps_the_preload(tmp_path: Path) -> Non
     # a real log; here it tells a kept preload from a full replay.
     with open(path, "r+b") as f:
         f.write(rec(1, "k0", "XX"))
-    table = log.open()
+    table = log.open(OPENER)
     try:
         assert log.preload_kept is True
         assert log.records == 150
@@ -292,7 +310,7 @@ def test_a_record_of_another_format_appended_since_is_fatal_at_open(
     content = path.read_bytes()
     # The offset is the record's place in the file, not in what open read.
     with pytest.raises(LogFormatError, match=f"record at offset {len(records(0, 5))} "):
-        log.open()
+        log.open(OPENER)
     assert not log.is_open
     assert path.read_bytes() == content
 
@@ -301,7 +319,7 @@ def test_a_later_open_replays_everything_afresh(tmp_path: Path) -> None:
     """resume_after_abort reopens after a seal: a full replay, never the
     preload again."""
     path, log = preloaded(tmp_path, records(0, 5), 5)
-    table = log.open()
+    table = log.open(OPENER)
     assert log.preload_kept is True
     log.append(2, b"k5", b"v5")
     log.close()  # the seal
@@ -340,3 +358,252 @@ def test_an_unreadable_log_raises_oserror_not_a_format_error(tmp_path: Path) -> 
     with pytest.raises(OSError):
         log.preload()
     assert log.preload_records == 0
+
+
+# ---- compaction ---------------------------------------------------------------
+
+
+def parse(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """Every record of a whole, valid log: (generation, key, value)."""
+    out = []
+    off = 0
+    while off < len(data):
+        body_len, crc = struct.unpack_from("<II", data, off)
+        body = data[off + 8 : off + 8 + body_len]
+        assert len(body) == body_len and crc32c(body) == crc, off
+        _op, generation, key_len, value_len = struct.unpack_from("<BQHH", body)
+        key, value = body[13 : 13 + key_len], body[13 + key_len :]
+        assert len(value) == value_len, off
+        out.append((generation, key, value))
+        off += 8 + body_len
+    return out
+
+
+def overwritten(count: int) -> bytes:
+    """count records over 16 keys, each key written again every 16 records:
+    a few distinct records repeated, so that a big log is quick to build."""
+    cycle = [rec(1, f"k{i % 16}", f"v{i}") for i in range(32)]
+    whole, rest = divmod(count, 32)
+    return b"".join(cycle) * whole + b"".join(cycle[:rest])
+
+
+def overwritten_table(count: int) -> dict[bytes, bytes]:
+    table: dict[bytes, bytes] = {}
+    kvlog.replay(overwritten(count), table)
+    return table
+
+
+def test_the_compaction_policy() -> None:
+    assert COMPACT_MIN_RECORDS == 65_536
+    assert COMPACT_MIN_RATIO == 2
+    assert not should_compact(0, 0)
+    assert not should_compact(65_535, 1)  # too few records, however few keys
+    assert should_compact(65_536, 1)
+    assert should_compact(65_536, 32_768)  # exactly twice the keys
+    assert not should_compact(65_536, 32_769)
+    assert not should_compact(65_536, 65_536)
+    assert should_compact(1_000_000, 500_000)
+    assert not should_compact(1_000_000, 500_001)
+
+
+def test_compact_writes_one_record_per_key(tmp_path: Path) -> None:
+    path = tmp_path / "kv.log"
+    path.write_bytes(overwritten(100) + records(100, 3))  # 19 keys, 103 records
+    want = {**overwritten_table(100), **expected(100, 3)}
+    inode = path.stat().st_ino
+    log = KvLog(str(tmp_path))
+    try:
+        table = log.open(OPENER)
+        assert log.compacted is None  # far below the policy's threshold
+        assert log.records == log.opened_records == 103
+        assert table == want
+
+        done = log.compact(table, 7)
+        assert done == Compacted(before=103, after=19, ms=done.ms)
+        assert log.records == 19
+        assert not (tmp_path / COMPACT_FILE).exists()
+        assert path.stat().st_ino != inode  # renamed over kv.log
+        content = path.read_bytes()
+        assert log.size == len(content)
+        # One record per key, each stamped with the generation given.
+        assert sorted(parse(content)) == sorted((7, k, v) for k, v in want.items())
+
+        # Appends go on in the new file.
+        log.append(8, b"k1", b"after")
+        log.append(8, b"new", b"key")
+        log.sync()
+        assert log.records == 21
+        assert path.stat().st_size == log.size
+        assert parse(path.read_bytes())[-2:] == [
+            (8, b"k1", b"after"),
+            (8, b"new", b"key"),
+        ]
+    finally:
+        log.close()
+    want[b"k1"] = b"after"
+    want[b"new"] = b"key"
+    log = KvLog(str(tmp_path))
+    assert open_and_close(log) == want
+    assert log.records == 21
+    assert log.compacted is None
+
+
+def test_compact_an_empty_table(tmp_path: Path) -> None:
+    log = KvLog(str(tmp_path))
+    try:
+        assert log.open(OPENER) == {}
+        assert log.compact({}, OPENER).after == 0
+        assert (tmp_path / "kv.log").read_bytes() == b""
+        log.append(OPENER, b"a", b"b")
+    finally:
+        log.close()
+    assert reopened(tmp_path) == {b"a": b"b"}
+
+
+def test_a_stale_compaction_file_is_removed_on_open(tmp_path: Path) -> None:
+    path, stale = tmp_path / "kv.log", tmp_path / COMPACT_FILE
+    content = overwritten(40)
+    path.write_bytes(content)
+    # What a process that died mid-compaction leaves: a partial file.
+    stale.write_bytes(records(0, 5)[:-3])
+    log = KvLog(str(tmp_path))
+    assert log.preload() == 40
+    assert stale.exists()  # the preload never writes
+    table = open_and_close(log)
+    assert not stale.exists()
+    assert path.read_bytes() == content
+    assert table == overwritten_table(40)
+    assert log.records == 40
+
+
+def test_an_open_of_a_big_log_with_few_keys_compacts(tmp_path: Path) -> None:
+    path = tmp_path / "kv.log"
+    below = COMPACT_MIN_RECORDS - 1
+    path.write_bytes(overwritten(below))
+    log = KvLog(str(tmp_path))
+    open_and_close(log)
+    assert log.compacted is None and log.compact_error is None
+    assert log.records == below
+    # A successor: preload, one more record appended, then the open after
+    # the lock goes on from the preload and reaches the threshold.
+    assert log.preload() == below
+    append(path, rec(1, "k3", "last"))
+    want = overwritten_table(below)
+    want[b"k3"] = b"last"
+    inode = path.stat().st_ino
+    try:
+        table = log.open(OPENER)
+        assert log.preload_kept is True
+        assert log.opened_records == COMPACT_MIN_RECORDS
+        assert log.compact_error is None
+        assert log.compacted is not None
+        assert log.compacted.before == COMPACT_MIN_RECORDS
+        assert log.compacted.after == 16
+        assert log.records == 16
+        assert table == want
+        assert path.stat().st_ino != inode
+        assert sorted(parse(path.read_bytes())) == sorted(
+            (OPENER, k, v) for k, v in want.items()
+        )
+        assert not (tmp_path / COMPACT_FILE).exists()
+        log.append(OPENER, b"k4", b"appended")
+    finally:
+        log.close()
+    want[b"k4"] = b"appended"
+    log = KvLog(str(tmp_path))
+    assert open_and_close(log) == want
+    assert log.records == 17
+    assert log.compacted is None
+
+
+def fail_for_compact_file(
+    real: Callable[..., object], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Make os.<name> fail with ENOSPC on the compaction's file, as a full
+    disk would, and work as usual on anything else."""
+
+    def fake(*args: object, **kwargs: object) -> object:
+        first = args[0]
+        target = (
+            os.readlink(f"/proc/self/fd/{first}") if isinstance(first, int) else first
+        )
+        if str(target).endswith(COMPACT_FILE):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, fake)
+
+
+@pytest.mark.parametrize("step", ["write", "fsync", "rename"])
+def test_a_compaction_failure_before_the_rename_keeps_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    path = tmp_path / "kv.log"
+    content = overwritten(50)
+    path.write_bytes(content)
+    log = KvLog(str(tmp_path))
+    try:
+        table = log.open(OPENER)
+        fail_for_compact_file(getattr(os, step), monkeypatch, step)
+        with pytest.raises(CompactionError, match=f"^{step} .*{COMPACT_FILE}: ") as e:
+            log.compact(table, OPENER)
+        assert isinstance(e.value.__cause__, OSError)
+        assert e.value.__cause__.errno == errno.ENOSPC
+        monkeypatch.undo()
+        assert not (tmp_path / COMPACT_FILE).exists()
+        assert path.read_bytes() == content
+        assert log.is_open and log.records == 50
+        # The service goes on with the old log.
+        log.append(OPENER, b"k0", b"later")
+        log.sync()
+        assert path.read_bytes() == content + rec(OPENER, "k0", "later")
+    finally:
+        log.close()
+    assert reopened(tmp_path) == {**overwritten_table(50), b"k0": b"later"}
+
+
+def test_an_open_whose_compaction_fails_goes_on_with_the_old_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "kv.log"
+    content = overwritten(COMPACT_MIN_RECORDS)
+    path.write_bytes(content)
+    fail_for_compact_file(os.fsync, monkeypatch, "fsync")
+    log = KvLog(str(tmp_path))
+    try:
+        table = log.open(OPENER)
+        assert log.compacted is None
+        assert log.compact_error is not None
+        assert log.compact_error.startswith(f"fsync {log.compact_path}: ")
+        assert log.records == COMPACT_MIN_RECORDS
+        assert table == overwritten_table(COMPACT_MIN_RECORDS)
+        assert not (tmp_path / COMPACT_FILE).exists()
+        assert path.read_bytes() == content
+        assert log.is_open
+    finally:
+        log.close()
+
+
+def test_a_failed_directory_fsync_after_the_rename_is_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "kv.log"
+    path.write_bytes(overwritten(50))
+    log = KvLog(str(tmp_path))
+    table = log.open(OPENER)
+
+    def sync_dir_fails(_path: str) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(kvlog, "_sync_dir", sync_dir_fails)
+    with pytest.raises(FatalLogError, match="after renaming"):
+        log.compact(table, OPENER)
+    # The rename was done; nothing may be appended to a file whose name
+    # might not survive a power cut.
+    assert not log.is_open
+    with pytest.raises(OSError):
+        log.append(OPENER, b"k", b"v")
+    assert not (tmp_path / COMPACT_FILE).exists()
+    assert sorted(parse(path.read_bytes())) == sorted(
+        (OPENER, k, v) for k, v in table.items()
+    )
