@@ -183,8 +183,9 @@ pub trait System {
     /// The service's phases of handoff `h`, from its processes' log lines
     /// up to `until` (the next trigger), in ms.
     fn phases(&self, h: &Handoff, until: u64) -> Vec<(String, f64)>;
-    /// The record count the new process replayed in handoff `h` (its
-    /// `took over` or `cold start` line), read up to `until`.
+    /// The record count of the new process's log in handoff `h` once open
+    /// (after a compaction, the compacted count), from its `took over` or
+    /// `cold start` line, read up to `until`.
     fn records(&self, h: &Handoff, until: u64) -> Option<u64> {
         records_in(&self.tap().between(h.trigger, until))
     }
