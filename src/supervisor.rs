@@ -592,15 +592,19 @@ impl Run<'_> {
             Message::Drained { .. } => {}
             other => return Err(format!("expected Drained, got {}", other.kind().name())),
         }
-        self.journal(Phase::Draining)?;
         crash_point!("S_AFTER_DRAINED");
         self.timings.drain = phase.elapsed();
-        self.phase_done(HandoffPhase::Drain);
 
+        // From the drain to Ready nobody accepts: the journal of each step
+        // (and the observer) runs while the peer works on the next one, not
+        // before asking for it. Recovery treats every phase before
+        // AwaitingReady alike.
         let phase = Instant::now();
         incumbent
             .send(&Message::SealRequest { handoff_id: id })
             .map_err(|e| format!("SealRequest: {e}"))?;
+        self.phase_done(HandoffPhase::Drain);
+        self.journal(Phase::Draining)?;
         crash_point!("S_AFTER_SEAL_REQUEST");
         match self.await_incumbent(incumbent, deadline + timeouts.wire_slack, "SealComplete")? {
             Message::SealComplete { handoff_id, .. } if handoff_id == id => {}
@@ -611,10 +615,8 @@ impl Run<'_> {
             }
             other => return Err(format!("expected SealComplete, got {}", describe(&other))),
         }
-        self.journal(Phase::Sealing)?;
         crash_point!("S_AFTER_SEAL_COMPLETE");
         self.timings.seal = phase.elapsed();
-        self.phase_done(HandoffPhase::Seal);
 
         let phase = Instant::now();
         let successor = self
@@ -624,6 +626,8 @@ impl Run<'_> {
         successor
             .send(&Message::Begin { handoff_id: id })
             .map_err(|e| format!("Begin: {e}"))?;
+        self.phase_done(HandoffPhase::Seal);
+        self.journal(Phase::Sealing)?;
         self.journal(Phase::AwaitingReady)?;
         crash_point!("S_AFTER_BEGIN");
         match self.await_ready(incumbent, deadline + timeouts.wire_slack)? {

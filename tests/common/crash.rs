@@ -502,10 +502,12 @@ pub const BOUNDARY_CASES: &[Case] = &[
         Run::Killed,
         After::OldResumes,
     ),
+    // O drained; the journal still says negotiating: it is written once
+    // SealRequest is on its way.
     case(
         "S_AFTER_DRAINED",
         Who::S,
-        Some(Phase::Draining),
+        Some(Phase::Negotiating),
         Run::Killed,
         After::OldResumes,
     ),
@@ -518,10 +520,11 @@ pub const BOUNDARY_CASES: &[Case] = &[
         Run::Killed,
         After::OldResumes,
     ),
+    // Sealing is journalled once Begin is on its way.
     case(
         "S_AFTER_SEAL_COMPLETE",
         Who::S,
-        Some(Phase::Sealing),
+        Some(Phase::Draining),
         Run::Killed,
         After::OldResumes,
     ),
