@@ -379,9 +379,8 @@ func (s *server) openLog(dir string, pre *preload) error {
 		if err := f.Sync(); err != nil {
 			return err
 		}
-		if d, err := os.Open(dir); err == nil {
-			_ = d.Sync()
-			_ = d.Close()
+		if err := syncDir(dir); err != nil {
+			return err
 		}
 	}
 	info, err := f.Stat()
@@ -465,12 +464,7 @@ func (s *server) compact(dir string) (kept bool, err error) {
 	// Renamed: the new file is the log now, whatever happens next.
 	_ = s.log.Close()
 	s.log, s.records = f, int64(len(s.table))
-	d, err := os.Open(dir)
-	if err == nil {
-		err = d.Sync()
-		_ = d.Close()
-	}
-	if err != nil {
+	if err := syncDir(dir); err != nil {
 		return false, fmt.Errorf("compacted %s but cannot fsync %s after the rename: %w", logFile, dir, err)
 	}
 	return false, nil
@@ -744,4 +738,15 @@ func (s *server) answer(line string) string {
 	default:
 		return "ERR unknown command"
 	}
+}
+
+// syncDir fsyncs a directory, so that a file created or renamed in it
+// survives a power cut.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
