@@ -37,13 +37,24 @@ import collections
 import re
 import sys
 
-pattern = re.compile(r"\(\s*([\d.]+) ms\): (.+?)/(\d+) (\w+)\(")
+# A timed call: `( 0.4 ms): comm/tid call(`; one that another interrupted
+# is an untimed `call(... ...` line, then a timed `... [continued]: call()`.
+pattern = re.compile(r"\(\s*([\d.]+) ms\): (.+?)/(\d+) +(?:\.\.\. \[continued\]: )?(\w+)\(")
+lines = open(sys.argv[1]).read().splitlines()
+# perf trace can go on naming a process after the thread that forked it
+# (handoff-supervisor's `handoff` worker) after its execve: name every
+# thread that exec'd after the program it became.
+became = {}
+for line in lines:
+    m = pattern.search(line)
+    if m and m.group(4) == "execve":
+        became[m.group(3)] = m.group(2)
 total = collections.defaultdict(lambda: [0, 0.0])
-for line in open(sys.argv[1]):
+for line in lines:
     m = pattern.search(line)
     if not m:
         continue
-    ms, comm, call = float(m.group(1)), m.group(2), m.group(4)
+    ms, comm, call = float(m.group(1)), became.get(m.group(3), m.group(2)), m.group(4)
     if ms > 60000:  # an unfinished call perf could not time
         continue
     total[(comm, call)][0] += 1
