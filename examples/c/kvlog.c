@@ -167,14 +167,18 @@ static int read_range(int fd, unsigned char *buf, size_t len, uint64_t from, siz
     return 0;
 }
 
-/* Replay `buf`, the bytes of the log from offset `base`, into `map`. Sets
- * *valid_len to the length of the valid records at its start and adds their
- * count to *records. 0: ok (a torn or corrupt tail may follow); -1: a record
- * with a good checksum but content this format does not allow. */
-static int replay(const unsigned char *buf, uint64_t size, uint64_t base, struct kvmap *map,
-                  uint64_t *valid_len, uint64_t *records, char *errbuf, size_t errlen)
+/* The valid records at the start of `buf` (the log's bytes from offset
+ * `base`): calls `each` with each one's offset in `buf`, key and value, in
+ * order. Sets *valid_len to their length and *count to their number. 0: ok (a torn or corrupt tail may
+ * follow); -1: a record with a good checksum but content this format does
+ * not allow, or `each` failed (a reason in errbuf either way). */
+static int scan(const unsigned char *buf, uint64_t size, uint64_t base,
+                int (*each)(void *ctx, uint64_t off, const char *key, uint16_t key_len,
+                            const char *value, uint16_t value_len),
+                void *ctx, uint64_t *valid_len, uint64_t *count, char *errbuf, size_t errlen)
 {
     uint64_t off = 0;
+    *count = 0;
     for (;;) {
         *valid_len = off;
         if (size - off < KV_REC_HEADER)
@@ -200,13 +204,80 @@ static int replay(const unsigned char *buf, uint64_t size, uint64_t base, struct
                      (unsigned long long)(base + off), body[0], key_len, value_len);
             return -1;
         }
-        if (kvmap_put(map, key, key_len, value, value_len) != 0) {
+        if (each(ctx, off, key, key_len, value, value_len) != 0) {
             snprintf(errbuf, errlen, "out of memory replaying the log");
             return -1;
         }
-        (*records)++;
         off += KV_REC_HEADER + body_len;
+        (*count)++;
     }
+}
+
+static int put_record(void *map, uint64_t off, const char *key, uint16_t key_len,
+                      const char *value, uint16_t value_len)
+{
+    (void)off;
+    return kvmap_put(map, key, key_len, value, value_len);
+}
+
+/* Offsets of the valid records, for a newest-first replay. */
+struct offsets {
+    uint64_t *at;
+    size_t len, cap;
+};
+
+static int note_offset(void *ctx, uint64_t off, const char *key, uint16_t key_len,
+                       const char *value, uint16_t value_len)
+{
+    (void)key, (void)key_len, (void)value, (void)value_len;
+    struct offsets *o = ctx;
+    if (o->len == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 1024;
+        uint64_t *at = realloc(o->at, cap * sizeof *at);
+        if (at == NULL)
+            return -1;
+        o->at = at;
+        o->cap = cap;
+    }
+    o->at[o->len++] = off;
+    return 0;
+}
+
+/* Replay `buf`, the bytes of the log from offset `base`, into `map`: later
+ * records win. Sets *valid_len to the length of the valid records at its
+ * start and adds their count to *records. 0: ok (a torn or corrupt tail may
+ * follow); -1: a record of another format, or no memory.
+ *
+ * Into an empty table the records are put newest first, each key only once:
+ * most records of a long log overwrite keys that later ones overwrite again,
+ * and a lookup costs less than an allocation and a free. */
+static int replay(const unsigned char *buf, uint64_t size, uint64_t base, struct kvmap *map,
+                  uint64_t *valid_len, uint64_t *records, char *errbuf, size_t errlen)
+{
+    uint64_t count = 0;
+    if (map->len > 0) {
+        int rc = scan(buf, size, base, put_record, map, valid_len, &count, errbuf, errlen);
+        *records += count;
+        return rc;
+    }
+    struct offsets o = {0};
+    int rc = scan(buf, size, base, note_offset, &o, valid_len, &count, errbuf, errlen);
+    for (size_t i = o.len; rc == 0 && i-- > 0;) {
+        const unsigned char *body = buf + o.at[i] + KV_REC_HEADER;
+        uint16_t key_len = get_u16(body + 9);
+        uint16_t value_len = get_u16(body + 11);
+        const char *key = (const char *)body + KV_REC_BODY_FIXED;
+        if (kvmap_get(map, key, key_len) != NULL)
+            continue; /* a later record set it */
+        if (kvmap_put(map, key, key_len, key + key_len, value_len) != 0) {
+            snprintf(errbuf, errlen, "out of memory replaying the log");
+            rc = -1;
+        }
+    }
+    if (rc == 0)
+        *records += count;
+    free(o.at);
+    return rc;
 }
 
 /* Replay fd's records from byte `from` (the end of a valid record) to its

@@ -242,6 +242,18 @@ static void test_unreadable_and_foreign(void)
     close(fd);
     check(kvlog_preload(&f.log, dir, &f.map, f.err, sizeof f.err) == -1, "preload of another format");
     check(strstr(f.err, "not a SET record") != NULL, "reason: %s", f.err);
+    /* After valid records too: the whole log is refused, naming the offset. */
+    unlink(path);
+    write_records(0, 10);
+    off_t at = file_size();
+    fd = open(path, O_WRONLY | O_APPEND);
+    check(write(fd, rec, sizeof rec) == (ssize_t)sizeof rec, "write");
+    close(fd);
+    check(kvlog_preload(&f.log, dir, &f.map, f.err, sizeof f.err) == -1 && f.map.len == 0,
+          "preload of valid records then another format");
+    char where[64];
+    snprintf(where, sizeof where, "record at offset %lld ", (long long)at);
+    check(strstr(f.err, where) != NULL, "reason: %s (expected %s)", f.err, where);
     fixture_end(&f);
 }
 
