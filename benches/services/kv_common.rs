@@ -564,6 +564,11 @@ fn valid_item(item: &[u8]) -> bool {
 /// this format does not allow is an error (another format, not a torn
 /// write).
 fn replay(bytes: &[u8], base: u64, into: &mut Replayed) -> std::io::Result<u64> {
+    // Into an empty table, newest first and each key once (as kv-c): most
+    // records of a long log are overwritten again by later ones, and a
+    // lookup costs less than an allocation and a free.
+    let newest_first = into.map.is_empty();
+    let mut valid = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= 8 {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
@@ -597,13 +602,25 @@ fn replay(bytes: &[u8], base: u64, into: &mut Replayed) -> std::io::Result<u64> 
         // Printable ASCII (checked just above), so valid UTF-8.
         let item = std::str::from_utf8(item)
             .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
-        into.map.replace(Item {
-            bytes: item.into(),
-            key_len,
-        });
+        if newest_first {
+            valid.push((item, key_len));
+        } else {
+            into.map.replace(Item {
+                bytes: item.into(),
+                key_len,
+            });
+        }
         into.records += 1;
         into.generation = into.generation.max(generation);
         at += 8 + len;
+    }
+    for &(item, key_len) in valid.iter().rev() {
+        if !into.map.contains(&item[..key_len]) {
+            into.map.insert(Item {
+                bytes: item.into(),
+                key_len,
+            });
+        }
     }
     Ok(at as u64)
 }
