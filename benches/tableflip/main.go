@@ -29,7 +29,8 @@
 // log holds at least 65,536 records and twice as many as keys, one record
 // per key written to kv.log.compact, fsynced, renamed over kv.log and the
 // directory fsynced), so every service in the comparison replays the same
-// bytes, the same way (a table item, key and value, is one allocation).
+// bytes, the same way (into an empty table newest-first, each key set from
+// its last record only; a table item, key and value, is one allocation).
 // PONG answers carry the tag "tableflip"; OK answers carry the generation:
 // one more than the highest one in the log when it was opened (the
 // generation compacted records carry too).
@@ -42,7 +43,10 @@ import (
 	"flag"
 	"fmt"
 	"hash/crc32"
+	"hash/maphash"
 	"io"
+	"math"
+	"math/bits"
 	"net"
 	"os"
 	"os/signal"
@@ -250,35 +254,135 @@ func validItem(item []byte) bool {
 	return true
 }
 
-// replay replays data, the log from offset base, into table (later records
-// win) up to the first record that is not whole and valid: the length of
-// the valid records at its start, their count and their highest
-// generation.
-func replay(data []byte, base int64, table map[string]string) (int64, int64, uint64, error) {
+// checkRecord looks at the record at data[at:], the log from offset base:
+// the length of its body if it is whole and valid, 0 if it is torn or
+// corrupt (the valid records end there), an error if its checksum is good
+// but this format does not allow its content.
+func checkRecord(data []byte, at int, base int64) (int, error) {
+	if len(data)-at < 8 {
+		return 0, nil // the end, or a torn header
+	}
+	size := int(binary.LittleEndian.Uint32(data[at:]))
+	crc := binary.LittleEndian.Uint32(data[at+4:])
+	if size < 15 || size > 525 || len(data)-at-8 < size {
+		return 0, nil // a torn (or zero-filled) tail
+	}
+	body := data[at+8 : at+8+size]
+	if crc32.Checksum(body, castagnoli) != crc {
+		return 0, nil // a corrupt tail
+	}
+	keyLen := int(binary.LittleEndian.Uint16(body[9:11]))
+	valueLen := int(binary.LittleEndian.Uint16(body[11:13]))
+	if body[0] != 1 || 13+keyLen+valueLen != size ||
+		!validItem(body[13:13+keyLen]) || !validItem(body[13+keyLen:]) {
+		return 0, &otherFormat{base + int64(at), body[0], keyLen, valueLen}
+	}
+	return size, nil
+}
+
+// setItem sets the key and value of a valid record's body in table.
+func setItem(table map[string]string, body []byte) {
+	keyLen := int(binary.LittleEndian.Uint16(body[9:11]))
+	item := string(body[13:]) // key then value: one allocation
+	table[item[:keyLen]] = item[keyLen:]
+}
+
+// replay replays data, the log from offset base, into table (nil: a fresh
+// one; later records win) up to the first record that is not whole and
+// valid: the table, the length of the valid records at its start, their
+// count and their highest generation.
+//
+// Into a fresh table it goes newest-first (replayNewestFirst), as the other
+// services do: most records of a long log are overwritten later, and that
+// way they cost a lookup, not an insertion and an allocation. Into a table
+// given (the tail appended after a preload) it goes forward.
+func replay(data []byte, base int64, table map[string]string) (map[string]string, int64, int64, uint64, error) {
+	if table == nil {
+		return replayNewestFirst(data, base)
+	}
 	at, records, generation := 0, int64(0), uint64(0)
-	for len(data)-at >= 8 {
-		size := int(binary.LittleEndian.Uint32(data[at:]))
-		crc := binary.LittleEndian.Uint32(data[at+4:])
-		if size < 15 || size > 525 || len(data)-at-8 < size {
-			break // a torn (or zero-filled) tail
+	for {
+		size, err := checkRecord(data, at, base)
+		if err != nil {
+			return nil, 0, 0, 0, err
+		}
+		if size == 0 {
+			break
 		}
 		body := data[at+8 : at+8+size]
-		if crc32.Checksum(body, castagnoli) != crc {
-			break // a corrupt tail
-		}
-		keyLen := int(binary.LittleEndian.Uint16(body[9:11]))
-		valueLen := int(binary.LittleEndian.Uint16(body[11:13]))
-		if body[0] != 1 || 13+keyLen+valueLen != size ||
-			!validItem(body[13:13+keyLen]) || !validItem(body[13+keyLen:]) {
-			return 0, 0, 0, &otherFormat{base + int64(at), body[0], keyLen, valueLen}
-		}
-		item := string(body[13:]) // key then value: one allocation
-		table[item[:keyLen]] = item[keyLen:]
+		setItem(table, body)
 		records++
 		generation = max(generation, binary.LittleEndian.Uint64(body[1:9]))
 		at += 8 + size
 	}
-	return int64(at), records, generation, nil
+	return table, int64(at), records, generation, nil
+}
+
+// replayNewestFirst is replay into a fresh table, with the same result:
+// one pass forward finds the valid records (a record of another format is
+// an error before anything is set), one backward sets each key from its
+// last record only, later ones being a lookup each. The forward pass keeps
+// each body's length (at most 525: two bytes), enough to walk back from
+// the end, and estimates the number of keys so that the table is made the
+// right size at once: sized for the records it would be mostly empty when
+// they overwrite each other, unsized it grows step by step when they do
+// not (measured in examples/go: either costs a third more).
+func replayNewestFirst(data []byte, base int64) (map[string]string, int64, int64, uint64, error) {
+	most := len(data) / (8 + 15)
+	sizes := make([]uint16, 0, most)
+	keys := newKeyCounter(most)
+	at, generation := 0, uint64(0)
+	for {
+		size, err := checkRecord(data, at, base)
+		if err != nil {
+			return nil, 0, 0, 0, err
+		}
+		if size == 0 {
+			break
+		}
+		body := data[at+8 : at+8+size]
+		keys.add(body[13 : 13+binary.LittleEndian.Uint16(body[9:11])])
+		sizes = append(sizes, uint16(size))
+		generation = max(generation, binary.LittleEndian.Uint64(body[1:9]))
+		at += 8 + size
+	}
+	table := make(map[string]string, min(keys.estimate(), len(sizes)))
+	end := at
+	for i := len(sizes) - 1; i >= 0; i-- {
+		body := data[end-int(sizes[i]) : end]
+		end -= 8 + int(sizes[i])
+		key := body[13 : 13+binary.LittleEndian.Uint16(body[9:11])]
+		if _, ok := table[string(key)]; !ok { // the conversion does not allocate
+			setItem(table, body)
+		}
+	}
+	return table, int64(at), int64(len(sizes)), generation, nil
+}
+
+// keyCounter estimates how many distinct keys it was given by linear
+// counting (one bit per hash, the share of bits left clear says how many
+// collided): with 8 bits or more per key, within a fraction of a percent.
+type keyCounter struct {
+	seed maphash.Seed
+	set  []uint64
+}
+
+func newKeyCounter(most int) keyCounter {
+	return keyCounter{maphash.MakeSeed(), make([]uint64, most/8+1)}
+}
+
+func (c *keyCounter) add(key []byte) {
+	h := maphash.Bytes(c.seed, key) % uint64(len(c.set)*64)
+	c.set[h/64] |= 1 << (h % 64)
+}
+
+func (c *keyCounter) estimate() int {
+	zeros := 0
+	for _, w := range c.set {
+		zeros += 64 - bits.OnesCount64(w)
+	}
+	m := float64(len(c.set) * 64)
+	return int(math.Ceil(-m * math.Log(float64(zeros)/m)))
 }
 
 // readFrom reads f from offset from to its size (as f.Stat said): what
@@ -339,8 +443,8 @@ func preloadLog(dir string) *preload {
 		if err != nil {
 			return skip(err)
 		}
-		pre = &preload{dev: uint64(st.Dev), ino: uint64(st.Ino), table: make(map[string]string)}
-		pre.end, pre.records, pre.generation, err = replay(data, 0, pre.table)
+		pre = &preload{dev: uint64(st.Dev), ino: uint64(st.Ino)}
+		pre.table, pre.end, pre.records, pre.generation, err = replay(data, 0, nil)
 		if err != nil {
 			fatal("preloading the log: %v", err)
 		}
@@ -388,25 +492,25 @@ func (s *server) openLog(dir string, pre *preload) error {
 		return err
 	}
 	from, kept := int64(0), false
+	var table map[string]string // nil: replay everything into a fresh one
+	s.records, s.generation = 0, 0
 	if pre != nil {
 		st, ok := info.Sys().(*syscall.Stat_t)
 		if ok && uint64(st.Dev) == pre.dev && uint64(st.Ino) == pre.ino && info.Size() >= pre.end {
-			s.table, s.records, s.generation = pre.table, pre.records, pre.generation
+			table, s.records, s.generation = pre.table, pre.records, pre.generation
 			from, kept = pre.end, true
 		}
 		pre.table = nil // kept, or garbage
-	}
-	if !kept {
-		s.table, s.records, s.generation = make(map[string]string), 0, 0
 	}
 	data, err := readFrom(f, from, info.Size())
 	if err != nil {
 		return err
 	}
-	valid, records, generation, err := replay(data, from, s.table)
+	table, valid, records, generation, err := replay(data, from, table)
 	if err != nil {
 		return err
 	}
+	s.table = table
 	s.records += records
 	s.generation = max(s.generation, generation)
 	if valid < int64(len(data)) {

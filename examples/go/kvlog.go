@@ -11,7 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"hash/maphash"
 	"io"
+	"math"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"sync"
@@ -232,75 +235,138 @@ func replayFrom(f *os.File, path string, from, size int64, table map[string]stri
 	return table, from + valid, records, nil
 }
 
-// countRecords is how many records buf seems to hold, going by their
-// lengths alone: at least the number of valid ones.
-func countRecords(buf []byte) int {
-	count, off := 0, 0
-	for len(buf)-off >= recHeader {
-		bodyLen := int(binary.LittleEndian.Uint32(buf[off:]))
-		if bodyLen < minBodyLength || bodyLen > maxBodyLength || len(buf)-off-recHeader < bodyLen {
-			break
-		}
-		count++
-		off += recHeader + bodyLen
+// checkRecord looks at the record at buf[off:], the log's bytes from offset
+// base: the length of its body if it is whole and valid, 0 if it is torn
+// or corrupt (the valid records end there), an error if its checksum is
+// good but this format does not allow its content.
+func checkRecord(buf []byte, off int, base int64) (int, error) {
+	if len(buf)-off < recHeader {
+		return 0, nil // the end, or a torn header
 	}
-	return count
+	bodyLen := int(binary.LittleEndian.Uint32(buf[off:]))
+	if bodyLen < minBodyLength || bodyLen > maxBodyLength {
+		return 0, nil // a torn or zero-filled tail
+	}
+	if len(buf)-off-recHeader < bodyLen {
+		return 0, nil // a torn body
+	}
+	body := buf[off+recHeader : off+recHeader+bodyLen]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(buf[off+4:]) {
+		return 0, nil // corrupt: cut here
+	}
+	keyLen := int(binary.LittleEndian.Uint16(body[9:]))
+	valueLen := int(binary.LittleEndian.Uint16(body[11:]))
+	if body[0] != opSet || bodyLen != recBodyFixed+keyLen+valueLen ||
+		!validItem(body[recBodyFixed:recBodyFixed+keyLen]) ||
+		!validItem(body[recBodyFixed+keyLen:]) {
+		return 0, fmt.Errorf("record at offset %d has a valid checksum but is not a SET "+
+			"record of this format (op %d, key %d bytes, value %d bytes): refusing to open",
+			base+int64(off), body[0], keyLen, valueLen)
+	}
+	return bodyLen, nil
+}
+
+// setItem sets the key and value of a valid record's body in table, both
+// in one allocation.
+func setItem(table map[string]string, body []byte) {
+	keyLen := int(binary.LittleEndian.Uint16(body[9:]))
+	item := string(body[recBodyFixed:]) // key then value
+	table[item[:keyLen]] = item[keyLen:]
 }
 
 // replay reads the records in buf, the log's bytes from offset base, until
 // the first one that is not whole and valid, into table (nil: a fresh one),
 // and says how long the valid ones are and how many there were.
 //
-// Speed: a fresh table is made with room for every record, so that it never
-// grows (and rehashes) on the way; if most records overwrote others, it is
-// copied into one of the right size at the end, so that the memory kept
-// follows the number of keys, not of records. A record's key and value
-// share one allocation.
+// Into a fresh table it goes newest-first (replayNewestFirst): most records
+// of a long log are overwritten later, and that way they cost a lookup, not
+// an insertion and an allocation. Into a table given (the tail appended
+// after a preload) it goes forward.
 func replay(buf []byte, base int64, table map[string]string) (map[string]string, int64, uint64, error) {
-	hint := 0
 	if table == nil {
-		hint = countRecords(buf)
-		table = make(map[string]string, hint)
+		return replayNewestFirst(buf, base)
 	}
 	off := 0
 	records := uint64(0)
 	for {
-		if len(buf)-off < recHeader {
-			break // the end, or a torn header
+		bodyLen, err := checkRecord(buf, off, base)
+		if err != nil {
+			return nil, 0, 0, err
 		}
-		bodyLen := int(binary.LittleEndian.Uint32(buf[off:]))
-		if bodyLen < minBodyLength || bodyLen > maxBodyLength {
-			break // a torn or zero-filled tail
+		if bodyLen == 0 {
+			break
 		}
-		if len(buf)-off-recHeader < bodyLen {
-			break // a torn body
-		}
-		body := buf[off+recHeader : off+recHeader+bodyLen]
-		if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(buf[off+4:]) {
-			break // corrupt: cut here
-		}
-		keyLen := int(binary.LittleEndian.Uint16(body[9:]))
-		valueLen := int(binary.LittleEndian.Uint16(body[11:]))
-		if body[0] != opSet || bodyLen != recBodyFixed+keyLen+valueLen ||
-			!validItem(body[recBodyFixed:recBodyFixed+keyLen]) ||
-			!validItem(body[recBodyFixed+keyLen:]) {
-			return nil, 0, 0, fmt.Errorf("record at offset %d has a valid checksum but is not a SET "+
-				"record of this format (op %d, key %d bytes, value %d bytes): refusing to open",
-				base+int64(off), body[0], keyLen, valueLen)
-		}
-		item := string(body[recBodyFixed:]) // key then value
-		table[item[:keyLen]] = item[keyLen:]
+		setItem(table, buf[off+recHeader:off+recHeader+bodyLen])
 		records++
 		off += recHeader + bodyLen
 	}
-	if hint > 0 && len(table) < hint/2 {
-		sized := make(map[string]string, len(table))
-		for k, v := range table {
-			sized[k] = v
-		}
-		table = sized
-	}
 	return table, int64(off), records, nil
+}
+
+// replayNewestFirst is replay into a fresh table, with the same result:
+// one pass forward finds the valid records (a record of another format is
+// an error before anything is set), one backward sets each key from its
+// last record only, later ones being a lookup each. The forward pass keeps
+// each body's length (at most 525: two bytes), enough to walk back from
+// the end, and estimates the number of keys so that the table is made the
+// right size at once: sized for the records it would be mostly empty when
+// they overwrite each other, unsized it grows step by step when they do
+// not (measured: either costs a third more).
+func replayNewestFirst(buf []byte, base int64) (map[string]string, int64, uint64, error) {
+	most := len(buf) / (recHeader + minBodyLength)
+	lengths := make([]uint16, 0, most)
+	keys := newKeyCounter(most)
+	off := 0
+	for {
+		bodyLen, err := checkRecord(buf, off, base)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if bodyLen == 0 {
+			break
+		}
+		body := buf[off+recHeader : off+recHeader+bodyLen]
+		keys.add(body[recBodyFixed : recBodyFixed+binary.LittleEndian.Uint16(body[9:])])
+		lengths = append(lengths, uint16(bodyLen))
+		off += recHeader + bodyLen
+	}
+	table := make(map[string]string, min(keys.estimate(), len(lengths)))
+	end := off
+	for i := len(lengths) - 1; i >= 0; i-- {
+		body := buf[end-int(lengths[i]) : end]
+		end -= recHeader + int(lengths[i])
+		key := body[recBodyFixed : recBodyFixed+binary.LittleEndian.Uint16(body[9:])]
+		if _, ok := table[string(key)]; !ok { // the conversion does not allocate
+			setItem(table, body)
+		}
+	}
+	return table, int64(off), uint64(len(lengths)), nil
+}
+
+// keyCounter estimates how many distinct keys it was given by linear
+// counting (one bit per hash, the share of bits left clear says how many
+// collided): with 8 bits or more per key, within a fraction of a percent.
+type keyCounter struct {
+	seed maphash.Seed
+	set  []uint64
+}
+
+func newKeyCounter(most int) keyCounter {
+	return keyCounter{maphash.MakeSeed(), make([]uint64, most/8+1)}
+}
+
+func (c *keyCounter) add(key []byte) {
+	h := maphash.Bytes(c.seed, key) % uint64(len(c.set)*64)
+	c.set[h/64] |= 1 << (h % 64)
+}
+
+func (c *keyCounter) estimate() int {
+	zeros := 0
+	for _, w := range c.set {
+		zeros += 64 - bits.OnesCount64(w)
+	}
+	m := float64(len(c.set) * 64)
+	return int(math.Ceil(-m * math.Log(float64(zeros)/m)))
 }
 
 // errCutBack: a failed append could not be cut back out of the log.

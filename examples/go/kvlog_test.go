@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"maps"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -418,6 +419,177 @@ func TestReplayOverwrites(t *testing.T) {
 	checkTable(t, table, want(list))
 }
 
+// referenceReplay is replay as examples/README.md says it, written here
+// independently and forward: the table (later records win), the length of
+// the valid records and their count, or the offset of the first record of
+// another format (-1: none).
+func referenceReplay(data []byte, base int64) (map[string]string, int64, uint64, int64) {
+	table := map[string]string{}
+	off, records := 0, uint64(0)
+	for len(data)-off >= 8 {
+		bodyLen := int(binary.LittleEndian.Uint32(data[off:]))
+		if bodyLen < 15 || bodyLen > 525 || len(data)-off-8 < bodyLen {
+			break
+		}
+		body := data[off+8 : off+8+bodyLen]
+		if crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)) != binary.LittleEndian.Uint32(data[off+4:]) {
+			break
+		}
+		keyLen := int(binary.LittleEndian.Uint16(body[9:]))
+		valueLen := int(binary.LittleEndian.Uint16(body[11:]))
+		allowed := func(item []byte) bool {
+			return len(item) >= 1 && len(item) <= 256 && !bytes.ContainsFunc(item, func(r rune) bool {
+				return r < 0x21 || r > 0x7e
+			})
+		}
+		if body[0] != 1 || bodyLen != 13+keyLen+valueLen ||
+			!allowed(body[13:13+keyLen]) || !allowed(body[13+keyLen:]) {
+			return nil, 0, 0, base + int64(off)
+		}
+		table[string(body[13:13+keyLen])] = string(body[13+keyLen:])
+		records++
+		off += 8 + bodyLen
+	}
+	return table, int64(off), records, -1
+}
+
+// randomItem is 1 to 256 printable bytes, mostly short.
+func randomItem(rng *rand.Rand, tag string, n int) string {
+	s := fmt.Sprintf("%s%d", tag, n)
+	if rng.Intn(20) == 0 {
+		s += strings.Repeat("~", rng.Intn(257-len(s)))
+	}
+	return s
+}
+
+// withCRC recomputes the CRC of the record at data[off:].
+func withCRC(data []byte, off int) {
+	bodyLen := int(binary.LittleEndian.Uint32(data[off:]))
+	binary.LittleEndian.PutUint32(data[off+4:], crc32.Checksum(data[off+8:off+8+bodyLen], castagnoli))
+}
+
+// Replay from empty (newest-first) gives what a forward replay gives: the
+// same table, length and count, on random logs with overwrites and every
+// way of ending: whole, torn header or body, zero-filled or bad length,
+// a corrupt record in the middle (what follows it is not read, not even a
+// record of another format), or a record of another format (the error,
+// with its offset from the start of the file).
+func TestReplayFromEmptyIsForwardReplay(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	for round := 0; round < 400; round++ {
+		n, keys := rng.Intn(300), 1+rng.Intn(40)
+		var data []byte
+		starts := []int{}
+		for i := 0; i < n; i++ {
+			starts = append(starts, len(data))
+			data = append(data, record(uint64(i), randomItem(rng, "k", rng.Intn(keys)),
+				randomItem(rng, "v", i))...)
+		}
+		ending := rng.Intn(8)
+		switch {
+		case ending == 1: // a torn record
+			rec := record(1, "torn", "tail")
+			data = append(data, rec[:rng.Intn(len(rec))]...)
+		case ending == 2: // zeros
+			data = append(data, make([]byte, 1+rng.Intn(40))...)
+		case ending == 3: // a length out of bounds
+			data = binary.LittleEndian.AppendUint32(data, uint32([]int{0, 14, 526, 1 << 31}[rng.Intn(4)]))
+			data = append(data, make([]byte, 600)...)
+		case ending == 4 && n > 0: // a corrupt record, then others (one of another format)
+			at := starts[rng.Intn(n)]
+			data[at+8+13] ^= 0x01 // the first byte of the key
+			bad := record(7, "k", "v")
+			bad[8] = 2
+			withCRC(bad, 0)
+			data = append(append(data, bad...), record(8, "k0", "after")...)
+		case ending == 5 && n > 0: // another format, in the middle
+			at := starts[rng.Intn(n)]
+			switch rng.Intn(4) {
+			case 0:
+				data[at+8] = 0 // op
+			case 1:
+				data[at+8+9]++ // key_len: the lengths no longer add up
+			case 2:
+				data[at+8+13] = ' ' // a space in the key
+			case 3:
+				data[at+8+13] = 0x7f
+			}
+			withCRC(data, at)
+		}
+		base := int64(0)
+		if rng.Intn(2) == 0 {
+			base = int64(rng.Intn(1 << 20))
+		}
+		expected, valid, records, errAt := referenceReplay(data, base)
+
+		for _, table := range []map[string]string{nil, {}} {
+			got, gotValid, gotRecords, err := replay(data, base, table)
+			what := fmt.Sprintf("round %d (%d records, %d keys, ending %d, from empty %v)",
+				round, n, keys, ending, table == nil)
+			if errAt >= 0 {
+				if err == nil || got != nil ||
+					!strings.Contains(err.Error(), fmt.Sprintf("record at offset %d has a valid checksum", errAt)) {
+					t.Fatalf("%s: %v, want the record at %d to be of another format", what, err, errAt)
+				}
+				continue
+			}
+			if err != nil || gotValid != valid || gotRecords != records {
+				t.Fatalf("%s: valid %d, records %d, %v; want %d, %d", what, gotValid, gotRecords, err, valid, records)
+			}
+			if !maps.Equal(got, expected) {
+				t.Fatalf("%s: %d keys, want %d; equal: false", what, len(got), len(expected))
+			}
+		}
+	}
+}
+
+// Through openLog and preloadLog too: the table from empty is the forward
+// one, a corrupt record in the middle is where open cuts the log, and a
+// record of another format after it is never looked at.
+func TestOpenFromEmptyCutsAtCorruptRecord(t *testing.T) {
+	dir := t.TempDir()
+	data := overwriteLog(5000)
+	starts := 0
+	for i := 0; i < 3000; i++ {
+		starts += 8 + int(binary.LittleEndian.Uint32(data[starts:]))
+	}
+	corrupt := append([]byte{}, data...)
+	corrupt[starts+4] ^= 0xff // the CRC of record 3,000
+	bad := record(1, "k", "v")
+	bad[8] = 2
+	withCRC(bad, 0)
+	corrupt = append(corrupt, bad...)
+	writeLog(t, dir, corrupt)
+	expected, valid, records, errAt := referenceReplay(corrupt, 0)
+	if errAt >= 0 || valid != int64(starts) || records != 3000 {
+		t.Fatalf("reference: %d, %d, %d", valid, records, errAt)
+	}
+	pre := mustPreload(t, dir)
+	if pre.records != 3000 || pre.end != int64(starts) {
+		t.Fatalf("preload: %d records, end %d", pre.records, pre.end)
+	}
+	checkTable(t, pre.table, expected)
+	l, table := mustOpen(t, dir, nil)
+	if l.records != 3000 || l.size != int64(starts) || l.truncated != int64(len(corrupt)-starts) {
+		t.Fatalf("open: records %d, size %d, truncated %d", l.records, l.size, l.truncated)
+	}
+	checkTable(t, table, expected)
+}
+
+// The table is sized for the keys: the estimate is close to their number,
+// whether records overwrite each other or not.
+func TestKeyCounterEstimate(t *testing.T) {
+	for _, c := range []struct{ records, keys int }{{0, 0}, {1, 1}, {65000, 4096}, {100000, 100000}, {20000, 10}} {
+		counter := newKeyCounter(c.records)
+		for i := 0; i < c.records; i++ {
+			counter.add([]byte(fmt.Sprintf("key-%d", i%max(c.keys, 1))))
+		}
+		if got := counter.estimate(); got < c.keys-c.keys/50 || got > c.keys+c.keys/50+2 {
+			t.Errorf("%d records over %d keys: estimate %d", c.records, c.keys, got)
+		}
+	}
+}
+
 // benchLog is a log of n records like the benchmark's load (each client
 // SETs keys of its own, each once).
 func benchLog(n int) []byte {
@@ -445,6 +617,37 @@ func BenchmarkReplay100k(b *testing.B) {
 			b.Fatalf("%v", err)
 		}
 		l.f.Close()
+	}
+}
+
+// overwriteLog is a log like the comparison benchmark's before compaction:
+// 16 clients taking turns, each SETting its 256 keys over and over (4,096
+// keys in all), values "v<n>".
+func overwriteLog(n int) []byte {
+	var buf []byte
+	for i := 0; i < n; i++ {
+		client, round := i%16, i/16
+		buf = append(buf, record(uint64(1+i/1000), fmt.Sprintf("runk%d-%d", client, round%256),
+			fmt.Sprintf("v%d", round))...)
+	}
+	return buf
+}
+
+// BenchmarkPreloadOverwrites65k: a successor's preload of 65,000 records
+// over 4,096 keys, the longest log the benchmark's services replay.
+func BenchmarkPreloadOverwrites65k(b *testing.B) {
+	dir, data := b.TempDir(), overwriteLog(65000)
+	if err := os.WriteFile(logPath(dir), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		pre, err := preloadLog(dir)
+		if err != nil || pre.records != 65000 || len(pre.table) != 4096 {
+			b.Fatalf("%v", err)
+		}
 	}
 }
 
