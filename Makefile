@@ -87,7 +87,8 @@ test-c: build
 # docs/reliability.md. test-sanitize (part of `make test`): kv-c built with
 # AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer included),
 # then tests/handoff_c.rs with every generation that build (cold start,
-# handoffs under load, an aborted handoff, SIGTERM): no report, every exit
+# handoffs under load, an aborted handoff, a compacting successor,
+# SIGTERM): no report, every exit
 # 0; then the same under valgrind. tests/c already runs the C tests of the
 # ABI both ways (test-c).
 .PHONY: test-sanitize test-asan test-valgrind test-fuzz test-miri
