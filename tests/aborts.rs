@@ -183,6 +183,30 @@ fn successor_that_hangs_past_the_deadline_is_killed_and_rolled_back() {
     service.assert_settled(service.incumbent);
 }
 
+/// A successor that takes longer to say Hello than the incumbent's
+/// liveness timeout (as one loading its state first does) still takes
+/// over: the supervisor heartbeats the incumbent while it waits.
+#[test]
+fn a_successor_slower_to_say_hello_than_the_incumbents_liveness_takes_over() {
+    let _alone = serial();
+    let mut service = start(&["--liveness-ms", "1000"], false);
+    service.supervisor.set_timeouts(Timeouts {
+        heartbeat: Duration::from_millis(200),
+        kill_grace: Duration::from_millis(500),
+        ..Timeouts::default()
+    });
+    let outcome = service
+        .supervisor
+        .perform_handoff(&service.spec(&["--delay-hello-ms", "2500", "--liveness-ms", "1000"]))
+        .unwrap();
+    assert!(outcome.committed, "rolled back: {:?}", outcome.abort_reason);
+    let successor = outcome
+        .successor
+        .expect("a committed handoff has a successor");
+    let pid = service.reaper.keep(successor);
+    service.assert_settled(pid);
+}
+
 #[test]
 fn failed_seal_keeps_the_incumbent_serving_with_its_lock() {
     let _alone = serial();

@@ -6,12 +6,15 @@
  *
  *   noop-service --data-dir DIR --control-socket PATH [--report FILE]
  *                [--exit-before-ready] [--hang-before-ready] [--fail-seal]
- *                [--forge-hello] [--liveness-ms N] [--log-file PATH]
+ *                [--forge-hello] [--liveness-ms N] [--delay-hello-ms N]
+ *                [--log-file PATH]
  *
  * --forge-hello: as a successor, a forked child sends the Hello claiming
  * the successor's pid, as a process that was handed the socket might.
  * --liveness-ms: the incumbent's supervisor-liveness timeout
  * (handoff_incumbent_set_liveness_timeout), so tests need not wait 10 s.
+ * --delay-hello-ms: as a successor, wait this long before the handshake, as
+ * a service loading its state first does.
  * --log-file: the library's log lines (every level) are appended there
  * instead of going to stderr, so a test can read what the library said.
  */
@@ -32,7 +35,7 @@
 
 static const char *data_dir, *control_socket, *report_path;
 static int exit_before_ready, hang_before_ready, fail_seal, forge_hello;
-static unsigned long liveness_ms;
+static unsigned long liveness_ms, delay_hello_ms;
 static FILE *log_file;
 static volatile int accepting = 1;
 
@@ -159,6 +162,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--fail-seal")) fail_seal = 1;
         else if (!strcmp(argv[i], "--forge-hello")) forge_hello = 1;
         else if (!strcmp(argv[i], "--liveness-ms") && i + 1 < argc) liveness_ms = strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--delay-hello-ms") && i + 1 < argc) delay_hello_ms = strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--log-file") && i + 1 < argc) {
             log_file = fopen(argv[++i], "a");
             if (!log_file) { perror(argv[i]); return 64; }
@@ -177,6 +181,10 @@ int main(int argc, char **argv) {
     int listener = -1;
     if (handoff_inherited_is_successor(inherited)) {
         handoff_successor *successor = NULL;
+        if (delay_hello_ms)
+            nanosleep(&(struct timespec){(time_t)(delay_hello_ms / 1000),
+                                        (long)(delay_hello_ms % 1000) * 1000000L},
+                      NULL);
         CHECK(handoff_successor_new(inherited, &successor, &err_), "successor");
         CHECK(handoff_successor_handshake(successor, (const uint8_t *)"noop", 4, NULL, &err_), "handshake");
         CHECK(handoff_successor_wait_for_begin(successor, 60000, &err_), "wait for Begin");
