@@ -46,8 +46,8 @@ mod crash;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -55,8 +55,9 @@ use std::time::{Duration, Instant};
 use common::{noop_service, open_fds, tcp_listener};
 use crash::{
     become_subreaper, committed_pid, crash_build, describe_exit, live_children, mapped_libhandoff,
-    parent_of, parse_recovery, ping, reap, recovery_phase, stable_fd_profile, wait_dead,
-    wait_fd_profile, After, Case, CrashBuild, Run, Who, BOUNDARY_CASES,
+    parent_of, parse_recovery, ping, reap, reap_successors, recovery_phase, run_with_listener,
+    stable_fd_profile, successor_status, wait_dead, wait_fd_profile, wait_no_orphan, After, Case,
+    CrashBuild, Run, Who, BOUNDARY_CASES,
 };
 use handoff::journal::Journal;
 use handoff::lock::{DataDirLock, LockState};
@@ -65,7 +66,6 @@ use handoff::supervisor::Supervisor;
 use handoff::Phase;
 
 /// Where the test-supervisor expects its listener.
-const LISTENER_FD: RawFd = 3;
 /// How long anything that should happen may take before the case fails.
 const SETTLE: Duration = Duration::from_secs(8);
 
@@ -269,42 +269,12 @@ impl<'b> Trial<'b> {
         if let Some(point) = crash_at {
             command.env("HANDOFF_CRASH_AT", point);
         }
-        let listener = self.listener.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe calls (dup2, fcntl) and builds an
-        // io::Error from errno, which does not allocate. `listener` stays
-        // open in the parent for the whole spawn (self.listener is borrowed
-        // by nothing else and outlives this call).
-        unsafe {
-            command.pre_exec(move || {
-                let ret = if listener == LISTENER_FD {
-                    // dup2 onto itself would leave close-on-exec set.
-                    libc::fcntl(listener, libc::F_SETFD, 0)
-                } else {
-                    // dup2 clears close-on-exec on the new descriptor.
-                    libc::dup2(listener, LISTENER_FD)
-                };
-                if ret < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
-        };
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("test-supervisor: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("test-supervisor {mode} hung"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = run_with_listener(
+            &mut command,
+            self.listener.as_raw_fd(),
+            Duration::from_secs(30),
+            mode,
+        )?;
         let stdout = fs::read_to_string(&out_path).map_err(|e| e.to_string())?;
         Ok((status, stdout.trim().to_string()))
     }
@@ -312,26 +282,15 @@ impl<'b> Trial<'b> {
     /// Every process the case started except `keep` is dead (waiting for
     /// those on their way out), and reaped.
     fn check_no_orphan(&mut self, keep: Option<u32>) -> Result<(), String> {
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let mut candidates = self.service_pids();
-            candidates.extend(self.cold_pids());
-            candidates.extend(live_children());
-            candidates.sort_unstable();
-            candidates.dedup();
-            let alive: Vec<u32> = candidates
-                .into_iter()
-                .filter(|pid| Some(*pid) != keep && pid_alive(*pid))
-                .collect();
-            if alive.is_empty() {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "orphan processes alive: {alive:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_no_orphan(
+            || {
+                let mut started = self.service_pids();
+                started.extend(self.cold_pids());
+                started
+            },
+            keep,
+            SETTLE,
+        )?;
         self.reap_dead();
         Ok(())
     }
@@ -340,21 +299,11 @@ impl<'b> Trial<'b> {
         for child in &mut self.cold_started {
             child.try_wait();
         }
-        let cold = self.cold_pids();
-        for pid in self.service_pids() {
-            if !cold.contains(&pid) {
-                if let Some(status) = reap(pid) {
-                    self.statuses.insert(pid, status);
-                }
-            }
-        }
+        reap_successors(self.service_pids(), &self.cold_pids(), &mut self.statuses);
     }
 
-    /// How a successor ended, if it was reaped here.
     fn successor_status(&self, pid: u32) -> String {
-        self.statuses
-            .get(&pid)
-            .map_or_else(|| "exited".to_string(), |&status| describe_status(status))
+        successor_status(&self.statuses, pid)
     }
 
     /// The service settled with `incumbent` in charge: it answers PING,

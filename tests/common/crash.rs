@@ -3,18 +3,113 @@
 //! process bookkeeping that proves no orphan and no leaked descriptor.
 #![allow(unsafe_code, dead_code)]
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::RawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitStatus};
 use std::time::{Duration, Instant};
 
-use handoff::spawn::pid_alive;
+use handoff::spawn::{describe_status, pid_alive};
 
 use crate::common::root;
 use handoff::Phase;
+
+/// The descriptor on which the test-supervisor finds the listener.
+pub const LISTENER_FD: RawFd = 3;
+
+/// Spawn `command` (a test-supervisor) with `listener` as its descriptor
+/// LISTENER_FD and wait up to `timeout` for it to exit.
+pub fn run_with_listener(
+    command: &mut Process,
+    listener: RawFd,
+    timeout: Duration,
+    mode: &str,
+) -> Result<ExitStatus, String> {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe calls (dup2, fcntl) and builds an io::Error
+    // from errno, which does not allocate. The caller keeps `listener` open
+    // for the whole call.
+    unsafe {
+        command.pre_exec(move || {
+            let ret = if listener == LISTENER_FD {
+                // dup2 onto itself would leave close-on-exec set.
+                libc::fcntl(listener, libc::F_SETFD, 0)
+            } else {
+                // dup2 clears close-on-exec on the new descriptor.
+                libc::dup2(listener, LISTENER_FD)
+            };
+            if ret < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("test-supervisor: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("test-supervisor {mode} hung"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wait up to `settle` until every process of `started()` (the ones a case
+/// started) and every child of ours, except `keep`, is dead.
+pub fn wait_no_orphan(
+    started: impl Fn() -> Vec<u32>,
+    keep: Option<u32>,
+    settle: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + settle;
+    loop {
+        let mut candidates = started();
+        candidates.extend(live_children());
+        candidates.sort_unstable();
+        candidates.dedup();
+        let alive: Vec<u32> = candidates
+            .into_iter()
+            .filter(|pid| Some(*pid) != keep && pid_alive(*pid))
+            .collect();
+        if alive.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("orphan processes alive: {alive:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reap each of `pids` but the cold-started ones (reaped through their own
+/// handles), keeping their wait statuses.
+pub fn reap_successors(pids: Vec<u32>, cold: &[u32], statuses: &mut HashMap<u32, i32>) {
+    for pid in pids {
+        if !cold.contains(&pid) {
+            if let Some(status) = reap(pid) {
+                statuses.insert(pid, status);
+            }
+        }
+    }
+}
+
+/// How a successor ended, if it was reaped.
+pub fn successor_status(statuses: &HashMap<u32, i32>, pid: u32) -> String {
+    statuses
+        .get(&pid)
+        .map_or_else(|| "exited".to_string(), |&status| describe_status(status))
+}
 
 /// The crash-enabled build: its library and the test-supervisor.
 pub struct CrashBuild {
