@@ -15,7 +15,7 @@
 //! four load clients' pause after each SET and its GETs, default 5),
 //! `SOAK_READS` (GETs after each SET, default 1), `SOAK_PAUSE_MS` (between
 //! two handoffs, default 100). The example services compact their log at
-//! open once it holds 65,536 records (the soak writes 2,000 keys), so it
+//! open once it holds 65,536 records (the soak writes 8,000 keys), so it
 //! stays bounded however long the run: docs/reliability.md gives the
 //! settings for 24 hours.
 //!
