@@ -56,6 +56,7 @@
 
 mod common;
 #[path = "common/crash.rs"]
+#[macro_use]
 mod crash;
 #[path = "common/kv.rs"]
 mod kv;
@@ -63,40 +64,28 @@ mod kv;
 mod load;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{open_fds, tcp_listener};
+use common::open_fds;
 use crash::{
-    become_subreaper, committed_pid, crash_build, describe_exit, live_children, mapped_libhandoff,
-    parent_of, parse_recovery, ping, reap, reap_successors, recovery_phase, run_with_listener,
-    stable_fd_profile, successor_status, wait_dead, wait_fd_profile, wait_no_orphan, After, Case,
-    CrashBuild, FdProfile, Run, Who, BOUNDARY_CASES, HOOK_CASES,
+    become_subreaper, check_recovery, committed_pid, crash_build, describe_exit,
+    old_incumbent_exit, phase_name, ping, run_with_listener, show, stable_fd_profile,
+    wait_fd_profile, After, Case, CrashBuild, FdProfile, Run, Who, World, BOUNDARY_CASES,
+    HOOK_CASES,
 };
 use handoff::journal::Journal;
 use handoff::lock::{DataDirLock, LockState};
-use handoff::spawn::{describe_status, pid_alive, ChildProcess};
-use handoff::supervisor::Supervisor;
-use handoff::Phase;
+use handoff::spawn::describe_status;
 use kv::{Lang, LaunchOptions, LANGS};
 use load::{Load, LoadConfig, Tally};
 
-/// Where the test-supervisor expects its listener.
 /// How long anything that should happen may take before the case fails.
 const SETTLE: Duration = Duration::from_secs(10);
-
-macro_rules! ensure {
-    ($cond:expr, $($arg:tt)+) => {
-        if !$cond {
-            return Err(format!($($arg)+));
-        }
-    };
-}
 
 impl Case {
     /// Whether the kill takes down a process that holds client connections
@@ -106,37 +95,31 @@ impl Case {
     }
 }
 
-/// One case's world: a directory, a listener, the processes it started.
+/// One case's world (the shared part: crash::World) and the listener's address.
 struct Trial<'b> {
-    build: &'b CrashBuild,
-    dir: tempfile::TempDir,
-    listener: TcpListener,
+    world: World<'b>,
     addr: SocketAddr,
-    /// Holds a copy of the listener, for cold starts.
-    cold: Supervisor,
-    cold_started: Vec<ChildProcess>,
-    /// Wait statuses of reaped successors.
-    statuses: std::collections::HashMap<u32, i32>,
-    runs: usize,
+}
+
+impl<'b> std::ops::Deref for Trial<'b> {
+    type Target = World<'b>;
+    fn deref(&self) -> &World<'b> {
+        &self.world
+    }
+}
+
+impl std::ops::DerefMut for Trial<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.world
+    }
 }
 
 impl<'b> Trial<'b> {
     fn new(build: &'b CrashBuild) -> Result<Trial<'b>, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let (listener, addr) = tcp_listener();
-        let copy = listener.try_clone().map_err(|e| e.to_string())?;
-        let cold = Supervisor::new(dir.path().join("control.sock"))
-            .with_listener("kv", OwnedFd::from(copy))
-            .map_err(|e| e.to_string())?;
+        let (world, addr) = World::new(build, SETTLE)?;
         let trial = Trial {
-            build,
-            dir,
-            listener,
+            world,
             addr: addr.parse().map_err(|e| format!("{addr}: {e}"))?,
-            cold,
-            cold_started: Vec::new(),
-            statuses: Default::default(),
-            runs: 0,
         };
         for lang in LANGS {
             kv::write_launcher(
@@ -153,74 +136,8 @@ impl<'b> Trial<'b> {
         Ok(trial)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     fn launcher(&self, lang: Lang) -> PathBuf {
         self.path(&format!("kv-{}.sh", lang.short()))
-    }
-
-    fn control(&self) -> PathBuf {
-        self.path("control.sock")
-    }
-
-    fn journal(&self) -> PathBuf {
-        self.path("journal/state.bin")
-    }
-
-    fn data(&self) -> PathBuf {
-        self.path("data")
-    }
-
-    /// Every service generation appends `pid=<pid> <tag>` here (launcher).
-    fn report(&self) -> PathBuf {
-        self.path("report.txt")
-    }
-
-    /// The stderr of every process of the case.
-    fn log(&self) -> PathBuf {
-        self.path("log.txt")
-    }
-
-    fn log_tail(&self) -> String {
-        let log = fs::read_to_string(self.log()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    fn service_pids(&self) -> Vec<u32> {
-        fs::read_to_string(self.report())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.strip_prefix("pid=")?.split(' ').next()?.parse().ok())
-            .collect()
-    }
-
-    fn cold_pids(&self) -> Vec<u32> {
-        self.cold_started.iter().map(ChildProcess::pid).collect()
-    }
-
-    /// Service pids started by a supervisor (successors).
-    fn successor_pids(&self) -> Vec<u32> {
-        let cold = self.cold_pids();
-        self.service_pids()
-            .into_iter()
-            .filter(|pid| !cold.contains(pid))
-            .collect()
-    }
-
-    /// The service uses the crash-enabled library.
-    fn check_library(&self, pid: u32) -> Result<(), String> {
-        let mapped = mapped_libhandoff(pid).ok_or(format!("pid {pid} maps no libhandoff.so"))?;
-        ensure!(
-            mapped.parent().and_then(|d| fs::canonicalize(d).ok())
-                == fs::canonicalize(&self.build.lib_dir).ok(),
-            "pid {pid} runs {} instead of the crash-enabled library in {}",
-            mapped.display(),
-            self.build.lib_dir.display()
-        );
-        Ok(())
     }
 
     /// Start `lang`'s service with no supervisor handshake (as the
@@ -300,32 +217,6 @@ impl<'b> Trial<'b> {
         Ok((status, stdout.trim().to_string()))
     }
 
-    /// Every process the case started except `keep` is dead, and reaped.
-    fn check_no_orphan(&mut self, keep: Option<u32>) -> Result<(), String> {
-        wait_no_orphan(
-            || {
-                let mut started = self.service_pids();
-                started.extend(self.cold_pids());
-                started
-            },
-            keep,
-            SETTLE,
-        )?;
-        self.reap_dead();
-        Ok(())
-    }
-
-    fn reap_dead(&mut self) {
-        for child in &mut self.cold_started {
-            child.try_wait();
-        }
-        reap_successors(self.service_pids(), &self.cold_pids(), &mut self.statuses);
-    }
-
-    fn successor_status(&self, pid: u32) -> String {
-        successor_status(&self.statuses, pid)
-    }
-
     /// `incumbent` (of `lang`) serves: it answers PING, it alone holds the
     /// lock, the journal is gone, nothing else the case started is alive.
     fn check_settled(&mut self, incumbent: u32, lang: Lang) -> Result<(), String> {
@@ -346,23 +237,6 @@ impl<'b> Trial<'b> {
         self.check_no_orphan(Some(incumbent))
     }
 
-    fn check_no_temp_files(&self) -> Result<(), String> {
-        let mut dirs = vec![self.dir.path().to_owned()];
-        let mut leftovers = Vec::new();
-        while let Some(dir) = dirs.pop() {
-            for entry in fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|ext| ext == "tmp") {
-                    leftovers.push(path);
-                }
-            }
-        }
-        ensure!(leftovers.is_empty(), "files left behind: {leftovers:?}");
-        Ok(())
-    }
-
     /// Nobody serves: no process of the case is alive, the lock is free and
     /// the journal gone (the clients' connections wait in the queue).
     fn check_down(&mut self) -> Result<(), String> {
@@ -377,63 +251,6 @@ impl<'b> Trial<'b> {
         );
         Ok(())
     }
-
-    fn cold_status(&mut self, pid: u32) -> Option<i32> {
-        let child = self.cold_started.iter_mut().find(|c| c.pid() == pid)?;
-        child.wait_timeout(SETTLE)
-    }
-}
-
-impl Drop for Trial<'_> {
-    fn drop(&mut self) {
-        let cold = self.cold_pids();
-        let mut others: Vec<u32> = self
-            .service_pids()
-            .into_iter()
-            .filter(|pid| !cold.contains(pid))
-            .collect();
-        others.extend(
-            live_children()
-                .into_iter()
-                .filter(|pid| !cold.contains(pid)),
-        );
-        for &pid in &others {
-            if pid_alive(pid) && parent_of(pid) == Some(std::process::id()) {
-                // SAFETY: kill(2) has no memory effects.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                wait_dead(pid, Duration::from_secs(2));
-            }
-            reap(pid);
-        }
-        for child in &mut self.cold_started {
-            child.terminate(Duration::from_millis(500));
-        }
-    }
-}
-
-/// The old incumbent's wait status: SIGKILL when it was the one killed
-/// (which also proves the crash-enabled library was loaded), otherwise a
-/// clean exit once committed or superseded, or the recovery's SIGTERM.
-fn old_incumbent_exit(t: &mut Trial<'_>, old: u32, case: &Case) -> Result<i32, String> {
-    let status = t
-        .cold_status(old)
-        .ok_or(format!("old incumbent {old} did not exit"))?;
-    let killed = libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL;
-    if case.who == Who::O {
-        ensure!(
-            killed,
-            "old incumbent {}, expected killed at {}",
-            describe_status(status),
-            case.point
-        );
-    } else {
-        ensure!(
-            !killed,
-            "old incumbent {} (SIGKILL: it did not step down)",
-            describe_status(status)
-        );
-    }
-    Ok(status)
 }
 
 /// One row of the matrix: a crash point with an incumbent and a successor
@@ -562,62 +379,6 @@ fn check_fds(
     let checked = wait_fd_profile(pid, t.dir.path(), baseline, SETTLE);
     load.resume();
     checked.map(|_| ())
-}
-
-/// Check the restarted supervisor's report (`recover`) against what the
-/// case expects: `none` when nothing was journalled, otherwise the journal's
-/// phase and the outcome of the case (rolled back to `old`, or committed to
-/// the successor). Resolves `ReadyDecides`, the one outcome a case leaves
-/// open, with the report.
-fn check_recovery(case: &Case, line: &str, old: u32, successors: &[u32]) -> Result<After, String> {
-    let Some(phase) = case.journal else {
-        ensure!(
-            line == "none",
-            "recover said {line:?}, expected none (nothing journalled)"
-        );
-        return Ok(case.after);
-    };
-    ensure!(
-        recovery_phase(line) == Some(phase.name()),
-        "recover said {line:?}, expected phase={}",
-        phase.name()
-    );
-    let (status, pid) = parse_recovery(line);
-    let rolled_back = status == "rolled-back" && pid == Some(old);
-    let committed = status == "committed" && pid.is_some() && successors == [pid.unwrap_or(0)];
-    match case.after {
-        After::OldResumes => {
-            ensure!(
-                rolled_back,
-                "recover said {line:?}, expected rolled-back {old}"
-            );
-            Ok(After::OldResumes)
-        }
-        After::SuccessorServes => {
-            ensure!(
-                committed,
-                "recover said {line:?}, expected committed (successors {successors:?})"
-            );
-            Ok(After::SuccessorServes)
-        }
-        After::ReadyDecides => {
-            ensure!(
-                rolled_back || committed,
-                "recover said {line:?}, expected rolled-back {old} or committed \
-                 (successors {successors:?})"
-            );
-            Ok(if committed {
-                After::SuccessorServes
-            } else {
-                After::OldResumes
-            })
-        }
-        After::NobodyServes => Err("a supervisor crash leaves an incumbent serving".into()),
-    }
-}
-
-fn phase_name(phase: Option<Phase>) -> &'static str {
-    phase.map_or("none", Phase::name)
 }
 
 fn drive_row(
@@ -855,12 +616,6 @@ fn drive_row(
         verified: tally.keys.len(),
         load: tally,
     })
-}
-
-/// Straight to stderr, past the test harness's capture: the matrix is the
-/// point of this suite.
-fn show(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The rows to run: every point with each language as the incumbent (the

@@ -41,141 +41,51 @@
 
 mod common;
 #[path = "common/crash.rs"]
+#[macro_use]
 mod crash;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::{Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{noop_service, open_fds, tcp_listener};
+use common::{noop_service, open_fds};
 use crash::{
-    become_subreaper, committed_pid, crash_build, describe_exit, live_children, mapped_libhandoff,
-    parent_of, parse_recovery, ping, reap, reap_successors, recovery_phase, run_with_listener,
-    stable_fd_profile, successor_status, wait_dead, wait_fd_profile, wait_no_orphan, After, Case,
-    CrashBuild, Run, Who, BOUNDARY_CASES,
+    become_subreaper, check_recovery, committed_pid, crash_build, describe_exit,
+    old_incumbent_exit, parse_recovery, phase_name, ping, run_with_listener, show,
+    stable_fd_profile, wait_fd_profile, After, Case, CrashBuild, Run, Who, World, BOUNDARY_CASES,
 };
 use handoff::journal::Journal;
 use handoff::lock::{DataDirLock, LockState};
-use handoff::spawn::{describe_status, pid_alive, ChildProcess, Command};
-use handoff::supervisor::Supervisor;
-use handoff::Phase;
+use handoff::spawn::{describe_status, Command};
 
-/// Where the test-supervisor expects its listener.
 /// How long anything that should happen may take before the case fails.
 const SETTLE: Duration = Duration::from_secs(8);
 
-macro_rules! ensure {
-    ($cond:expr, $($arg:tt)+) => {
-        if !$cond {
-            return Err(format!($($arg)+));
-        }
-    };
+/// One case's world (the shared part: crash::World) and the listener's address.
+struct Trial<'b> {
+    world: World<'b>,
+    addr: String,
 }
 
-/// One case's world: a directory, a listener, the processes it started.
-struct Trial<'b> {
-    build: &'b CrashBuild,
-    dir: tempfile::TempDir,
-    listener: TcpListener,
-    addr: String,
-    /// Holds a copy of the listener, for cold starts.
-    cold: Supervisor,
-    /// Cold-started generations: children of this process.
-    cold_started: Vec<ChildProcess>,
-    /// Wait statuses of reaped successors.
-    statuses: std::collections::HashMap<u32, i32>,
-    runs: usize,
+impl<'b> std::ops::Deref for Trial<'b> {
+    type Target = World<'b>;
+    fn deref(&self) -> &World<'b> {
+        &self.world
+    }
+}
+
+impl std::ops::DerefMut for Trial<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.world
+    }
 }
 
 impl<'b> Trial<'b> {
     fn new(build: &'b CrashBuild) -> Result<Trial<'b>, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let (listener, addr) = tcp_listener();
-        let copy = listener.try_clone().map_err(|e| e.to_string())?;
-        let cold = Supervisor::new(dir.path().join("control.sock"))
-            .with_listener("kv", OwnedFd::from(copy))
-            .map_err(|e| e.to_string())?;
-        Ok(Trial {
-            build,
-            dir,
-            listener,
-            addr,
-            cold,
-            cold_started: Vec::new(),
-            statuses: Default::default(),
-            runs: 0,
-        })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn control(&self) -> PathBuf {
-        self.path("control.sock")
-    }
-
-    fn journal(&self) -> PathBuf {
-        self.path("journal/state.bin")
-    }
-
-    fn data(&self) -> PathBuf {
-        self.path("data")
-    }
-
-    /// Every service generation appends `pid=<pid> ...` here at start-up.
-    fn report(&self) -> PathBuf {
-        self.path("report.txt")
-    }
-
-    /// The stderr of every process of the case.
-    fn log(&self) -> PathBuf {
-        self.path("log.txt")
-    }
-
-    fn log_tail(&self) -> String {
-        let log = fs::read_to_string(self.log()).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
-    }
-
-    fn service_pids(&self) -> Vec<u32> {
-        fs::read_to_string(self.report())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.strip_prefix("pid=")?.split(' ').next()?.parse().ok())
-            .collect()
-    }
-
-    fn cold_pids(&self) -> Vec<u32> {
-        self.cold_started.iter().map(ChildProcess::pid).collect()
-    }
-
-    /// Service pids started by a supervisor (successors).
-    fn successor_pids(&self) -> Vec<u32> {
-        let cold = self.cold_pids();
-        self.service_pids()
-            .into_iter()
-            .filter(|pid| !cold.contains(pid))
-            .collect()
-    }
-
-    /// The service uses the crash-enabled library.
-    fn check_library(&self, pid: u32) -> Result<(), String> {
-        let mapped = mapped_libhandoff(pid).ok_or(format!("pid {pid} maps no libhandoff.so"))?;
-        ensure!(
-            mapped.parent().and_then(|d| fs::canonicalize(d).ok())
-                == fs::canonicalize(&self.build.lib_dir).ok(),
-            "pid {pid} runs {} instead of the crash-enabled library in {}",
-            mapped.display(),
-            self.build.lib_dir.display()
-        );
-        Ok(())
+        let (world, addr) = World::new(build, SETTLE)?;
+        Ok(Trial { world, addr })
     }
 
     /// Start a generation with no supervisor handshake (as the supervisor
@@ -279,33 +189,6 @@ impl<'b> Trial<'b> {
         Ok((status, stdout.trim().to_string()))
     }
 
-    /// Every process the case started except `keep` is dead (waiting for
-    /// those on their way out), and reaped.
-    fn check_no_orphan(&mut self, keep: Option<u32>) -> Result<(), String> {
-        wait_no_orphan(
-            || {
-                let mut started = self.service_pids();
-                started.extend(self.cold_pids());
-                started
-            },
-            keep,
-            SETTLE,
-        )?;
-        self.reap_dead();
-        Ok(())
-    }
-
-    fn reap_dead(&mut self) {
-        for child in &mut self.cold_started {
-            child.try_wait();
-        }
-        reap_successors(self.service_pids(), &self.cold_pids(), &mut self.statuses);
-    }
-
-    fn successor_status(&self, pid: u32) -> String {
-        successor_status(&self.statuses, pid)
-    }
-
     /// The service settled with `incumbent` in charge: it answers PING,
     /// holds the lock (and nobody else does), the journal is gone, nothing
     /// else the case started is alive.
@@ -327,25 +210,6 @@ impl<'b> Trial<'b> {
         self.check_no_orphan(Some(incumbent))
     }
 
-    /// No half-written file (journal, pidfile, generation, control socket)
-    /// is left behind.
-    fn check_no_temp_files(&self) -> Result<(), String> {
-        let mut dirs = vec![self.dir.path().to_owned()];
-        let mut leftovers = Vec::new();
-        while let Some(dir) = dirs.pop() {
-            for entry in fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|ext| ext == "tmp") {
-                    leftovers.push(path);
-                }
-            }
-        }
-        ensure!(leftovers.is_empty(), "files left behind: {leftovers:?}");
-        Ok(())
-    }
-
     /// Nobody serves: no process of the case is alive, the lock is free,
     /// the journal is gone, and a PING waits in the accept queue unanswered.
     fn check_down(&mut self) -> Result<(), String> {
@@ -365,71 +229,11 @@ impl<'b> Trial<'b> {
         );
         Ok(())
     }
-
-    fn cold_status(&mut self, pid: u32) -> Option<i32> {
-        let child = self.cold_started.iter_mut().find(|c| c.pid() == pid)?;
-        child.wait_timeout(SETTLE)
-    }
-}
-
-impl Drop for Trial<'_> {
-    fn drop(&mut self) {
-        // Leftovers, killed by pid: they are children of this process (cold
-        // starts, or reparented to this subreaper), so no pid is reused
-        // before we reap it.
-        let cold = self.cold_pids();
-        let mut others: Vec<u32> = self
-            .service_pids()
-            .into_iter()
-            .filter(|pid| !cold.contains(pid))
-            .collect();
-        others.extend(
-            live_children()
-                .into_iter()
-                .filter(|pid| !cold.contains(pid)),
-        );
-        for &pid in &others {
-            if pid_alive(pid) && parent_of(pid) == Some(std::process::id()) {
-                // SAFETY: kill(2) has no memory effects.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                wait_dead(pid, Duration::from_secs(2));
-            }
-            reap(pid);
-        }
-        for child in &mut self.cold_started {
-            child.terminate(Duration::from_millis(500));
-        }
-    }
 }
 
 /// PING on a fresh connection; the answering pid.
 fn ping_pid(addr: &str, timeout: Duration) -> Option<u32> {
     ping(addr.parse().ok()?, timeout).map(|(pid, _)| pid)
-}
-
-/// The old incumbent's wait status: killed at the crash point when it was
-/// the one killed (which proves LD_LIBRARY_PATH took effect), otherwise a
-/// clean exit once committed or superseded, or the recovery's SIGTERM.
-fn old_incumbent_exit(t: &mut Trial<'_>, old: u32, case: &Case) -> Result<i32, String> {
-    let status = t
-        .cold_status(old)
-        .ok_or(format!("old incumbent {old} did not exit"))?;
-    let killed = libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL;
-    if case.who == Who::O {
-        ensure!(
-            killed,
-            "old incumbent {}, expected killed at {}",
-            describe_status(status),
-            case.point
-        );
-    } else {
-        ensure!(
-            !killed,
-            "old incumbent {} (SIGKILL: it did not step down)",
-            describe_status(status)
-        );
-    }
-    Ok(status)
 }
 
 fn run_case(build: &CrashBuild, case: &Case) -> Result<String, String> {
@@ -440,58 +244,6 @@ fn run_case(build: &CrashBuild, case: &Case) -> Result<String, String> {
         show(&format!("--- {} log ---\n{}", case.point, trial.log_tail()));
     }
     result.map_err(|e| format!("{e}\n--- log ---\n{}", trial.log_tail()))
-}
-
-/// Check the restarted supervisor's report (`recover`) against what the
-/// case expects: `none` when nothing was journalled, otherwise the journal's
-/// phase and the outcome of the case (rolled back to `old`, or committed to
-/// the successor). Resolves `ReadyDecides`, the one outcome a case leaves
-/// open, with the report.
-fn check_recovery(case: &Case, line: &str, old: u32, successors: &[u32]) -> Result<After, String> {
-    let Some(phase) = case.journal else {
-        ensure!(
-            line == "none",
-            "recover said {line:?}, expected none (nothing journalled)"
-        );
-        return Ok(case.after);
-    };
-    ensure!(
-        recovery_phase(line) == Some(phase.name()),
-        "recover said {line:?}, expected phase={}",
-        phase.name()
-    );
-    let (status, pid) = parse_recovery(line);
-    let rolled_back = status == "rolled-back" && pid == Some(old);
-    let committed = status == "committed" && pid.is_some() && successors == [pid.unwrap_or(0)];
-    match case.after {
-        After::OldResumes => {
-            ensure!(
-                rolled_back,
-                "recover said {line:?}, expected rolled-back {old}"
-            );
-            Ok(After::OldResumes)
-        }
-        After::SuccessorServes => {
-            ensure!(
-                committed,
-                "recover said {line:?}, expected committed (successors {successors:?})"
-            );
-            Ok(After::SuccessorServes)
-        }
-        After::ReadyDecides => {
-            ensure!(
-                rolled_back || committed,
-                "recover said {line:?}, expected rolled-back {old} or committed \
-                 (successors {successors:?})"
-            );
-            Ok(if committed {
-                After::SuccessorServes
-            } else {
-                After::OldResumes
-            })
-        }
-        After::NobodyServes => Err("a supervisor crash leaves an incumbent serving".into()),
-    }
 }
 
 fn drive_case(t: &mut Trial<'_>, case: &Case) -> Result<String, String> {
@@ -656,16 +408,6 @@ fn drive_case(t: &mut Trial<'_>, case: &Case) -> Result<String, String> {
     wait_fd_profile(next, t.dir.path(), &baseline, SETTLE)?;
     notes.push("fresh handoff commits".into());
     Ok(notes.join("; "))
-}
-
-fn phase_name(phase: Option<Phase>) -> &'static str {
-    phase.map_or("none", Phase::name)
-}
-
-/// Straight to stderr, past the test harness's capture: the matrix is the
-/// point of this suite.
-fn show(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// The tests watch this process's children: one at a time.

@@ -3,19 +3,30 @@
 //! process bookkeeping that proves no orphan and no leaked descriptor.
 #![allow(unsafe_code, dead_code)]
 
+/// `return Err(format!(...))` unless the condition holds (the suites'
+/// checks return their failures rather than panic, to clean up first).
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::RawFd;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitStatus};
 use std::time::{Duration, Instant};
 
-use handoff::spawn::{describe_status, pid_alive};
+use handoff::spawn::{describe_status, pid_alive, ChildProcess};
+use handoff::supervisor::Supervisor;
 
-use crate::common::root;
+use crate::common::{root, tcp_listener};
 use handoff::Phase;
 
 /// The descriptor on which the test-supervisor finds the listener.
@@ -90,25 +101,6 @@ pub fn wait_no_orphan(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Reap each of `pids` but the cold-started ones (reaped through their own
-/// handles), keeping their wait statuses.
-pub fn reap_successors(pids: Vec<u32>, cold: &[u32], statuses: &mut HashMap<u32, i32>) {
-    for pid in pids {
-        if !cold.contains(&pid) {
-            if let Some(status) = reap(pid) {
-                statuses.insert(pid, status);
-            }
-        }
-    }
-}
-
-/// How a successor ended, if it was reaped.
-pub fn successor_status(statuses: &HashMap<u32, i32>, pid: u32) -> String {
-    statuses
-        .get(&pid)
-        .map_or_else(|| "exited".to_string(), |&status| describe_status(status))
 }
 
 /// The crash-enabled build: its library and the test-supervisor.
@@ -719,3 +711,290 @@ pub const HOOK_CASES: &[Case] = &[
         after: After::NobodyServes,
     },
 ];
+
+/// What a crash case's world holds in both suites: a directory, the
+/// listener, a supervisor holding a copy of it for cold starts, and the
+/// processes the case started. Each suite's `Trial` derefs to it.
+pub struct World<'b> {
+    pub build: &'b CrashBuild,
+    pub dir: tempfile::TempDir,
+    pub listener: TcpListener,
+    /// Holds a copy of the listener, for cold starts.
+    pub cold: Supervisor,
+    /// Cold-started generations: children of this process.
+    pub cold_started: Vec<ChildProcess>,
+    /// Wait statuses of reaped successors.
+    pub statuses: HashMap<u32, i32>,
+    /// test-supervisor runs so far (each gets its own stdout file).
+    pub runs: usize,
+    /// How long processes get to settle (exit, be reaped) after a step.
+    pub settle: Duration,
+}
+
+impl<'b> World<'b> {
+    /// A fresh world, and the listener's address.
+    pub fn new(build: &'b CrashBuild, settle: Duration) -> Result<(World<'b>, String), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (listener, addr) = tcp_listener();
+        let copy = listener.try_clone().map_err(|e| e.to_string())?;
+        let cold = Supervisor::new(dir.path().join("control.sock"))
+            .with_listener("kv", OwnedFd::from(copy))
+            .map_err(|e| e.to_string())?;
+        let world = World {
+            build,
+            dir,
+            listener,
+            cold,
+            cold_started: Vec::new(),
+            statuses: HashMap::new(),
+            runs: 0,
+            settle,
+        };
+        Ok((world, addr))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn control(&self) -> PathBuf {
+        self.path("control.sock")
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.path("journal/state.bin")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+
+    /// Every service generation appends `pid=<pid> ...` here at start-up.
+    pub fn report(&self) -> PathBuf {
+        self.path("report.txt")
+    }
+
+    /// The stderr of every process of the case.
+    pub fn log(&self) -> PathBuf {
+        self.path("log.txt")
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    pub fn service_pids(&self) -> Vec<u32> {
+        fs::read_to_string(self.report())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix("pid=")?.split(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    pub fn cold_pids(&self) -> Vec<u32> {
+        self.cold_started.iter().map(ChildProcess::pid).collect()
+    }
+
+    /// Service pids started by a supervisor (successors).
+    pub fn successor_pids(&self) -> Vec<u32> {
+        let cold = self.cold_pids();
+        self.service_pids()
+            .into_iter()
+            .filter(|pid| !cold.contains(pid))
+            .collect()
+    }
+
+    /// The service uses the crash-enabled library.
+    pub fn check_library(&self, pid: u32) -> Result<(), String> {
+        let mapped = mapped_libhandoff(pid).ok_or(format!("pid {pid} maps no libhandoff.so"))?;
+        ensure!(
+            mapped.parent().and_then(|d| fs::canonicalize(d).ok())
+                == fs::canonicalize(&self.build.lib_dir).ok(),
+            "pid {pid} runs {} instead of the crash-enabled library in {}",
+            mapped.display(),
+            self.build.lib_dir.display()
+        );
+        Ok(())
+    }
+
+    /// Every process the case started except `keep` is dead (waiting for
+    /// those on their way out), and reaped.
+    pub fn check_no_orphan(&mut self, keep: Option<u32>) -> Result<(), String> {
+        wait_no_orphan(
+            || {
+                let mut started = self.service_pids();
+                started.extend(self.cold_pids());
+                started
+            },
+            keep,
+            self.settle,
+        )?;
+        self.reap_dead();
+        Ok(())
+    }
+
+    pub fn reap_dead(&mut self) {
+        for child in &mut self.cold_started {
+            child.try_wait();
+        }
+        for pid in self.successor_pids() {
+            if let Some(status) = reap(pid) {
+                self.statuses.insert(pid, status);
+            }
+        }
+    }
+
+    pub fn successor_status(&self, pid: u32) -> String {
+        self.statuses
+            .get(&pid)
+            .map_or_else(|| "exited".to_string(), |&status| describe_status(status))
+    }
+
+    /// No half-written file (journal, pidfile, generation, control socket)
+    /// is left behind.
+    pub fn check_no_temp_files(&self) -> Result<(), String> {
+        let mut dirs = vec![self.dir.path().to_owned()];
+        let mut leftovers = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).map_err(|e| e.to_string())?.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|ext| ext == "tmp") {
+                    leftovers.push(path);
+                }
+            }
+        }
+        ensure!(leftovers.is_empty(), "files left behind: {leftovers:?}");
+        Ok(())
+    }
+
+    pub fn cold_status(&mut self, pid: u32) -> Option<i32> {
+        let child = self.cold_started.iter_mut().find(|c| c.pid() == pid)?;
+        child.wait_timeout(self.settle)
+    }
+}
+
+impl Drop for World<'_> {
+    fn drop(&mut self) {
+        // Leftovers, killed by pid: they are children of this process (cold
+        // starts, or reparented to this subreaper), so no pid is reused
+        // before we reap it.
+        let cold = self.cold_pids();
+        let mut others: Vec<u32> = self
+            .service_pids()
+            .into_iter()
+            .filter(|pid| !cold.contains(pid))
+            .collect();
+        others.extend(
+            live_children()
+                .into_iter()
+                .filter(|pid| !cold.contains(pid)),
+        );
+        for &pid in &others {
+            if pid_alive(pid) && parent_of(pid) == Some(std::process::id()) {
+                // SAFETY: kill(2) has no memory effects.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                wait_dead(pid, Duration::from_secs(2));
+            }
+            reap(pid);
+        }
+        for child in &mut self.cold_started {
+            child.terminate(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Check the restarted supervisor's report (`recover`) against what the
+/// case expects: `none` when nothing was journalled, otherwise the journal's
+/// phase and the outcome of the case (rolled back to `old`, or committed to
+/// the successor). Resolves `ReadyDecides`, the one outcome a case leaves
+/// open, with the report.
+pub fn check_recovery(
+    case: &Case,
+    line: &str,
+    old: u32,
+    successors: &[u32],
+) -> Result<After, String> {
+    let Some(phase) = case.journal else {
+        ensure!(
+            line == "none",
+            "recover said {line:?}, expected none (nothing journalled)"
+        );
+        return Ok(case.after);
+    };
+    ensure!(
+        recovery_phase(line) == Some(phase.name()),
+        "recover said {line:?}, expected phase={}",
+        phase.name()
+    );
+    let (status, pid) = parse_recovery(line);
+    let rolled_back = status == "rolled-back" && pid == Some(old);
+    let committed = status == "committed" && pid.is_some() && successors == [pid.unwrap_or(0)];
+    match case.after {
+        After::OldResumes => {
+            ensure!(
+                rolled_back,
+                "recover said {line:?}, expected rolled-back {old}"
+            );
+            Ok(After::OldResumes)
+        }
+        After::SuccessorServes => {
+            ensure!(
+                committed,
+                "recover said {line:?}, expected committed (successors {successors:?})"
+            );
+            Ok(After::SuccessorServes)
+        }
+        After::ReadyDecides => {
+            ensure!(
+                rolled_back || committed,
+                "recover said {line:?}, expected rolled-back {old} or committed \
+                 (successors {successors:?})"
+            );
+            Ok(if committed {
+                After::SuccessorServes
+            } else {
+                After::OldResumes
+            })
+        }
+        After::NobodyServes => Err("a supervisor crash leaves an incumbent serving".into()),
+    }
+}
+
+pub fn phase_name(phase: Option<Phase>) -> &'static str {
+    phase.map_or("none", Phase::name)
+}
+
+/// Straight to stderr, past the test harness's capture: the matrix is the
+/// point of this suite.
+pub fn show(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The old incumbent's wait status: killed at the crash point when it was
+/// the one killed (which proves LD_LIBRARY_PATH took effect), otherwise a
+/// clean exit once committed or superseded, or the recovery's SIGTERM.
+pub fn old_incumbent_exit(t: &mut World<'_>, old: u32, case: &Case) -> Result<i32, String> {
+    let status = t
+        .cold_status(old)
+        .ok_or(format!("old incumbent {old} did not exit"))?;
+    let killed = libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL;
+    if case.who == Who::O {
+        ensure!(
+            killed,
+            "old incumbent {}, expected killed at {}",
+            describe_status(status),
+            case.point
+        );
+    } else {
+        ensure!(
+            !killed,
+            "old incumbent {} (SIGKILL: it did not step down)",
+            describe_status(status)
+        );
+    }
+    Ok(status)
+}
