@@ -144,9 +144,12 @@ test-python: build venv
 # examples/go/build/kv-go): go vet, then the suite under the race detector,
 # then again with the handoff_gcstress tag (a garbage collection between
 # every two C calls). Standard library only: nothing is fetched; -count=1
-# because Go's test cache does not see libhandoff.so change.
+# because Go's test cache does not see libhandoff.so change. Then the
+# benchmark's tableflip service's log replay test (tableflip itself comes
+# from the Go module proxy, benches/tableflip/go.sum).
 GO     ?= go
 GO_ENV := GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+TABLEFLIP_ENV := GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false"
 .PHONY: examples-go test-go
 examples-go: lib $(DEV_PC_DIR)/handoff.pc
 	cd examples/go && $(GO_ENV) $(GO) build -o build/kv-go .
@@ -156,6 +159,7 @@ test-go: build examples-go
 	cd bindings/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) vet -tags handoff_gcstress ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 -tags handoff_gcstress ./...
+	cd benches/tableflip && $(TABLEFLIP_ENV) $(GO) vet ./... && $(TABLEFLIP_ENV) $(GO) test -count=1 ./...
 
 # The demo: handoff-supervisor hands the key-value service off between its
 # C, Python and Go implementations under load (examples/demo). test-demo runs
@@ -180,8 +184,8 @@ BENCH_ARGS ?=
 .PHONY: bench bench-programs
 bench-programs: build examples-go
 	$(CARGO) build --release --example bench-beyond-kv --example bench-beyond-supervisor
-	cd benches/tableflip && GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" $(GO) vet ./...
-	cd benches/tableflip && GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" $(GO) build -o $(CURDIR)/target/bench/tableflip-kv .
+	cd benches/tableflip && $(TABLEFLIP_ENV) $(GO) vet ./...
+	cd benches/tableflip && $(TABLEFLIP_ENV) $(GO) build -o $(CURDIR)/target/bench/tableflip-kv .
 
 bench: bench-programs
 	$(CARGO) bench --bench compare -- $(BENCH_ARGS)

@@ -300,22 +300,31 @@ func replay(data []byte, base int64, table map[string]string) (map[string]string
 	if table == nil {
 		return replayNewestFirst(data, base)
 	}
-	at, records, generation := 0, int64(0), uint64(0)
-	for {
-		size, err := checkRecord(data, at, base)
-		if err != nil {
-			return nil, 0, 0, 0, err
-		}
-		if size == 0 {
-			break
-		}
-		body := data[at+8 : at+8+size]
+	records, generation := int64(0), uint64(0)
+	end, err := eachRecord(data, base, func(body []byte) {
 		setItem(table, body)
 		records++
 		generation = max(generation, binary.LittleEndian.Uint64(body[1:9]))
+	})
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	return table, int64(end), records, generation, nil
+}
+
+// eachRecord calls each with the body of every whole and valid record at
+// the start of data (the log's bytes from offset base), in order, and gives
+// where they end; a record of another format is an error (see checkRecord).
+func eachRecord(data []byte, base int64, each func(body []byte)) (int, error) {
+	at := 0
+	for {
+		size, err := checkRecord(data, at, base)
+		if err != nil || size == 0 {
+			return at, err
+		}
+		each(data[at+8 : at+8+size])
 		at += 8 + size
 	}
-	return table, int64(at), records, generation, nil
 }
 
 // replayNewestFirst is replay into a fresh table, with the same result:
@@ -331,20 +340,14 @@ func replayNewestFirst(data []byte, base int64) (map[string]string, int64, int64
 	most := len(data) / (8 + 15)
 	sizes := make([]uint16, 0, most)
 	keys := newKeyCounter(most)
-	at, generation := 0, uint64(0)
-	for {
-		size, err := checkRecord(data, at, base)
-		if err != nil {
-			return nil, 0, 0, 0, err
-		}
-		if size == 0 {
-			break
-		}
-		body := data[at+8 : at+8+size]
+	generation := uint64(0)
+	at, err := eachRecord(data, base, func(body []byte) {
 		keys.add(body[13 : 13+binary.LittleEndian.Uint16(body[9:11])])
-		sizes = append(sizes, uint16(size))
+		sizes = append(sizes, uint16(len(body)))
 		generation = max(generation, binary.LittleEndian.Uint64(body[1:9]))
-		at += 8 + size
+	})
+	if err != nil {
+		return nil, 0, 0, 0, err
 	}
 	table := make(map[string]string, min(keys.estimate(), len(sizes)))
 	end := at

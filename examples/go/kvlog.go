@@ -286,21 +286,30 @@ func replay(buf []byte, base int64, table map[string]string) (map[string]string,
 	if table == nil {
 		return replayNewestFirst(buf, base)
 	}
-	off := 0
 	records := uint64(0)
+	end, err := eachRecord(buf, base, func(body []byte) {
+		setItem(table, body)
+		records++
+	})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return table, int64(end), records, nil
+}
+
+// eachRecord calls each with the body of every whole and valid record at
+// the start of buf (the log's bytes from offset base), in order, and gives
+// where they end; a record of another format is an error (see checkRecord).
+func eachRecord(buf []byte, base int64, each func(body []byte)) (int, error) {
+	off := 0
 	for {
 		bodyLen, err := checkRecord(buf, off, base)
-		if err != nil {
-			return nil, 0, 0, err
+		if err != nil || bodyLen == 0 {
+			return off, err
 		}
-		if bodyLen == 0 {
-			break
-		}
-		setItem(table, buf[off+recHeader:off+recHeader+bodyLen])
-		records++
+		each(buf[off+recHeader : off+recHeader+bodyLen])
 		off += recHeader + bodyLen
 	}
-	return table, int64(off), records, nil
 }
 
 // replayNewestFirst is replay into a fresh table, with the same result:
@@ -316,19 +325,12 @@ func replayNewestFirst(buf []byte, base int64) (map[string]string, int64, uint64
 	most := len(buf) / (recHeader + minBodyLength)
 	lengths := make([]uint16, 0, most)
 	keys := newKeyCounter(most)
-	off := 0
-	for {
-		bodyLen, err := checkRecord(buf, off, base)
-		if err != nil {
-			return nil, 0, 0, err
-		}
-		if bodyLen == 0 {
-			break
-		}
-		body := buf[off+recHeader : off+recHeader+bodyLen]
+	off, err := eachRecord(buf, base, func(body []byte) {
 		keys.add(body[recBodyFixed : recBodyFixed+binary.LittleEndian.Uint16(body[9:])])
-		lengths = append(lengths, uint16(bodyLen))
-		off += recHeader + bodyLen
+		lengths = append(lengths, uint16(len(body)))
+	})
+	if err != nil {
+		return nil, 0, 0, err
 	}
 	table := make(map[string]string, min(keys.estimate(), len(lengths)))
 	end := off
