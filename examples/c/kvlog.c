@@ -370,12 +370,12 @@ int kvlog_open(struct kvlog *log, const char *dir, struct kvmap *map, char *errb
     }
     /* A compaction that died before its rename: kv.log is whole without it. */
     char *stale = join(dir, KV_COMPACT_FILE);
-    int unlinked = stale == NULL ? -1 : unlink(stale);
-    int unlink_errno = errno;
-    if (stale == NULL || (unlinked != 0 && unlink_errno != ENOENT)) {
-        snprintf(errbuf, errlen, "cannot remove a stale %s: %s",
-                 stale == NULL ? KV_COMPACT_FILE : stale,
-                 stale == NULL ? "out of memory" : strerror(unlink_errno));
+    if (stale == NULL) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto fail;
+    }
+    if (unlink(stale) != 0 && errno != ENOENT) {
+        snprintf(errbuf, errlen, "cannot remove a stale %s: %s", stale, strerror(errno));
         free(stale);
         goto fail;
     }
