@@ -248,7 +248,7 @@ class Server:
             try:
                 self.log.append(generation, fields[1], fields[2])
             except FatalLogError as e:
-                fatal(f"{e}: {e.__cause__}")
+                fatal(str(e))
             except OSError as e:
                 self.reply(conn, f"ERR write failed: {e.strerror or e}")
                 return
@@ -483,9 +483,7 @@ class Server:
                     # The library took the lock back: a new generation.
                     self.open_log(self.inc.generation)
                 except (OSError, LogFormatError, FatalLogError) as e:
-                    reason = str(e)
-                    if isinstance(e, FatalLogError):
-                        reason = f"fatal: {e}: {e.__cause__}"
+                    reason = f"fatal: {e}" if isinstance(e, FatalLogError) else str(e)
                     say(f"cannot reopen the log to resume: {reason}")
                     self.complete(request, reason)
                     self.finished, self.exit_code = True, 1
@@ -790,7 +788,7 @@ def main(argv: list[str]) -> int:
     except (StartupError, LogFormatError) as e:
         say(f"error: {e}")
     except FatalLogError as e:
-        say(f"fatal: {e}: {e.__cause__}")
+        say(f"fatal: {e}")
     except handoff.HandoffError as e:
         say(f"error: {e} ({e.status_name})")
     except OSError as e:

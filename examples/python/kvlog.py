@@ -117,6 +117,10 @@ class FatalLogError(Exception):
     """A failed append that could not be cut back, or a compacted log whose
     rename could not be made durable: the process must exit."""
 
+    def __str__(self) -> str:
+        # Raised `from` the OSError that caused it: say both.
+        return f"{super().__str__()}: {self.__cause__}"
+
 
 class CompactionError(Exception):
     """A compaction failed before its rename: kv.log is as it was (and still
