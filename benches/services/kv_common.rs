@@ -716,7 +716,7 @@ fn open_log(
         .open(&path)?;
     if created {
         file.sync_all()?;
-        File::open(data_dir)?.sync_all()?;
+        sync_dir(data_dir)?;
     }
     let metadata = file.metadata()?;
     let preloaded = preload.is_some();
@@ -780,6 +780,12 @@ fn open_log(
     Ok((file, replayed))
 }
 
+/// fsync a directory, so that a file created or renamed in it survives a
+/// power cut.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 /// Rewrite the log as one record per item of `map`: kv.log.compact,
 /// fsync, rename over kv.log. Err: it failed before the rename (kv.log is
 /// as it was, the temporary file removed). Ok(Err): the directory fsync
@@ -810,9 +816,7 @@ fn compact(
         Ok(file)
     })();
     match written {
-        Ok(file) => Ok(File::open(data_dir)
-            .and_then(|dir| dir.sync_all())
-            .map(|()| file)),
+        Ok(file) => Ok(sync_dir(data_dir).map(|()| file)),
         Err(e) => {
             let _ = std::fs::remove_file(&temporary);
             Err(e)
