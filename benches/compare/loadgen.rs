@@ -210,23 +210,27 @@ impl Client {
 
     /// Whether `answer` is right for `request`; remembers acknowledged SETs.
     fn check(&mut self, key: &str, value: Option<&str>, answer: &str) -> Outcome {
-        let expected = self.results.keys.entry(key.to_string()).or_default();
         match value {
-            Some(value) => {
-                if !answer.starts_with("OK ") {
-                    expected.maybe.push(value.to_string());
-                    return Outcome::WrongAnswer;
-                }
+            Some(value) if answer.starts_with("OK ") => {
                 self.results.acknowledged += 1;
+                let expected = self.results.keys.entry(key.to_string()).or_default();
                 expected.acknowledged = Some(value.to_string());
                 expected.maybe.clear();
                 Outcome::Ok
             }
-            None => match answer.strip_prefix("VALUE ") {
-                Some(got) if expected.allows(got) => Outcome::Ok,
-                None if answer == "NOTFOUND" && expected.acknowledged.is_none() => Outcome::Ok,
-                _ => Outcome::WrongAnswer,
-            },
+            Some(_) => {
+                self.unsure(key, value);
+                Outcome::WrongAnswer
+            }
+            None => {
+                let expected = self.results.keys.get(key);
+                let acknowledged = expected.is_some_and(|e| e.acknowledged.is_some());
+                match answer.strip_prefix("VALUE ") {
+                    Some(got) if expected.is_some_and(|e| e.allows(got)) => Outcome::Ok,
+                    None if answer == "NOTFOUND" && !acknowledged => Outcome::Ok,
+                    _ => Outcome::WrongAnswer,
+                }
+            }
         }
     }
 
