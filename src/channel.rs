@@ -75,6 +75,13 @@ fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// What [`Channel::fill`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    Nothing,
+    Some,
+}
+
 /// One end of a control connection.
 pub struct Channel {
     stream: Arc<UnixStream>,
@@ -130,28 +137,52 @@ impl Channel {
         deadline: Instant,
         wake: Option<BorrowedFd<'_>>,
     ) -> Result<Message> {
-        let mut chunk = [0u8; 4096];
         loop {
-            if let Some(frame) = self.reader.next_frame()? {
-                return Ok(frame.message);
+            if let Some(message) = self.next_message()? {
+                return Ok(message);
             }
+            if self.fill()? == Filled::Nothing {
+                match wait_fd(self.stream.as_raw_fd(), libc::POLLIN, wake, Some(deadline))
+                    .map_err(Error::Stream)?
+                {
+                    Wait::Ready => {}
+                    Wait::TimedOut => return Err(Error::Timeout),
+                    Wait::Woken => return Err(Error::WrongState("stopped".into())),
+                }
+            }
+        }
+    }
+
+    /// A whole message already buffered, if any (no I/O).
+    pub fn next_message(&mut self) -> Result<Option<Message>> {
+        Ok(self.reader.next_frame()?.map(|frame| frame.message))
+    }
+
+    /// Read what the socket holds without waiting. [`Error::PeerClosed`]
+    /// at the end of the stream.
+    pub fn fill(&mut self) -> Result<Filled> {
+        let mut chunk = [0u8; 4096];
+        let mut filled = Filled::Nothing;
+        loop {
             match (&*self.stream).read(&mut chunk) {
                 Ok(0) => {
+                    // Frames that came before the end are still delivered.
+                    if filled == Filled::Some {
+                        return Ok(filled);
+                    }
                     return Err(Error::PeerClosed {
                         mid_frame: self.reader.buffered() > 0,
-                    })
+                    });
                 }
-                Ok(n) => self.reader.feed(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match wait_fd(self.stream.as_raw_fd(), libc::POLLIN, wake, Some(deadline))
-                        .map_err(Error::Stream)?
-                    {
-                        Wait::Ready => {}
-                        Wait::TimedOut => return Err(Error::Timeout),
-                        Wait::Woken => return Err(Error::WrongState("stopped".into())),
+                Ok(n) => {
+                    self.reader.feed(&chunk[..n]);
+                    filled = Filled::Some;
+                    if n < chunk.len() {
+                        return Ok(filled);
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(filled),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     return Err(Error::PeerClosed { mid_frame: false })
                 }
@@ -186,10 +217,6 @@ impl Channel {
         }
         let message = self.recv_until(deadline, None)?;
         Ok((message, self.attested.take()))
-    }
-
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
-        self.recv_until(Instant::now() + timeout, None)
     }
 }
 

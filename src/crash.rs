@@ -18,10 +18,17 @@ macro_rules! crash_point {
 }
 pub(crate) use crash_point;
 
+/// Whether this process is to die at `name` (for a point that must first
+/// wait for the window it stands for).
+#[cfg(feature = "crash-points")]
+pub fn armed(name: &str) -> bool {
+    std::env::var("HANDOFF_CRASH_AT").is_ok_and(|at| at == name)
+}
+
 #[cfg(feature = "crash-points")]
 #[allow(unsafe_code)]
 pub fn maybe_crash(name: &str) {
-    if std::env::var("HANDOFF_CRASH_AT").is_ok_and(|at| at == name) {
+    if armed(name) {
         // SAFETY: raising a signal on our own pid has no memory effects.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }

@@ -22,6 +22,7 @@ pub mod lock;
 pub mod log;
 pub mod poll;
 pub mod protocol;
+mod recovery;
 pub mod service;
 pub mod spawn;
 pub mod successor;

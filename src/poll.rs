@@ -34,11 +34,7 @@ pub fn wait_fd(
                 revents: 0,
             },
         ];
-        // Round up, so a wait never ends a hair before its deadline.
-        let millis = deadline.map_or(-1, |d| {
-            let left = d.saturating_duration_since(Instant::now());
-            left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
-        });
+        let millis = timeout_millis(deadline);
         // SAFETY: `fds` is a valid array of two pollfd for the call; poll(2)
         // ignores a negative fd.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, millis) };
@@ -76,4 +72,50 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn wake(write_end: BorrowedFd<'_>) {
     // SAFETY: writing one byte from a valid buffer to a descriptor we borrow.
     let _ = unsafe { libc::write(write_end.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+}
+
+/// Make `fd` non-blocking (for the read end of a wake pipe that is drained).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we borrow, with no pointers.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0
+        || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Empty a non-blocking wake pipe's read end.
+pub fn drain(read_end: BorrowedFd<'_>) {
+    let mut sink = [0u8; 64];
+    // SAFETY: reading into a local buffer of the length passed.
+    while unsafe { libc::read(read_end.as_raw_fd(), sink.as_mut_ptr().cast(), sink.len()) } > 0 {}
+}
+
+/// poll(2) over `fds` until `deadline` (None: forever), retrying EINTR.
+/// Negative descriptors are ignored, as poll(2) does.
+pub fn poll(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> io::Result<usize> {
+    loop {
+        let millis = timeout_millis(deadline);
+        // SAFETY: `fds` is a valid, exclusively borrowed array of its length.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if ready >= 0 {
+            return Ok(ready as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Milliseconds until `deadline`, rounded up so a wait never ends a hair
+/// before it; -1 (forever) for None.
+fn timeout_millis(deadline: Option<Instant>) -> libc::c_int {
+    deadline.map_or(-1, |d| {
+        let left = d.saturating_duration_since(Instant::now());
+        left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int
+    })
 }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::channel::{enable_passcred, Channel};
 use crate::crash::crash_point;
@@ -15,9 +15,9 @@ use crate::incumbent::now_unix_ms;
 use crate::journal::{Journal, Phase};
 use crate::log::event;
 use crate::protocol::{negotiate_version, HandoffId, Message, Side, PROTO_MAX, PROTO_MIN};
-use crate::spawn::{
-    describe_status, pid_alive, process_started_at, signal_pid, spawn, ChildProcess, Command,
-};
+use crate::recovery::recover;
+pub use crate::recovery::Recovery;
+use crate::spawn::{describe_status, spawn, ChildProcess, Command};
 use crate::sys;
 
 /// The supervisor's timeouts (DESIGN §2 defaults).
@@ -163,16 +163,6 @@ pub struct Outcome {
     /// The new incumbent, for the caller to wait on, when committed.
     pub successor: Option<ChildProcess>,
     pub timings: PhaseTimings,
-}
-
-/// What `resume_from_journal` found and did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovery {
-    pub journal: Journal,
-    /// True when the successor had become the incumbent.
-    pub committed: bool,
-    /// The incumbent's pid after recovery, if one answers.
-    pub incumbent_pid: Option<u32>,
 }
 
 pub struct Supervisor {
@@ -377,7 +367,7 @@ impl Supervisor {
             return Ok(None);
         };
         // The pids in it name our processes only if these already ran when
-        // it was last written (see `terminate_journalled`).
+        // it was last written.
         let written = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         event!(
             Warn,
@@ -385,25 +375,10 @@ impl Supervisor {
             journal.handoff_id,
             journal.phase.name()
         );
-        // Whoever serves the control socket now is the incumbent: the
-        // successor binds it only after announcing Ready, and the old
-        // incumbent answers only once it has rolled back.
-        let current = self.probe_incumbent();
-        let committed = matches!(journal.phase, Phase::AwaitingReady | Phase::Committed)
-            && current.is_some()
-            && current == journal.successor_pid;
-        if committed {
-            // The old incumbent may still wait for a Commit that never comes.
-            terminate_journalled(journal.incumbent_pid, written, self.timeouts.kill_grace);
-        } else if let Some(successor) = journal.successor_pid {
-            terminate_journalled(successor, written, self.timeouts.kill_grace);
-        }
+        let serving = self.probe_incumbent();
+        let recovery = recover(journal, written, serving, self.timeouts.kill_grace);
         self.clear_journal();
-        Ok(Some(Recovery {
-            journal,
-            committed,
-            incumbent_pid: current,
-        }))
+        Ok(Some(recovery))
     }
 
     /// The pid of the process serving the control socket, if one answers.
@@ -478,47 +453,6 @@ fn accept_hello(hello: &Message, role: Side, kernel_pid: u32) -> Result<u16> {
         )));
     }
     negotiate_version((PROTO_MIN, PROTO_MAX), (*proto_min, *proto_max))
-}
-
-/// How much later than the journal's last write a process it names may
-/// seem to have started (`process_started_at` may be a second early, and
-/// the clock may be adjusted meanwhile).
-const PID_REUSE_SLACK: Duration = Duration::from_secs(2);
-
-/// Stop a process the journal names, unless it started after the journal
-/// was last written: the journal outlives its processes (a reboot, a
-/// container restart, a long outage), and such a pid was reused by a
-/// stranger. Leaving one alone is the safe side: a successor exits by
-/// itself once its supervisor is gone, and an old incumbent steps down when
-/// it cannot take the lock back.
-fn terminate_journalled(pid: u32, written: Option<SystemTime>, grace: Duration) {
-    if let (Some(started), Some(written)) = (process_started_at(pid), written) {
-        if started > written + PID_REUSE_SLACK {
-            event!(
-                Warn,
-                "pid {pid} started after the journal was written: another process, left alone"
-            );
-            return;
-        }
-    }
-    terminate_pid(pid, grace);
-}
-
-/// Signal a process that is not our child (after a supervisor restart).
-fn terminate_pid(pid: u32, grace: Duration) {
-    if !pid_alive(pid) {
-        return;
-    }
-    event!(Info, "stopping leftover process {pid}");
-    signal_pid(pid, libc::SIGTERM);
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if !pid_alive(pid) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    signal_pid(pid, libc::SIGKILL);
 }
 
 /// One handoff in progress.
@@ -626,6 +560,18 @@ impl Run<'_> {
         successor
             .send(&Message::Begin { handoff_id: id })
             .map_err(|e| format!("Begin: {e}"))?;
+        // The window recovery must get right: the successor's Ready is on
+        // its way while the journal still says Draining.
+        #[cfg(feature = "crash-points")]
+        if crate::crash::armed("S_READY_UNJOURNALLED") {
+            let _ = crate::poll::wait_fd(
+                std::os::fd::AsRawFd::as_raw_fd(successor.stream()),
+                libc::POLLIN,
+                None,
+                Some(Instant::now() + Duration::from_secs(10)),
+            );
+            crate::crash::maybe_crash("S_READY_UNJOURNALLED");
+        }
         self.phase_done(HandoffPhase::Seal);
         self.journal(Phase::Sealing)?;
         self.journal(Phase::AwaitingReady)?;

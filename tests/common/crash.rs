@@ -615,6 +615,16 @@ pub const BOUNDARY_CASES: &[Case] = &[
         Run::Killed,
         After::OldResumes,
     ),
+    // Begin sent and N's Ready arrived, but the journal still says
+    // Draining (it is written after Begin goes out): recovery must see that
+    // N serves the control socket, whatever the phase.
+    case(
+        "S_READY_UNJOURNALLED",
+        Who::S,
+        Some(Phase::Draining),
+        Run::Killed,
+        After::SuccessorServes,
+    ),
     case(
         "S_AFTER_BEGIN",
         Who::S,

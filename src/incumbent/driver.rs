@@ -1,0 +1,534 @@
+//! The incumbent's I/O: one poll loop over the stop pipe, the hook thread,
+//! the control socket and every control connection, feeding what happens
+//! to each connection's [`Session`] and carrying out the actions it returns.
+//! Any number of connections may be open (a monitoring probe, a stray
+//! client, the supervisor); one of them at a time runs a handoff.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::channel::Channel;
+use crate::control::check_peer_uid;
+use crate::crash::crash_point;
+use crate::error::{Error, Result};
+use crate::lock::DataDirLock;
+use crate::log::event;
+use crate::poll::{self, Wait};
+use crate::protocol::{Capabilities, Message, MessageKind, Side, PROTO_MAX, PROTO_MIN};
+use crate::service::HookError;
+
+use super::hooks::{Done, HookRunner, Job};
+use super::session::{Action, Hook, Input, Session, Timing};
+use super::{now_unix_ms, spare_descriptor, Incumbent, ServeOutcome};
+
+/// At most this many control connections are kept; past it the oldest one
+/// that runs no handoff is closed, so idle clients cannot use up the
+/// incumbent's descriptors or keep the supervisor out.
+const MAX_CONNECTIONS: usize = 16;
+/// How long accepting pauses after a failed accept (EMFILE and friends).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How often a rolling-back incumbent retries the lock.
+const RELOCK_RETRY: Duration = Duration::from_millis(20);
+
+struct Connection {
+    channel: Channel,
+    session: Session,
+    peer_pid: u32,
+}
+
+pub struct Driver<'a> {
+    incumbent: &'a mut Incumbent,
+    hooks: &'a HookRunner,
+    connections: Vec<Connection>,
+    /// No accept before this (after a failed one).
+    accept_after: Option<Instant>,
+    /// Set by an action that ends serving.
+    ended: Option<ServeOutcome>,
+}
+
+/// What polling found.
+struct Readiness {
+    stopped: bool,
+    hook_done: bool,
+    listener: bool,
+    /// Indexes into `connections`.
+    readable: Vec<usize>,
+}
+
+impl<'a> Driver<'a> {
+    pub fn new(incumbent: &'a mut Incumbent, hooks: &'a HookRunner) -> Driver<'a> {
+        Driver {
+            incumbent,
+            hooks,
+            connections: Vec::new(),
+            accept_after: None,
+            ended: None,
+        }
+    }
+
+    fn timing(&self) -> Timing {
+        let config = self.incumbent.config;
+        Timing {
+            liveness: config.liveness,
+            hello: config.hello,
+            heartbeat: config.heartbeat,
+            deadline_slack: config.deadline_slack,
+            max_deadline: config.max_deadline,
+        }
+    }
+
+    pub fn run(mut self) -> Result<ServeOutcome> {
+        loop {
+            if self.incumbent.spare.is_none() {
+                self.incumbent.spare = spare_descriptor();
+            }
+            let now = Instant::now();
+            for at in 0..self.connections.len() {
+                if self.connections[at]
+                    .session
+                    .next_timer()
+                    .is_some_and(|t| t <= now)
+                {
+                    if let Some(end) = self.feed(at, Input::Tick)? {
+                        return Ok(end);
+                    }
+                }
+            }
+            self.connections.retain(|c| !c.session.is_closed());
+
+            let ready = self.wait()?;
+            if ready.stopped {
+                return self.stop();
+            }
+            if ready.hook_done {
+                while let Some(done) = self.hooks.try_result() {
+                    if let Some(end) = self.hook_returned(done)? {
+                        return Ok(end);
+                    }
+                }
+            }
+            for at in ready.readable {
+                if let Some(end) = self.read(at)? {
+                    return Ok(end);
+                }
+            }
+            if ready.listener {
+                self.accept();
+            }
+        }
+    }
+
+    /// Poll everything that may need us, until the next timer.
+    fn wait(&self) -> Result<Readiness> {
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.connections.len() + 3);
+        let watch = |fds: &mut Vec<libc::pollfd>, fd: RawFd| {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        };
+        watch(
+            &mut fds,
+            self.incumbent.stop_fd().map_or(-1, |fd| fd.as_raw_fd()),
+        );
+        watch(&mut fds, self.hooks.ready_fd().as_raw_fd());
+        // While the lock is released nobody new is greeted: whoever asks now
+        // (a restarted supervisor above all) must meet the process that
+        // ends up in charge, not one that may be superseded a moment later.
+        let now = Instant::now();
+        let accepting = !self.connections.iter().any(|c| c.session.lock_released())
+            && self.accept_after.is_none_or(|t| t <= now);
+        watch(
+            &mut fds,
+            if accepting {
+                self.incumbent.listener.as_raw_fd()
+            } else {
+                -1
+            },
+        );
+        let mut polled = Vec::new();
+        for (at, connection) in self.connections.iter().enumerate() {
+            if connection.session.wants_input() {
+                watch(&mut fds, connection.channel.stream().as_raw_fd());
+                polled.push(at);
+            }
+        }
+        let next = self
+            .connections
+            .iter()
+            .filter_map(|c| c.session.next_timer())
+            .chain(self.accept_after)
+            .min();
+        poll::poll(&mut fds, next).map_err(Error::Stream)?;
+        let fired = |i: usize| fds[i].revents != 0;
+        Ok(Readiness {
+            stopped: fired(0),
+            hook_done: fired(1),
+            listener: fired(2),
+            readable: polled
+                .into_iter()
+                .enumerate()
+                .filter(|&(i, _)| fired(3 + i))
+                .map(|(_, at)| at)
+                .collect(),
+        })
+    }
+
+    /// The handoff another connection than `at` runs, if any.
+    fn other_handoff(&self, at: usize) -> Option<crate::protocol::HandoffId> {
+        self.connections
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != at)
+            .find_map(|(_, c)| c.session.handoff())
+    }
+
+    /// Give `input` to connection `at`'s session and carry out what it
+    /// says; a send that fails is fed back as the connection's end.
+    fn feed(&mut self, at: usize, input: Input) -> Result<Option<ServeOutcome>> {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let other = self.other_handoff(at);
+            let actions = self.connections[at]
+                .session
+                .handle(input, Instant::now(), other);
+            for action in actions {
+                if let Err(failure) = self.act(at, action)? {
+                    inputs.push_back(failure);
+                    break;
+                }
+                if let Some(end) = self.ended.take() {
+                    return Ok(Some(end));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Carry out one action; `Ok(Err(input))` when the connection failed.
+    fn act(&mut self, at: usize, action: Action) -> Result<std::result::Result<(), Input>> {
+        match action {
+            Action::Send(message) => {
+                if let Err(failed) = self.send(at, &message) {
+                    return Ok(Err(failed));
+                }
+                match message.kind() {
+                    MessageKind::Drained => {
+                        crash_point!("O_AFTER_DRAINED");
+                    }
+                    MessageKind::SealComplete => {
+                        crash_point!("O_AFTER_SEAL_COMPLETE");
+                    }
+                    _ => {}
+                }
+            }
+            Action::Heartbeat => {
+                let beat = Message::Heartbeat {
+                    ts_ms: now_unix_ms(),
+                };
+                if let Err(failed) = self.send(at, &beat) {
+                    return Ok(Err(failed));
+                }
+            }
+            Action::SetVersion(version) => self.connections[at].channel.set_version(version),
+            Action::RunHook {
+                hook,
+                handoff_id,
+                budget,
+            } => {
+                match hook {
+                    Hook::Drain => {
+                        event!(Info, "handoff {handoff_id}: draining (budget {budget:?})")
+                    }
+                    Hook::Seal => event!(Info, "handoff {handoff_id}: sealing"),
+                }
+                self.hooks.submit(Job::Run {
+                    hook,
+                    budget,
+                    sender: self.connections[at].channel.sender(),
+                });
+            }
+            Action::ReleaseLock => {
+                // Invariant 2: only after a successful seal, and before the
+                // supervisor hears of it. The flock goes even when removing
+                // the pidfile fails.
+                if let Some(lock) = self.incumbent.lock.take() {
+                    if let Err(e) = lock.release() {
+                        event!(Warn, "releasing the data-dir lock: {e}");
+                    }
+                }
+            }
+            Action::RollBack { lock_released } => {
+                if !self.roll_back(lock_released)? {
+                    self.ended = Some(ServeOutcome::Superseded);
+                }
+            }
+            Action::StepDown => self.ended = Some(ServeOutcome::Committed),
+            Action::Log(level, text) => crate::log::log(level, &text),
+            Action::Close { reason } => {
+                if let Some(reason) = reason {
+                    // Name the offender: a misbehaving client is not always the supervisor.
+                    event!(
+                        Warn,
+                        "handoff session with pid {} ended: {reason}",
+                        self.connections[at].peer_pid
+                    );
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn send(&self, at: usize, message: &Message) -> std::result::Result<(), Input> {
+        self.connections[at]
+            .channel
+            .send(message)
+            .map_err(|e| Input::PeerGone {
+                reason: format!("sending {}: {e}", message.kind().name()),
+                clean: false,
+            })
+    }
+
+    /// Read what connection `at` sent and feed each whole message.
+    fn read(&mut self, at: usize) -> Result<Option<ServeOutcome>> {
+        let filled = self.connections[at].channel.fill();
+        loop {
+            if !self.connections[at].session.wants_input() {
+                return Ok(None);
+            }
+            let input = match self.connections[at].channel.next_message() {
+                Ok(Some(message)) => Input::Message(message),
+                Ok(None) => break,
+                Err(e) => Input::PeerGone {
+                    reason: e.to_string(),
+                    clean: false,
+                },
+            };
+            let failed = matches!(input, Input::PeerGone { .. });
+            if let Some(end) = self.feed(at, input)? {
+                return Ok(Some(end));
+            }
+            if failed {
+                return Ok(None);
+            }
+        }
+        let gone = match filled {
+            Ok(_) => return Ok(None),
+            Err(Error::PeerClosed { mid_frame }) => Input::PeerGone {
+                reason: Error::PeerClosed { mid_frame }.to_string(),
+                clean: !mid_frame,
+            },
+            Err(e) => Input::PeerGone {
+                reason: e.to_string(),
+                clean: false,
+            },
+        };
+        self.feed(at, gone)
+    }
+
+    /// A hook returned: to the session that asked for it.
+    fn hook_returned(&mut self, done: Done) -> Result<Option<ServeOutcome>> {
+        let input = match done {
+            Done::Drained(result) => Input::Drained(result),
+            Done::Sealed(result) => Input::Sealed(result),
+            Done::Resumed(_) => return Ok(None),
+        };
+        match self
+            .connections
+            .iter()
+            .position(|c| c.session.hook_running().is_some())
+        {
+            Some(at) => self.feed(at, input),
+            None => Ok(None),
+        }
+    }
+
+    /// Take one control connection: the peer must be our user or root, and
+    /// is greeted with our Hello.
+    fn accept(&mut self) {
+        let incumbent = &mut *self.incumbent;
+        let stream = match incumbent.listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+            Err(e) if out_of_descriptors(&e) && incumbent.spare.is_some() => {
+                // Give the reserve up, and take the connection in its place.
+                incumbent.spare = None;
+                match incumbent.listener.accept() {
+                    Ok((stream, _)) => {
+                        event!(
+                            Warn,
+                            "control socket accept: {e}; used the spare descriptor"
+                        );
+                        stream
+                    }
+                    Err(e) => {
+                        event!(Warn, "control socket accept failed: {e}");
+                        self.accept_after = Some(Instant::now() + ACCEPT_BACKOFF);
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                // EMFILE and friends: transient; back off, keep serving.
+                event!(Warn, "control socket accept failed: {e}");
+                self.accept_after = Some(Instant::now() + ACCEPT_BACKOFF);
+                return;
+            }
+        };
+        self.accept_after = None;
+        let peer = match check_peer_uid(&stream) {
+            Ok(peer) => peer,
+            Err(e) => {
+                event!(Warn, "refused control connection: {e}");
+                return;
+            }
+        };
+        let channel = match Channel::new(stream) {
+            Ok(channel) => channel,
+            Err(e) => {
+                event!(Warn, "control connection from pid {}: {e}", peer.pid);
+                return;
+            }
+        };
+        let hello = Message::Hello {
+            role: Side::Incumbent,
+            pid: std::process::id(),
+            build_id: self.incumbent.build_id.clone(),
+            proto_min: PROTO_MIN,
+            proto_max: PROTO_MAX,
+            capabilities: Capabilities::default(),
+        };
+        if let Err(e) = channel.send(&hello) {
+            event!(
+                Debug,
+                "control connection from pid {}: Hello: {e}",
+                peer.pid
+            );
+            return;
+        }
+        if self.connections.len() >= MAX_CONNECTIONS {
+            if let Some(oldest) = self
+                .connections
+                .iter()
+                .position(|c| c.session.handoff().is_none())
+            {
+                let evicted = self.connections.remove(oldest);
+                event!(
+                    Warn,
+                    "{MAX_CONNECTIONS} control connections open: closing the oldest idle one (pid {})",
+                    evicted.peer_pid
+                );
+            }
+        }
+        self.connections.push(Connection {
+            channel,
+            session: Session::new(self.timing(), Instant::now()),
+            peer_pid: peer.pid,
+        });
+    }
+
+    /// A stop request: roll back the handoff in progress (once its hook has
+    /// returned), then end.
+    fn stop(mut self) -> Result<ServeOutcome> {
+        let Some(at) = self
+            .connections
+            .iter()
+            .position(|c| c.session.handoff().is_some())
+        else {
+            return Ok(ServeOutcome::Stopped);
+        };
+        let running = self.connections[at].session.hook_running().is_some();
+        self.feed(
+            at,
+            Input::PeerGone {
+                reason: "the incumbent is stopping".into(),
+                clean: false,
+            },
+        )?;
+        if running {
+            if let Some(done) = self.hooks.wait_result() {
+                self.hook_returned(done)?;
+            }
+        }
+        Ok(ServeOutcome::Stopped)
+    }
+
+    /// Undo what a handoff did: take the lock back if it was released, and
+    /// resume the service. False when the lock is held by another live
+    /// process, which means this incumbent was superseded.
+    fn roll_back(&mut self, lock_released: bool) -> Result<bool> {
+        if lock_released || self.incumbent.lock.is_none() {
+            match self.retake_lock() {
+                Ok(lock) => {
+                    self.incumbent
+                        .generation
+                        .store(lock.generation(), std::sync::atomic::Ordering::Relaxed);
+                    self.incumbent.lock = Some(lock);
+                }
+                Err(Error::LockHeld { holder, .. }) => {
+                    event!(
+                        Warn,
+                        "cannot take the lock back (held by {holder:?}): superseded"
+                    );
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        crash_point!("O_IN_RESUME");
+        self.hooks.submit(Job::Resume);
+        if let Some(Done::Resumed(Err(HookError(reason)))) = self.hooks.wait_result() {
+            event!(Error, "resume_after_abort failed: {reason}");
+        }
+        Ok(true)
+    }
+
+    /// Take the lock back after a seal, retrying for `config.relock` while a
+    /// dying successor still holds it. A stop request ends the retries at
+    /// once: the process is on its way out and needs no lock, and whoever
+    /// asked it to stop (a recovering supervisor's SIGTERM) may not wait
+    /// long before it kills it.
+    fn retake_lock(&self) -> Result<DataDirLock> {
+        let incumbent = &*self.incumbent;
+        let deadline = Instant::now() + incumbent.config.relock;
+        loop {
+            match DataDirLock::acquire(&incumbent.data_dir) {
+                Err(held @ Error::LockHeld { .. }) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(held);
+                    }
+                    let pause = now + RELOCK_RETRY.min(deadline - now);
+                    let stop = incumbent.stop_fd();
+                    if wait_or_stop(stop, pause)? {
+                        event!(Info, "stop requested while taking the lock back");
+                        return Err(held);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Sleep until `until`; true when `stop` became readable first.
+fn wait_or_stop(stop: Option<BorrowedFd<'_>>, until: Instant) -> Result<bool> {
+    match stop {
+        Some(stop) => Ok(
+            poll::wait_fd(stop.as_raw_fd(), libc::POLLIN, None, Some(until))
+                .map_err(Error::Stream)?
+                == Wait::Ready,
+        ),
+        None => {
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+            Ok(false)
+        }
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}

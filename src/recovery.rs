@@ -1,0 +1,131 @@
+//! Finishing or rolling back a handoff that a previous supervisor left half
+//! done, from its journal. The journal's phase may lag one step behind what
+//! happened (the successor may have sent Ready after the last write), so it
+//! is not what decides: whoever serves the control socket now is in charge
+//! (the successor binds it only after its Ready; an incumbent answers only
+//! while it holds the lock). A process the journal names is signalled only
+//! once it is proven to be ours, through a pidfd, so that a pid reused by a
+//! stranger (a journal restored from a backup, a reboot) is left alone.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::journal::Journal;
+use crate::log::event;
+use crate::poll::{self, Wait};
+use crate::spawn::process_started_at;
+
+/// What `resume_from_journal` found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub journal: Journal,
+    /// True when the successor had become the incumbent.
+    pub committed: bool,
+    /// The incumbent's pid after recovery, if one answers.
+    pub incumbent_pid: Option<u32>,
+}
+
+/// Decide and act on `journal` (written at `written`), given the pid that
+/// answers the control socket now.
+pub(crate) fn recover(
+    journal: Journal,
+    written: Option<SystemTime>,
+    serving: Option<u32>,
+    kill_grace: Duration,
+) -> Recovery {
+    // DESIGN §2: from Ready on, N is authoritative, whatever the journal's
+    // phase says.
+    let committed = serving.is_some() && serving == journal.successor_pid;
+    let leftover = if committed {
+        // The old incumbent may still wait for a Commit that never comes.
+        Some(("the old incumbent", journal.incumbent_pid))
+    } else {
+        journal.successor_pid.map(|pid| ("the successor", pid))
+    };
+    if let Some((role, pid)) = leftover {
+        if Some(pid) != serving {
+            stop_journalled(role, pid, written, kill_grace);
+        }
+    }
+    Recovery {
+        journal,
+        committed,
+        incumbent_pid: serving,
+    }
+}
+
+/// How much later than the journal's last write a process it names may
+/// seem to have started (`process_started_at` may be a second early, and
+/// the clock may be adjusted meanwhile).
+const PID_REUSE_SLACK: Duration = Duration::from_secs(2);
+
+/// Stop `pid`, named in the journal as `role`, if it is still the process
+/// the journal meant: it started before the journal was last written. The
+/// pidfd pins the process between that check and the signals. Leaving one
+/// alone is the safe side: a successor exits by itself once its supervisor
+/// is gone, and an old incumbent steps down when it cannot take the lock
+/// back.
+fn stop_journalled(role: &str, pid: u32, written: Option<SystemTime>, grace: Duration) {
+    let Some(process) = PidFd::open(pid) else {
+        return;
+    };
+    match (process_started_at(pid), written) {
+        (Some(started), Some(written)) if started <= written + PID_REUSE_SLACK => {}
+        (started, _) => {
+            event!(
+                Warn,
+                "recovery: pid {pid}, named in the journal as {role}, is not proven ours \
+                 (started {started:?}, journal written {written:?}): left alone"
+            );
+            return;
+        }
+    }
+    event!(Warn, "recovery: stopping {role}, pid {pid} (SIGTERM)");
+    process.signal(libc::SIGTERM);
+    if process.wait_exit(Instant::now() + grace) {
+        return;
+    }
+    event!(
+        Warn,
+        "recovery: {role}, pid {pid}, still alive after {grace:?}: SIGKILL"
+    );
+    process.signal(libc::SIGKILL);
+}
+
+/// A process pinned by a pidfd: its pid cannot be reused while we hold it.
+struct PidFd(OwnedFd);
+
+impl PidFd {
+    fn open(pid: u32) -> Option<PidFd> {
+        let pid = libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a fresh descriptor the kernel just gave us.
+        Some(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: pidfd_send_signal with no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+
+    /// Wait until the process has exited (the pidfd becomes readable).
+    fn wait_exit(&self, until: Instant) -> bool {
+        matches!(
+            poll::wait_fd(self.0.as_raw_fd(), libc::POLLIN, None, Some(until)),
+            Ok(Wait::Ready)
+        )
+    }
+}
