@@ -697,6 +697,99 @@ fn a_peer_that_stalls_mid_frame_is_timed_out() {
     incumbent.hand_off();
 }
 
+// ---- clients of the control socket that do not run the handoff ----------
+
+/// Heartbeats on a connection of its own every 200 ms (its pacing, not a
+/// synchronisation), until dropped: a client that keeps its session alive.
+struct KeepAlive {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KeepAlive {
+    fn on(peer: &Peer) -> KeepAlive {
+        let mut stream = peer.stream.try_clone().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if stream
+                    .write_all(&frame(&Message::Heartbeat { ts_ms: 1 }))
+                    .is_err()
+                {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        KeepAlive {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn idle_clients_that_keep_their_sessions_alive_do_not_delay_a_handoff() {
+    // Invariant 8: a client of the control socket that is not running a
+    // handoff cannot block or delay one (a monitoring probe, a stray tool).
+    let incumbent = Incumbent::start(None);
+    let idle: Vec<Peer> = (0..3)
+        .map(|_| Peer::acked(&incumbent.control, incumbent.pid))
+        .collect();
+    let _alive: Vec<KeepAlive> = idle.iter().map(KeepAlive::on).collect();
+    incumbent.hand_off();
+}
+
+#[test]
+fn a_client_that_prepares_a_handoff_and_only_heartbeats_cannot_keep_the_incumbent_drained() {
+    // Invariant 8: the incumbent resumes on its own once PrepareHandoff's
+    // deadline passes without a Commit, whoever keeps the session alive.
+    let deadline_ms = 1_000;
+    let prepare_short = |id| Message::PrepareHandoff {
+        handoff_id: id,
+        successor_pid: 1,
+        deadline_ms,
+        drain_grace_ms: deadline_ms,
+    };
+    let mut incumbent = Incumbent::start(None);
+    for sealed in [false, true] {
+        incumbent.clear_log();
+        let mut peer = Peer::acked(&incumbent.control, incumbent.pid);
+        let id = HandoffId::random();
+        peer.send(&prepare_short(id));
+        assert!(matches!(peer.recv_answer(), Message::Drained { .. }));
+        if sealed {
+            peer.send(&Message::SealRequest { handoff_id: id });
+            assert!(matches!(peer.recv_answer(), Message::SealComplete { .. }));
+            assert_eq!(
+                DataDirLock::probe(&incumbent.data_dir).unwrap(),
+                LockState::Free
+            );
+        }
+        let alive = KeepAlive::on(&peer);
+        peer.expect_closed();
+        drop(alive);
+        let line = incumbent.wait_offence(&["deadline passed without a Commit", "rolling back"]);
+        eprintln!("sealed={sealed}: {line}");
+        if sealed {
+            // It took its lock back, under a new generation.
+            incumbent.generation += 1;
+        }
+        incumbent.assert_unharmed();
+    }
+    incumbent.hand_off();
+}
+
 // ---- another uid ---------------------------------------------------------
 
 /// The uid and gid the other-uid tests' client runs as: numbers no user

@@ -239,7 +239,7 @@ enum State {
     Bound(Box<Incumbent>),
     Serving {
         stop: StopHandle,
-        done: mpsc::Receiver<Result<ServeOutcome, Error>>,
+        done: mpsc::Receiver<Result<ServeOutcome, Failure>>,
         thread: JoinHandle<()>,
     },
     Finished(u32),
@@ -386,28 +386,32 @@ pub unsafe extern "C" fn handoff_incumbent_start(
                 "drain, seal and resume_after_abort callbacks are required",
             ));
         }
-        let Some(State::Bound(mut serving)) = inc.state.take() else {
-            unreachable!("checked by bound()")
-        };
-        let stop = match serving.stop_handle() {
-            Ok(stop) => stop,
-            Err(e) => {
-                inc.state = Some(State::Bound(serving));
-                return Err(e.into());
-            }
-        };
-        let service = CallbackService {
-            callbacks,
-            userdata: SendPtr(userdata),
-        };
+        let stop = inc.bound()?.stop_handle()?;
+        // The incumbent and the service reach the thread only once it runs:
+        // when it cannot be spawned, the caller keeps a bound incumbent and
+        // its userdata (`destroy` is not called, as documented).
+        let (hand_over, handed) = mpsc::sync_channel::<Box<Incumbent>>(1);
         let (report, done) = mpsc::channel();
+        let userdata = SendPtr(userdata);
         let thread = std::thread::Builder::new()
             .name("handoff-incumbent".into())
             .spawn(move || {
+                let Ok(mut serving) = handed.recv() else {
+                    return;
+                };
+                let service = CallbackService {
+                    callbacks,
+                    userdata,
+                };
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    serving.serve(&service)
+                    serving.serve(&service).map_err(Failure::from)
                 }))
-                .unwrap_or_else(|_| Err(Error::WrongState("the serve thread panicked".into())));
+                .unwrap_or_else(|_| {
+                    Err(Failure::new(
+                        handoff_status::HANDOFF_ERR_PANIC,
+                        "internal error (panic) in the serve thread",
+                    ))
+                });
                 drop(service);
                 let _ = report.send(outcome);
             })
@@ -417,6 +421,12 @@ pub unsafe extern "C" fn handoff_incumbent_start(
                     format!("cannot start the serve thread: {e}"),
                 )
             })?;
+        let Some(State::Bound(serving)) = inc.state.take() else {
+            unreachable!("checked by bound()")
+        };
+        hand_over
+            .send(serving)
+            .expect("the serve thread waits for the incumbent");
         inc.state = Some(State::Serving { stop, done, thread });
         Ok(())
     })
@@ -472,9 +482,9 @@ pub unsafe extern "C" fn handoff_incumbent_wait(
                         let _ = thread.join();
                         match result {
                             Ok(o) => outcome_code(o),
-                            Err(e) => {
+                            Err(failure) => {
                                 inc.state = Some(State::Finished(HANDOFF_SERVE_STOPPED));
-                                return Err(e.into());
+                                return Err(failure);
                             }
                         }
                     }
