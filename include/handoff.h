@@ -221,6 +221,80 @@
 
 #define HANDOFF_LOG_DEBUG 4
 
+#define HANDOFF_STEP_NONE 0
+
+#define HANDOFF_STEP_HELLO 1
+
+#define HANDOFF_STEP_SPAWN 2
+
+#define HANDOFF_STEP_DRAIN 3
+
+#define HANDOFF_STEP_SEAL 4
+
+#define HANDOFF_STEP_READY 5
+
+#define HANDOFF_STEP_COMMIT 6
+
+#define HANDOFF_PARTY_NONE 0
+
+#define HANDOFF_PARTY_INCUMBENT 1
+
+#define HANDOFF_PARTY_SUCCESSOR 2
+
+#define HANDOFF_PARTY_SUPERVISOR 3
+
+#define HANDOFF_CAUSE_NONE 0
+
+/**
+ * The successor could not be started.
+ */
+#define HANDOFF_CAUSE_SPAWN 1
+
+/**
+ * The party's process exited or was killed.
+ */
+#define HANDOFF_CAUSE_EXITED 2
+
+/**
+ * It closed its control connection.
+ */
+#define HANDOFF_CAUSE_CLOSED 3
+
+/**
+ * No frame from it for the liveness timeout.
+ */
+#define HANDOFF_CAUSE_SILENT 4
+
+/**
+ * A phase's budget or the handoff's deadline passed.
+ */
+#define HANDOFF_CAUSE_DEADLINE 5
+
+/**
+ * The incumbent's seal failed; it kept its lock and serves on.
+ */
+#define HANDOFF_CAUSE_SEAL_FAILED 6
+
+/**
+ * A message that breaks the protocol, or a peer that is not who it says.
+ */
+#define HANDOFF_CAUSE_PROTOCOL 7
+
+/**
+ * Reading or writing a control connection failed.
+ */
+#define HANDOFF_CAUSE_IO 8
+
+/**
+ * The supervisor could not write its journal.
+ */
+#define HANDOFF_CAUSE_JOURNAL 9
+
+/**
+ * `handoff_supervisor_cancel`.
+ */
+#define HANDOFF_CAUSE_CANCELLED 10
+
 /**
  * The result of every fallible function. `HANDOFF_OK` is 0; each failure
  * has its own stable value.
@@ -1202,6 +1276,14 @@ handoff_status handoff_supervisor_perform_handoff(const struct handoff_superviso
                                                   struct handoff_error **err);
 
 /**
+ * Cancel the handoff that `handoff_supervisor_perform_handoff` runs on
+ * another thread: it rolls back at once (the incumbent resumes, the
+ * successor is stopped) and its outcome says `HANDOFF_CAUSE_CANCELLED`.
+ * Any thread; a no-op when no handoff runs, or for NULL.
+ */
+void handoff_supervisor_cancel(const struct handoff_supervisor *supervisor);
+
+/**
  * After a supervisor restart: finish or roll back a handoff the journal
  * shows in flight, then clear the journal. `*recovered` says whether there
  * was one; `*committed` whether its successor had become the incumbent.
@@ -1225,6 +1307,25 @@ bool handoff_outcome_committed(const struct handoff_outcome *outcome);
  * Why it rolled back (owned by the outcome), or NULL if it committed.
  */
 const char *handoff_outcome_abort_reason(const struct handoff_outcome *outcome);
+
+/**
+ * The step a rolled-back handoff was in: `HANDOFF_STEP_HELLO` ..
+ * `HANDOFF_STEP_COMMIT`; `HANDOFF_STEP_NONE` (0) if it committed or for NULL.
+ */
+uint32_t handoff_outcome_abort_step(const struct handoff_outcome *outcome);
+
+/**
+ * Who caused a rollback: `HANDOFF_PARTY_INCUMBENT`, `_SUCCESSOR` or
+ * `_SUPERVISOR`; `HANDOFF_PARTY_NONE` (0) if it committed or for NULL.
+ */
+uint32_t handoff_outcome_abort_party(const struct handoff_outcome *outcome);
+
+/**
+ * What caused a rollback, one of `HANDOFF_CAUSE_*`; `HANDOFF_CAUSE_NONE`
+ * (0) if it committed or for NULL. New causes may be added: treat an
+ * unknown value like `HANDOFF_CAUSE_NONE` plus the reason's text.
+ */
+uint32_t handoff_outcome_abort_cause(const struct handoff_outcome *outcome);
 
 /**
  * The new incumbent's pid when committed, else 0.

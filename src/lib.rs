@@ -20,6 +20,7 @@ pub mod journal;
 pub mod listeners;
 pub mod lock;
 pub mod log;
+mod pidfd;
 pub mod poll;
 pub mod protocol;
 mod recovery;

@@ -320,6 +320,15 @@ pub fn negotiate_version(our: (u16, u16), theirs: (u16, u16)) -> Result<u16> {
     Ok(high)
 }
 
+/// A message's name, and its handoff id when it has one (for logs and
+/// errors).
+pub fn describe(message: &Message) -> String {
+    match message.handoff_id() {
+        Some(id) => format!("{} for handoff {id}", message.kind().name()),
+        None => message.kind().name().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,14 +6,12 @@
 //! while it holds the lock). A process the journal names is signalled only
 //! once it is proven to be ours, through a pidfd, so that a pid reused by a
 //! stranger (a journal restored from a backup, a reboot) is left alone.
-#![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::journal::Journal;
 use crate::log::event;
-use crate::poll::{self, Wait};
+use crate::pidfd::PidFd;
 use crate::spawn::process_started_at;
 
 /// What `resume_from_journal` found and did.
@@ -91,41 +89,4 @@ fn stop_journalled(role: &str, pid: u32, written: Option<SystemTime>, grace: Dur
         "recovery: {role}, pid {pid}, still alive after {grace:?}: SIGKILL"
     );
     process.signal(libc::SIGKILL);
-}
-
-/// A process pinned by a pidfd: its pid cannot be reused while we hold it.
-struct PidFd(OwnedFd);
-
-impl PidFd {
-    fn open(pid: u32) -> Option<PidFd> {
-        let pid = libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)?;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: a fresh descriptor the kernel just gave us.
-        Some(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: pidfd_send_signal with no siginfo.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-    }
-
-    /// Wait until the process has exited (the pidfd becomes readable).
-    fn wait_exit(&self, until: Instant) -> bool {
-        matches!(
-            poll::wait_fd(self.0.as_raw_fd(), libc::POLLIN, None, Some(until)),
-            Ok(Wait::Ready)
-        )
-    }
 }

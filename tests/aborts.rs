@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use handoff::lock::{DataDirLock, LockState};
-use handoff::supervisor::{SpawnSpec, Supervisor, Timeouts};
+use handoff::supervisor::{Cause, HandoffPhase, Party, SpawnSpec, Supervisor, Timeouts};
 use handoff::Error;
 
 struct Service {
@@ -84,7 +84,16 @@ impl Service {
     }
 }
 
-fn assert_rolled_back(service: &Service, flags: &[&str], reason_has: &str) {
+/// Why a handoff is expected to roll back: the typed reason and a part of
+/// its sentence.
+struct Expected {
+    phase: &'static [HandoffPhase],
+    party: Party,
+    cause: Cause,
+    says: &'static str,
+}
+
+fn assert_rolled_back(service: &Service, flags: &[&str], expected: Expected) {
     let fds = open_fds();
     let incumbent_fds = settled_fd_targets(service.incumbent);
     let outcome = service
@@ -92,11 +101,19 @@ fn assert_rolled_back(service: &Service, flags: &[&str], reason_has: &str) {
         .perform_handoff(&service.spec(flags))
         .unwrap();
     assert!(!outcome.committed, "must roll back");
-    let reason = outcome.abort_reason.unwrap();
+    let abort = outcome.abort.expect("a rollback has a reason");
     assert!(
-        reason.contains(reason_has),
-        "reason {reason:?} lacks {reason_has:?}"
+        expected.phase.contains(&abort.phase)
+            && abort.party == expected.party
+            && abort.cause == expected.cause
+            && abort.detail.contains(expected.says),
+        "rolled back for {abort:?}; expected {:?} {:?} {:?} {:?}",
+        expected.phase,
+        expected.party,
+        expected.cause,
+        expected.says
     );
+    assert_eq!(outcome.abort_reason.as_deref(), Some(&*abort.detail));
     assert!(
         outcome.successor.is_none(),
         "the successor is reaped, not handed back"
@@ -167,7 +184,14 @@ fn successor_that_exits_before_ready_rolls_back() {
     assert_rolled_back(
         &service,
         &["--exit-before-ready"],
-        "successor exited with status 3",
+        Expected {
+            // It exits after Begin; the supervisor may see it dead as soon
+            // as the seal's answer or only while waiting for Ready.
+            phase: &[HandoffPhase::Seal, HandoffPhase::Ready],
+            party: Party::Successor,
+            cause: Cause::Exited,
+            says: "successor exited with status 3",
+        },
     );
 }
 
@@ -179,8 +203,59 @@ fn successor_that_hangs_past_the_deadline_is_killed_and_rolled_back() {
     spec.deadline = Duration::from_secs(2);
     let outcome = service.supervisor.perform_handoff(&spec).unwrap();
     assert!(!outcome.committed);
-    assert!(outcome.abort_reason.unwrap().contains("deadline"));
+    let abort = outcome.abort.unwrap();
+    assert_eq!(
+        (abort.phase, abort.party, abort.cause),
+        (HandoffPhase::Ready, Party::Successor, Cause::Deadline),
+        "{abort:?}"
+    );
+    assert!(abort.detail.contains("deadline"), "{abort:?}");
     service.assert_settled(service.incumbent);
+}
+
+/// A handoff in flight can be cancelled from another thread: it rolls back
+/// at once, whatever it waits for, and says it was cancelled.
+#[test]
+fn a_handoff_cancelled_from_another_thread_rolls_back() {
+    let _alone = serial();
+    let service = Arc::new(start(&[], false));
+    let spec = service.spec(&["--hang-before-ready"]);
+    let handoff = {
+        let service = Arc::clone(&service);
+        std::thread::spawn(move || service.supervisor.perform_handoff(&spec).unwrap())
+    };
+    // The journal says AwaitingReady once Begin is out: the successor
+    // hangs there, and the default deadline (60 s) is far.
+    let awaiting = std::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        handoff::journal::Journal::read(&service.journal),
+        Ok(Some(j)) if j.phase == handoff::journal::Phase::AwaitingReady
+    ) {
+        assert!(std::time::Instant::now() < awaiting, "never awaited Ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    service.supervisor.cancel();
+    let outcome = handoff.join().unwrap();
+    assert!(!outcome.committed);
+    let abort = outcome.abort.unwrap();
+    assert_eq!(
+        (abort.phase, abort.party, abort.cause),
+        (HandoffPhase::Ready, Party::Supervisor, Cause::Cancelled),
+        "{abort:?}"
+    );
+    service.assert_settled(service.incumbent);
+    // A cancel with no handoff in flight does nothing to the next one.
+    let Ok(mut service) = Arc::try_unwrap(service) else {
+        panic!("the handoff thread has ended")
+    };
+    service.supervisor.cancel();
+    let outcome = service
+        .supervisor
+        .perform_handoff(&service.spec(&[]))
+        .unwrap();
+    assert!(outcome.committed, "{:?}", outcome.abort);
+    let successor = service.reaper.keep(outcome.successor.unwrap());
+    service.assert_settled(successor);
 }
 
 /// A successor that takes longer to say Hello than the incumbent's
@@ -211,7 +286,16 @@ fn a_successor_slower_to_say_hello_than_the_incumbents_liveness_takes_over() {
 fn failed_seal_keeps_the_incumbent_serving_with_its_lock() {
     let _alone = serial();
     let service = start(&["--fail-seal"], true);
-    assert_rolled_back(&service, &[], "seal failed on purpose");
+    assert_rolled_back(
+        &service,
+        &[],
+        Expected {
+            phase: &[HandoffPhase::Seal],
+            party: Party::Incumbent,
+            cause: Cause::SealFailed,
+            says: "seal failed on purpose",
+        },
+    );
     // The successor detected its role and waited for Begin: the shared
     // listener's flags are as the supervisor set them (DESIGN §3).
     assert!(service.listener_nonblocking());
@@ -267,5 +351,14 @@ fn idle_incumbent_with_a_nonblocking_listener_hands_off() {
 fn a_hello_from_another_process_claiming_the_successors_pid_is_refused() {
     let _alone = serial();
     let service = start(&[], false);
-    assert_rolled_back(&service, &["--forge-hello"], "not the spawned");
+    assert_rolled_back(
+        &service,
+        &["--forge-hello"],
+        Expected {
+            phase: &[HandoffPhase::Spawn],
+            party: Party::Successor,
+            cause: Cause::Protocol,
+            says: "not the spawned",
+        },
+    );
 }

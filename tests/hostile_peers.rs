@@ -286,6 +286,12 @@ impl Peer {
         let started = Instant::now();
         let mut chunk = [0u8; 4096];
         loop {
+            // Bounded even when the incumbent keeps sending (echoed heartbeats).
+            assert!(
+                started.elapsed() < 3 * PATIENCE,
+                "the incumbent did not close the connection in {:?}",
+                3 * PATIENCE
+            );
             match self.stream.read(&mut chunk) {
                 Ok(0) => return started.elapsed(),
                 Ok(_) => {}

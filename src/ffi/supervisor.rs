@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::args::{arg_mut, arg_path, arg_ref, Out};
 use super::{boundary, handoff_error, handoff_status, Failure};
-use crate::supervisor::{Outcome, SpawnSpec, Supervisor, Timeouts};
+use crate::supervisor::{
+    Abort, Cause, HandoffPhase, Outcome, Party, SpawnSpec, Supervisor, Timeouts,
+};
 
 /// What to run for a generation and its budgets. Owned by the caller
 /// (`handoff_spawn_spec_free`); not synchronised.
@@ -307,6 +309,18 @@ pub unsafe extern "C" fn handoff_supervisor_perform_handoff(
     })
 }
 
+/// Cancel the handoff that `handoff_supervisor_perform_handoff` runs on
+/// another thread: it rolls back at once (the incumbent resumes, the
+/// successor is stopped) and its outcome says `HANDOFF_CAUSE_CANCELLED`.
+/// Any thread; a no-op when no handoff runs, or for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_supervisor_cancel(supervisor: *const handoff_supervisor) {
+    // SAFETY: NULL or a live supervisor; cancel takes `&self` and is Sync.
+    if let Some(sup) = unsafe { supervisor.as_ref() } {
+        let _ = std::panic::catch_unwind(|| sup.inner.cancel());
+    }
+}
+
 /// After a supervisor restart: finish or roll back a handoff the journal
 /// shows in flight, then clear the journal. `*recovered` says whether there
 /// was one; `*committed` whether its successor had become the incumbent.
@@ -356,6 +370,98 @@ pub unsafe extern "C" fn handoff_outcome_abort_reason(
     unsafe { outcome.as_ref() }
         .and_then(|o| o.abort_reason.as_ref())
         .map_or(std::ptr::null(), |r| r.as_ptr())
+}
+
+/// The step a rolled-back handoff was in: `HANDOFF_STEP_HELLO` ..
+/// `HANDOFF_STEP_COMMIT`; `HANDOFF_STEP_NONE` (0) if it committed or for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_outcome_abort_step(outcome: *const handoff_outcome) -> u32 {
+    abort_of(outcome).map_or(HANDOFF_STEP_NONE, |a| step_code(a.phase))
+}
+
+/// Who caused a rollback: `HANDOFF_PARTY_INCUMBENT`, `_SUCCESSOR` or
+/// `_SUPERVISOR`; `HANDOFF_PARTY_NONE` (0) if it committed or for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_outcome_abort_party(outcome: *const handoff_outcome) -> u32 {
+    abort_of(outcome).map_or(HANDOFF_PARTY_NONE, |a| match a.party {
+        Party::Incumbent => HANDOFF_PARTY_INCUMBENT,
+        Party::Successor => HANDOFF_PARTY_SUCCESSOR,
+        Party::Supervisor => HANDOFF_PARTY_SUPERVISOR,
+    })
+}
+
+/// What caused a rollback, one of `HANDOFF_CAUSE_*`; `HANDOFF_CAUSE_NONE`
+/// (0) if it committed or for NULL. New causes may be added: treat an
+/// unknown value like `HANDOFF_CAUSE_NONE` plus the reason's text.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_outcome_abort_cause(outcome: *const handoff_outcome) -> u32 {
+    abort_of(outcome).map_or(HANDOFF_CAUSE_NONE, |a| cause_code(a.cause))
+}
+
+fn abort_of<'a>(outcome: *const handoff_outcome) -> Option<&'a Abort> {
+    // SAFETY: NULL or a live outcome (the caller's contract).
+    unsafe { outcome.as_ref() }.and_then(|o| o.inner.abort.as_ref())
+}
+
+pub const HANDOFF_STEP_NONE: u32 = 0;
+pub const HANDOFF_STEP_HELLO: u32 = 1;
+pub const HANDOFF_STEP_SPAWN: u32 = 2;
+pub const HANDOFF_STEP_DRAIN: u32 = 3;
+pub const HANDOFF_STEP_SEAL: u32 = 4;
+pub const HANDOFF_STEP_READY: u32 = 5;
+pub const HANDOFF_STEP_COMMIT: u32 = 6;
+
+pub const HANDOFF_PARTY_NONE: u32 = 0;
+pub const HANDOFF_PARTY_INCUMBENT: u32 = 1;
+pub const HANDOFF_PARTY_SUCCESSOR: u32 = 2;
+pub const HANDOFF_PARTY_SUPERVISOR: u32 = 3;
+
+pub const HANDOFF_CAUSE_NONE: u32 = 0;
+/// The successor could not be started.
+pub const HANDOFF_CAUSE_SPAWN: u32 = 1;
+/// The party's process exited or was killed.
+pub const HANDOFF_CAUSE_EXITED: u32 = 2;
+/// It closed its control connection.
+pub const HANDOFF_CAUSE_CLOSED: u32 = 3;
+/// No frame from it for the liveness timeout.
+pub const HANDOFF_CAUSE_SILENT: u32 = 4;
+/// A phase's budget or the handoff's deadline passed.
+pub const HANDOFF_CAUSE_DEADLINE: u32 = 5;
+/// The incumbent's seal failed; it kept its lock and serves on.
+pub const HANDOFF_CAUSE_SEAL_FAILED: u32 = 6;
+/// A message that breaks the protocol, or a peer that is not who it says.
+pub const HANDOFF_CAUSE_PROTOCOL: u32 = 7;
+/// Reading or writing a control connection failed.
+pub const HANDOFF_CAUSE_IO: u32 = 8;
+/// The supervisor could not write its journal.
+pub const HANDOFF_CAUSE_JOURNAL: u32 = 9;
+/// `handoff_supervisor_cancel`.
+pub const HANDOFF_CAUSE_CANCELLED: u32 = 10;
+
+fn step_code(phase: HandoffPhase) -> u32 {
+    match phase {
+        HandoffPhase::Hello => HANDOFF_STEP_HELLO,
+        HandoffPhase::Spawn => HANDOFF_STEP_SPAWN,
+        HandoffPhase::Drain => HANDOFF_STEP_DRAIN,
+        HandoffPhase::Seal => HANDOFF_STEP_SEAL,
+        HandoffPhase::Ready => HANDOFF_STEP_READY,
+        HandoffPhase::Commit => HANDOFF_STEP_COMMIT,
+    }
+}
+
+fn cause_code(cause: Cause) -> u32 {
+    match cause {
+        Cause::Spawn => HANDOFF_CAUSE_SPAWN,
+        Cause::Exited => HANDOFF_CAUSE_EXITED,
+        Cause::Closed => HANDOFF_CAUSE_CLOSED,
+        Cause::Silent => HANDOFF_CAUSE_SILENT,
+        Cause::Deadline => HANDOFF_CAUSE_DEADLINE,
+        Cause::SealFailed => HANDOFF_CAUSE_SEAL_FAILED,
+        Cause::Protocol => HANDOFF_CAUSE_PROTOCOL,
+        Cause::Io => HANDOFF_CAUSE_IO,
+        Cause::Journal => HANDOFF_CAUSE_JOURNAL,
+        Cause::Cancelled => HANDOFF_CAUSE_CANCELLED,
+    }
 }
 
 /// The new incumbent's pid when committed, else 0.

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::log::Level;
-use crate::protocol::{negotiate_version, HandoffId, Message, PROTO_MAX, PROTO_MIN};
+use crate::protocol::{describe, negotiate_version, HandoffId, Message, PROTO_MAX, PROTO_MIN};
 use crate::service::{DrainReport, HookError, SealReport};
 
 /// The clocks a session keeps.
@@ -544,14 +544,6 @@ fn aborted(id: HandoffId) -> Action {
         Level::Info,
         format!("handoff {id}: aborted by the supervisor; resuming"),
     )
-}
-
-/// A message's name, and its handoff id when it has one.
-pub fn describe(message: &Message) -> String {
-    match message.handoff_id() {
-        Some(id) => format!("{} for handoff {id}", message.kind().name()),
-        None => message.kind().name().to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,555 @@
+//! One handoff in progress: its phases in order, each a send and a wait on
+//! one waiter (`wait`) that keeps every clock at once: the phase's
+//! deadline, the peer's liveness, heartbeats to the incumbent while the
+//! successor works, the successor's death, and cancellation.
+
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use crate::channel::{enable_passcred, Channel};
+use crate::crash::crash_point;
+use crate::error::Error;
+use crate::incumbent::now_unix_ms;
+use crate::journal::{Journal, Phase};
+use crate::log::event;
+use crate::pidfd::PidFd;
+use crate::poll;
+use crate::protocol::{describe, HandoffId, Message, Side};
+use crate::spawn::{describe_status, spawn, ChildProcess};
+
+use super::abort::{Abort, Cause, Party};
+use super::hello::accept_hello;
+use super::{HandoffPhase, PhaseEvent, PhaseTimings, SpawnSpec, Supervisor};
+
+type Step<T> = std::result::Result<T, Abort>;
+
+/// How long a successor that closed its control connection has to be seen
+/// dead, so that the rollback's reason says how it ended.
+const SUCCESSOR_DEATH_GRACE: Duration = Duration::from_millis(200);
+
+/// Whom `wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Incumbent,
+    Successor,
+}
+
+impl Peer {
+    fn party(self) -> Party {
+        match self {
+            Peer::Incumbent => Party::Incumbent,
+            Peer::Successor => Party::Successor,
+        }
+    }
+}
+
+pub(super) struct Run<'a> {
+    supervisor: &'a Supervisor,
+    handoff_id: HandoffId,
+    incumbent_pid: u32,
+    started_unix_ms: u64,
+    successor: Option<ChildProcess>,
+    /// Readable once the successor exits: its death ends any wait at once.
+    successor_exit: Option<PidFd>,
+    successor_channel: Option<Channel>,
+    successor_pid: Option<u32>,
+    /// PrepareHandoff was sent: the incumbent must be told to resume.
+    prepared: bool,
+    /// The phase running now (named by an abort).
+    phase: HandoffPhase,
+    /// This handoff's number, for `Supervisor::is_cancelled`.
+    seq: u64,
+    pub(super) timings: PhaseTimings,
+    on_phase: &'a mut dyn FnMut(PhaseEvent),
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(
+        supervisor: &'a Supervisor,
+        handoff_id: HandoffId,
+        incumbent_pid: u32,
+        timings: PhaseTimings,
+        seq: u64,
+        on_phase: &'a mut dyn FnMut(PhaseEvent),
+    ) -> Run<'a> {
+        Run {
+            supervisor,
+            handoff_id,
+            incumbent_pid,
+            started_unix_ms: now_unix_ms(),
+            successor: None,
+            successor_exit: None,
+            successor_channel: None,
+            successor_pid: None,
+            prepared: false,
+            phase: HandoffPhase::Hello,
+            seq,
+            timings,
+            on_phase,
+        }
+    }
+
+    fn abort(&self, party: Party, cause: Cause, detail: impl Into<String>) -> Abort {
+        Abort::new(self.phase, party, cause, detail)
+    }
+
+    /// A failed send to `peer`.
+    fn send_failed(&self, peer: Peer, what: &str, e: Error) -> Abort {
+        let cause = match e {
+            Error::PeerClosed { .. } => Cause::Closed,
+            Error::Timeout => Cause::Silent,
+            _ => Cause::Io,
+        };
+        self.abort(peer.party(), cause, format!("{what}: {e}"))
+    }
+
+    pub(super) fn phase_done(&mut self, phase: HandoffPhase) {
+        (self.on_phase)(PhaseEvent {
+            handoff_id: self.handoff_id,
+            phase,
+            duration: self.timings.of(phase),
+            successor_pid: self.successor_pid,
+        });
+    }
+
+    fn journal(&self, phase: Phase) -> Step<()> {
+        self.supervisor
+            .write_journal(&Journal {
+                handoff_id: self.handoff_id,
+                phase,
+                incumbent_pid: self.incumbent_pid,
+                successor_pid: self.successor_pid,
+                started_at_unix_ms: self.started_unix_ms,
+            })
+            .map_err(|e| self.abort(Party::Supervisor, Cause::Journal, format!("journal: {e}")))
+    }
+
+    /// The happy path; an `Err` is the reason to roll back.
+    pub(super) fn drive(
+        &mut self,
+        incumbent: &mut Channel,
+        spec: &SpawnSpec,
+        deadline: Instant,
+    ) -> Step<ChildProcess> {
+        let id = self.handoff_id;
+        let timeouts = self.supervisor.timeouts;
+
+        self.phase = HandoffPhase::Spawn;
+        let phase = Instant::now();
+        self.spawn_successor(spec, incumbent)?;
+        self.journal(Phase::Negotiating)?;
+        crash_point!("S_AFTER_N_HELLO");
+        self.timings.spawn = phase.elapsed();
+        self.phase_done(HandoffPhase::Spawn);
+
+        self.phase = HandoffPhase::Drain;
+        let phase = Instant::now();
+        let left = deadline.saturating_duration_since(phase);
+        incumbent
+            .send(&Message::PrepareHandoff {
+                handoff_id: id,
+                successor_pid: self.successor_pid.unwrap_or(0),
+                deadline_ms: left.as_millis() as u64,
+                drain_grace_ms: spec.drain_grace.as_millis() as u64,
+            })
+            .map_err(|e| self.send_failed(Peer::Incumbent, "PrepareHandoff", e))?;
+        self.prepared = true;
+        crash_point!("S_AFTER_PREPARE");
+        let drain_deadline = (phase + spec.drain_grace).min(deadline) + timeouts.wire_slack;
+        match self.wait(incumbent, Peer::Incumbent, drain_deadline, "Drained")? {
+            Message::Drained { .. } => {}
+            other => return Err(self.unexpected(Peer::Incumbent, "Drained", &other)),
+        }
+        crash_point!("S_AFTER_DRAINED");
+        self.timings.drain = phase.elapsed();
+
+        // From the drain to Ready nobody accepts: the journal of each step
+        // (and the observer) runs while the peer works on the next one, not
+        // before asking for it. Recovery does not trust the phase anyway.
+        self.phase = HandoffPhase::Seal;
+        let phase = Instant::now();
+        incumbent
+            .send(&Message::SealRequest { handoff_id: id })
+            .map_err(|e| self.send_failed(Peer::Incumbent, "SealRequest", e))?;
+        self.phase_done(HandoffPhase::Drain);
+        self.journal(Phase::Draining)?;
+        crash_point!("S_AFTER_SEAL_REQUEST");
+        let sealed = deadline + timeouts.wire_slack;
+        match self.wait(incumbent, Peer::Incumbent, sealed, "SealComplete")? {
+            Message::SealComplete { handoff_id, .. } if handoff_id == id => {}
+            Message::SealFailed { error, .. } => {
+                // The incumbent kept its lock and resumed on its own.
+                self.prepared = false;
+                return Err(self.abort(
+                    Party::Incumbent,
+                    Cause::SealFailed,
+                    format!("seal failed: {error}"),
+                ));
+            }
+            other => return Err(self.unexpected(Peer::Incumbent, "SealComplete", &other)),
+        }
+        crash_point!("S_AFTER_SEAL_COMPLETE");
+        self.timings.seal = phase.elapsed();
+
+        self.phase = HandoffPhase::Ready;
+        let phase = Instant::now();
+        let begun = self
+            .successor_channel
+            .as_ref()
+            .expect("handshake done above")
+            .send(&Message::Begin { handoff_id: id });
+        begun.map_err(|e| self.send_failed(Peer::Successor, "Begin", e))?;
+        // The window recovery must get right: the successor's Ready is on
+        // its way while the journal still says Draining.
+        #[cfg(feature = "crash-points")]
+        if crate::crash::armed("S_READY_UNJOURNALLED") {
+            let successor = self.successor_channel.as_ref().expect("handshake done");
+            let _ = crate::poll::wait_fd(
+                successor.stream().as_raw_fd(),
+                libc::POLLIN,
+                None,
+                Some(Instant::now() + Duration::from_secs(10)),
+            );
+            crate::crash::maybe_crash("S_READY_UNJOURNALLED");
+        }
+        self.phase_done(HandoffPhase::Seal);
+        self.journal(Phase::Sealing)?;
+        self.journal(Phase::AwaitingReady)?;
+        crash_point!("S_AFTER_BEGIN");
+        match self.wait(
+            incumbent,
+            Peer::Successor,
+            deadline + timeouts.wire_slack,
+            "Ready",
+        )? {
+            Message::Ready { handoff_id, .. } if handoff_id == id => {}
+            other => return Err(self.unexpected(Peer::Successor, "Ready", &other)),
+        }
+        self.timings.ready = phase.elapsed();
+        self.phase_done(HandoffPhase::Ready);
+
+        // From Ready on the successor is authoritative, whatever happens to
+        // the old incumbent: nothing below can roll back.
+        self.phase = HandoffPhase::Commit;
+        let phase = Instant::now();
+        let child = self.successor.take().expect("spawned above");
+        self.successor_channel = None;
+        crash_point!("S_AFTER_READY");
+        if let Err(e) = incumbent.send(&Message::Commit { handoff_id: id }) {
+            event!(
+                Warn,
+                "handoff {id}: Commit not delivered ({e}); committed regardless"
+            );
+        }
+        if let Err(e) = self.journal(Phase::Committed) {
+            event!(Warn, "handoff {id}: {e}");
+        }
+        crash_point!("S_AFTER_COMMIT");
+        self.supervisor.clear_journal();
+        self.timings.commit = phase.elapsed();
+        self.phase_done(HandoffPhase::Commit);
+        Ok(child)
+    }
+
+    fn unexpected(&self, peer: Peer, expected: &str, got: &Message) -> Abort {
+        self.abort(
+            peer.party(),
+            Cause::Protocol,
+            format!("expected {expected}, got {}", describe(got)),
+        )
+    }
+
+    fn spawn_successor(&mut self, spec: &SpawnSpec, incumbent: &mut Channel) -> Step<()> {
+        let local = |e: std::io::Error| {
+            self.abort(Party::Supervisor, Cause::Io, format!("socketpair: {e}"))
+        };
+        let (ours, theirs) = UnixStream::pair().map_err(local)?;
+        enable_passcred(&ours)
+            .map_err(|e| self.abort(Party::Supervisor, Cause::Io, e.to_string()))?;
+        let child = spawn(
+            &spec.command,
+            &self.supervisor.borrowed_listeners(),
+            Some(theirs.as_fd()),
+        )
+        .map_err(|e| {
+            self.abort(
+                Party::Successor,
+                Cause::Spawn,
+                format!("cannot start the successor: {e}"),
+            )
+        })?;
+        drop(theirs);
+        let pid = child.pid();
+        self.successor_pid = Some(pid);
+        // Our child, not reaped yet: the pid cannot have been reused.
+        self.successor_exit = PidFd::open(pid);
+        self.successor = Some(child);
+        let channel = Channel::new(ours)
+            .map_err(|e| self.abort(Party::Supervisor, Cause::Io, e.to_string()))?;
+        self.successor_channel = Some(channel);
+        crash_point!("S_AFTER_SPAWN");
+        let hello_by = Instant::now() + self.supervisor.timeouts.hello;
+        let (hello, sender) = self.wait_attested(incumbent, Peer::Successor, hello_by, "Hello")?;
+        // Invariant 9: the Hello must come from the child we spawned, as the
+        // kernel attests, not merely claim its pid.
+        if sender != Some(pid) {
+            return Err(self.abort(
+                Party::Successor,
+                Cause::Protocol,
+                format!("successor Hello came from pid {sender:?}, not the spawned {pid}"),
+            ));
+        }
+        let version = accept_hello(&hello, Side::Successor, pid)
+            .map_err(|e| self.abort(Party::Successor, Cause::Protocol, e.to_string()))?;
+        let channel = self.successor_channel.as_ref().expect("set above");
+        channel.set_version(version);
+        let acked = channel.send(&Message::HelloAck {
+            proto_version_chosen: version,
+            handoff_id: self.handoff_id,
+        });
+        acked.map_err(|e| self.send_failed(Peer::Successor, "HelloAck", e))
+    }
+
+    fn wait(
+        &mut self,
+        incumbent: &mut Channel,
+        from: Peer,
+        deadline: Instant,
+        what: &str,
+    ) -> Step<Message> {
+        self.wait_attested(incumbent, from, deadline, what)
+            .map(|(message, _)| message)
+    }
+
+    /// The next message from `from` other than a heartbeat (or seal
+    /// progress), with the pid the kernel attests for a successor's.
+    /// Meanwhile the incumbent gets heartbeats while the successor works
+    /// (a successor may preload its state before its Hello, and opens it
+    /// after Begin), and the successor's death, the peer's silence, the
+    /// deadline and a cancellation each end the wait at once.
+    fn wait_attested(
+        &mut self,
+        incumbent: &mut Channel,
+        from: Peer,
+        deadline: Instant,
+        what: &str,
+    ) -> Step<(Message, Option<u32>)> {
+        let timeouts = self.supervisor.timeouts;
+        let mut last_frame = Instant::now();
+        let mut next_beat = Instant::now() + timeouts.heartbeat;
+        loop {
+            match self.take_message(incumbent, from) {
+                Ok(Some((Message::Heartbeat { .. } | Message::SealProgress { .. }, _))) => {
+                    last_frame = Instant::now();
+                    continue;
+                }
+                Ok(Some(answer)) => return Ok(answer),
+                Ok(None) => {}
+                Err(e @ Error::PeerClosed { .. }) if from == Peer::Successor => {
+                    // It closed its end: most likely it died. Say how.
+                    return Err(self
+                        .successor_death(SUCCESSOR_DEATH_GRACE)
+                        .unwrap_or_else(|| {
+                            self.abort(
+                                Party::Successor,
+                                Cause::Closed,
+                                format!("waiting for {what}: {e}"),
+                            )
+                        }));
+                }
+                Err(e) => {
+                    let cause = match e {
+                        Error::PeerClosed { .. } => Cause::Closed,
+                        Error::Stream(_) => Cause::Io,
+                        _ => Cause::Protocol,
+                    };
+                    return Err(self.abort(
+                        from.party(),
+                        cause,
+                        format!("waiting for {what}: {e}"),
+                    ));
+                }
+            }
+            if self.successor_exited() {
+                // A successor that announced Ready and died right after
+                // (before we read it) was authoritative from its Ready on:
+                // a Ready already sent binds, whatever followed it.
+                if from == Peer::Successor {
+                    if let Some(answer) = self.buffered_answer() {
+                        return Ok((answer, None));
+                    }
+                }
+                return Err(self.successor_death(Duration::ZERO).unwrap_or_else(|| {
+                    self.abort(Party::Successor, Cause::Exited, "successor exited")
+                }));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(match from {
+                    Peer::Incumbent => self.abort(
+                        Party::Incumbent,
+                        Cause::Deadline,
+                        format!("timed out waiting for {what}"),
+                    ),
+                    Peer::Successor if what == "Ready" => self.abort(
+                        Party::Successor,
+                        Cause::Deadline,
+                        "successor not ready before the deadline",
+                    ),
+                    Peer::Successor => self.abort(
+                        Party::Successor,
+                        Cause::Deadline,
+                        format!("successor {what}: timed out waiting for a frame"),
+                    ),
+                });
+            }
+            if now >= last_frame + timeouts.liveness {
+                let name = from.party().name();
+                return Err(self.abort(
+                    from.party(),
+                    Cause::Silent,
+                    format!(
+                        "{name} silent for {:?} waiting for {what}",
+                        timeouts.liveness
+                    ),
+                ));
+            }
+            let beating = from == Peer::Successor;
+            if beating && now >= next_beat {
+                next_beat = now + timeouts.heartbeat;
+                incumbent
+                    .send(&Message::Heartbeat {
+                        ts_ms: now_unix_ms(),
+                    })
+                    .map_err(|e| {
+                        self.send_failed(Peer::Incumbent, "heartbeat to the incumbent", e)
+                    })?;
+            }
+            let mut until = deadline.min(last_frame + timeouts.liveness);
+            if beating {
+                until = until.min(next_beat);
+            }
+            let watched = match from {
+                Peer::Incumbent => incumbent.stream().as_raw_fd(),
+                Peer::Successor => self.successor_fd(),
+            };
+            if self.wait_readable(watched, until) {
+                return Err(self.abort(Party::Supervisor, Cause::Cancelled, "cancelled"));
+            }
+        }
+    }
+
+    fn successor_fd(&self) -> RawFd {
+        self.successor_channel
+            .as_ref()
+            .map_or(-1, |c| c.stream().as_raw_fd())
+    }
+
+    /// Poll `fd`, the successor's exit and the cancel pipe until `until`;
+    /// true when cancelled.
+    fn wait_readable(&self, fd: RawFd, until: Instant) -> bool {
+        let entry = |fd: RawFd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut fds = [
+            entry(fd),
+            entry(
+                self.successor_exit
+                    .as_ref()
+                    .map_or(-1, |p| p.as_fd().as_raw_fd()),
+            ),
+            entry(self.supervisor.cancel.0.as_raw_fd()),
+        ];
+        // An error here (EINTR is retried) shows up as a timeout; the loop's
+        // checks then decide.
+        let _ = poll::poll(&mut fds, Some(until));
+        fds[2].revents != 0 && self.supervisor.is_cancelled(self.seq)
+    }
+
+    /// One whole message from `from`, if one can be read without waiting.
+    fn take_message(
+        &mut self,
+        incumbent: &mut Channel,
+        from: Peer,
+    ) -> crate::Result<Option<(Message, Option<u32>)>> {
+        match from {
+            Peer::Incumbent => {
+                if let Some(message) = incumbent.next_message()? {
+                    return Ok(Some((message, None)));
+                }
+                incumbent.fill()?;
+                Ok(incumbent.next_message()?.map(|m| (m, None)))
+            }
+            Peer::Successor => {
+                let Some(channel) = self.successor_channel.as_mut() else {
+                    return Ok(None);
+                };
+                match channel.recv_attested(Instant::now()) {
+                    Ok(answer) => Ok(Some(answer)),
+                    Err(Error::Timeout) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The first frame other than a heartbeat that the successor sent and
+    /// we have not read yet, if any (without waiting).
+    fn buffered_answer(&mut self) -> Option<Message> {
+        let channel = self.successor_channel.as_mut()?;
+        loop {
+            match channel.recv_until(Instant::now(), None) {
+                Ok(Message::Heartbeat { .. }) => {}
+                Ok(message) => return Some(message),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn successor_exited(&mut self) -> bool {
+        match &self.successor_exit {
+            Some(exit) => exit.exited(),
+            None => self
+                .successor
+                .as_mut()
+                .is_some_and(|child| child.try_wait().is_some()),
+        }
+    }
+
+    /// How the successor ended, if it does within `grace`.
+    fn successor_death(&mut self, grace: Duration) -> Option<Abort> {
+        let status = self.successor.as_mut()?.wait_timeout(grace)?;
+        Some(self.abort(
+            Party::Successor,
+            Cause::Exited,
+            format!("successor {}", describe_status(status)),
+        ))
+    }
+
+    /// Abort the successor, stop and reap it, tell the incumbent to resume,
+    /// and clear the journal.
+    pub(super) fn roll_back(&mut self, incumbent: &mut Channel, reason: &Abort) {
+        let id = self.handoff_id;
+        event!(Warn, "handoff {id}: rolling back: {reason}");
+        if let Some(channel) = self.successor_channel.take() {
+            let _ = channel.send(&Message::Abort {
+                handoff_id: id,
+                reason: reason.to_string(),
+            });
+        }
+        if let Some(mut child) = self.successor.take() {
+            child.terminate(self.supervisor.timeouts.kill_grace);
+        }
+        if self.prepared {
+            let _ = self.journal(Phase::ResumingAfterAbort);
+            if let Err(e) = incumbent.send(&Message::ResumeAfterAbort { handoff_id: id }) {
+                // It resumes on its own when our connection closes.
+                event!(Warn, "handoff {id}: ResumeAfterAbort not delivered: {e}");
+            }
+        }
+        self.supervisor.clear_journal();
+    }
+}
