@@ -42,3 +42,44 @@ pub fn check_peer_uid(stream: &UnixStream) -> Result<sys::PeerCred> {
     }
     Ok(cred)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Invariant 9: whatever is planted at the temporary name the bind
+    /// used (`<path>.<pid>.tmp`) is neither followed nor removed.
+    #[test]
+    fn bind_private_leaves_a_symlink_planted_at_the_temporary_name_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, "keep me\n").unwrap();
+        let path = dir.path().join("control.sock");
+        let planted = dir
+            .path()
+            .join(format!("control.sock.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        let _listener = bind_private(&path).unwrap();
+        UnixStream::connect(&path).unwrap();
+        let mode = fs::symlink_metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(fs::read_link(&planted).unwrap(), target);
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep me\n");
+    }
+
+    /// A directory others may write to (not sticky) is refused, naming it.
+    #[test]
+    fn bind_private_refuses_a_directory_others_can_write_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = bind_private(&open.join("control.sock"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&*open.to_string_lossy()), "{err}");
+        assert!(err.contains("writable"), "{err}");
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        bind_private(&open.join("control.sock")).unwrap();
+    }
+}

@@ -224,4 +224,66 @@ mod tests {
             assert!(err.to_string().contains("state.bin"), "{err}");
         }
     }
+
+    /// Invariant 9: a symlink planted at the temporary name the journal
+    /// used (`<path>.tmp`) is not followed: its target is untouched.
+    #[test]
+    fn write_never_follows_a_symlink_planted_at_the_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, "keep me\n").unwrap();
+        let path = dir.path().join("state.bin");
+        let mut planted = path.clone().into_os_string();
+        planted.push(".tmp");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        let journal = sample(Phase::Sealing);
+        journal.write(&path).unwrap();
+        journal.write(&path).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep me\n");
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(Journal::read(&path).unwrap(), Some(journal));
+    }
+
+    /// A journal directory others may write to (not sticky) is refused,
+    /// naming it; a sticky one of ours is fine.
+    #[test]
+    fn write_refuses_a_directory_others_can_write_to() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let path = open.join("state.bin");
+        let err = sample(Phase::Sealing).write(&path).unwrap_err().to_string();
+        assert!(err.contains(&*open.to_string_lossy()), "{err}");
+        assert!(err.contains("writable"), "{err}");
+        assert!(!path.exists());
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        sample(Phase::Sealing).write(&path).unwrap();
+    }
+
+    /// A FIFO at the journal path (no writer) is refused at once, naming
+    /// the path, instead of blocking the reader forever.
+    #[test]
+    fn read_refuses_a_fifo_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.bin");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (send, answer) = std::sync::mpsc::channel();
+        let reading = path.clone();
+        std::thread::spawn(move || {
+            let _ = send.send(Journal::read(&reading).map_err(|e| e.to_string()));
+        });
+        // Not a timing assertion: only a read that blocks for good misses it.
+        let result = answer
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("Journal::read blocked on a FIFO");
+        let err = result.unwrap_err();
+        assert!(err.contains("state.bin"), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+    }
 }
