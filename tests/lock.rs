@@ -130,8 +130,10 @@ impl Drop for Helper {
     }
 }
 
+/// The pidfile's content, None when it names nobody (missing or blank).
 fn pidfile(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join(PIDFILE)).ok()
+    let text = std::fs::read_to_string(dir.join(PIDFILE)).ok()?;
+    (!text.trim().is_empty()).then_some(text)
 }
 
 fn lock_inode(dir: &Path) -> u64 {
