@@ -475,6 +475,22 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_generation_file_counts_from_zero_and_an_old_one_goes_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // What a first acquire cut short between create and write leaves.
+        fs::write(dir.join(GENERATION_FILE), "").unwrap();
+        assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 1);
+        // The short form earlier versions wrote by rename.
+        fs::write(dir.join(GENERATION_FILE), "9\n").unwrap();
+        assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 10);
+        assert_eq!(
+            read(dir, GENERATION_FILE).as_deref(),
+            Some("00000000000000000010\n")
+        );
+    }
+
+    #[test]
     fn parse_generation_accepts_only_plain_decimals() {
         assert_eq!(parse_generation("7\n"), Ok(7));
         assert_eq!(parse_generation("7"), Ok(7));

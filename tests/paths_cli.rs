@@ -264,3 +264,27 @@ fn a_fifo_at_the_journal_path_is_refused_without_hanging() {
     assert!(log.contains(&*journal.to_string_lossy()), "{log}");
     assert!(log.contains("not a regular file"), "{log}");
 }
+
+/// The same for a Unix listener's path: a regular file there is not a stale
+/// socket to delete.
+#[test]
+fn a_regular_file_at_a_unix_listener_path_is_refused_and_left_alone() {
+    let f = Fixture::new();
+    f.write_default_config();
+    let listener = f.path("extra.sock");
+    std::fs::write(&listener, "an operator's file\n").unwrap();
+    let mut config = std::fs::read_to_string(f.config()).unwrap();
+    config.push_str(&format!(
+        "\n[[listener]]\nname = \"extra\"\naddress = \"unix:{}\"\n",
+        listener.display()
+    ));
+    std::fs::write(f.config(), config).unwrap();
+    let mut running = f.run();
+    assert_eq!(running.wait_exit(), Some(1));
+    let log = running.log_text();
+    assert!(log.contains("not a socket"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(&listener).unwrap(),
+        "an operator's file\n"
+    );
+}

@@ -15,40 +15,18 @@ use crate::process::Process;
 
 /// Bind the trigger socket, refusing to start when another supervisor
 /// answers there, or when something other than a socket is there: a stale
-/// socket of ours is replaced, anything else is the operator's to remove
-/// (a symlink is neither followed nor replaced).
+/// socket is replaced, anything else is the operator's to remove.
 pub fn claim_trigger_socket(config: &Config) -> Result<std::os::unix::net::UnixListener, String> {
-    use std::os::unix::fs::FileTypeExt;
     let path = &config.service.trigger_socket;
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            let target = std::fs::read_link(path)
-                .map(|t| format!(" to {}", t.display()))
-                .unwrap_or_default();
-            return Err(format!(
-                "trigger socket {} is a symbolic link{target}: the supervisor neither follows \
-                 nor replaces it; remove it, or set trigger_socket to the real path",
-                path.display()
-            ));
+    match bind::existing_socket(path).map_err(|why| format!("trigger socket: {why}"))? {
+        bind::Existing::Live => Err(format!(
+            "another supervisor is running: {} answers",
+            path.display()
+        )),
+        bind::Existing::Stale | bind::Existing::Nothing => {
+            handoff::control::bind_private(path).map_err(|e| e.to_string())
         }
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(format!(
-                "trigger socket {} exists and is not a socket: the supervisor will not \
-                 replace it; remove it, or set trigger_socket to another path",
-                path.display()
-            ));
-        }
-        Ok(_) if std::os::unix::net::UnixStream::connect(path).is_ok() => {
-            return Err(format!(
-                "another supervisor is running: {} answers",
-                path.display()
-            ));
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("trigger socket {}: {e}", path.display())),
     }
-    handoff::control::bind_private(path).map_err(|e| e.to_string())
 }
 
 /// Finish or roll back what a previous supervisor left in the journal, and
