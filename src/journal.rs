@@ -91,12 +91,12 @@ impl Journal {
         let bytes = self.to_bytes();
         // Create the directory only when it is missing: a mkdir on every
         // write costs a syscall on the supervisor's hot path.
-        match fsutil::replace_durably(path, &bytes, 0o600) {
+        match fsutil::replace_durably(path, &bytes, 0o644) {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
                 let dir = fsutil::parent_dir(path);
                 fsutil::create_dirs(dir)
                     .map_err(|e| Error::io("cannot create journal directory", dir, e))?;
-                fsutil::replace_durably(path, &bytes, 0o600)
+                fsutil::replace_durably(path, &bytes, 0o644)
             }
             other => other,
         }
