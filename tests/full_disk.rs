@@ -179,3 +179,39 @@ fn a_full_journal_filesystem_rolls_back_before_the_incumbent_is_asked() {
         "the lock was never let go"
     );
 }
+
+/// Only the journal's filesystem, filling up after Begin (the successor may
+/// already be taking the lock): the next journal write fails, the
+/// successor is stopped, the incumbent takes its lock back and serves, and
+/// the next handoff, with space back, commits.
+#[test]
+fn a_journal_filesystem_filling_up_after_begin_rolls_back_to_a_serving_incumbent() {
+    let Some(fs) = Tmpfs::mount(
+        "a_journal_filesystem_filling_up_after_begin_rolls_back_to_a_serving_incumbent",
+    ) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let service = start(data.path().join("data"), Some(fs.join("state.bin")));
+    let outcome = service
+        .supervisor
+        .perform_handoff_with(&service.spec(), &mut |event| {
+            // Reported once Begin is sent, before the Sealing step is journalled.
+            if event.phase == HandoffPhase::Seal {
+                fs.fill();
+            }
+        })
+        .unwrap();
+    assert!(!outcome.committed);
+    let reason = outcome.abort_reason.unwrap();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert!(outcome.successor.is_none());
+    service.assert_serving(service.incumbent);
+
+    fs.free();
+    let outcome = service.supervisor.perform_handoff(&service.spec()).unwrap();
+    assert!(outcome.committed, "{:?}", outcome.abort_reason);
+    let mut reaper = Reaper::default();
+    let successor = reaper.keep(outcome.successor.unwrap());
+    service.assert_serving(successor);
+}
