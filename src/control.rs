@@ -17,7 +17,7 @@ use crate::sys;
 const SUN_PATH_MAX: usize = 107;
 
 /// The longest path [`bind_private`] can bind: the socket is bound first at
-/// a temporary name [`TEMPORARY_SUFFIX_LEN`] bytes longer.
+/// a temporary name 13 bytes longer (`.` + 8 hex digits + `.tmp`).
 pub const MAX_PATH_LEN: usize = SUN_PATH_MAX - TEMPORARY_SUFFIX_LEN;
 
 /// Whether [`bind_private`] can bind `path`, saying why not (also what the

@@ -68,7 +68,7 @@ pub fn check_private_dir(dir: &Path) -> Result<()> {
 
 /// Write `bytes` to a new temporary file next to `path` (mode `mode`),
 /// fsync it and give its name; nothing is left behind on failure.
-pub fn write_temporary(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
+fn write_temporary(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
     check_private_dir(parent_dir(path))?;
     let (tmp, mut file) = create_temporary(path, mode)?;
     let written = file
