@@ -854,12 +854,11 @@ handoff_status handoff_lock_acquire_with_retry(const char *data_dir,
 uint64_t handoff_lock_generation(const struct handoff_lock *lock);
 
 /**
- * Release the lock (remove the pidfile, fsync the directory, drop the
- * flock) and free it. Consumes `lock` whatever the outcome: the lock is
- * released and freed even when an error (say, the pidfile could not be
- * removed) is reported. NULL answers `HANDOFF_ERR_NULL_POINTER`; an empty
- * handle (its lock moved into an incumbent) `HANDOFF_ERR_WRONG_STATE`, and
- * is freed too.
+ * Release the lock (clear the pidfile in place, drop the flock) and free
+ * it. Consumes `lock` whatever the outcome: the lock is released and freed
+ * even when an error (say, the pidfile could not be cleared) is reported.
+ * NULL answers `HANDOFF_ERR_NULL_POINTER`; an empty handle (its lock moved
+ * into an incumbent) `HANDOFF_ERR_WRONG_STATE`, and is freed too.
  */
 handoff_status handoff_lock_release(struct handoff_lock *lock, struct handoff_error **err);
 

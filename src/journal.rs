@@ -1,14 +1,14 @@
 //! The supervisor's crash-recovery journal (DESIGN §5): one postcard record,
 //! replaced atomically after each acknowledged protocol step.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::io::{ErrorKind, Read};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::protocol::HandoffId;
 
 /// The last acknowledged step of a handoff, in wire order.
@@ -84,36 +84,32 @@ impl Journal {
         Ok(journal)
     }
 
-    /// Replace the journal at `path` durably: write `<path>.tmp`, fsync it,
-    /// rename it over `path`, fsync the directory (created if missing). On
-    /// failure the previous journal is left as it was.
+    /// Replace the journal at `path` durably: write a fresh temporary file
+    /// next to it, fsync it, rename it over `path`, fsync the directory
+    /// (created if missing). On failure the previous journal is left as it was.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let dir = parent_dir(path);
-        let tmp = tmp_path(path);
         let bytes = self.to_bytes();
         // Create the directory only when it is missing: a mkdir on every
         // write costs a syscall on the supervisor's hot path.
-        let written = match write_synced(&tmp, &bytes) {
+        match fsutil::replace_durably(path, &bytes, 0o644) {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
-                fs::create_dir_all(dir)
+                let dir = fsutil::parent_dir(path);
+                fsutil::create_dirs(dir)
                     .map_err(|e| Error::io("cannot create journal directory", dir, e))?;
-                write_synced(&tmp, &bytes)
+                fsutil::replace_durably(path, &bytes, 0o644)
             }
             other => other,
-        };
-        let written = written.and_then(|()| {
-            fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename journal into", path, e))
-        });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
         }
-        sync_dir(dir)
     }
 
-    /// Read the journal at `path`; `Ok(None)` when there is none.
+    /// Read the journal at `path`; `Ok(None)` when there is none. Anything
+    /// but a regular file there (a FIFO, a symlink) is an error naming it.
     pub fn read(path: &Path) -> Result<Option<Journal>> {
-        let bytes = match fs::read(path) {
+        let read = fsutil::open_regular(path).and_then(|mut file| {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map(|_| bytes)
+        });
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("cannot read journal", path, e)),
@@ -139,39 +135,6 @@ impl Journal {
     }
 }
 
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = OsString::from(path.as_os_str());
-    name.push(".tmp");
-    PathBuf::from(name)
-}
-
-pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| Error::io("cannot create", path, e))?;
-    file.write_all(bytes)
-        .map_err(|e| Error::io("cannot write", path, e))?;
-    file.sync_all()
-        .map_err(|e| Error::io("cannot fsync", path, e))
-}
-
-/// fsync a directory so a rename or unlink in it survives a power cut.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("cannot fsync directory", dir, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,7 +156,11 @@ mod tests {
         let journal = sample(Phase::Sealing);
         journal.write(&path).unwrap();
         assert_eq!(Journal::read(&path).unwrap(), Some(journal));
-        assert!(!tmp_path(&path).exists());
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.bin"], "no temporary left");
     }
 
     #[test]
@@ -223,5 +190,67 @@ mod tests {
             assert!(matches!(err, Error::JournalCorrupt { .. }));
             assert!(err.to_string().contains("state.bin"), "{err}");
         }
+    }
+
+    /// Invariant 9: a symlink planted at the temporary name the journal
+    /// used (`<path>.tmp`) is not followed: its target is untouched.
+    #[test]
+    fn write_never_follows_a_symlink_planted_at_the_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, "keep me\n").unwrap();
+        let path = dir.path().join("state.bin");
+        let mut planted = path.clone().into_os_string();
+        planted.push(".tmp");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        let journal = sample(Phase::Sealing);
+        journal.write(&path).unwrap();
+        journal.write(&path).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep me\n");
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(Journal::read(&path).unwrap(), Some(journal));
+    }
+
+    /// A journal directory others may write to (not sticky) is refused,
+    /// naming it; a sticky one of ours is fine.
+    #[test]
+    fn write_refuses_a_directory_others_can_write_to() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let path = open.join("state.bin");
+        let err = sample(Phase::Sealing).write(&path).unwrap_err().to_string();
+        assert!(err.contains(&*open.to_string_lossy()), "{err}");
+        assert!(err.contains("writable"), "{err}");
+        assert!(!path.exists());
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+        sample(Phase::Sealing).write(&path).unwrap();
+    }
+
+    /// A FIFO at the journal path (no writer) is refused at once, naming
+    /// the path, instead of blocking the reader forever.
+    #[test]
+    fn read_refuses_a_fifo_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.bin");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (send, answer) = std::sync::mpsc::channel();
+        let reading = path.clone();
+        std::thread::spawn(move || {
+            let _ = send.send(Journal::read(&reading).map_err(|e| e.to_string()));
+        });
+        // Not a timing assertion: only a read that blocks for good misses it.
+        let result = answer
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("Journal::read blocked on a FIFO");
+        let err = result.unwrap_err();
+        assert!(err.contains("state.bin"), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }

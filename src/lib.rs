@@ -15,6 +15,7 @@ mod crash;
 pub mod error;
 pub mod ffi;
 pub mod frame;
+mod fsutil;
 pub mod incumbent;
 pub mod journal;
 pub mod listeners;

@@ -7,18 +7,30 @@
 //! `.handoff.pidfile` (for diagnostics and for `probe`), and
 //! `.handoff.generation` counts every successful acquire. The kernel drops a
 //! flock when its holder dies, so a stale pidfile never blocks anyone.
+//!
+//! Taking the lock needs no new disk space once its three files exist: an
+//! incumbent whose handoff rolls back must retake its lock on a full disk
+//! (issue 14). So, unlike the "temporary file, fsync, rename" of DESIGN §4,
+//! both files are rewritten in place, in the block they already have:
+//! the generation as a fixed-width record (20 digits and a newline, within
+//! the first sector, which a device writes whole) with pwrite + fdatasync;
+//! the pidfile without fsync (a flock does not outlive a reboot), and on
+//! release it is emptied to a bare newline rather than removed. They are
+//! opened with O_NOFOLLOW: a symlink planted there is refused, not followed.
+//! A reader racing an acquire may see the pidfile half rewritten for an
+//! instant; it names a holder only for diagnostics and retries an unknown one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
-use crate::journal::{sync_dir, tmp_path, write_synced};
+use crate::fsutil;
 use crate::log::event;
 use crate::sys;
 
@@ -61,6 +73,8 @@ pub struct DataDirLock {
     dir: PathBuf,
     /// The locked open file description; None once released.
     file: Option<File>,
+    /// The pidfile naming us, kept open to clear it at release.
+    pidfile: Option<File>,
     generation: u64,
 }
 
@@ -70,11 +84,12 @@ impl DataDirLock {
     /// when a live process holds it (this one included: flock belongs to
     /// the open file description, so a second acquire in one process fails).
     pub fn acquire(data_dir: &Path) -> Result<DataDirLock> {
-        fs::create_dir_all(data_dir)
+        fsutil::create_dirs(data_dir)
             .map_err(|e| Error::io("cannot create data directory", data_dir, e))?;
-        // Absolute, so that a later chdir cannot make release miss the pidfile.
+        // Absolute, so that messages name it whatever the working directory.
         let dir = fs::canonicalize(data_dir)
             .map_err(|e| Error::io("cannot resolve data directory", data_dir, e))?;
+        fsutil::check_private_dir(&dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let grace = Instant::now() + UNKNOWN_HOLDER_GRACE;
         loop {
@@ -85,7 +100,7 @@ impl DataDirLock {
                 // Only the owner may flock it: anyone able to open it could
                 // otherwise keep the service from ever starting.
                 .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&lock_path)
                 .map_err(|e| Error::io("cannot open lock file", &lock_path, e))?;
             let taken = sys::try_flock(file.as_raw_fd(), true)
@@ -112,13 +127,15 @@ impl DataDirLock {
                     );
                 }
             }
-            // From here on, dropping `lock` releases it (and removes the pidfile).
+            // From here on, dropping `lock` releases it (and clears the pidfile).
             let mut lock = DataDirLock {
                 dir,
                 file: Some(file),
+                pidfile: None,
                 generation: 0,
             };
-            lock.generation = lock.write_pidfile_and_generation()?;
+            lock.pidfile = lock.write_pidfile()?;
+            lock.generation = count_up(&lock.dir)?;
             // Only the successor has it in its environment (the test gives
             // N points to the supervisor, which never takes the lock).
             crash_point!("N_AFTER_LOCK");
@@ -183,10 +200,10 @@ impl DataDirLock {
         &self.dir
     }
 
-    /// Remove the pidfile, then drop the flock. The lock is released even
-    /// when removing the pidfile fails: a leftover pidfile is harmless, a
-    /// lock nobody owns is not. For the same reason the removal is not
-    /// fsynced: it is on the handoff's critical path (before SealComplete).
+    /// Clear the pidfile, then drop the flock. The lock is released even
+    /// when clearing the pidfile fails: a stale pidfile is harmless, a lock
+    /// nobody owns is not. For the same reason the pidfile is not fsynced:
+    /// this is on the handoff's critical path (before SealComplete).
     pub fn release(mut self) -> Result<()> {
         self.release_inner()
     }
@@ -195,39 +212,40 @@ impl DataDirLock {
         let Some(file) = self.file.take() else {
             return Ok(());
         };
-        let pidfile = self.dir.join(PIDFILE);
-        let removed = match fs::remove_file(&pidfile) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("cannot remove pidfile", &pidfile, e)),
+        let cleared = match self.pidfile.take() {
+            Some(pidfile) => rewrite_in_place(&pidfile, NOBODY)
+                .map_err(|e| Error::io("cannot clear pidfile", self.dir.join(PIDFILE), e)),
+            None => Ok(()),
         };
         // Explicit unlock: a forked child's copy of the descriptor would
         // otherwise keep the open file description, and the lock, alive.
         let unlocked = sys::unlock_flock(file.as_raw_fd())
             .map_err(|e| Error::io("cannot unlock", self.dir.join(LOCK_FILE), e));
         drop(file);
-        removed.and(unlocked)
+        cleared.and(unlocked)
     }
 
-    /// Write our pid to the pidfile and the next generation to its file,
-    /// each atomically (DESIGN §4), with one directory fsync for both
-    /// renames: the successor does this between Begin and Ready.
-    fn write_pidfile_and_generation(&self) -> Result<u64> {
-        let next = next_generation(&self.dir)?;
-        replace_durably(
-            &self.dir,
-            &[
-                (
-                    self.dir.join(PIDFILE),
-                    format!("{}\n", std::process::id()).into_bytes(),
-                ),
-                (
-                    self.dir.join(GENERATION_FILE),
-                    format!("{next}\n").into_bytes(),
-                ),
-            ],
-        )?;
-        Ok(next)
+    /// Write our pid to the pidfile, in place. A full disk that leaves no
+    /// room to create it (the lock's first acquire here since an older
+    /// version removed it) costs only the diagnostic, not the lock.
+    fn write_pidfile(&self) -> Result<Option<File>> {
+        let path = self.dir.join(PIDFILE);
+        let written = open_in_place(&path, 0o644).and_then(|file| {
+            rewrite_in_place(&file, format!("{}\n", std::process::id()).as_bytes())?;
+            Ok(file)
+        });
+        match written {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+                event!(
+                    Warn,
+                    "data-dir lock {}: no pidfile: {e}",
+                    self.dir.display()
+                );
+                Ok(None)
+            }
+            Err(e) => Err(Error::io("cannot write pidfile", path, e)),
+        }
     }
 }
 
@@ -245,7 +263,11 @@ fn live_holder(dir: &Path) -> Option<u32> {
 }
 
 fn read_pidfile(dir: &Path) -> Option<u32> {
-    let text = fs::read_to_string(dir.join(PIDFILE)).ok()?;
+    let mut text = String::new();
+    fsutil::open_regular(&dir.join(PIDFILE))
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
     text.trim().parse().ok()
 }
 
@@ -260,29 +282,76 @@ fn is_current_inode(file: &File, path: &Path) -> Result<bool> {
     }
 }
 
-/// The generation after the stored one (0 when there is none yet). Called
-/// only while holding the flock; the caller stores it.
-fn next_generation(dir: &Path) -> Result<u64> {
+/// A released pidfile: one byte, so that its block stays allocated.
+const NOBODY: &[u8] = b"\n";
+
+/// Open one of the lock's files, creating it if missing, never truncating
+/// it, never following a symlink (ELOOP) nor blocking on a FIFO.
+fn open_in_place(path: &Path, mode: u32) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// Overwrite the file's content with `bytes` from offset 0, then cut what
+/// is left of a longer old content (never to zero: the block stays ours).
+fn rewrite_in_place(file: &File, bytes: &[u8]) -> std::io::Result<()> {
+    file.write_all_at(bytes, 0)?;
+    file.set_len(bytes.len() as u64)
+}
+
+/// Store the generation after the stored one (0 when there is none, or an
+/// empty file: a first acquire that never completed) and give it. Called
+/// only while holding the flock.
+fn count_up(dir: &Path) -> Result<u64> {
     let path = dir.join(GENERATION_FILE);
-    let current = match fs::read_to_string(&path) {
-        Ok(text) => parse_generation(&text).map_err(|reason| {
-            Error::io(
+    let io = |action, e| Error::io(action, &path, e);
+    let mut file = open_in_place(&path, 0o644).map_err(|e| io("cannot open generation file", e))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| io("cannot read generation file", e))?;
+    let current = if text.is_empty() {
+        0
+    } else {
+        parse_generation(&text).map_err(|reason| {
+            io(
                 "corrupt generation file",
-                &path,
                 std::io::Error::new(ErrorKind::InvalidData, reason),
             )
-        })?,
-        Err(e) if e.kind() == ErrorKind::NotFound => 0,
-        Err(e) => return Err(Error::io("cannot read generation file", &path, e)),
+        })?
     };
     // A wrapped fencing token would let a stale holder pass as current.
-    current.checked_add(1).ok_or_else(|| {
-        Error::io(
+    let next = current.checked_add(1).ok_or_else(|| {
+        io(
             "generation file",
-            &path,
             std::io::Error::new(ErrorKind::InvalidData, "the generation is at u64::MAX"),
         )
-    })
+    })?;
+    rewrite_in_place(&file, generation_record(next).as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io("cannot write generation file", e))?;
+    if text.is_empty() {
+        // Just created: its directory entry must survive a power cut too.
+        fsutil::sync_dir(dir)?;
+    }
+    Ok(next)
+}
+
+/// The generation file's content: always the same width, so that an
+/// overwrite never needs a block the file does not have.
+fn generation_record(generation: u64) -> String {
+    format!("{generation:020}\n")
 }
 
 fn parse_generation(text: &str) -> std::result::Result<u64, String> {
@@ -293,23 +362,6 @@ fn parse_generation(text: &str) -> std::result::Result<u64, String> {
     digits
         .parse()
         .map_err(|_| format!("{digits} does not fit in 64 bits"))
-}
-
-/// For each file: write `<path>.tmp`, fsync it, rename it over `path`; then
-/// fsync `dir` once. Readers see the old or the new content of each file,
-/// never a partial one.
-fn replace_durably(dir: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
-    for (path, bytes) in files {
-        let tmp = tmp_path(path);
-        let written = write_synced(&tmp, bytes).and_then(|()| {
-            fs::rename(&tmp, path).map_err(|e| Error::io("cannot rename into", path, e))
-        });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    }
-    sync_dir(dir)
 }
 
 #[cfg(test)]
@@ -331,9 +383,20 @@ mod tests {
             read(&dir, PIDFILE),
             Some(format!("{}\n", std::process::id()))
         );
-        assert_eq!(read(&dir, GENERATION_FILE).as_deref(), Some("1\n"));
-        assert!(!dir.join(format!("{PIDFILE}.tmp")).exists());
-        assert!(!dir.join(format!("{GENERATION_FILE}.tmp")).exists());
+        assert_eq!(
+            read(&dir, GENERATION_FILE).as_deref(),
+            Some("00000000000000000001\n")
+        );
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [GENERATION_FILE, LOCK_FILE, PIDFILE],
+            "no temporary left"
+        );
     }
 
     #[test]
@@ -356,16 +419,17 @@ mod tests {
     }
 
     #[test]
-    fn release_and_drop_free_the_lock_and_remove_only_the_pidfile() {
+    fn release_and_drop_free_the_lock_and_clear_the_pidfile_in_place() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         DataDirLock::acquire(dir).unwrap().release().unwrap();
-        assert!(!dir.join(PIDFILE).exists());
+        // Kept, so that the next holder needs no new block, but naming nobody.
+        assert_eq!(read(dir, PIDFILE).as_deref(), Some("\n"));
         assert!(dir.join(LOCK_FILE).exists());
         assert_eq!(DataDirLock::probe(dir).unwrap(), LockState::Free);
 
         drop(DataDirLock::acquire(dir).unwrap());
-        assert!(!dir.join(PIDFILE).exists());
+        assert_eq!(read(dir, PIDFILE).as_deref(), Some("\n"));
         assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 3);
     }
 
@@ -402,12 +466,28 @@ mod tests {
         fs::write(dir.join(GENERATION_FILE), "seven\n").unwrap();
         let err = DataDirLock::acquire(dir).unwrap_err();
         assert!(err.to_string().contains(GENERATION_FILE), "{err}");
-        // The failed acquire let go of the lock and its pidfile.
+        // The failed acquire let go of the lock and cleared its pidfile.
         assert_eq!(DataDirLock::probe(dir).unwrap(), LockState::Free);
-        assert!(!dir.join(PIDFILE).exists());
+        assert_eq!(read(dir, PIDFILE).as_deref(), Some("\n"));
 
         fs::write(dir.join(GENERATION_FILE), "41\n").unwrap();
         assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 42);
+    }
+
+    #[test]
+    fn an_empty_generation_file_counts_from_zero_and_an_old_one_goes_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        // What a first acquire cut short between create and write leaves.
+        fs::write(dir.join(GENERATION_FILE), "").unwrap();
+        assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 1);
+        // The short form earlier versions wrote by rename.
+        fs::write(dir.join(GENERATION_FILE), "9\n").unwrap();
+        assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 10);
+        assert_eq!(
+            read(dir, GENERATION_FILE).as_deref(),
+            Some("00000000000000000010\n")
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use handoff::lock::{DataDirLock, LockState, GENERATION_FILE, LOCK_FILE, PIDFILE};
 use handoff::Error;
 
+mod tmpfs;
+
 const CHILD_MODE: &str = "HANDOFF_LOCK_TEST_CHILD";
 const CHILD_DIR: &str = "HANDOFF_LOCK_TEST_DIR";
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -128,8 +130,10 @@ impl Drop for Helper {
     }
 }
 
+/// The pidfile's content, None when it names nobody (missing or blank).
 fn pidfile(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join(PIDFILE)).ok()
+    let text = std::fs::read_to_string(dir.join(PIDFILE)).ok()?;
+    (!text.trim().is_empty()).then_some(text)
 }
 
 fn lock_inode(dir: &Path) -> u64 {
@@ -229,10 +233,7 @@ fn the_generation_goes_up_by_one_on_every_acquire_across_processes_and_restarts(
     child.kill();
 
     assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 6);
-    assert_eq!(
-        std::fs::read_to_string(dir.join(GENERATION_FILE)).unwrap(),
-        "6\n"
-    );
+    assert_eq!(read_generation(dir), 6);
     assert_eq!(lock_inode(dir), inode, "the lock file is never replaced");
 }
 
@@ -252,4 +253,104 @@ fn another_process_sees_this_one_as_the_holder() {
     let child = Helper::spawn("cycle", dir);
     assert_eq!(child.locked_generation(), 2);
     child.finish();
+}
+
+/// The generation as every reader takes it: trimmed, then parsed.
+fn read_generation(dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join(GENERATION_FILE)).unwrap();
+    text.trim().parse().unwrap()
+}
+
+/// DESIGN: nothing the incumbent needs to keep or retake its lock may
+/// require new disk space. A rolled-back incumbent releases and retakes
+/// its lock with the data directory's filesystem full.
+#[test]
+fn release_and_acquire_again_on_a_full_filesystem_keep_the_lock_and_count_up() {
+    let Some(fs) = tmpfs::Tmpfs::mount("release_and_acquire_again_on_a_full_filesystem") else {
+        return;
+    };
+    let dir = fs.join("data");
+    let lock = DataDirLock::acquire(&dir).unwrap();
+    assert_eq!(lock.generation(), 1);
+    fs.fill();
+
+    lock.release().unwrap();
+    assert_eq!(DataDirLock::probe(&dir).unwrap(), LockState::Free);
+    let lock = DataDirLock::acquire(&dir).expect("acquire on a full filesystem");
+    assert_eq!(lock.generation(), 2);
+    assert_eq!(read_generation(&dir), 2);
+    assert_eq!(
+        DataDirLock::probe(&dir).unwrap(),
+        LockState::Held {
+            pid: Some(std::process::id())
+        }
+    );
+    lock.release().unwrap();
+
+    // Another process takes it in turn, still with no space left, and
+    // names itself as the holder.
+    let child = Helper::spawn("hold", &dir);
+    assert_eq!(child.locked_generation(), 3);
+    assert_eq!(
+        DataDirLock::probe(&dir).unwrap(),
+        LockState::Held {
+            pid: Some(child.pid())
+        }
+    );
+    child.finish();
+    assert_eq!(DataDirLock::probe(&dir).unwrap(), LockState::Free);
+    assert!(fs.is_full(), "the test ran on a full filesystem");
+    assert_eq!(read_generation(&dir), 3);
+}
+
+/// Invariant 9: what the lock writes next to the path it is given never
+/// follows a symlink someone planted there, at the temporary names the
+/// library used (`<file>.tmp`) or at the files themselves.
+#[test]
+fn acquire_never_follows_a_planted_symlink() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("precious");
+    std::fs::write(&target, "keep me\n").unwrap();
+    let dir = tmp.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    for name in [PIDFILE, GENERATION_FILE] {
+        std::os::unix::fs::symlink(&target, dir.join(format!("{name}.tmp"))).unwrap();
+    }
+    for generation in 1..=2 {
+        let lock = DataDirLock::acquire(&dir).unwrap();
+        assert_eq!(lock.generation(), generation);
+        lock.release().unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    for name in [PIDFILE, GENERATION_FILE] {
+        let meta = std::fs::symlink_metadata(dir.join(name)).unwrap();
+        assert!(meta.is_file(), "{name} is a regular file");
+    }
+
+    // A symlink at the pidfile itself is refused, naming it.
+    std::fs::remove_file(dir.join(PIDFILE)).unwrap();
+    std::os::unix::fs::symlink(&target, dir.join(PIDFILE)).unwrap();
+    let err = DataDirLock::acquire(&dir).unwrap_err();
+    assert!(err.to_string().contains(PIDFILE), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    assert_eq!(DataDirLock::probe(&dir).unwrap(), LockState::Free);
+}
+
+/// A data directory others may write to (not sticky) is refused, naming
+/// it: anyone could replace the lock's files there. A sticky one of ours
+/// (as /tmp is root's) is fine.
+#[test]
+fn a_data_dir_others_can_write_to_is_refused_unless_sticky_and_ours() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("open");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = DataDirLock::acquire(&dir).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&*dir.to_string_lossy()), "{text}");
+    assert!(text.contains("writable"), "{text}");
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert_eq!(DataDirLock::acquire(&dir).unwrap().generation(), 1);
 }

@@ -118,8 +118,8 @@ func (l *Lock) Generation() uint64 {
 	return g
 }
 
-// Release gives the lock back (removes the pidfile, fsyncs the directory,
-// drops the flock) and closes the handle, whatever the outcome. An empty
+// Release gives the lock back (clears the pidfile in place, drops the
+// flock) and closes the handle, whatever the outcome. An empty
 // handle (its lock moved into an incumbent) is ErrWrongState; a closed one
 // too.
 func (l *Lock) Release() error {

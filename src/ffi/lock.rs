@@ -93,12 +93,11 @@ pub unsafe extern "C" fn handoff_lock_generation(lock: *const handoff_lock) -> u
         .map_or(0, |lock| lock.generation())
 }
 
-/// Release the lock (remove the pidfile, fsync the directory, drop the
-/// flock) and free it. Consumes `lock` whatever the outcome: the lock is
-/// released and freed even when an error (say, the pidfile could not be
-/// removed) is reported. NULL answers `HANDOFF_ERR_NULL_POINTER`; an empty
-/// handle (its lock moved into an incumbent) `HANDOFF_ERR_WRONG_STATE`, and
-/// is freed too.
+/// Release the lock (clear the pidfile in place, drop the flock) and free
+/// it. Consumes `lock` whatever the outcome: the lock is released and freed
+/// even when an error (say, the pidfile could not be cleared) is reported.
+/// NULL answers `HANDOFF_ERR_NULL_POINTER`; an empty handle (its lock moved
+/// into an incumbent) `HANDOFF_ERR_WRONG_STATE`, and is freed too.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_lock_release(
     lock: *mut handoff_lock,

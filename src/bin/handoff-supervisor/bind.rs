@@ -6,7 +6,9 @@ use std::io::ErrorKind;
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::Path;
 
 use handoff::listeners::{ListenerKind, Listeners, Role, UNNAMED};
 
@@ -99,23 +101,68 @@ pub fn bind(listener: &Listener) -> Result<OwnedFd, BindError> {
             .map(OwnedFd::from)
             .map_err(error),
         Address::Unix(path) => {
-            if std::fs::symlink_metadata(path).is_ok() {
-                // A socket file left by a process that is gone is stale; one
-                // that still accepts belongs to a running service.
-                match UnixStream::connect(path) {
-                    Ok(_) => {
-                        return Err(error(std::io::Error::new(
-                            ErrorKind::AddrInUse,
-                            "a process is listening there",
-                        )))
-                    }
-                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                        let _ = std::fs::remove_file(path);
-                    }
-                    Err(_) => {}
+            match existing_socket(path) {
+                Err(why) => {
+                    return Err(BindError {
+                        in_use: false,
+                        message: format!("cannot bind listener {:?}: {why}", listener.name),
+                    })
                 }
+                Ok(Existing::Live) => {
+                    return Err(error(std::io::Error::new(
+                        ErrorKind::AddrInUse,
+                        "a process is listening there",
+                    )))
+                }
+                Ok(Existing::Stale) => {
+                    let _ = std::fs::remove_file(path);
+                }
+                Ok(Existing::Nothing) => {}
             }
             UnixListener::bind(path).map(OwnedFd::from).map_err(error)
         }
+    }
+}
+
+/// What is at a Unix socket path the supervisor binds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Existing {
+    Nothing,
+    /// A socket nobody accepts on: left by a process that is gone.
+    Stale,
+    /// A socket a running process accepts on.
+    Live,
+}
+
+/// Look at `path` without following it. Anything but a socket (a symlink, a
+/// regular file) is an error naming it: it is the operator's to remove,
+/// never the supervisor's to follow or delete.
+pub fn existing_socket(path: &Path) -> Result<Existing, String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path)
+            .map(|t| format!(" to {}", t.display()))
+            .unwrap_or_default();
+        return Err(format!(
+            "{} is a symbolic link{target}: the supervisor neither follows nor replaces it; \
+             remove it, or configure the real path",
+            path.display()
+        ));
+    }
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "{} exists and is not a socket: the supervisor will not replace it; remove it, \
+             or configure another path",
+            path.display()
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Ok(Existing::Live),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(Existing::Stale),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }

@@ -290,7 +290,10 @@ impl Resolver<'_> {
             ("[service] control_socket", &control_socket),
             ("[service] trigger_socket", &trigger_socket),
         ] {
-            check_socket_path(path).map_err(|e| self.error(key, e))?;
+            // Both are bound by handoff::control::bind_private.
+            handoff::control::check_path(path)
+                .and_then(|()| check_socket_path(path))
+                .map_err(|e| self.error(key, e))?;
         }
         if control_socket == trigger_socket {
             return Err(self.error(

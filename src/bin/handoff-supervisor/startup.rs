@@ -14,16 +14,19 @@ use crate::probe;
 use crate::process::Process;
 
 /// Bind the trigger socket, refusing to start when another supervisor
-/// answers there.
+/// answers there, or when something other than a socket is there: a stale
+/// socket is replaced, anything else is the operator's to remove.
 pub fn claim_trigger_socket(config: &Config) -> Result<std::os::unix::net::UnixListener, String> {
     let path = &config.service.trigger_socket;
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(format!(
+    match bind::existing_socket(path).map_err(|why| format!("trigger socket: {why}"))? {
+        bind::Existing::Live => Err(format!(
             "another supervisor is running: {} answers",
             path.display()
-        ));
+        )),
+        bind::Existing::Stale | bind::Existing::Nothing => {
+            handoff::control::bind_private(path).map_err(|e| e.to_string())
+        }
     }
-    handoff::control::bind_private(path).map_err(|e| e.to_string())
 }
 
 /// Finish or roll back what a previous supervisor left in the journal, and

@@ -69,8 +69,8 @@ class Lock(Managed):
         return not self.closed and self.generation != 0
 
     def release(self) -> None:
-        """Release the lock (remove the pidfile, fsync the directory, drop
-        the flock) and close this object, even when an error is raised."""
+        """Release the lock (clear the pidfile in place, drop the flock)
+        and close this object, even when an error is raised."""
         ptr, self._ptr = self._handle, None
         check(_lib.lib().handoff_lock_release, ptr)
 

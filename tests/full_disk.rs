@@ -1,0 +1,239 @@
+//! Issue 14, full disk: real handoffs of the C noop service with its data
+//! directory (and, in one test, the supervisor's journal) on a small tmpfs
+//! filled up for real. The handoff may fail; the service never goes down:
+//! afterwards exactly one process holds the lock, and it answers.
+
+mod common;
+mod tmpfs;
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use handoff::lock::{DataDirLock, LockState, GENERATION_FILE};
+use handoff::supervisor::{HandoffPhase, SpawnSpec, Supervisor, Timeouts};
+use tmpfs::Tmpfs;
+
+struct Service {
+    _dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    journal: PathBuf,
+    addr: String,
+    supervisor: Supervisor,
+    reaper: Reaper,
+    incumbent: u32,
+}
+
+/// A cold-started noop service under an in-process supervisor, its data
+/// directory and journal where the test says.
+fn start(data_dir: PathBuf, journal: Option<PathBuf>) -> Service {
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let journal = journal.unwrap_or_else(|| dir.path().join("journal/state.bin"));
+    let (tcp, addr) = tcp_listener();
+    let supervisor = Supervisor::new(&control)
+        .with_listener("kv", OwnedFd::from(tcp))
+        .unwrap()
+        .with_journal(&journal)
+        .with_timeouts(Timeouts {
+            kill_grace: Duration::from_millis(500),
+            ..Timeouts::default()
+        });
+    let mut reaper = Reaper::default();
+    let command = service_command(&noop_service(), &data_dir, &control, &[]);
+    let incumbent = reaper.keep(supervisor.spawn_cold(&command).unwrap());
+    wait_for_pong(&addr, incumbent, Duration::from_secs(10));
+    Service {
+        _dir: dir,
+        data_dir,
+        journal,
+        addr,
+        supervisor,
+        reaper,
+        incumbent,
+    }
+}
+
+impl Service {
+    fn spec(&self) -> SpawnSpec {
+        let control = self.supervisor.control_path().to_owned();
+        SpawnSpec {
+            command: service_command(&noop_service(), &self.data_dir, &control, &[]),
+            ..SpawnSpec::new(noop_service())
+        }
+    }
+
+    /// `pid` answers and is the one lock holder; the journal is cleared.
+    fn assert_serving(&self, pid: u32) {
+        wait_for_pong(&self.addr, pid, Duration::from_secs(10));
+        assert_eq!(
+            DataDirLock::probe(&self.data_dir).unwrap(),
+            LockState::Held { pid: Some(pid) },
+            "pid {pid} holds the lock"
+        );
+        assert!(!self.journal.exists(), "journal cleared");
+    }
+}
+
+fn generation(data_dir: &Path) -> u64 {
+    let text = std::fs::read_to_string(data_dir.join(GENERATION_FILE)).unwrap();
+    text.trim().parse().unwrap()
+}
+
+/// Taking the lock needs no new disk space once its files exist: the
+/// successor takes it on a full filesystem and the handoff commits.
+#[test]
+fn a_handoff_with_the_data_dir_on_a_full_filesystem_commits() {
+    let Some(fs) = Tmpfs::mount("a_handoff_with_the_data_dir_on_a_full_filesystem_commits") else {
+        return;
+    };
+    let mut service = start(fs.join("data"), None);
+    assert_eq!(generation(&service.data_dir), 1);
+    fs.fill();
+
+    let outcome = service.supervisor.perform_handoff(&service.spec()).unwrap();
+    assert!(outcome.committed, "rolled back: {:?}", outcome.abort_reason);
+    let successor = service.reaper.keep(outcome.successor.unwrap());
+    let old = service.incumbent;
+    assert_eq!(
+        service.reaper.wait_exit(old, Duration::from_secs(10)),
+        Some(0),
+        "the old incumbent exits once committed"
+    );
+    service.assert_serving(successor);
+    assert_eq!(generation(&service.data_dir), 2);
+    assert!(fs.is_full(), "the handoff ran on a full filesystem");
+}
+
+/// The journal and the data directory on one filesystem, which fills up
+/// mid-handoff (after the first journal write, before the incumbent
+/// seals): the next journal write fails, the supervisor rolls back, and
+/// the incumbent, which had sealed and released its lock, takes it back
+/// with no space left and serves on.
+#[test]
+fn a_filesystem_filling_up_mid_handoff_rolls_back_to_a_serving_incumbent() {
+    let Some(fs) =
+        Tmpfs::mount("a_filesystem_filling_up_mid_handoff_rolls_back_to_a_serving_incumbent")
+    else {
+        return;
+    };
+    let service = start(fs.join("data"), Some(fs.join("journal/state.bin")));
+    assert_eq!(generation(&service.data_dir), 1);
+
+    let outcome = service
+        .supervisor
+        .perform_handoff_with(&service.spec(), &mut |event| {
+            // Reported once the Negotiating step is journalled, before
+            // PrepareHandoff: the fill does not race the handoff.
+            if event.phase == HandoffPhase::Spawn {
+                // A second name keeps the journal's block allocated when
+                // the rollback clears it: the incumbent takes its lock
+                // back on a filesystem still full, whichever comes first.
+                std::fs::hard_link(&service.journal, fs.join("journal-kept")).unwrap();
+                fs.fill();
+            }
+        })
+        .unwrap();
+    assert!(!outcome.committed, "a full journal cannot commit");
+    let reason = outcome.abort_reason.unwrap();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert!(reason.contains("journal"), "{reason}");
+    assert!(outcome.successor.is_none(), "the successor is reaped");
+    service.assert_serving(service.incumbent);
+    // It sealed (released) and took the lock back: one more acquire.
+    assert_eq!(generation(&service.data_dir), 2);
+    assert!(fs.is_full(), "the rollback ran on a full filesystem");
+
+    // Space back, the next handoff goes through.
+    fs.free();
+    let outcome = service.supervisor.perform_handoff(&service.spec()).unwrap();
+    assert!(outcome.committed, "{:?}", outcome.abort_reason);
+    let mut reaper = Reaper::default();
+    let successor = reaper.keep(outcome.successor.unwrap());
+    service.assert_serving(successor);
+    assert_eq!(generation(&service.data_dir), 3);
+}
+
+/// Only the journal's filesystem is full from the start: the first journal
+/// write fails, nothing was asked of the incumbent, it serves on.
+#[test]
+fn a_full_journal_filesystem_rolls_back_before_the_incumbent_is_asked() {
+    let Some(fs) =
+        Tmpfs::mount("a_full_journal_filesystem_rolls_back_before_the_incumbent_is_asked")
+    else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let service = start(data.path().join("data"), Some(fs.join("state.bin")));
+    fs.fill();
+    let outcome = service.supervisor.perform_handoff(&service.spec()).unwrap();
+    assert!(!outcome.committed);
+    let reason = outcome.abort_reason.unwrap();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert!(outcome.successor.is_none());
+    service.assert_serving(service.incumbent);
+    assert_eq!(
+        generation(&service.data_dir),
+        1,
+        "the lock was never let go"
+    );
+}
+
+/// Only the journal's filesystem, filling up after Begin (the successor may
+/// already be taking the lock): the next journal write fails, the
+/// successor is stopped, and the incumbent takes its lock back and serves.
+#[test]
+fn a_journal_filesystem_filling_up_after_begin_rolls_back_to_a_serving_incumbent() {
+    let Some(fs) = Tmpfs::mount(
+        "a_journal_filesystem_filling_up_after_begin_rolls_back_to_a_serving_incumbent",
+    ) else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let service = start(data.path().join("data"), Some(fs.join("state.bin")));
+    roll_back_after_begin(&service, &fs);
+}
+
+/// As above, then the next handoff, with space back, must commit. It does
+/// not yet: a successor that announced Ready before the rollback stopped it
+/// has bound the control socket path, and the incumbent, serving on, is no
+/// longer reachable there ("cannot connect to the incumbent ... Connection
+/// refused"). Needs a change outside this test's modules (the incumbent
+/// rebinding its control socket path when it rolls back after a seal);
+/// run it with `--ignored`.
+#[test]
+#[ignore = "known bug: a rollback after the successor's Ready leaves the control socket path to the dead successor"]
+fn after_a_rollback_after_begin_the_next_handoff_commits() {
+    let Some(fs) = Tmpfs::mount("after_a_rollback_after_begin_the_next_handoff_commits") else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let service = start(data.path().join("data"), Some(fs.join("state.bin")));
+    roll_back_after_begin(&service, &fs);
+    fs.free();
+    let outcome = service.supervisor.perform_handoff(&service.spec()).unwrap();
+    assert!(outcome.committed, "{:?}", outcome.abort_reason);
+    let mut reaper = Reaper::default();
+    let successor = reaper.keep(outcome.successor.unwrap());
+    service.assert_serving(successor);
+}
+
+/// A handoff whose journal fills up once Begin is sent: it rolls back, and
+/// the incumbent serves with its lock.
+fn roll_back_after_begin(service: &Service, fs: &Tmpfs) {
+    let outcome = service
+        .supervisor
+        .perform_handoff_with(&service.spec(), &mut |event| {
+            // Reported once Begin is sent, before the Sealing step is journalled.
+            if event.phase == HandoffPhase::Seal {
+                fs.fill();
+            }
+        })
+        .unwrap();
+    assert!(!outcome.committed);
+    let reason = outcome.abort_reason.unwrap();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    assert!(outcome.successor.is_none());
+    service.assert_serving(service.incumbent);
+}
