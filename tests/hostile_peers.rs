@@ -796,6 +796,39 @@ fn a_client_that_prepares_a_handoff_and_only_heartbeats_cannot_keep_the_incumben
     incumbent.hand_off();
 }
 
+/// A successor that announced Ready has placed its control socket at the
+/// path before the supervisor stopped it (a Ready that lost the race with
+/// the deadline): when the incumbent takes its lock back it rebinds the
+/// path, or nobody could reach it again.
+#[test]
+fn an_incumbent_that_takes_its_lock_back_rebinds_its_control_socket() {
+    let mut incumbent = Incumbent::start(None);
+    let mut peer = Peer::acked(&incumbent.control, incumbent.pid);
+    let id = HandoffId::random();
+    drain(&mut peer, id);
+    peer.send(&Message::SealRequest { handoff_id: id });
+    assert!(matches!(peer.recv_answer(), Message::SealComplete { .. }));
+    // The stopped successor's socket: bound, renamed over the path, dead.
+    let planted = incumbent.dir.path().join("successor.sock");
+    let dead = std::os::unix::net::UnixListener::bind(&planted).unwrap();
+    std::fs::rename(&planted, &incumbent.control).unwrap();
+    drop(dead);
+    assert_eq!(
+        UnixStream::connect(&incumbent.control).unwrap_err().kind(),
+        ErrorKind::ConnectionRefused
+    );
+    peer.send(&Message::Abort {
+        handoff_id: id,
+        reason: "successor stopped after its Ready".into(),
+    });
+    incumbent.generation += 1;
+    incumbent.assert_unharmed();
+    // The control path leads to the incumbent again.
+    drop(Peer::acked(&incumbent.control, incumbent.pid));
+    drop(peer);
+    incumbent.hand_off();
+}
+
 // ---- another uid ---------------------------------------------------------
 
 /// The uid and gid the other-uid tests' client runs as: numbers no user

@@ -20,7 +20,7 @@ use crate::service::HookError;
 
 use super::hooks::{Done, HookRunner, Job};
 use super::session::{Action, Hook, Input, Session, Timing};
-use super::{now_unix_ms, spare_descriptor, Incumbent, ServeOutcome};
+use super::{now_unix_ms, spare_descriptor, ControlSocket, Incumbent, ServeOutcome};
 
 /// At most this many control connections are kept; past it the oldest one
 /// that runs no handoff is closed, so idle clients cannot use up the
@@ -467,6 +467,7 @@ impl<'a> Driver<'a> {
                         .generation
                         .store(lock.generation(), std::sync::atomic::Ordering::Relaxed);
                     self.incumbent.lock = Some(lock);
+                    self.rebind_control_socket();
                 }
                 Err(Error::LockHeld { holder, .. }) => {
                     event!(
@@ -484,6 +485,20 @@ impl<'a> Driver<'a> {
             event!(Error, "resume_after_abort failed: {reason}");
         }
         Ok(true)
+    }
+
+    /// After the seal a successor may have announced Ready and placed its
+    /// control socket at our path before it was stopped: we hold the lock
+    /// again, so the path must lead to us. Rebinding is one atomic rename;
+    /// if it fails we keep the socket we have and say so.
+    fn rebind_control_socket(&mut self) {
+        match ControlSocket::bind(&self.incumbent.path) {
+            Ok(socket) => self.incumbent.listener = socket.listener,
+            Err(e) => event!(
+                Warn,
+                "cannot rebind the control socket after taking the lock back: {e}"
+            ),
+        }
     }
 
     /// Take the lock back after a seal, retrying for `config.relock` while a
