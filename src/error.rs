@@ -4,8 +4,6 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::frame::MAX_FRAME_BYTES;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,8 +14,10 @@ pub enum Error {
     #[error("malformed frame: length {0} is below the 2-byte minimum")]
     FrameMalformed(u32),
 
-    #[error("frame too large: length {0} exceeds the {MAX_FRAME_BYTES}-byte limit")]
-    FrameTooLarge(u64),
+    /// The limit travels with the error, so this module needs nothing of
+    /// the frame's (no module cycle).
+    #[error("frame too large: length {len} exceeds the {limit}-byte limit")]
+    FrameTooLarge { len: u64, limit: u32 },
 
     #[error("unknown message index {0} (protocol v1 knows 0..=13)")]
     UnknownMessage(u64),

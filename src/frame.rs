@@ -55,9 +55,16 @@ pub fn encode_frame_into(version: u16, message: &Message, buf: &mut [u8]) -> Res
     Ok(total)
 }
 
+fn too_large(len: u64) -> Error {
+    Error::FrameTooLarge {
+        len,
+        limit: MAX_FRAME_BYTES,
+    }
+}
+
 fn check_frame_len(len: usize) -> Result<u32> {
     if len > MAX_FRAME_BYTES as usize {
-        return Err(Error::FrameTooLarge(len as u64));
+        return Err(too_large(len as u64));
     }
     Ok(len as u32)
 }
@@ -92,7 +99,7 @@ fn frame_size(buf: &[u8]) -> Result<usize> {
         return Err(Error::FrameMalformed(frame_len));
     }
     if frame_len > MAX_FRAME_BYTES {
-        return Err(Error::FrameTooLarge(frame_len.into()));
+        return Err(too_large(frame_len.into()));
     }
     Ok(LEN_PREFIX + frame_len as usize)
 }
@@ -228,7 +235,7 @@ fn length_error(frame_len: u32) -> Error {
     if frame_len < VERSION_FIELD as u32 {
         Error::FrameMalformed(frame_len)
     } else {
-        Error::FrameTooLarge(frame_len.into())
+        too_large(frame_len.into())
     }
 }
 
@@ -281,9 +288,9 @@ mod tests {
     fn an_oversize_length_poisons_the_reader() {
         let mut reader = FrameReader::new();
         reader.feed(&(MAX_FRAME_BYTES + 1).to_le_bytes());
-        assert!(matches!(reader.next_frame(), Err(Error::FrameTooLarge(_))));
+        assert!(matches!(reader.next_frame(), Err(Error::FrameTooLarge { .. })));
         reader.feed(&encode_frame(1, &Message::Heartbeat { ts_ms: 1 }).unwrap());
-        assert!(matches!(reader.next_frame(), Err(Error::FrameTooLarge(_))));
+        assert!(matches!(reader.next_frame(), Err(Error::FrameTooLarge { .. })));
     }
 
     #[test]
@@ -314,12 +321,12 @@ mod tests {
         };
         assert!(matches!(
             encode_frame(1, &message),
-            Err(Error::FrameTooLarge(_))
+            Err(Error::FrameTooLarge { .. })
         ));
         let mut buf = vec![0; 2 << 20];
         assert!(matches!(
             encode_frame_into(1, &message, &mut buf),
-            Err(Error::FrameTooLarge(_))
+            Err(Error::FrameTooLarge { .. })
         ));
     }
 

@@ -33,7 +33,7 @@ pub fn message_decode(data: &[u8]) {
         }
         Err(
             Error::FrameMalformed(_)
-            | Error::FrameTooLarge(_)
+            | Error::FrameTooLarge { .. }
             | Error::UnknownMessage(_)
             | Error::Decode(_),
         ) => {}

@@ -112,7 +112,7 @@ pub(crate) fn status_of(error: &Error) -> handoff_status {
     match error {
         Error::Incomplete { .. } => HANDOFF_ERR_INCOMPLETE,
         Error::FrameMalformed(_) => HANDOFF_ERR_FRAME_MALFORMED,
-        Error::FrameTooLarge(_) => HANDOFF_ERR_FRAME_TOO_LARGE,
+        Error::FrameTooLarge { .. } => HANDOFF_ERR_FRAME_TOO_LARGE,
         Error::UnknownMessage(_) => HANDOFF_ERR_UNKNOWN_MESSAGE,
         Error::Decode(_) => HANDOFF_ERR_DECODE,
         Error::Encode(_) => HANDOFF_ERR_ENCODE,
