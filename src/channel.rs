@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -130,25 +130,18 @@ impl Channel {
     }
 
     /// The next message, waiting until `deadline`. [`Error::Timeout`] when
-    /// nothing whole arrived in time (a partial frame stays buffered);
-    /// [`Error::WrongState`] when `wake` became readable.
-    pub fn recv_until(
-        &mut self,
-        deadline: Instant,
-        wake: Option<BorrowedFd<'_>>,
-    ) -> Result<Message> {
+    /// nothing whole arrived in time (a partial frame stays buffered).
+    pub fn recv_until(&mut self, deadline: Instant) -> Result<Message> {
         loop {
             if let Some(message) = self.next_message()? {
                 return Ok(message);
             }
-            if self.fill()? == Filled::Nothing {
-                match wait_fd(self.stream.as_raw_fd(), libc::POLLIN, wake, Some(deadline))
+            if self.fill()? == Filled::Nothing
+                && wait_fd(self.stream.as_raw_fd(), libc::POLLIN, None, Some(deadline))
                     .map_err(Error::Stream)?
-                {
-                    Wait::Ready => {}
-                    Wait::TimedOut => return Err(Error::Timeout),
-                    Wait::Woken => return Err(Error::WrongState("stopped".into())),
-                }
+                    == Wait::TimedOut
+            {
+                return Err(Error::Timeout);
             }
         }
     }
@@ -215,7 +208,7 @@ impl Channel {
                 Err(e) => return Err(Error::Stream(e)),
             }
         }
-        let message = self.recv_until(deadline, None)?;
+        let message = self.recv_until(deadline)?;
         Ok((message, self.attested.take()))
     }
 }

@@ -77,7 +77,7 @@ impl Successor {
         })?;
         let deadline = Instant::now() + HELLO_TIMEOUT;
         let (version, handoff_id) = loop {
-            match self.channel.recv_until(deadline, None)? {
+            match self.channel.recv_until(deadline)? {
                 Message::HelloAck {
                     proto_version_chosen,
                     handoff_id,
@@ -110,7 +110,7 @@ impl Successor {
         };
         let deadline = Instant::now() + timeout;
         loop {
-            match self.channel.recv_until(deadline, None)? {
+            match self.channel.recv_until(deadline)? {
                 Message::Begin { handoff_id } if handoff_id == expected => break,
                 Message::Heartbeat { .. } => {}
                 Message::Abort { reason, .. } => return Err(Error::Aborted(reason)),

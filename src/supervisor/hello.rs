@@ -33,7 +33,7 @@ pub fn greet_incumbent(control: &Path, hello: Duration, handoff_id: HandoffId) -
     let stream = connect_control(control, Instant::now() + CONNECT_RETRY.min(hello))?;
     let cred = check_peer_uid(&stream)?;
     let mut channel = Channel::new(stream)?;
-    let greeting = channel.recv_until(deadline, None)?;
+    let greeting = channel.recv_until(deadline)?;
     let version = accept_hello(&greeting, Side::Incumbent, cred.pid)?;
     channel.set_version(version);
     channel.send(&Message::HelloAck {

@@ -507,7 +507,7 @@ impl<'a> Run<'a> {
     fn buffered_answer(&mut self) -> Option<Message> {
         let channel = self.successor_channel.as_mut()?;
         loop {
-            match channel.recv_until(Instant::now(), None) {
+            match channel.recv_until(Instant::now()) {
                 Ok(Message::Heartbeat { .. }) => {}
                 Ok(message) => return Some(message),
                 Err(_) => return None,
