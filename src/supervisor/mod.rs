@@ -37,7 +37,8 @@ pub struct Timeouts {
     pub liveness: Duration,
     /// How long a peer has to send its Hello.
     pub hello: Duration,
-    /// Slack on each phase budget for frames in flight.
+    /// Slack on the drain budget for frames in flight (never past the
+    /// whole handoff's deadline).
     pub wire_slack: Duration,
     /// Heartbeats to the incumbent while waiting on the successor.
     pub heartbeat: Duration,

@@ -156,7 +156,9 @@ impl<'a> Run<'a> {
             .map_err(|e| self.send_failed(Peer::Incumbent, "PrepareHandoff", e))?;
         self.prepared = true;
         crash_point!("S_AFTER_PREPARE");
-        let drain_deadline = (phase + spec.drain_grace).min(deadline) + timeouts.wire_slack;
+        // The drain's budget gets slack for the frames in flight; the whole
+        // handoff ends at its deadline, not a second later.
+        let drain_deadline = (phase + spec.drain_grace + timeouts.wire_slack).min(deadline);
         match self.wait(incumbent, Peer::Incumbent, drain_deadline, "Drained")? {
             Message::Drained { .. } => {}
             other => return Err(self.unexpected(Peer::Incumbent, "Drained", &other)),
@@ -175,8 +177,7 @@ impl<'a> Run<'a> {
         self.phase_done(HandoffPhase::Drain);
         self.journal(Phase::Draining)?;
         crash_point!("S_AFTER_SEAL_REQUEST");
-        let sealed = deadline + timeouts.wire_slack;
-        match self.wait(incumbent, Peer::Incumbent, sealed, "SealComplete")? {
+        match self.wait(incumbent, Peer::Incumbent, deadline, "SealComplete")? {
             Message::SealComplete { handoff_id, .. } if handoff_id == id => {}
             Message::SealFailed { error, .. } => {
                 // The incumbent kept its lock and resumed on its own.
@@ -223,12 +224,7 @@ impl<'a> Run<'a> {
             }
         }
         crash_point!("S_AFTER_BEGIN");
-        match self.wait(
-            incumbent,
-            Peer::Successor,
-            deadline + timeouts.wire_slack,
-            "Ready",
-        )? {
+        match self.wait(incumbent, Peer::Successor, deadline, "Ready")? {
             Message::Ready { handoff_id, .. } if handoff_id == id => {}
             other => return Err(self.unexpected(Peer::Successor, "Ready", &other)),
         }
