@@ -79,6 +79,7 @@ struct RawRestart {
     initial_backoff_ms: u64,
     max_backoff_secs: f64,
     reset_after_secs: f64,
+    probation_secs: f64,
 }
 
 impl Default for RawRestart {
@@ -88,6 +89,10 @@ impl Default for RawRestart {
             initial_backoff_ms: 100,
             max_backoff_secs: 30.0,
             reset_after_secs: 10.0,
+            // Long enough to catch a build that dies on its first requests
+            // or timers after Ready; short enough that a later crash is an
+            // ordinary one, not a reason to bring back a replaced build.
+            probation_secs: 10.0,
         }
     }
 }
@@ -156,6 +161,9 @@ pub struct Restart {
     pub max_backoff: Duration,
     /// An incumbent that ran this long resets the backoff.
     pub reset_after: Duration,
+    /// A generation that dies this soon after it began serving is replaced
+    /// by the last build that served well (if another one is known).
+    pub probation: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -426,11 +434,14 @@ impl Resolver<'_> {
         }
         let reset_after = duration(raw.reset_after_secs)
             .map_err(|e| self.error("[restart] reset_after_secs", e))?;
+        let probation =
+            duration(raw.probation_secs).map_err(|e| self.error("[restart] probation_secs", e))?;
         Ok(Restart {
             policy,
             initial_backoff,
             max_backoff,
             reset_after,
+            probation,
         })
     }
 }

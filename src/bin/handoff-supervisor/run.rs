@@ -22,7 +22,7 @@ use crate::restart::{Backoff, Decision};
 use crate::server::{self, Context};
 use crate::signals;
 use crate::startup::{bind_listeners, claim_trigger_socket, recover, warn_restart_only_changes};
-use crate::state::{self, Incumbent, Last, Running, Shared};
+use crate::state::{self, Incumbent, Last, ProbationFailure, Running, Shared};
 use crate::trigger::Reply;
 use crate::worker::{self, Finished, Progress, Silent};
 
@@ -40,7 +40,74 @@ pub enum Event {
 
 struct Generation {
     process: Process,
+    /// When it began serving (its cold start, or its commit).
     started: Instant,
+    build: Build,
+    /// The last build that served well: brought back should this one die
+    /// within its probation.
+    fallback: Option<Build>,
+}
+
+impl Generation {
+    fn on_probation(&self, probation: Duration) -> bool {
+        self.started.elapsed() < probation
+    }
+
+    /// The build a successor of this generation falls back to: this one,
+    /// unless it is on probation itself (then the one it would fall back to).
+    fn fallback_for_successor(&self, probation: Duration) -> Build {
+        match &self.fallback {
+            Some(fallback) if self.on_probation(probation) => fallback.clone(),
+            _ => self.build.clone(),
+        }
+    }
+}
+
+/// What a generation runs.
+#[derive(Debug, Clone)]
+struct Build {
+    command: Command,
+    /// Named by `trigger --binary` rather than taken from the config.
+    named_binary: Option<PathBuf>,
+}
+
+impl Build {
+    fn of(config: &Config, named_binary: Option<PathBuf>) -> Build {
+        let binary = named_binary
+            .clone()
+            .unwrap_or_else(|| config.service.binary.clone());
+        Build {
+            command: service_command(config, binary),
+            named_binary,
+        }
+    }
+
+    fn same_as(&self, other: &Build) -> bool {
+        let (a, b) = (&self.command, &other.command);
+        a.binary == b.binary && a.args == b.args && a.env == b.env
+    }
+}
+
+/// What the next cold start runs, once its delay is over.
+#[derive(Debug, Clone)]
+enum Comeback {
+    /// The generation that died, with the config file as it is now.
+    Again {
+        named_binary: Option<PathBuf>,
+        fallback: Option<Build>,
+    },
+    /// The last build that served well, exactly as it ran.
+    Previous(Build),
+}
+
+impl Comeback {
+    /// The build to fall back to from whatever starts instead of this.
+    fn fallback(self) -> Option<Build> {
+        match self {
+            Comeback::Again { fallback, .. } => fallback,
+            Comeback::Previous(build) => Some(build),
+        }
+    }
 }
 
 /// An incumbent that handed off and is finishing its last reads.
@@ -76,15 +143,16 @@ struct Main {
     events: Receiver<Event>,
     sender: Sender<Event>,
     current: Option<Generation>,
-    /// The command for cold restarts: the current generation's.
-    command: Command,
     retiring: Vec<Retiring>,
     backoff: Backoff,
-    restart_at: Option<Instant>,
+    /// The cold start due (the incumbent died) and when.
+    restart: Option<(Instant, Comeback)>,
     /// READY=1 not yet sent for the first generation.
     ready_pending: bool,
     /// SIGTERM/SIGINT arrived during a handoff: stop once it ends.
     stop_after_handoff: bool,
+    /// The `--binary` of the handoff in progress, if one was named.
+    handoff_binary: Option<PathBuf>,
     next_watchdog: Option<Instant>,
 }
 
@@ -131,7 +199,8 @@ impl Main {
             let _ = signal_sender.send(Event::Signal(signal));
         })
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let command = service_command(&config, config.service.binary.clone());
+        // An adopted incumbent runs what the config says, as far as we know.
+        let build = Build::of(&config, None);
         let current = match existing {
             Some(pid) => {
                 log!(
@@ -142,31 +211,23 @@ impl Main {
                 Generation {
                     process: Process::Adopted(pid),
                     started: Instant::now(),
+                    build,
+                    fallback: None,
                 }
             }
             None => {
-                let child = supervisor
-                    .spawn_cold(&command)
-                    .map_err(|e| format!("cannot start {}: {e}", command.binary.display()))?;
+                let generation = start_generation(&supervisor, build, None)?;
                 log!(
                     Info,
-                    &[("pid", Field::U64(child.pid().into()))],
+                    &[("pid", Field::U64(generation.process.pid().into()))],
                     "cold start: {} is pid {}",
-                    command.binary.display(),
-                    child.pid()
+                    generation.build.command.binary.display(),
+                    generation.process.pid()
                 );
-                Generation {
-                    process: Process::Child(child),
-                    started: Instant::now(),
-                }
+                generation
             }
         };
-        shared.lock().incumbent = Some(Incumbent {
-            pid: current.process.pid(),
-            adopted: matches!(current.process, Process::Adopted(_)),
-            since: SystemTime::now(),
-            binary: command.binary.clone(),
-        });
+        shared.lock().incumbent = Some(incumbent_of(&current));
 
         let config = Arc::new(config);
         let context = Context::new(shared.clone(), Arc::clone(&config), sender.clone());
@@ -192,11 +253,11 @@ impl Main {
             events,
             sender,
             current: Some(current),
-            command,
             retiring: Vec::new(),
-            restart_at: None,
+            restart: None,
             ready_pending: true,
             stop_after_handoff: false,
+            handoff_binary: None,
             next_watchdog,
         })
     }
@@ -221,7 +282,8 @@ impl Main {
 
     fn next_wakeup(&self) -> Duration {
         let mut wake = Instant::now() + Duration::from_millis(100);
-        for at in [self.restart_at, self.next_watchdog].into_iter().flatten() {
+        let restart_at = self.restart.as_ref().map(|(at, _)| *at);
+        for at in [restart_at, self.next_watchdog].into_iter().flatten() {
             wake = wake.min(at);
         }
         wake.saturating_duration_since(Instant::now())
@@ -311,25 +373,32 @@ impl Main {
             }
         };
         warn_restart_only_changes(&self.config, &config);
-        let binary = binary.unwrap_or_else(|| config.service.binary.clone());
+        let named_binary = binary;
+        let binary = named_binary
+            .clone()
+            .unwrap_or_else(|| config.service.binary.clone());
         let mut state = self.shared.lock();
         if let Err(e) = crate::config::check_binary(&binary) {
             let reply = Reply::Error(format!("--binary: {e}"));
             return refuse(&mut state, &mut progress, reply);
         }
-        if self.current.is_none() {
-            let reply = Reply::Error("no incumbent is running (it is being restarted)".into());
-            return refuse(&mut state, &mut progress, reply);
-        }
         if let Some(count) = state.refuses(&binary) {
             if !force {
                 let reply = Reply::Refused(format!(
-                    "{} failed to reach Ready {count} times in a row; name another with \
-                     --binary, or retry it with --force",
+                    "{} failed {count} times in a row (or died within its probation); name \
+                     another with --binary, or retry it with --force",
                     binary.display()
                 ));
                 return refuse(&mut state, &mut progress, reply);
             }
+        }
+        if self.current.is_none() {
+            drop(state);
+            return self.start_instead_of_restart(
+                Build::of(&config, named_binary),
+                source,
+                progress,
+            );
         }
         let spec = SpawnSpec {
             command: service_command(&config, binary.clone()),
@@ -346,6 +415,7 @@ impl Main {
         });
         state.counters.handoffs += 1;
         drop(state);
+        self.handoff_binary = named_binary;
         log!(
             Info,
             &[("binary", Field::Str(&binary.to_string_lossy()))],
@@ -378,6 +448,7 @@ impl Main {
             mut progress,
         } = finished;
         let binary = worker::binary(&spec);
+        let named_binary = self.handoff_binary.take();
         let shared = self.shared.clone();
         let mut state = shared.lock();
         let running = state.handoff.take();
@@ -439,14 +510,21 @@ impl Main {
                             since: SystemTime::now(),
                             binary: binary.clone(),
                         });
-                        if let Some(old) = self.current.take() {
+                        let probation = self.config.restart.probation;
+                        let fallback = self.current.take().map(|old| {
+                            let fallback = old.fallback_for_successor(probation);
                             self.retire(old.process);
-                        }
+                            fallback
+                        });
                         self.current = Some(Generation {
                             process: Process::Child(successor),
                             started: Instant::now(),
+                            build: Build {
+                                command: spec.command.clone(),
+                                named_binary,
+                            },
+                            fallback,
                         });
-                        self.command = spec.command.clone();
                         self.backoff.reset();
                         (
                             Reply::Committed { id, total_ms, pid },
@@ -576,84 +654,184 @@ impl Main {
     fn check_incumbent(&mut self) -> Option<u8> {
         let generation = self.current.as_mut()?;
         let (how, success) = generation.process.exited()?;
+        let generation = self.current.take().expect("checked above");
         let pid = generation.process.pid();
-        let started = generation.started;
-        self.current = None;
         log!(
             Warn,
             &[("pid", Field::U64(pid.into()))],
             "incumbent pid {pid} {how} outside a handoff"
         );
+        let probation = self.config.restart.probation;
+        let on_probation = generation.on_probation(probation);
         let mut state = self.shared.lock();
         state.incumbent = None;
-        match self.backoff.on_exit(started, success) {
-            Decision::RestartIn(delay) => {
-                self.restart_at = Some(Instant::now() + delay);
-                state.restart_at = Some(SystemTime::now() + delay);
-                drop(state);
-                log!(Info, &[], "restarting it in {} ms", delay.as_millis());
-                self.notifier.status(&format!(
-                    "incumbent pid {pid} {how}; restarting in {} ms",
-                    delay.as_millis()
-                ));
-                None
-            }
-            Decision::GiveUp => {
-                drop(state);
-                let policy = match self.config.restart.policy {
-                    RestartPolicy::Never => "never",
-                    _ => "on-failure",
-                };
+        match generation.fallback.clone() {
+            Some(previous) if on_probation && !previous.same_as(&generation.build) => {
+                // A build that dies this soon would die again: bring back the
+                // one that served before it, now, whatever the policy.
+                let bad = generation.build.command.binary.clone();
                 log!(
                     Error,
-                    &[],
-                    "restart policy \"{policy}\": the supervisor stops"
+                    &[("pid", Field::U64(pid.into()))],
+                    "{} (pid {pid}) {how} {} ms after it began serving, within its probation \
+                     ({} s): bringing back the last build that served well, {}, cold; {} is \
+                     refused from now on (trigger --force to retry it)",
+                    bad.display(),
+                    generation.started.elapsed().as_millis(),
+                    probation.as_secs_f64(),
+                    previous.command.binary.display(),
+                    bad.display()
                 );
-                Some(self.stop_with(if success { 0 } else { 1 }))
+                state.counters.probation_failures += 1;
+                state.probation_failure = Some(ProbationFailure {
+                    binary: bad.clone(),
+                    pid,
+                    how: how.clone(),
+                    restored: previous.command.binary.clone(),
+                    at: SystemTime::now(),
+                });
+                state.refuse(bad);
+                drop(state);
+                self.schedule(Duration::ZERO, Comeback::Previous(previous));
+                None
+            }
+            fallback => match self.backoff.on_exit(generation.started, success) {
+                Decision::RestartIn(delay) => {
+                    drop(state);
+                    // Past its probation, the generation that died served well.
+                    let fallback = if on_probation {
+                        fallback
+                    } else {
+                        Some(generation.build.clone())
+                    };
+                    let comeback = Comeback::Again {
+                        named_binary: generation.build.named_binary,
+                        fallback,
+                    };
+                    self.schedule(delay, comeback);
+                    log!(Info, &[], "restarting it in {} ms", delay.as_millis());
+                    self.notifier.status(&format!(
+                        "incumbent pid {pid} {how}; restarting in {} ms",
+                        delay.as_millis()
+                    ));
+                    None
+                }
+                Decision::GiveUp => {
+                    drop(state);
+                    let policy = match self.config.restart.policy {
+                        RestartPolicy::Never => "never",
+                        _ => "on-failure",
+                    };
+                    log!(
+                        Error,
+                        &[],
+                        "restart policy \"{policy}\": the supervisor stops"
+                    );
+                    Some(self.stop_with(if success { 0 } else { 1 }))
+                }
+            },
+        }
+    }
+
+    fn schedule(&mut self, delay: Duration, comeback: Comeback) {
+        self.restart = Some((Instant::now() + delay, comeback));
+        self.shared.lock().restart_at = Some(SystemTime::now() + delay);
+    }
+
+    fn maybe_restart(&mut self) {
+        match &self.restart {
+            Some((at, _)) if Instant::now() >= *at && self.current.is_none() => {}
+            _ => return,
+        }
+        let (_, comeback) = self.restart.take().expect("checked above");
+        self.shared.lock().restart_at = None;
+        let (build, fallback) = match comeback.clone() {
+            Comeback::Again {
+                named_binary,
+                fallback,
+            } => (Build::of(&self.current_config(), named_binary), fallback),
+            Comeback::Previous(build) => (build, None),
+        };
+        if let Err(e) = self.start_cold(build, fallback.clone(), "restarted") {
+            log!(Error, &[], "cannot restart the service: {e}");
+            // A build that cannot even start is not retried when a good one
+            // is known.
+            let comeback = match fallback {
+                Some(previous) => Comeback::Previous(previous),
+                None => comeback,
+            };
+            if let Decision::RestartIn(delay) = self.backoff.on_exit(Instant::now(), false) {
+                self.schedule(delay, comeback);
             }
         }
     }
 
-    fn maybe_restart(&mut self) {
-        let Some(at) = self.restart_at else { return };
-        if Instant::now() < at || self.current.is_some() {
-            return;
+    /// Start `build` cold as the incumbent; its pid.
+    fn start_cold(
+        &mut self,
+        build: Build,
+        fallback: Option<Build>,
+        what: &str,
+    ) -> Result<u32, String> {
+        let generation = start_generation(&self.supervisor, build, fallback)?;
+        let pid = generation.process.pid();
+        log!(
+            Info,
+            &[("pid", Field::U64(pid.into()))],
+            "{what} {} cold: pid {pid}",
+            generation.build.command.binary.display()
+        );
+        {
+            let mut state = self.shared.lock();
+            state.counters.restarts += 1;
+            state.incumbent = Some(incumbent_of(&generation));
         }
-        self.restart_at = None;
-        let mut state = self.shared.lock();
-        state.restart_at = None;
-        state.counters.restarts += 1;
-        match self.supervisor.spawn_cold(&self.command) {
-            Ok(child) => {
-                let pid = child.pid();
-                log!(
-                    Info,
-                    &[("pid", Field::U64(pid.into()))],
-                    "restarted {} cold: pid {pid}",
-                    self.command.binary.display()
-                );
-                state.incumbent = Some(Incumbent {
-                    pid,
-                    adopted: false,
-                    since: SystemTime::now(),
-                    binary: self.command.binary.clone(),
-                });
-                drop(state);
-                self.notifier
-                    .status(&format!("serving: pid {pid} (restarted)"));
-                self.current = Some(Generation {
-                    process: Process::Child(child),
-                    started: Instant::now(),
-                });
-            }
+        self.notifier
+            .status(&format!("serving: pid {pid} ({what})"));
+        self.current = Some(generation);
+        Ok(pid)
+    }
+
+    /// A trigger while the incumbent is being restarted: start what it
+    /// names now rather than wait out the backoff (the service is down).
+    fn start_instead_of_restart(
+        &mut self,
+        build: Build,
+        source: &'static str,
+        mut progress: Box<dyn Progress>,
+    ) {
+        let pending = self.restart.take();
+        self.shared.lock().restart_at = None;
+        let fallback = pending
+            .clone()
+            .and_then(|(_, comeback)| comeback.fallback());
+        log!(
+            Info,
+            &[],
+            "{source}: no incumbent is running (it is being restarted): starting {} now",
+            build.command.binary.display()
+        );
+        match self.start_cold(build, fallback, "started") {
+            Ok(pid) => progress.send(&Reply::Started { pid }),
             Err(e) => {
-                log!(Error, &[], "cannot restart the service: {e}");
-                if let Decision::RestartIn(delay) = self.backoff.on_exit(Instant::now(), false) {
-                    self.restart_at = Some(Instant::now() + delay);
-                    state.restart_at = Some(SystemTime::now() + delay);
+                log!(Error, &[], "{source}: {e}");
+                if let Some((at, comeback)) = pending {
+                    self.schedule(at.saturating_duration_since(Instant::now()), comeback);
                 }
+                self.shared.lock().counters.failures += 1;
+                progress.send(&Reply::Error(e));
             }
         }
+    }
+
+    /// The config file as it is now, for a cold start: like a handoff, a
+    /// restart applies what changed; the file read at start if it no
+    /// longer parses.
+    fn current_config(&self) -> Config {
+        Config::load(&self.config.path).unwrap_or_else(|e| {
+            log!(Warn, &[], "config not reloaded for the restart: {e}");
+            (*self.config).clone()
+        })
     }
 
     /// READY=1 once the first generation answers on its control socket.
@@ -699,6 +877,32 @@ impl Main {
         let _ = std::fs::remove_file(&self.config.service.trigger_socket);
         log!(Info, &[], "stopped");
         status
+    }
+}
+
+/// Spawn `build` as a cold start.
+fn start_generation(
+    supervisor: &Supervisor,
+    build: Build,
+    fallback: Option<Build>,
+) -> Result<Generation, String> {
+    let child = supervisor
+        .spawn_cold(&build.command)
+        .map_err(|e| format!("cannot start {}: {e}", build.command.binary.display()))?;
+    Ok(Generation {
+        process: Process::Child(child),
+        started: Instant::now(),
+        build,
+        fallback,
+    })
+}
+
+fn incumbent_of(generation: &Generation) -> Incumbent {
+    Incumbent {
+        pid: generation.process.pid(),
+        adopted: matches!(generation.process, Process::Adopted(_)),
+        since: SystemTime::now(),
+        binary: generation.build.command.binary.clone(),
     }
 }
 

@@ -1,0 +1,86 @@
+//! Production faults through the real `handoff-supervisor run`: each ends
+//! with a serving incumbent (or a clear refusal), not with a broken build
+//! restarted forever, a stray process, or a silently dropped trigger.
+#![allow(unsafe_code)]
+
+#[path = "common/cli.rs"]
+mod cli;
+mod common;
+
+use cli::{text, wait_for, Fixture};
+use common::pong_pid;
+
+/// A build that commits and then dies within its probation is replaced by
+/// the build that served before it, cold, and is not started again.
+#[test]
+fn a_build_that_dies_right_after_its_commit_gives_way_to_the_previous_one() {
+    let f = Fixture::new();
+    let old = f.wrapper("old-build", "--identity old");
+    f.write_config_for(&old, "", "[restart]\ninitial_backoff_ms = 50\n");
+    let supervisor = f.run();
+    let first = f.wait_serving();
+    assert_eq!(f.identity().as_deref(), Some("old"));
+
+    let bad = f.wrapper("bad-build", "--identity bad --crash-after-ready-ms 100");
+    let out = f.cli(&["trigger", "--binary", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let restored = wait_for("the previous build to serve again", || {
+        let status = f.try_status()?;
+        let pid = status["incumbent"]["pid"].as_u64()? as u32;
+        (pid != first && f.identity()?.as_str() == "old" && pong_pid(&f.addr) == Some(pid))
+            .then_some((pid, status))
+    });
+    let (pid, status) = restored;
+    assert_eq!(status["state"], "serving");
+    assert_eq!(status["incumbent"]["binary"], old.to_str().unwrap());
+    let failure = &status["probation_failure"];
+    assert_eq!(failure["binary"], bad.to_str().unwrap(), "{status:#}");
+    assert_eq!(failure["restored"], old.to_str().unwrap(), "{status:#}");
+    assert!(
+        failure["how"].as_str().unwrap().contains("status 70"),
+        "{status:#}"
+    );
+    // The broken build is refused from now on, unless forced.
+    assert_eq!(status["refused_binary"]["binary"], bad.to_str().unwrap());
+    let out = f.cli(&["trigger", "--binary", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The restored build serves on: it was started once, and it still runs.
+    assert_eq!(f.status()["counters"]["restarts"], 1);
+    assert_eq!(pong_pid(&f.addr), Some(pid));
+    let log = supervisor.log_text();
+    assert!(log.contains("probation"), "{log}");
+    assert!(log.contains("bringing back"), "{log}");
+}
+
+/// While the incumbent waits out its restart backoff, a trigger starts the
+/// requested binary at once.
+#[test]
+fn a_trigger_while_the_service_is_restarting_starts_the_requested_binary() {
+    let f = Fixture::new();
+    f.write_config("[restart]\ninitial_backoff_ms = 600000\nmax_backoff_secs = 600\n");
+    let _supervisor = f.run();
+    let first = f.wait_serving();
+    handoff::spawn::signal_pid(first, libc::SIGKILL);
+    wait_for("the supervisor to wait out its backoff", || {
+        (f.try_status()?["state"] == "restarting").then_some(())
+    });
+
+    let good = f.wrapper("good-build", "--identity good");
+    let out = f.cli(&["trigger", "--binary", good.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("started"), "{stdout}");
+    let pid = f.wait_serving();
+    assert_ne!(pid, first);
+    assert_eq!(f.identity().as_deref(), Some("good"));
+    let status = f.status();
+    assert_eq!(status["state"], "serving");
+    assert_eq!(status["incumbent"]["binary"], good.to_str().unwrap());
+    assert!(status["restart_in_secs"].is_null(), "{status:#}");
+}
