@@ -1,6 +1,8 @@
 //! Starting a service generation: fork/exec with a clean descriptor table
 //! (listener i at fd 3+i, then the control socket) and LISTEN_PID set to the
-//! child's own pid, which only the child can know (DESIGN §3).
+//! child's own pid, which only the child can know (DESIGN §3); each in a
+//! process group of its own, so that stopping it stops what it forked too.
+//! And the one way to stop a process: SIGTERM, a grace, SIGKILL.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsStr, OsString};
@@ -32,11 +34,104 @@ pub struct Command {
     pub env: Vec<(OsString, OsString)>,
 }
 
-/// A child process we started; reaped by `wait`/`terminate`.
+/// How long `stop` waits after SIGKILL: the kernel needs a moment to tear
+/// a process down, never this long unless it is stuck in the kernel.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Something `stop` can stop.
+pub trait Stoppable {
+    fn send(&mut self, signal: libc::c_int);
+    /// Whether it is gone (reaped, if it is ours).
+    fn gone(&mut self) -> bool;
+}
+
+/// SIGTERM, up to `grace` for it to go, then SIGKILL and a bounded wait:
+/// the one way a successor, a retiring incumbent or a leftover process is
+/// stopped. Whether it is gone.
+pub fn stop(target: &mut impl Stoppable, grace: Duration) -> bool {
+    if target.gone() {
+        return true;
+    }
+    target.send(libc::SIGTERM);
+    if wait_until(grace, || target.gone()) {
+        return true;
+    }
+    target.send(libc::SIGKILL);
+    wait_until(KILL_WAIT, || target.gone())
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A process that is not our child (found after a supervisor restart),
+/// watched by pid. One that leads its own process group, as every
+/// generation `spawn` starts does, is signalled with its group.
+struct Foreign(u32);
+
+impl Stoppable for Foreign {
+    fn send(&mut self, signal: libc::c_int) {
+        let Ok(pid) = libc::pid_t::try_from(self.0) else {
+            return;
+        };
+        // SAFETY: getpgid(2) has no memory effects.
+        if pid > 0 && unsafe { libc::getpgid(pid) } == pid {
+            signal_group(pid, signal);
+        }
+        signal_pid(self.0, signal);
+    }
+
+    fn gone(&mut self) -> bool {
+        !pid_alive(self.0)
+    }
+}
+
+/// Stop a process that is not our child: SIGTERM, SIGKILL after `grace`.
+pub fn terminate_pid(pid: u32, grace: Duration) -> bool {
+    stop(&mut Foreign(pid), grace)
+}
+
+fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
+    if pgid > 0 {
+        // SAFETY: kill(2) has no memory effects.
+        unsafe { libc::kill(-pgid, signal) };
+    }
+}
+
+/// Whether any process is left in the group `pgid`.
+fn group_alive(pgid: libc::pid_t) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks; no memory effects.
+    let found = unsafe { libc::kill(-pgid, 0) } == 0;
+    found || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A child process we started, leading its own process group; reaped by
+/// `wait`/`terminate`.
 #[derive(Debug)]
 pub struct ChildProcess {
     pid: libc::pid_t,
     status: Option<i32>,
+}
+
+impl Stoppable for ChildProcess {
+    /// To the whole group: what the child forked must go with it.
+    fn send(&mut self, signal: libc::c_int) {
+        signal_group(self.pid, signal);
+        self.signal(signal);
+    }
+
+    fn gone(&mut self) -> bool {
+        self.try_wait().is_some() && !group_alive(self.pid)
+    }
 }
 
 impl ChildProcess {
@@ -70,18 +165,16 @@ impl ChildProcess {
         }
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; always reaps.
+    /// Stop the child and its process group (`stop`); always reaps the
+    /// child.
     pub fn terminate(&mut self, grace: Duration) -> i32 {
+        stop(self, grace);
         if let Some(status) = self.try_wait() {
             return status;
         }
-        self.signal(libc::SIGTERM);
-        if let Some(status) = self.wait_timeout(grace) {
-            return status;
-        }
-        self.signal(libc::SIGKILL);
         let mut status = 0;
-        // SAFETY: blocking waitpid on our own child, valid status pointer.
+        // SAFETY: blocking waitpid on our own child (SIGKILLed by `stop`),
+        // valid status pointer.
         unsafe { libc::waitpid(self.pid, &mut status, 0) };
         self.status = Some(status);
         status
@@ -225,8 +318,8 @@ pub fn spawn(
     envp_ptrs.push(std::ptr::null());
 
     // SAFETY: fork in a possibly multi-threaded process: the child only
-    // makes async-signal-safe calls (fcntl, dup2, close_range, sigprocmask,
-    // signal, execve, write, _exit) on memory prepared above, and never
+    // makes async-signal-safe calls (fcntl, dup2, close_range, setpgid,
+    // sigprocmask, signal, execve, write, _exit) on memory prepared above, and never
     // allocates.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -246,6 +339,10 @@ pub fn spawn(
             )
         }
     }
+    // The child does this too; whichever runs first, the group exists
+    // before anyone signals it (EACCES once it has exec'd: done already).
+    // SAFETY: setpgid(2) on our own child has no memory effects.
+    unsafe { libc::setpgid(pid, pid) };
     drop(error_write);
     let mut child = ChildProcess { pid, status: None };
     let mut errno = [0u8; 4];
@@ -334,6 +431,11 @@ unsafe fn child_exec(
         for i in 0..len {
             listen_pid[pid_at + i] = digits[len - 1 - i];
         }
+    }
+    // A group of its own, so that stopping it stops what it forks.
+    // SAFETY: setpgid is async-signal-safe.
+    if unsafe { libc::setpgid(0, 0) } < 0 {
+        fail(error_fd);
     }
     // SAFETY: resetting the signal state std would reset: Rust ignores
     // SIGPIPE, and an ignored disposition survives exec.

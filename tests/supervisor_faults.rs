@@ -84,3 +84,105 @@ fn a_trigger_while_the_service_is_restarting_starts_the_requested_binary() {
     assert_eq!(status["incumbent"]["binary"], good.to_str().unwrap());
     assert!(status["restart_in_secs"].is_null(), "{status:#}");
 }
+
+/// Processes whose parent is `pid`, and their process groups.
+fn children_of(pid: u32) -> Vec<(u32, u32)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // After the command name: state, ppid, pgrp.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split(' ').collect();
+        if fields[1].parse() == Ok(pid) {
+            found.push((child, fields[2].parse().unwrap()));
+        }
+    }
+    found
+}
+
+/// Processes of the group `pgid` still running (zombies are gone).
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split(' ').collect();
+        if fields[2].parse() == Ok(pgid) && !matches!(fields[0], "Z" | "X") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Kills `pid` when the test ends, pass or fail.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        handoff::spawn::signal_pid(self.0, libc::SIGKILL);
+    }
+}
+
+/// A successor that forks a helper and hangs before Ready: when the handoff
+/// rolls back at its deadline, the helper goes with it.
+#[test]
+fn a_successor_that_forks_and_hangs_leaves_no_process_behind() {
+    let f = Fixture::new();
+    f.write_config("[timeouts]\ndeadline_secs = 3\ndrain_grace_secs = 1\n");
+    let supervisor = f.run();
+    let incumbent = f.wait_serving();
+    let forking = f.wrapper("forking-successor", "--fork-and-hang-before-ready");
+
+    let trigger = std::process::Command::new(cli::BIN)
+        .args(["trigger", "--config"])
+        .arg(f.config())
+        .arg("--binary")
+        .arg(&forking)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let successor = wait_for("the successor to wait for Ready", || {
+        let status = f.try_status()?;
+        (status["handoff"]["phase"] == "ready").then_some(())?;
+        status["handoff"]["successor_pid"]
+            .as_u64()
+            .map(|p| p as u32)
+    });
+    let (helper, _) = wait_for("the successor's helper", || {
+        children_of(successor).into_iter().next()
+    });
+    let _guard = KillOnDrop(helper);
+    let out = trigger.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("deadline"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // By the time the rollback is reported, the successor's whole group
+    // has been stopped.
+    assert!(!handoff::spawn::pid_alive(successor));
+    assert!(
+        !handoff::spawn::pid_alive(helper),
+        "the helper {helper} outlived the rollback\n{}",
+        supervisor.log_text()
+    );
+    assert_eq!(group_members(successor), Vec::<u32>::new());
+    assert_eq!(pong_pid(&f.addr), Some(incumbent));
+}

@@ -110,12 +110,13 @@ impl Comeback {
     }
 }
 
-/// An incumbent that handed off and is finishing its last reads.
-struct Retiring {
-    process: Process,
-    /// SIGTERM after this, SIGKILL after `kill_at`.
-    term_at: Instant,
-    kill_at: Option<Instant>,
+/// An incumbent that handed off.
+enum Retiring {
+    /// Finishing its last reads; stopped if it still runs at `stop_at`.
+    Draining { process: Process, stop_at: Instant },
+    /// Being stopped (`Process::terminate`) on a thread of its own, so the
+    /// main loop does not wait out the kill grace.
+    Stopping(std::thread::JoinHandle<()>),
 }
 
 pub struct Options {
@@ -590,10 +591,9 @@ impl Main {
 
     fn retire(&mut self, process: Process) {
         let grace = self.config.timeouts.drain_grace + self.config.timeouts.liveness;
-        self.retiring.push(Retiring {
+        self.retiring.push(Retiring::Draining {
             process,
-            term_at: Instant::now() + grace,
-            kill_at: None,
+            stop_at: Instant::now() + grace,
         });
     }
 
@@ -619,36 +619,63 @@ impl Main {
 
     fn reap_retiring(&mut self) {
         let kill_grace = self.config.timeouts.kill_grace;
-        self.retiring.retain_mut(|r| {
-            if let Some((how, _)) = r.process.exited() {
-                log!(
-                    Info,
-                    &[("pid", Field::U64(r.process.pid().into()))],
-                    "previous incumbent pid {} {how}",
-                    r.process.pid()
-                );
-                return false;
-            }
-            let now = Instant::now();
-            match r.kill_at {
-                None if now >= r.term_at => {
+        let retiring = std::mem::take(&mut self.retiring);
+        self.retiring = retiring
+            .into_iter()
+            .filter_map(|retiring| match retiring {
+                Retiring::Draining {
+                    mut process,
+                    stop_at,
+                } => {
+                    let pid = process.pid();
+                    if let Some((how, _)) = process.exited() {
+                        log!(
+                            Info,
+                            &[("pid", Field::U64(pid.into()))],
+                            "previous incumbent pid {pid} {how}"
+                        );
+                        return None;
+                    }
+                    if Instant::now() < stop_at {
+                        return Some(Retiring::Draining { process, stop_at });
+                    }
                     log!(
                         Warn,
-                        &[],
-                        "previous incumbent pid {} still runs: SIGTERM",
-                        r.process.pid()
+                        &[("pid", Field::U64(pid.into()))],
+                        "previous incumbent pid {pid} still runs: stopping it (SIGTERM, \
+                         SIGKILL after {} ms)",
+                        kill_grace.as_millis()
                     );
-                    r.process.signal(libc::SIGTERM);
-                    r.kill_at = Some(now + kill_grace);
+                    // The process goes to the thread once it runs, so a
+                    // thread that cannot start leaves it to us.
+                    let (hand_over, take) = mpsc::channel::<Process>();
+                    let stopper =
+                        std::thread::Builder::new()
+                            .name("retire".into())
+                            .spawn(move || {
+                                if let Ok(mut process) = take.recv() {
+                                    process.terminate(kill_grace);
+                                }
+                            });
+                    match stopper {
+                        Ok(handle) => {
+                            let _ = hand_over.send(process);
+                            Some(Retiring::Stopping(handle))
+                        }
+                        Err(e) => {
+                            log!(Warn, &[], "cannot start a thread to stop pid {pid}: {e}");
+                            process.terminate(kill_grace);
+                            None
+                        }
+                    }
                 }
-                Some(at) if now >= at => {
-                    r.process.signal(libc::SIGKILL);
-                    r.kill_at = Some(now + Duration::from_secs(3600));
+                Retiring::Stopping(handle) if handle.is_finished() => {
+                    let _ = handle.join();
+                    None
                 }
-                _ => {}
-            }
-            true
-        });
+                stopping @ Retiring::Stopping(_) => Some(stopping),
+            })
+            .collect();
     }
 
     fn check_incumbent(&mut self) -> Option<u8> {
@@ -871,8 +898,15 @@ impl Main {
             log!(Info, &[], "stopping incumbent pid {pid}");
             generation.process.terminate(grace);
         }
-        for mut retiring in self.retiring.drain(..) {
-            retiring.process.terminate(self.config.timeouts.kill_grace);
+        for retiring in self.retiring.drain(..) {
+            match retiring {
+                Retiring::Draining { mut process, .. } => {
+                    process.terminate(self.config.timeouts.kill_grace)
+                }
+                Retiring::Stopping(handle) => {
+                    let _ = handle.join();
+                }
+            }
         }
         let _ = std::fs::remove_file(&self.config.service.trigger_socket);
         log!(Info, &[], "stopped");
