@@ -307,7 +307,22 @@ pub fn spawn(
 
     let mut sources: Vec<RawFd> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
     sources.extend(control.map(|fd| fd.as_raw_fd()));
-    let (error_read, error_write) = poll::pipe().map_err(Error::Stream)?;
+    if sources.len() > MAX_SOURCES {
+        return Err(Error::Environment(format!(
+            "{n} listeners: at most {} can be passed",
+            MAX_SOURCES - 1
+        )));
+    }
+    let shortage = || descriptor_shortage(n, control.is_some());
+    let (error_read, error_write) = poll::pipe().map_err(|e| match e.raw_os_error() {
+        Some(libc::EMFILE) => shortage(),
+        _ => Error::Stream(e),
+    })?;
+    // What the child keeps open while it places the sources, in order.
+    let mut keep: Vec<RawFd> = sources.clone();
+    keep.push(error_write.as_raw_fd());
+    keep.sort_unstable();
+    keep.dedup();
 
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -335,6 +350,7 @@ pub fn spawn(
                 &mut listen_pid,
                 pid_at,
                 &sources,
+                &keep,
                 error_write.as_raw_fd(),
             )
         }
@@ -350,10 +366,45 @@ pub fn spawn(
     let got = unsafe { libc::read(error_read.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
     if got == 4 {
         child.wait_timeout(Duration::from_secs(5));
-        let cause = io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+        let errno = i32::from_ne_bytes(errno);
+        if errno == PLACEMENT_FAILED {
+            return Err(shortage());
+        }
+        let cause = io::Error::from_raw_os_error(errno);
         return Err(Error::io("cannot execute", binary, cause));
     }
     Ok(child)
+}
+
+/// Sources (listeners and the control socket) a child can be given.
+const MAX_SOURCES: usize = 64;
+/// What the child reports when it could not put the sources at 3..: no
+/// errno says it (EINVAL, EBADF or EMFILE, depending on where it ran out).
+const PLACEMENT_FAILED: i32 = -1;
+
+/// The soft RLIMIT_NOFILE.
+fn descriptor_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
+/// Out of descriptors while passing `listeners` (and a control socket).
+fn descriptor_shortage(listeners: usize, control: bool) -> Error {
+    let limit = descriptor_limit().map_or("unknown".into(), |l| l.to_string());
+    Error::Environment(format!(
+        "descriptor limit {limit} too low for {listeners} listeners{}: {} (raise \
+         RLIMIT_NOFILE, LimitNOFILE= under systemd)",
+        if control {
+            " and the control socket"
+        } else {
+            ""
+        },
+        io::Error::from_raw_os_error(libc::EMFILE)
+    ))
 }
 
 /// The child's half of `spawn`. Never returns.
@@ -368,38 +419,102 @@ unsafe fn child_exec(
     listen_pid: &mut [u8],
     pid_at: usize,
     sources: &[RawFd],
+    keep: &[RawFd],
     error_fd: RawFd,
 ) -> ! {
-    let fail = |error_fd: RawFd| -> ! {
-        let errno = io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(0)
-            .to_ne_bytes();
+    let report = |error_fd: RawFd, errno: i32| -> ! {
+        let errno = errno.to_ne_bytes();
         // SAFETY: async-signal-safe write and _exit.
         unsafe {
             libc::write(error_fd, errno.as_ptr().cast(), 4);
             libc::_exit(127)
         }
     };
+    let fail = |error_fd: RawFd| -> ! {
+        report(
+            error_fd,
+            io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        )
+    };
+    let placement_failed = |error_fd: RawFd| -> ! { report(error_fd, PLACEMENT_FAILED) };
     let first_free = 3 + sources.len() as RawFd;
-    // Move every source above the target range first, so placing one cannot
-    // clobber another; dup2 then clears close-on-exec on the targets.
-    let mut moved = [0 as RawFd; 64];
-    if sources.len() > moved.len() {
-        fail(error_fd);
-    }
-    for (i, &fd) in sources.iter().enumerate() {
-        // SAFETY: fcntl/dup2 are async-signal-safe.
-        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, first_free.max(error_fd + 1)) };
-        if high < 0 {
-            fail(error_fd);
+    // Close what is not kept above the targets (it would close on exec
+    // anyway), so that the copies below find room even at a low limit.
+    let mut low = first_free;
+    for &fd in keep.iter().filter(|&&fd| fd >= first_free) {
+        if fd > low {
+            // SAFETY: close_range is a plain syscall (ENOSYS on old kernels:
+            // then nothing is closed and the copies may not find room).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    low as libc::c_uint,
+                    (fd - 1) as libc::c_uint,
+                    0,
+                )
+            };
         }
-        moved[i] = high;
+        low = fd + 1;
     }
-    for (i, &high) in moved[..sources.len()].iter().enumerate() {
-        // SAFETY: as above.
-        if unsafe { libc::dup2(high, 3 + i as RawFd) } < 0 {
-            fail(error_fd);
+    // SAFETY: as above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            low as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    // The error pipe must survive the placement: out of the target range.
+    let mut error_fd = error_fd;
+    if error_fd < first_free {
+        // SAFETY: fcntl is async-signal-safe.
+        let high = unsafe { libc::fcntl(error_fd, libc::F_DUPFD_CLOEXEC, first_free) };
+        if high < 0 {
+            // SAFETY: _exit is async-signal-safe; the parent sees EOF.
+            unsafe { libc::_exit(127) }
+        }
+        error_fd = high;
+    }
+    // Put source i at 3+i without clobbering one not yet placed: a source
+    // goes once its target holds no other unplaced source (listeners sit in
+    // order, often shifted by one, so that needs no copy); a cycle is
+    // broken by copying one member above the range. No allocation here.
+    let count = sources.len();
+    let mut at = [0 as RawFd; MAX_SOURCES];
+    at[..count].copy_from_slice(sources);
+    let mut done = [false; MAX_SOURCES];
+    let mut left = count;
+    while left > 0 {
+        let mut progress = false;
+        for i in 0..count {
+            let target = 3 + i as RawFd;
+            let blocked = (0..count).any(|j| j != i && !done[j] && at[j] == target);
+            if done[i] || blocked {
+                continue;
+            }
+            // In place: only close-on-exec to clear; else dup2, which clears it.
+            // SAFETY: fcntl/dup2 are async-signal-safe.
+            let placed = if at[i] == target {
+                unsafe { libc::fcntl(target, libc::F_SETFD, 0) }
+            } else {
+                unsafe { libc::dup2(at[i], target) }
+            };
+            if placed < 0 {
+                placement_failed(error_fd);
+            }
+            done[i] = true;
+            left -= 1;
+            progress = true;
+        }
+        if !progress {
+            let i = (0..count).find(|&i| !done[i]).unwrap_or(0);
+            // SAFETY: fcntl is async-signal-safe.
+            let high = unsafe { libc::fcntl(at[i], libc::F_DUPFD_CLOEXEC, first_free) };
+            if high < 0 {
+                placement_failed(error_fd);
+            }
+            at[i] = high;
         }
     }
     // Everything else closes on exec (the error pipe too, which tells the

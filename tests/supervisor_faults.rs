@@ -186,3 +186,65 @@ fn a_successor_that_forks_and_hangs_leaves_no_process_behind() {
     assert_eq!(group_members(successor), Vec::<u32>::new());
     assert_eq!(pong_pid(&f.addr), Some(incumbent));
 }
+
+/// Run the supervisor with RLIMIT_NOFILE set to `limit` (soft and hard).
+fn with_descriptor_limit(limit: u64) -> impl FnOnce(&mut std::process::Command) {
+    move |command| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only setrlimit, async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// At any descriptor limit, a cold start with eight listeners either
+/// starts or fails naming the limit, never with a misleading errno.
+#[test]
+fn a_cold_start_at_a_low_descriptor_limit_starts_or_names_the_limit() {
+    let f = Fixture::new();
+    let mut listeners = String::new();
+    for i in 1..8 {
+        listeners.push_str(&format!(
+            "[[listener]]\nname = \"extra{i}\"\naddress = \"tcp://127.0.0.1:0\"\n"
+        ));
+    }
+    f.write_config(&listeners);
+    let (mut started, mut named) = (Vec::new(), Vec::new());
+    for limit in 12..=24 {
+        let mut supervisor = f.run_with(with_descriptor_limit(limit));
+        let exited = wait_for("a cold start or an exit", || {
+            if supervisor.log_text().contains("cold start:") {
+                return Some(false);
+            }
+            supervisor.child.try_wait().unwrap().map(|_| true)
+        });
+        let log = supervisor.log_text();
+        assert!(!log.contains("Invalid argument"), "limit {limit}:\n{log}");
+        if !exited {
+            started.push(limit);
+        } else if log.contains("cannot start") {
+            assert!(
+                log.contains(&format!("descriptor limit {limit} too low for 8 listeners")),
+                "limit {limit}:\n{log}"
+            );
+            named.push(limit);
+        } else {
+            assert!(log.contains("Too many open files"), "limit {limit}:\n{log}");
+        }
+    }
+    assert!(!started.is_empty(), "no limit up to 24 let the service start");
+    assert!(!named.is_empty(), "no limit failed at the cold start");
+    // Where the supervisor itself has room, the service gets its listeners:
+    // the lowest limit that started is at most the next after a failure.
+    assert_eq!(started.first(), named.last().map(|l| l + 1).as_ref());
+}
