@@ -242,9 +242,51 @@ fn a_cold_start_at_a_low_descriptor_limit_starts_or_names_the_limit() {
             assert!(log.contains("Too many open files"), "limit {limit}:\n{log}");
         }
     }
-    assert!(!started.is_empty(), "no limit up to 24 let the service start");
+    assert!(
+        !started.is_empty(),
+        "no limit up to 24 let the service start"
+    );
     assert!(!named.is_empty(), "no limit failed at the cold start");
     // Where the supervisor itself has room, the service gets its listeners:
     // the lowest limit that started is at most the next after a failure.
     assert_eq!(started.first(), named.last().map(|l| l + 1).as_ref());
+}
+
+/// Idle connections to the trigger socket, as many as fit, at a low
+/// descriptor limit: an operator's trigger still gets through, the idle
+/// ones are told why they are closed, and the log says so.
+#[test]
+fn idle_trigger_connections_cannot_lock_the_operator_out() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+
+    let f = Fixture::new();
+    f.write_config("");
+    let supervisor = f.run_with(with_descriptor_limit(64));
+    let incumbent = f.wait_serving();
+    // More than the supervisor has descriptors for; each sends nothing.
+    let idle: Vec<UnixStream> = (0..100)
+        .map(|_| UnixStream::connect(f.path("trigger.sock")).unwrap())
+        .collect();
+
+    let out = f.cli(&["trigger"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        supervisor.log_text()
+    );
+    assert_ne!(f.wait_serving(), incumbent);
+    let log = supervisor.log_text();
+    assert!(log.contains("idle connection"), "{log}");
+    // The oldest idle connection was closed with an answer, not reset.
+    let mut oldest = &idle[0];
+    oldest
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    oldest.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("error "), "{answer:?}");
 }

@@ -4,6 +4,7 @@
 
 mod bind;
 mod config;
+mod connections;
 mod log;
 mod notify;
 mod probe;
