@@ -139,16 +139,31 @@ impl ChildProcess {
         self.pid as u32
     }
 
-    /// The raw wait status if the child has exited (reaping it).
+    /// The raw wait status if the child has exited (reaping it);
+    /// `STATUS_LOST` when it is gone but its status is not ours to read.
     pub fn try_wait(&mut self) -> Option<i32> {
         if self.status.is_none() {
-            let mut status = 0;
-            // SAFETY: waitpid on our own child with a valid status pointer.
-            if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
-                self.status = Some(status);
-            }
+            self.status = self.waitpid(libc::WNOHANG);
         }
         self.status
+    }
+
+    fn waitpid(&self, flags: libc::c_int) -> Option<i32> {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child with a valid status pointer.
+            let got = unsafe { libc::waitpid(self.pid, &mut status, flags) };
+            if got == self.pid {
+                return Some(status);
+            }
+            match (got, io::Error::last_os_error().raw_os_error()) {
+                // Reaped already, by the kernel (SIGCHLD ignored) or by
+                // someone else: gone, how is not known.
+                (-1, Some(libc::ECHILD)) => return Some(STATUS_LOST),
+                (-1, Some(libc::EINTR)) => continue,
+                _ => return None,
+            }
+        }
     }
 
     /// Wait up to `timeout` for the child to exit.
@@ -169,15 +184,11 @@ impl ChildProcess {
     /// child.
     pub fn terminate(&mut self, grace: Duration) -> i32 {
         stop(self, grace);
-        if let Some(status) = self.try_wait() {
-            return status;
+        if self.status.is_none() {
+            // SIGKILLed by `stop`: this wait ends.
+            self.status = Some(self.waitpid(0).unwrap_or(STATUS_LOST));
         }
-        let mut status = 0;
-        // SAFETY: blocking waitpid on our own child (SIGKILLed by `stop`),
-        // valid status pointer.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
-        self.status = Some(status);
-        status
+        self.status.unwrap_or(STATUS_LOST)
     }
 
     pub fn signal(&self, signal: libc::c_int) {
@@ -233,9 +244,34 @@ pub fn signal_pid(pid: u32, signal: libc::c_int) {
     }
 }
 
+/// The "wait status" of a child that is gone when the kernel did not keep
+/// its status for us (no real wait status is negative).
+pub const STATUS_LOST: i32 = -1;
+
+/// Have the kernel keep our children's exit statuses: a host may start us
+/// with SIGCHLD ignored (the disposition survives exec), and then children
+/// are reaped as they exit and nobody can say how they ended. Whether it
+/// was ignored. Call before starting any child.
+pub fn keep_child_statuses() -> bool {
+    // SAFETY: sigaction with a null new action only reads the disposition
+    // into the struct we pass; no handler is installed.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) != 0
+            || old.sa_sigaction != libc::SIG_IGN
+        {
+            return false;
+        }
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+    }
+    true
+}
+
 /// A human reading of a wait status.
 pub fn describe_status(status: i32) -> String {
-    if libc::WIFEXITED(status) {
+    if status == STATUS_LOST {
+        "exited (how is unknown: it was reaped by the kernel or another process)".into()
+    } else if libc::WIFEXITED(status) {
         format!("exited with status {}", libc::WEXITSTATUS(status))
     } else if libc::WIFSIGNALED(status) {
         format!("killed by signal {}", libc::WTERMSIG(status))

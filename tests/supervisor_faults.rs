@@ -290,3 +290,67 @@ fn idle_trigger_connections_cannot_lock_the_operator_out() {
     oldest.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("error "), "{answer:?}");
 }
+
+/// A supervisor started with SIGCHLD ignored (a disposition that survives
+/// exec, as some init scripts and containers leave it): a successor that
+/// exits before Ready is still seen to exit, and the rollback says how.
+#[test]
+fn a_successor_exit_is_seen_when_the_host_ignores_sigchld() {
+    use std::os::unix::process::CommandExt;
+
+    let f = Fixture::new();
+    f.write_config("[timeouts]\ndeadline_secs = 30\n");
+    let _supervisor = f.run_with(|command| {
+        // SAFETY: between fork and exec only signal(2), async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    });
+    let incumbent = f.wait_serving();
+    let failing = f.wrapper("failing-successor", "--exit-before-ready");
+    let out = f.cli(&["trigger", "--binary", failing.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in phase ready"), "{stderr}");
+    assert!(
+        stderr.contains("successor exited with status 3"),
+        "{stderr}"
+    );
+    assert_eq!(pong_pid(&f.addr), Some(incumbent));
+}
+
+/// The library on its own, in a process that ignores SIGCHLD (run as a
+/// child of this test, so the disposition touches no other test): a child
+/// the kernel reaped is seen gone, not alive forever.
+#[test]
+fn a_child_reaped_by_the_kernel_is_seen_gone() {
+    const NAME: &str = "a_child_reaped_by_the_kernel_is_seen_gone";
+    if std::env::var_os("HANDOFF_TEST_SIGCHLD_IGNORED").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--test-threads", "1"])
+            .env("HANDOFF_TEST_SIGCHLD_IGNORED", "1")
+            .output()
+            .unwrap();
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains("1 passed"), "{stdout}");
+        return;
+    }
+    // SAFETY: signal(2) in this single-test process, before any child.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let command = handoff::spawn::Command {
+        binary: "/bin/sh".into(),
+        args: vec!["-c".into(), "exit 3".into()],
+        env: Vec::new(),
+    };
+    let mut child = handoff::spawn::spawn(&command, &[], None).unwrap();
+    let status = child
+        .wait_timeout(std::time::Duration::from_secs(30))
+        .expect("the exited child is still seen alive");
+    assert_eq!(status, handoff::spawn::STATUS_LOST);
+    assert!(handoff::spawn::describe_status(status).starts_with("exited"));
+    assert_eq!(child.terminate(std::time::Duration::from_secs(1)), status);
+}

@@ -167,6 +167,14 @@ fn service_command(config: &Config, binary: PathBuf) -> Command {
 
 impl Main {
     fn start(config: Config) -> Result<Main, String> {
+        if handoff::spawn::keep_child_statuses() {
+            log!(
+                Warn,
+                &[],
+                "SIGCHLD was ignored (inherited): reset to the default, so that the service's \
+                 exits are seen and described"
+            );
+        }
         // Before any thread: both read and clear environment variables.
         let mut inherited = bind::inherited()?;
         let notifier = Notifier::from_env();
