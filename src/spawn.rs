@@ -385,9 +385,11 @@ pub fn spawn(
                 &envp_ptrs,
                 &mut listen_pid,
                 pid_at,
-                &sources,
-                &keep,
-                error_write.as_raw_fd(),
+                Descriptors {
+                    sources: &sources,
+                    keep: &keep,
+                    error_fd: error_write.as_raw_fd(),
+                },
             )
         }
     }
@@ -443,6 +445,14 @@ fn descriptor_shortage(listeners: usize, control: bool) -> Error {
     ))
 }
 
+/// The descriptors the child places: `sources` at 3.., keeping `keep`
+/// (sorted) open meanwhile, and reporting failures on `error_fd`.
+struct Descriptors<'a> {
+    sources: &'a [RawFd],
+    keep: &'a [RawFd],
+    error_fd: RawFd,
+}
+
 /// The child's half of `spawn`. Never returns.
 ///
 /// # Safety
@@ -454,10 +464,13 @@ unsafe fn child_exec(
     envp: &[*const libc::c_char],
     listen_pid: &mut [u8],
     pid_at: usize,
-    sources: &[RawFd],
-    keep: &[RawFd],
-    error_fd: RawFd,
+    fds: Descriptors<'_>,
 ) -> ! {
+    let Descriptors {
+        sources,
+        keep,
+        error_fd,
+    } = fds;
     let report = |error_fd: RawFd, errno: i32| -> ! {
         let errno = errno.to_ne_bytes();
         // SAFETY: async-signal-safe write and _exit.

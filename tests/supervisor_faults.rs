@@ -354,3 +354,76 @@ fn a_child_reaped_by_the_kernel_is_seen_gone() {
     assert!(handoff::spawn::describe_status(status).starts_with("exited"));
     assert_eq!(child.terminate(std::time::Duration::from_secs(1)), status);
 }
+
+/// A restart after a crash runs what the config file says now: a changed
+/// environment applies, as it would to a handoff.
+#[test]
+fn a_restart_after_a_crash_applies_the_config_file_as_it_is_now() {
+    let f = Fixture::new();
+    f.write_config("[restart]\ninitial_backoff_ms = 50\n");
+    let _supervisor = f.run();
+    let first = f.wait_serving();
+    let environ = |pid: u32| text(&std::fs::read(format!("/proc/{pid}/environ")).unwrap());
+    assert!(environ(first).contains("NOOP_TEST=1"));
+
+    f.write_config_for(
+        &common::noop_service(),
+        "NOOP_TEST = \"2\"",
+        "[restart]\ninitial_backoff_ms = 50\n",
+    );
+    handoff::spawn::signal_pid(first, libc::SIGKILL);
+    let second = wait_for("the restarted incumbent", || {
+        let pid = f.wait_serving();
+        (pid != first).then_some(pid)
+    });
+    let env = environ(second);
+    assert!(env.contains("NOOP_TEST=2"), "{env}");
+    assert!(!env.contains("NOOP_TEST=1"), "{env}");
+}
+
+/// `deadline_secs` bounds the whole handoff: a successor that never gets
+/// Ready is rolled back by then, not a second later.
+#[test]
+fn a_handoff_ends_by_its_deadline() {
+    let f = Fixture::new();
+    f.write_config("[timeouts]\ndeadline_secs = 5\ndrain_grace_secs = 1\n");
+    let _supervisor = f.run();
+    let incumbent = f.wait_serving();
+    let hanging = f.wrapper("hanging-successor", "--hang-before-ready");
+    let out = f.cli(&["trigger", "--binary", hanging.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("before the deadline"), "{stderr}");
+    // "rolled back after MS ms, ...": the supervisor's own measure, from
+    // the trigger to the end of the rollback, which follows the deadline:
+    // stopping a successor that obeys SIGTERM takes milliseconds, so half a
+    // second is room for a loaded machine, and half the old overrun (1 s).
+    let total_ms: f64 = stderr
+        .split("rolled back after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no duration in {stderr}"));
+    assert!(total_ms < 5500.0, "{stderr}");
+    assert_eq!(pong_pid(&f.addr), Some(incumbent));
+}
+
+/// A short deadline alone is a valid config: the drain budget defaults to
+/// a share of it, rather than 25 s that would not fit.
+#[test]
+fn a_short_deadline_alone_is_valid() {
+    let f = Fixture::new();
+    f.write_config("[timeouts]\ndeadline_secs = 5\n");
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let _supervisor = f.run();
+    let first = f.wait_serving();
+    let out = f.cli(&["trigger"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_ne!(f.wait_serving(), first);
+    // An explicit drain longer than the deadline is still refused.
+    f.write_config("[timeouts]\ndeadline_secs = 5\ndrain_grace_secs = 10\n");
+    let out = f.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("drain_grace_secs"));
+}

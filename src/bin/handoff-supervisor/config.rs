@@ -52,7 +52,8 @@ struct RawListener {
 #[serde(deny_unknown_fields, default)]
 struct RawTimeouts {
     deadline_secs: f64,
-    drain_grace_secs: f64,
+    /// Unset: `default_drain_grace` of the deadline.
+    drain_grace_secs: Option<f64>,
     hello_secs: f64,
     liveness_secs: f64,
     kill_grace_secs: f64,
@@ -63,7 +64,7 @@ impl Default for RawTimeouts {
     fn default() -> Self {
         RawTimeouts {
             deadline_secs: 60.0,
-            drain_grace_secs: 25.0,
+            drain_grace_secs: None,
             hello_secs: 5.0,
             liveness_secs: 10.0,
             kill_grace_secs: 2.0,
@@ -388,9 +389,13 @@ impl Resolver<'_> {
         let secs = |key: &str, value: f64| {
             duration(value).map_err(|e| self.error(&format!("[timeouts] {key}"), e))
         };
+        let deadline = secs("deadline_secs", raw.deadline_secs)?;
         let timeouts = Timeouts {
-            deadline: secs("deadline_secs", raw.deadline_secs)?,
-            drain_grace: secs("drain_grace_secs", raw.drain_grace_secs)?,
+            deadline,
+            drain_grace: match raw.drain_grace_secs {
+                Some(value) => secs("drain_grace_secs", value)?,
+                None => default_drain_grace(deadline),
+            },
             hello: secs("hello_secs", raw.hello_secs)?,
             liveness: secs("liveness_secs", raw.liveness_secs)?,
             kill_grace: secs("kill_grace_secs", raw.kill_grace_secs)?,
@@ -401,7 +406,8 @@ impl Resolver<'_> {
                 "[timeouts] drain_grace_secs",
                 format!(
                     "{} is longer than deadline_secs ({}): the drain is part of the handoff",
-                    raw.drain_grace_secs, raw.deadline_secs
+                    timeouts.drain_grace.as_secs_f64(),
+                    raw.deadline_secs
                 ),
             ));
         }
@@ -444,6 +450,13 @@ impl Resolver<'_> {
             probation,
         })
     }
+}
+
+/// The drain budget when the file sets none: 25 s, but at most half the
+/// deadline, so that a short deadline alone is valid and the drain leaves
+/// time for the seal and the successor's Ready.
+fn default_drain_grace(deadline: Duration) -> Duration {
+    Duration::from_secs(25).min(deadline / 2)
 }
 
 /// A positive, finite number of seconds, at most a day.
@@ -552,6 +565,8 @@ journal = "/tmp/j/state.bin"
         let config = parse(MINIMAL).unwrap();
         assert_eq!(config.timeouts.deadline, Duration::from_secs(60));
         assert_eq!(config.timeouts.drain_grace, Duration::from_secs(25));
+        let short = parse(&format!("{MINIMAL}\n[timeouts]\ndeadline_secs = 5\n")).unwrap();
+        assert_eq!(short.timeouts.drain_grace, Duration::from_millis(2500));
         assert_eq!(config.restart.policy, RestartPolicy::Always);
         assert!(config.listeners.is_empty());
     }

@@ -154,6 +154,8 @@ struct Main {
     stop_after_handoff: bool,
     /// The `--binary` of the handoff in progress, if one was named.
     handoff_binary: Option<PathBuf>,
+    /// The library's slack past each phase budget (`wire_slack`).
+    wire_slack: Duration,
     next_watchdog: Option<Instant>,
 }
 
@@ -183,12 +185,14 @@ impl Main {
         let adopted_fds = bind::adopt(&config, &mut inherited)?;
         drop(inherited);
 
+        let wire_slack = wire_slack(config.timeouts.deadline);
         let mut supervisor = Supervisor::new(&config.service.control_socket);
         supervisor.set_journal(&config.service.journal);
         supervisor.set_timeouts(Timeouts {
             liveness: config.timeouts.liveness,
             hello: config.timeouts.hello,
             kill_grace: config.timeouts.kill_grace,
+            wire_slack,
             ..Timeouts::default()
         });
 
@@ -267,6 +271,7 @@ impl Main {
             ready_pending: true,
             stop_after_handoff: false,
             handoff_binary: None,
+            wire_slack,
             next_watchdog,
         })
     }
@@ -411,7 +416,7 @@ impl Main {
         }
         let spec = SpawnSpec {
             command: service_command(&config, binary.clone()),
-            deadline: config.timeouts.deadline,
+            deadline: handoff_budget(config.timeouts.deadline, self.wire_slack),
             drain_grace: config.timeouts.drain_grace,
         };
         state.handoff = Some(Running {
@@ -920,6 +925,19 @@ impl Main {
         log!(Info, &[], "stopped");
         status
     }
+}
+
+/// The library allows each phase `wire_slack` past the deadline for frames
+/// in flight: taken from the deadline, so the whole handoff ends by it.
+fn wire_slack(deadline: Duration) -> Duration {
+    Duration::from_secs(1).min(deadline / 5)
+}
+
+/// The deadline to give the library for a handoff due within `deadline`
+/// (a reload may have changed it since the slack was set: half of it at
+/// least).
+fn handoff_budget(deadline: Duration, wire_slack: Duration) -> Duration {
+    deadline.saturating_sub(wire_slack).max(deadline / 2)
 }
 
 /// Spawn `build` as a cold start.
