@@ -168,16 +168,8 @@ impl ChildProcess {
 
     /// Wait up to `timeout` for the child to exit.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until(timeout, || self.try_wait().is_some());
+        self.status
     }
 
     /// Stop the child and its process group (`stop`); always reaps the

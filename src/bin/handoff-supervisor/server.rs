@@ -76,11 +76,16 @@ impl Context {
                 ticket
             }
         };
-        // The thread owns the stream; a thread that cannot start drops
-        // both, closing the connection.
+        // The thread owns both; a thread that cannot start drops them, the
+        // ticket first (a tuple drops in order), so the descriptor is never
+        // listed once closed.
+        let connection = (ticket, stream);
         let spawned = std::thread::Builder::new()
             .name("connection".into())
-            .spawn(move || work(stream, ticket));
+            .spawn(move || {
+                let (ticket, stream) = connection;
+                work(stream, ticket)
+            });
         if let Err(e) = spawned {
             log!(Warn, &[], "{what}: cannot start a connection thread: {e}");
         }
@@ -185,8 +190,11 @@ pub fn serve_triggers(listener: UnixListener, context: Context) -> std::io::Resu
     )
 }
 
+/// Every path calls `ticket.done_waiting()` before the stream can close:
+/// an idle connection's descriptor must stay valid while it is listed.
 fn handle_trigger(mut stream: UnixStream, ticket: Ticket, ctx: &Context) {
     if let Err(e) = handoff::control::check_peer_uid(&stream) {
+        ticket.done_waiting();
         log!(Warn, &[], "trigger socket: refused a connection: {e}");
         let _ = stream.write_all(Reply::Error(e.to_string()).to_line().as_bytes());
         return;
