@@ -311,6 +311,9 @@ impl Main {
         match event {
             Event::Signal(libc::SIGHUP) => {
                 log!(Info, &[], "SIGHUP: handoff requested");
+                if let Some(status) = self.notice_a_dead_incumbent() {
+                    return Some(status);
+                }
                 self.begin_handoff(false, None, "SIGHUP", Box::new(Silent));
                 None
             }
@@ -337,6 +340,9 @@ impl Main {
                 source,
                 progress,
             } => {
+                if let Some(status) = self.notice_a_dead_incumbent() {
+                    return Some(status);
+                }
                 self.begin_handoff(force, binary, source, progress);
                 None
             }
@@ -345,6 +351,16 @@ impl Main {
                 self.stop_after_handoff.then(|| self.stop())
             }
         }
+    }
+
+    /// An incumbent that died since the last tick is handled (a restart
+    /// scheduled) before a trigger, which then starts a binary instead of
+    /// handing off from a dead process.
+    fn notice_a_dead_incumbent(&mut self) -> Option<u8> {
+        if self.handoff_running() {
+            return None;
+        }
+        self.check_incumbent()
     }
 
     fn begin_handoff(
@@ -613,10 +629,8 @@ impl Main {
     /// Periodic work between events.
     fn tick(&mut self) -> Option<u8> {
         self.reap_retiring();
-        if !self.handoff_running() {
-            if let Some(status) = self.check_incumbent() {
-                return Some(status);
-            }
+        if let Some(status) = self.notice_a_dead_incumbent() {
+            return Some(status);
         }
         self.maybe_restart();
         self.maybe_ready();
