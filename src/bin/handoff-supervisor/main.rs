@@ -5,6 +5,7 @@
 mod bind;
 mod config;
 mod connections;
+mod generation;
 mod log;
 mod notify;
 mod probe;

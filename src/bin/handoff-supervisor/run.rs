@@ -9,11 +9,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use handoff::spawn::Command;
 use handoff::supervisor::{HandoffPhase, SpawnSpec, Supervisor, Timeouts};
 
 use crate::bind;
 use crate::config::{Config, RestartPolicy};
+use crate::generation::{
+    incumbent_of, service_command, start_generation, Build, Comeback, Generation,
+};
 use crate::log::{log, Field};
 use crate::notify::Notifier;
 use crate::probe;
@@ -36,78 +38,6 @@ pub enum Event {
         progress: Box<dyn Progress>,
     },
     Finished(Box<Finished>),
-}
-
-struct Generation {
-    process: Process,
-    /// When it began serving (its cold start, or its commit).
-    started: Instant,
-    build: Build,
-    /// The last build that served well: brought back should this one die
-    /// within its probation.
-    fallback: Option<Build>,
-}
-
-impl Generation {
-    fn on_probation(&self, probation: Duration) -> bool {
-        self.started.elapsed() < probation
-    }
-
-    /// The build a successor of this generation falls back to: this one,
-    /// unless it is on probation itself (then the one it would fall back to).
-    fn fallback_for_successor(&self, probation: Duration) -> Build {
-        match &self.fallback {
-            Some(fallback) if self.on_probation(probation) => fallback.clone(),
-            _ => self.build.clone(),
-        }
-    }
-}
-
-/// What a generation runs.
-#[derive(Debug, Clone)]
-struct Build {
-    command: Command,
-    /// Named by `trigger --binary` rather than taken from the config.
-    named_binary: Option<PathBuf>,
-}
-
-impl Build {
-    fn of(config: &Config, named_binary: Option<PathBuf>) -> Build {
-        let binary = named_binary
-            .clone()
-            .unwrap_or_else(|| config.service.binary.clone());
-        Build {
-            command: service_command(config, binary),
-            named_binary,
-        }
-    }
-
-    fn same_as(&self, other: &Build) -> bool {
-        let (a, b) = (&self.command, &other.command);
-        a.binary == b.binary && a.args == b.args && a.env == b.env
-    }
-}
-
-/// What the next cold start runs, once its delay is over.
-#[derive(Debug, Clone)]
-enum Comeback {
-    /// The generation that died, with the config file as it is now.
-    Again {
-        named_binary: Option<PathBuf>,
-        fallback: Option<Build>,
-    },
-    /// The last build that served well, exactly as it ran.
-    Previous(Build),
-}
-
-impl Comeback {
-    /// The build to fall back to from whatever starts instead of this.
-    fn fallback(self) -> Option<Build> {
-        match self {
-            Comeback::Again { fallback, .. } => fallback,
-            Comeback::Previous(build) => Some(build),
-        }
-    }
 }
 
 /// An incumbent that handed off.
@@ -157,14 +87,6 @@ struct Main {
     /// The library's slack past each phase budget (`wire_slack`).
     wire_slack: Duration,
     next_watchdog: Option<Instant>,
-}
-
-fn service_command(config: &Config, binary: PathBuf) -> Command {
-    Command {
-        binary,
-        args: config.service.args.clone(),
-        env: config.service.env.clone(),
-    }
 }
 
 impl Main {
@@ -952,32 +874,6 @@ fn wire_slack(deadline: Duration) -> Duration {
 /// least).
 fn handoff_budget(deadline: Duration, wire_slack: Duration) -> Duration {
     deadline.saturating_sub(wire_slack).max(deadline / 2)
-}
-
-/// Spawn `build` as a cold start.
-fn start_generation(
-    supervisor: &Supervisor,
-    build: Build,
-    fallback: Option<Build>,
-) -> Result<Generation, String> {
-    let child = supervisor
-        .spawn_cold(&build.command)
-        .map_err(|e| format!("cannot start {}: {e}", build.command.binary.display()))?;
-    Ok(Generation {
-        process: Process::Child(child),
-        started: Instant::now(),
-        build,
-        fallback,
-    })
-}
-
-fn incumbent_of(generation: &Generation) -> Incumbent {
-    Incumbent {
-        pid: generation.process.pid(),
-        adopted: matches!(generation.process, Process::Adopted(_)),
-        since: SystemTime::now(),
-        binary: generation.build.command.binary.clone(),
-    }
 }
 
 /// Whether a rollback is the successor's doing (it died, hung, or never
