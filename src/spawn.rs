@@ -1,6 +1,8 @@
 //! Starting a service generation: fork/exec with a clean descriptor table
 //! (listener i at fd 3+i, then the control socket) and LISTEN_PID set to the
-//! child's own pid, which only the child can know (DESIGN §3).
+//! child's own pid, which only the child can know (DESIGN §3); each in a
+//! process group of its own, so that stopping it stops what it forked too.
+//! And the one way to stop a process: SIGTERM, a grace, SIGKILL.
 #![allow(unsafe_code)]
 
 use std::ffi::{CString, OsStr, OsString};
@@ -32,11 +34,104 @@ pub struct Command {
     pub env: Vec<(OsString, OsString)>,
 }
 
-/// A child process we started; reaped by `wait`/`terminate`.
+/// How long `stop` waits after SIGKILL: the kernel needs a moment to tear
+/// a process down, never this long unless it is stuck in the kernel.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Something `stop` can stop.
+pub trait Stoppable {
+    fn send(&mut self, signal: libc::c_int);
+    /// Whether it is gone (reaped, if it is ours).
+    fn gone(&mut self) -> bool;
+}
+
+/// SIGTERM, up to `grace` for it to go, then SIGKILL and a bounded wait:
+/// the one way a successor, a retiring incumbent or a leftover process is
+/// stopped. Whether it is gone.
+pub fn stop(target: &mut impl Stoppable, grace: Duration) -> bool {
+    if target.gone() {
+        return true;
+    }
+    target.send(libc::SIGTERM);
+    if wait_until(grace, || target.gone()) {
+        return true;
+    }
+    target.send(libc::SIGKILL);
+    wait_until(KILL_WAIT, || target.gone())
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A process that is not our child (found after a supervisor restart),
+/// watched by pid. One that leads its own process group, as every
+/// generation `spawn` starts does, is signalled with its group.
+struct Foreign(u32);
+
+impl Stoppable for Foreign {
+    fn send(&mut self, signal: libc::c_int) {
+        let Ok(pid) = libc::pid_t::try_from(self.0) else {
+            return;
+        };
+        // SAFETY: getpgid(2) has no memory effects.
+        if pid > 0 && unsafe { libc::getpgid(pid) } == pid {
+            signal_group(pid, signal);
+        }
+        signal_pid(self.0, signal);
+    }
+
+    fn gone(&mut self) -> bool {
+        !pid_alive(self.0)
+    }
+}
+
+/// Stop a process that is not our child: SIGTERM, SIGKILL after `grace`.
+pub fn terminate_pid(pid: u32, grace: Duration) -> bool {
+    stop(&mut Foreign(pid), grace)
+}
+
+fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
+    if pgid > 0 {
+        // SAFETY: kill(2) has no memory effects.
+        unsafe { libc::kill(-pgid, signal) };
+    }
+}
+
+/// Whether any process is left in the group `pgid`.
+fn group_alive(pgid: libc::pid_t) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks; no memory effects.
+    let found = unsafe { libc::kill(-pgid, 0) } == 0;
+    found || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A child process we started, leading its own process group; reaped by
+/// `wait`/`terminate`.
 #[derive(Debug)]
 pub struct ChildProcess {
     pid: libc::pid_t,
     status: Option<i32>,
+}
+
+impl Stoppable for ChildProcess {
+    /// To the whole group: what the child forked must go with it.
+    fn send(&mut self, signal: libc::c_int) {
+        signal_group(self.pid, signal);
+        self.signal(signal);
+    }
+
+    fn gone(&mut self) -> bool {
+        self.try_wait().is_some() && !group_alive(self.pid)
+    }
 }
 
 impl ChildProcess {
@@ -44,47 +139,48 @@ impl ChildProcess {
         self.pid as u32
     }
 
-    /// The raw wait status if the child has exited (reaping it).
+    /// The raw wait status if the child has exited (reaping it);
+    /// `STATUS_LOST` when it is gone but its status is not ours to read.
     pub fn try_wait(&mut self) -> Option<i32> {
         if self.status.is_none() {
-            let mut status = 0;
-            // SAFETY: waitpid on our own child with a valid status pointer.
-            if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
-                self.status = Some(status);
-            }
+            self.status = self.waitpid(libc::WNOHANG);
         }
         self.status
     }
 
-    /// Wait up to `timeout` for the child to exit.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
+    fn waitpid(&self, flags: libc::c_int) -> Option<i32> {
         loop {
-            if let Some(status) = self.try_wait() {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child with a valid status pointer.
+            let got = unsafe { libc::waitpid(self.pid, &mut status, flags) };
+            if got == self.pid {
                 return Some(status);
             }
-            if Instant::now() >= deadline {
-                return None;
+            match (got, io::Error::last_os_error().raw_os_error()) {
+                // Reaped already, by the kernel (SIGCHLD ignored) or by
+                // someone else: gone, how is not known.
+                (-1, Some(libc::ECHILD)) => return Some(STATUS_LOST),
+                (-1, Some(libc::EINTR)) => continue,
+                _ => return None,
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; always reaps.
+    /// Wait up to `timeout` for the child to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<i32> {
+        wait_until(timeout, || self.try_wait().is_some());
+        self.status
+    }
+
+    /// Stop the child and its process group (`stop`); always reaps the
+    /// child.
     pub fn terminate(&mut self, grace: Duration) -> i32 {
-        if let Some(status) = self.try_wait() {
-            return status;
+        stop(self, grace);
+        if self.status.is_none() {
+            // SIGKILLed by `stop`: this wait ends.
+            self.status = Some(self.waitpid(0).unwrap_or(STATUS_LOST));
         }
-        self.signal(libc::SIGTERM);
-        if let Some(status) = self.wait_timeout(grace) {
-            return status;
-        }
-        self.signal(libc::SIGKILL);
-        let mut status = 0;
-        // SAFETY: blocking waitpid on our own child, valid status pointer.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
-        self.status = Some(status);
-        status
+        self.status.unwrap_or(STATUS_LOST)
     }
 
     pub fn signal(&self, signal: libc::c_int) {
@@ -140,9 +236,34 @@ pub fn signal_pid(pid: u32, signal: libc::c_int) {
     }
 }
 
+/// The "wait status" of a child that is gone when the kernel did not keep
+/// its status for us (no real wait status is negative).
+pub const STATUS_LOST: i32 = -1;
+
+/// Have the kernel keep our children's exit statuses: a host may start us
+/// with SIGCHLD ignored (the disposition survives exec), and then children
+/// are reaped as they exit and nobody can say how they ended. Whether it
+/// was ignored. Call before starting any child.
+pub fn keep_child_statuses() -> bool {
+    // SAFETY: sigaction with a null new action only reads the disposition
+    // into the struct we pass; no handler is installed.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) != 0
+            || old.sa_sigaction != libc::SIG_IGN
+        {
+            return false;
+        }
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+    }
+    true
+}
+
 /// A human reading of a wait status.
 pub fn describe_status(status: i32) -> String {
-    if libc::WIFEXITED(status) {
+    if status == STATUS_LOST {
+        "exited (how is unknown: it was reaped by the kernel or another process)".into()
+    } else if libc::WIFEXITED(status) {
         format!("exited with status {}", libc::WEXITSTATUS(status))
     } else if libc::WIFSIGNALED(status) {
         format!("killed by signal {}", libc::WTERMSIG(status))
@@ -214,7 +335,22 @@ pub fn spawn(
 
     let mut sources: Vec<RawFd> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
     sources.extend(control.map(|fd| fd.as_raw_fd()));
-    let (error_read, error_write) = poll::pipe().map_err(Error::Stream)?;
+    if sources.len() > MAX_SOURCES {
+        return Err(Error::Environment(format!(
+            "{n} listeners: at most {} can be passed",
+            MAX_SOURCES - 1
+        )));
+    }
+    let shortage = || descriptor_shortage(n, control.is_some());
+    let (error_read, error_write) = poll::pipe().map_err(|e| match e.raw_os_error() {
+        Some(libc::EMFILE) => shortage(),
+        _ => Error::Stream(e),
+    })?;
+    // What the child keeps open while it places the sources, in order.
+    let mut keep: Vec<RawFd> = sources.clone();
+    keep.push(error_write.as_raw_fd());
+    keep.sort_unstable();
+    keep.dedup();
 
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
@@ -225,8 +361,8 @@ pub fn spawn(
     envp_ptrs.push(std::ptr::null());
 
     // SAFETY: fork in a possibly multi-threaded process: the child only
-    // makes async-signal-safe calls (fcntl, dup2, close_range, sigprocmask,
-    // signal, execve, write, _exit) on memory prepared above, and never
+    // makes async-signal-safe calls (fcntl, dup2, close_range, setpgid,
+    // sigprocmask, signal, execve, write, _exit) on memory prepared above, and never
     // allocates.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -241,11 +377,18 @@ pub fn spawn(
                 &envp_ptrs,
                 &mut listen_pid,
                 pid_at,
-                &sources,
-                error_write.as_raw_fd(),
+                Descriptors {
+                    sources: &sources,
+                    keep: &keep,
+                    error_fd: error_write.as_raw_fd(),
+                },
             )
         }
     }
+    // The child does this too; whichever runs first, the group exists
+    // before anyone signals it (EACCES once it has exec'd: done already).
+    // SAFETY: setpgid(2) on our own child has no memory effects.
+    unsafe { libc::setpgid(pid, pid) };
     drop(error_write);
     let mut child = ChildProcess { pid, status: None };
     let mut errno = [0u8; 4];
@@ -253,10 +396,53 @@ pub fn spawn(
     let got = unsafe { libc::read(error_read.as_raw_fd(), errno.as_mut_ptr().cast(), 4) };
     if got == 4 {
         child.wait_timeout(Duration::from_secs(5));
-        let cause = io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+        let errno = i32::from_ne_bytes(errno);
+        if errno == PLACEMENT_FAILED {
+            return Err(shortage());
+        }
+        let cause = io::Error::from_raw_os_error(errno);
         return Err(Error::io("cannot execute", binary, cause));
     }
     Ok(child)
+}
+
+/// Sources (listeners and the control socket) a child can be given.
+const MAX_SOURCES: usize = 64;
+/// What the child reports when it could not put the sources at 3..: no
+/// errno says it (EINVAL, EBADF or EMFILE, depending on where it ran out).
+const PLACEMENT_FAILED: i32 = -1;
+
+/// The soft RLIMIT_NOFILE.
+fn descriptor_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
+/// Out of descriptors while passing `listeners` (and a control socket).
+fn descriptor_shortage(listeners: usize, control: bool) -> Error {
+    let limit = descriptor_limit().map_or("unknown".into(), |l| l.to_string());
+    Error::Environment(format!(
+        "descriptor limit {limit} too low for {listeners} listeners{}: {} (raise \
+         RLIMIT_NOFILE, LimitNOFILE= under systemd)",
+        if control {
+            " and the control socket"
+        } else {
+            ""
+        },
+        io::Error::from_raw_os_error(libc::EMFILE)
+    ))
+}
+
+/// The descriptors the child places: `sources` at 3.., keeping `keep`
+/// (sorted) open meanwhile, and reporting failures on `error_fd`.
+struct Descriptors<'a> {
+    sources: &'a [RawFd],
+    keep: &'a [RawFd],
+    error_fd: RawFd,
 }
 
 /// The child's half of `spawn`. Never returns.
@@ -270,39 +456,106 @@ unsafe fn child_exec(
     envp: &[*const libc::c_char],
     listen_pid: &mut [u8],
     pid_at: usize,
-    sources: &[RawFd],
-    error_fd: RawFd,
+    fds: Descriptors<'_>,
 ) -> ! {
-    let fail = |error_fd: RawFd| -> ! {
-        let errno = io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(0)
-            .to_ne_bytes();
+    let Descriptors {
+        sources,
+        keep,
+        error_fd,
+    } = fds;
+    let report = |error_fd: RawFd, errno: i32| -> ! {
+        let errno = errno.to_ne_bytes();
         // SAFETY: async-signal-safe write and _exit.
         unsafe {
             libc::write(error_fd, errno.as_ptr().cast(), 4);
             libc::_exit(127)
         }
     };
+    let fail = |error_fd: RawFd| -> ! {
+        report(
+            error_fd,
+            io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        )
+    };
+    let placement_failed = |error_fd: RawFd| -> ! { report(error_fd, PLACEMENT_FAILED) };
     let first_free = 3 + sources.len() as RawFd;
-    // Move every source above the target range first, so placing one cannot
-    // clobber another; dup2 then clears close-on-exec on the targets.
-    let mut moved = [0 as RawFd; 64];
-    if sources.len() > moved.len() {
-        fail(error_fd);
-    }
-    for (i, &fd) in sources.iter().enumerate() {
-        // SAFETY: fcntl/dup2 are async-signal-safe.
-        let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, first_free.max(error_fd + 1)) };
-        if high < 0 {
-            fail(error_fd);
+    // Close what is not kept above the targets (it would close on exec
+    // anyway), so that the copies below find room even at a low limit.
+    let mut low = first_free;
+    for &fd in keep.iter().filter(|&&fd| fd >= first_free) {
+        if fd > low {
+            // SAFETY: close_range is a plain syscall (ENOSYS on old kernels:
+            // then nothing is closed and the copies may not find room).
+            unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    low as libc::c_uint,
+                    (fd - 1) as libc::c_uint,
+                    0,
+                )
+            };
         }
-        moved[i] = high;
+        low = fd + 1;
     }
-    for (i, &high) in moved[..sources.len()].iter().enumerate() {
-        // SAFETY: as above.
-        if unsafe { libc::dup2(high, 3 + i as RawFd) } < 0 {
-            fail(error_fd);
+    // SAFETY: as above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            low as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    // The error pipe must survive the placement: out of the target range.
+    let mut error_fd = error_fd;
+    if error_fd < first_free {
+        // SAFETY: fcntl is async-signal-safe.
+        let high = unsafe { libc::fcntl(error_fd, libc::F_DUPFD_CLOEXEC, first_free) };
+        if high < 0 {
+            // SAFETY: _exit is async-signal-safe; the parent sees EOF.
+            unsafe { libc::_exit(127) }
+        }
+        error_fd = high;
+    }
+    // Put source i at 3+i without clobbering one not yet placed: a source
+    // goes once its target holds no other unplaced source (listeners sit in
+    // order, often shifted by one, so that needs no copy); a cycle is
+    // broken by copying one member above the range. No allocation here.
+    let count = sources.len();
+    let mut at = [0 as RawFd; MAX_SOURCES];
+    at[..count].copy_from_slice(sources);
+    let mut done = [false; MAX_SOURCES];
+    let mut left = count;
+    while left > 0 {
+        let mut progress = false;
+        for i in 0..count {
+            let target = 3 + i as RawFd;
+            let blocked = (0..count).any(|j| j != i && !done[j] && at[j] == target);
+            if done[i] || blocked {
+                continue;
+            }
+            // In place: only close-on-exec to clear; else dup2, which clears it.
+            // SAFETY: fcntl/dup2 are async-signal-safe.
+            let placed = if at[i] == target {
+                unsafe { libc::fcntl(target, libc::F_SETFD, 0) }
+            } else {
+                unsafe { libc::dup2(at[i], target) }
+            };
+            if placed < 0 {
+                placement_failed(error_fd);
+            }
+            done[i] = true;
+            left -= 1;
+            progress = true;
+        }
+        if !progress {
+            let i = (0..count).find(|&i| !done[i]).unwrap_or(0);
+            // SAFETY: fcntl is async-signal-safe.
+            let high = unsafe { libc::fcntl(at[i], libc::F_DUPFD_CLOEXEC, first_free) };
+            if high < 0 {
+                placement_failed(error_fd);
+            }
+            at[i] = high;
         }
     }
     // Everything else closes on exec (the error pipe too, which tells the
@@ -334,6 +587,11 @@ unsafe fn child_exec(
         for i in 0..len {
             listen_pid[pid_at + i] = digits[len - 1 - i];
         }
+    }
+    // A group of its own, so that stopping it stops what it forks.
+    // SAFETY: setpgid is async-signal-safe.
+    if unsafe { libc::setpgid(0, 0) } < 0 {
+        fail(error_fd);
     }
     // SAFETY: resetting the signal state std would reset: Rust ignores
     // SIGPIPE, and an ignored disposition survives exec.

@@ -7,7 +7,8 @@
  *   noop-service --data-dir DIR --control-socket PATH [--report FILE]
  *                [--exit-before-ready] [--hang-before-ready] [--fail-seal]
  *                [--forge-hello] [--liveness-ms N] [--delay-hello-ms N]
- *                [--log-file PATH]
+ *                [--log-file PATH] [--identity NAME] [--crash-after-ready-ms N]
+ *                [--fork-and-hang-before-ready]
  *
  * --forge-hello: as a successor, a forked child sends the Hello claiming
  * the successor's pid, as a process that was handed the socket might.
@@ -17,6 +18,12 @@
  * a service loading its state first does.
  * --log-file: the library's log lines (every level) are appended there
  * instead of going to stderr, so a test can read what the library said.
+ * --identity: answer "PONG <pid> NAME", so a test can tell builds apart.
+ * --crash-after-ready-ms: abort this long after it starts serving (as an
+ * incumbent, cold or after Ready), as a broken build that passes its
+ * handoff and then dies does.
+ * --fork-and-hang-before-ready: as a successor, fork a child that sleeps
+ * (a helper process), then hang before Ready.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -34,8 +41,9 @@
 #include "handoff.h"
 
 static const char *data_dir, *control_socket, *report_path;
-static int exit_before_ready, hang_before_ready, fail_seal, forge_hello;
-static unsigned long liveness_ms, delay_hello_ms;
+static int exit_before_ready, hang_before_ready, fail_seal, forge_hello, fork_and_hang;
+static unsigned long liveness_ms, delay_hello_ms, crash_after_ready_ms;
+static const char *identity;
 static FILE *log_file;
 static volatile int accepting = 1;
 
@@ -132,7 +140,15 @@ static void log_line(void *userdata, uint32_t level, const char *message) {
 /* Serve the listener (poll, then accept: the flag may be either way) until
  * the incumbent's serving ends; answer each connection with PONG <pid>. */
 static uint32_t serve(handoff_incumbent *incumbent, int listener) {
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
     for (;;) {
+        if (crash_after_ready_ms) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            long ms = (long)(now.tv_sec - started.tv_sec) * 1000 + (now.tv_nsec - started.tv_nsec) / 1000000;
+            if (ms >= (long)crash_after_ready_ms) _exit(70);
+        }
         uint32_t outcome = 0;
         handoff_status st = handoff_incumbent_wait(incumbent, 0, &outcome, NULL);
         if (st == HANDOFF_OK) return outcome;
@@ -145,8 +161,9 @@ static uint32_t serve(handoff_incumbent *incumbent, int listener) {
         if (!accepting) continue; /* drained while polling: accept nothing more */
         int conn = accept(listener, NULL, NULL);
         if (conn < 0) continue; /* EAGAIN: another process took it */
-        char line[64];
-        int len = snprintf(line, sizeof line, "PONG %d\n", (int)getpid());
+        char line[128];
+        int len = identity ? snprintf(line, sizeof line, "PONG %d %s\n", (int)getpid(), identity)
+                           : snprintf(line, sizeof line, "PONG %d\n", (int)getpid());
         (void)!write(conn, line, (size_t)len);
         close(conn);
     }
@@ -163,6 +180,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--forge-hello")) forge_hello = 1;
         else if (!strcmp(argv[i], "--liveness-ms") && i + 1 < argc) liveness_ms = strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--delay-hello-ms") && i + 1 < argc) delay_hello_ms = strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--identity") && i + 1 < argc) identity = argv[++i];
+        else if (!strcmp(argv[i], "--crash-after-ready-ms") && i + 1 < argc) crash_after_ready_ms = strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--fork-and-hang-before-ready")) fork_and_hang = 1;
         else if (!strcmp(argv[i], "--log-file") && i + 1 < argc) {
             log_file = fopen(argv[++i], "a");
             if (!log_file) { perror(argv[i]); return 64; }
@@ -189,7 +209,11 @@ int main(int argc, char **argv) {
         CHECK(handoff_successor_handshake(successor, (const uint8_t *)"noop", 4, NULL, &err_), "handshake");
         CHECK(handoff_successor_wait_for_begin(successor, 60000, &err_), "wait for Begin");
         if (exit_before_ready) return 3;
-        while (hang_before_ready) pause();
+        if (fork_and_hang && fork() == 0) {
+            /* A helper process: it sleeps until it is killed. */
+            for (;;) pause();
+        }
+        while (hang_before_ready || fork_and_hang) pause();
         CHECK(handoff_successor_take_listener(successor, "kv", HANDOFF_LISTENER_TCP, &listener, &err_), "listener");
         CHECK(handoff_lock_acquire_with_retry(data_dir, 5000, &lock, &err_), "lock");
         CHECK(handoff_successor_announce_ready(successor, NULL, control_socket, lock, &incumbent, &err_), "ready");

@@ -52,7 +52,8 @@ struct RawListener {
 #[serde(deny_unknown_fields, default)]
 struct RawTimeouts {
     deadline_secs: f64,
-    drain_grace_secs: f64,
+    /// Unset: `default_drain_grace` of the deadline.
+    drain_grace_secs: Option<f64>,
     hello_secs: f64,
     liveness_secs: f64,
     kill_grace_secs: f64,
@@ -63,7 +64,7 @@ impl Default for RawTimeouts {
     fn default() -> Self {
         RawTimeouts {
             deadline_secs: 60.0,
-            drain_grace_secs: 25.0,
+            drain_grace_secs: None,
             hello_secs: 5.0,
             liveness_secs: 10.0,
             kill_grace_secs: 2.0,
@@ -79,6 +80,7 @@ struct RawRestart {
     initial_backoff_ms: u64,
     max_backoff_secs: f64,
     reset_after_secs: f64,
+    probation_secs: f64,
 }
 
 impl Default for RawRestart {
@@ -88,6 +90,10 @@ impl Default for RawRestart {
             initial_backoff_ms: 100,
             max_backoff_secs: 30.0,
             reset_after_secs: 10.0,
+            // Long enough to catch a build that dies on its first requests
+            // or timers after Ready; short enough that a later crash is an
+            // ordinary one, not a reason to bring back a replaced build.
+            probation_secs: 10.0,
         }
     }
 }
@@ -156,6 +162,9 @@ pub struct Restart {
     pub max_backoff: Duration,
     /// An incumbent that ran this long resets the backoff.
     pub reset_after: Duration,
+    /// A generation that dies this soon after it began serving is replaced
+    /// by the last build that served well (if another one is known).
+    pub probation: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -383,9 +392,13 @@ impl Resolver<'_> {
         let secs = |key: &str, value: f64| {
             duration(value).map_err(|e| self.error(&format!("[timeouts] {key}"), e))
         };
+        let deadline = secs("deadline_secs", raw.deadline_secs)?;
         let timeouts = Timeouts {
-            deadline: secs("deadline_secs", raw.deadline_secs)?,
-            drain_grace: secs("drain_grace_secs", raw.drain_grace_secs)?,
+            deadline,
+            drain_grace: match raw.drain_grace_secs {
+                Some(value) => secs("drain_grace_secs", value)?,
+                None => default_drain_grace(deadline),
+            },
             hello: secs("hello_secs", raw.hello_secs)?,
             liveness: secs("liveness_secs", raw.liveness_secs)?,
             kill_grace: secs("kill_grace_secs", raw.kill_grace_secs)?,
@@ -396,7 +409,8 @@ impl Resolver<'_> {
                 "[timeouts] drain_grace_secs",
                 format!(
                     "{} is longer than deadline_secs ({}): the drain is part of the handoff",
-                    raw.drain_grace_secs, raw.deadline_secs
+                    timeouts.drain_grace.as_secs_f64(),
+                    raw.deadline_secs
                 ),
             ));
         }
@@ -429,13 +443,23 @@ impl Resolver<'_> {
         }
         let reset_after = duration(raw.reset_after_secs)
             .map_err(|e| self.error("[restart] reset_after_secs", e))?;
+        let probation =
+            duration(raw.probation_secs).map_err(|e| self.error("[restart] probation_secs", e))?;
         Ok(Restart {
             policy,
             initial_backoff,
             max_backoff,
             reset_after,
+            probation,
         })
     }
+}
+
+/// The drain budget when the file sets none: 25 s, but at most half the
+/// deadline, so that a short deadline alone is valid and the drain leaves
+/// time for the seal and the successor's Ready.
+fn default_drain_grace(deadline: Duration) -> Duration {
+    Duration::from_secs(25).min(deadline / 2)
 }
 
 /// A positive, finite number of seconds, at most a day.
@@ -544,6 +568,8 @@ journal = "/tmp/j/state.bin"
         let config = parse(MINIMAL).unwrap();
         assert_eq!(config.timeouts.deadline, Duration::from_secs(60));
         assert_eq!(config.timeouts.drain_grace, Duration::from_secs(25));
+        let short = parse(&format!("{MINIMAL}\n[timeouts]\ndeadline_secs = 5\n")).unwrap();
+        assert_eq!(short.timeouts.drain_grace, Duration::from_millis(2500));
         assert_eq!(config.restart.policy, RestartPolicy::Always);
         assert!(config.listeners.is_empty());
     }

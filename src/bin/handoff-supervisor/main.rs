@@ -4,6 +4,8 @@
 
 mod bind;
 mod config;
+mod connections;
+mod generation;
 mod log;
 mod notify;
 mod probe;

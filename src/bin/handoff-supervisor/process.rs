@@ -1,9 +1,9 @@
 //! A generation of the service as the main loop tracks it: our child, or a
 //! process adopted after a supervisor restart (watched by pid).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use handoff::spawn::{describe_status, pid_alive, signal_pid, ChildProcess};
+use handoff::spawn::{describe_status, pid_alive, terminate_pid, ChildProcess};
 
 /// A generation of the service.
 pub enum Process {
@@ -32,30 +32,16 @@ impl Process {
         }
     }
 
-    pub fn signal(&self, signal: libc::c_int) {
-        match self {
-            Process::Child(child) => child.signal(signal),
-            Process::Adopted(pid) => signal_pid(*pid, signal),
-        }
-    }
-
-    /// SIGTERM, SIGKILL after `grace`; reaped if ours.
+    /// SIGTERM, SIGKILL after `grace` (`handoff::spawn::stop`, with its
+    /// process group); reaped if ours.
     pub fn terminate(&mut self, grace: Duration) {
-        if self.exited().is_some() {
-            return;
-        }
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.exited().is_some() {
-                return;
+        match self {
+            Process::Child(child) => {
+                child.terminate(grace);
             }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.signal(libc::SIGKILL);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.exited().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+            Process::Adopted(pid) => {
+                terminate_pid(*pid, grace);
+            }
         }
     }
 }

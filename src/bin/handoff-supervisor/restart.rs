@@ -62,6 +62,7 @@ mod tests {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(500),
             reset_after: Duration::from_secs(60),
+            probation: Duration::from_secs(10),
         }
     }
 

@@ -9,11 +9,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use handoff::spawn::Command;
 use handoff::supervisor::{HandoffPhase, SpawnSpec, Supervisor, Timeouts};
 
 use crate::bind;
 use crate::config::{Config, RestartPolicy};
+use crate::generation::{
+    incumbent_of, service_command, start_generation, Build, Comeback, Generation,
+};
 use crate::log::{log, Field};
 use crate::notify::Notifier;
 use crate::probe;
@@ -22,7 +24,7 @@ use crate::restart::{Backoff, Decision};
 use crate::server::{self, Context};
 use crate::signals;
 use crate::startup::{bind_listeners, claim_trigger_socket, recover, warn_restart_only_changes};
-use crate::state::{self, Incumbent, Last, Running, Shared};
+use crate::state::{self, Incumbent, Last, ProbationFailure, Running, Shared};
 use crate::trigger::Reply;
 use crate::worker::{self, Finished, Progress, Silent};
 
@@ -38,17 +40,13 @@ pub enum Event {
     Finished(Box<Finished>),
 }
 
-struct Generation {
-    process: Process,
-    started: Instant,
-}
-
-/// An incumbent that handed off and is finishing its last reads.
-struct Retiring {
-    process: Process,
-    /// SIGTERM after this, SIGKILL after `kill_at`.
-    term_at: Instant,
-    kill_at: Option<Instant>,
+/// An incumbent that handed off.
+enum Retiring {
+    /// Finishing its last reads; stopped if it still runs at `stop_at`.
+    Draining { process: Process, stop_at: Instant },
+    /// Being stopped (`Process::terminate`) on a thread of its own, so the
+    /// main loop does not wait out the kill grace.
+    Stopping(std::thread::JoinHandle<()>),
 }
 
 pub struct Options {
@@ -76,28 +74,31 @@ struct Main {
     events: Receiver<Event>,
     sender: Sender<Event>,
     current: Option<Generation>,
-    /// The command for cold restarts: the current generation's.
-    command: Command,
     retiring: Vec<Retiring>,
     backoff: Backoff,
-    restart_at: Option<Instant>,
+    /// The cold start due (the incumbent died) and when.
+    restart: Option<(Instant, Comeback)>,
     /// READY=1 not yet sent for the first generation.
     ready_pending: bool,
     /// SIGTERM/SIGINT arrived during a handoff: stop once it ends.
     stop_after_handoff: bool,
+    /// The `--binary` of the handoff in progress, if one was named.
+    handoff_binary: Option<PathBuf>,
+    /// The library's slack past each phase budget (`wire_slack`).
+    wire_slack: Duration,
     next_watchdog: Option<Instant>,
-}
-
-fn service_command(config: &Config, binary: PathBuf) -> Command {
-    Command {
-        binary,
-        args: config.service.args.clone(),
-        env: config.service.env.clone(),
-    }
 }
 
 impl Main {
     fn start(config: Config) -> Result<Main, String> {
+        if handoff::spawn::keep_child_statuses() {
+            log!(
+                Warn,
+                &[],
+                "SIGCHLD was ignored (inherited): reset to the default, so that the service's \
+                 exits are seen and described"
+            );
+        }
         // Before any thread: both read and clear environment variables.
         let mut inherited = bind::inherited()?;
         let notifier = Notifier::from_env();
@@ -106,12 +107,14 @@ impl Main {
         let adopted_fds = bind::adopt(&config, &mut inherited)?;
         drop(inherited);
 
+        let wire_slack = wire_slack(config.timeouts.deadline);
         let mut supervisor = Supervisor::new(&config.service.control_socket);
         supervisor.set_journal(&config.service.journal);
         supervisor.set_timeouts(Timeouts {
             liveness: config.timeouts.liveness,
             hello: config.timeouts.hello,
             kill_grace: config.timeouts.kill_grace,
+            wire_slack,
             ..Timeouts::default()
         });
 
@@ -131,7 +134,8 @@ impl Main {
             let _ = signal_sender.send(Event::Signal(signal));
         })
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let command = service_command(&config, config.service.binary.clone());
+        // An adopted incumbent runs what the config says, as far as we know.
+        let build = Build::of(&config, None);
         let current = match existing {
             Some(pid) => {
                 log!(
@@ -142,31 +146,23 @@ impl Main {
                 Generation {
                     process: Process::Adopted(pid),
                     started: Instant::now(),
+                    build,
+                    fallback: None,
                 }
             }
             None => {
-                let child = supervisor
-                    .spawn_cold(&command)
-                    .map_err(|e| format!("cannot start {}: {e}", command.binary.display()))?;
+                let generation = start_generation(&supervisor, build, None)?;
                 log!(
                     Info,
-                    &[("pid", Field::U64(child.pid().into()))],
+                    &[("pid", Field::U64(generation.process.pid().into()))],
                     "cold start: {} is pid {}",
-                    command.binary.display(),
-                    child.pid()
+                    generation.build.command.binary.display(),
+                    generation.process.pid()
                 );
-                Generation {
-                    process: Process::Child(child),
-                    started: Instant::now(),
-                }
+                generation
             }
         };
-        shared.lock().incumbent = Some(Incumbent {
-            pid: current.process.pid(),
-            adopted: matches!(current.process, Process::Adopted(_)),
-            since: SystemTime::now(),
-            binary: command.binary.clone(),
-        });
+        shared.lock().incumbent = Some(incumbent_of(&current));
 
         let config = Arc::new(config);
         let context = Context::new(shared.clone(), Arc::clone(&config), sender.clone());
@@ -192,11 +188,12 @@ impl Main {
             events,
             sender,
             current: Some(current),
-            command,
             retiring: Vec::new(),
-            restart_at: None,
+            restart: None,
             ready_pending: true,
             stop_after_handoff: false,
+            handoff_binary: None,
+            wire_slack,
             next_watchdog,
         })
     }
@@ -221,7 +218,8 @@ impl Main {
 
     fn next_wakeup(&self) -> Duration {
         let mut wake = Instant::now() + Duration::from_millis(100);
-        for at in [self.restart_at, self.next_watchdog].into_iter().flatten() {
+        let restart_at = self.restart.as_ref().map(|(at, _)| *at);
+        for at in [restart_at, self.next_watchdog].into_iter().flatten() {
             wake = wake.min(at);
         }
         wake.saturating_duration_since(Instant::now())
@@ -235,6 +233,9 @@ impl Main {
         match event {
             Event::Signal(libc::SIGHUP) => {
                 log!(Info, &[], "SIGHUP: handoff requested");
+                if let Some(status) = self.notice_a_dead_incumbent() {
+                    return Some(status);
+                }
                 self.begin_handoff(false, None, "SIGHUP", Box::new(Silent));
                 None
             }
@@ -261,6 +262,9 @@ impl Main {
                 source,
                 progress,
             } => {
+                if let Some(status) = self.notice_a_dead_incumbent() {
+                    return Some(status);
+                }
                 self.begin_handoff(force, binary, source, progress);
                 None
             }
@@ -269,6 +273,16 @@ impl Main {
                 self.stop_after_handoff.then(|| self.stop())
             }
         }
+    }
+
+    /// An incumbent that died since the last tick is handled (a restart
+    /// scheduled) before a trigger, which then starts a binary instead of
+    /// handing off from a dead process.
+    fn notice_a_dead_incumbent(&mut self) -> Option<u8> {
+        if self.handoff_running() {
+            return None;
+        }
+        self.check_incumbent()
     }
 
     fn begin_handoff(
@@ -311,29 +325,36 @@ impl Main {
             }
         };
         warn_restart_only_changes(&self.config, &config);
-        let binary = binary.unwrap_or_else(|| config.service.binary.clone());
+        let named_binary = binary;
+        let binary = named_binary
+            .clone()
+            .unwrap_or_else(|| config.service.binary.clone());
         let mut state = self.shared.lock();
         if let Err(e) = crate::config::check_binary(&binary) {
             let reply = Reply::Error(format!("--binary: {e}"));
             return refuse(&mut state, &mut progress, reply);
         }
-        if self.current.is_none() {
-            let reply = Reply::Error("no incumbent is running (it is being restarted)".into());
-            return refuse(&mut state, &mut progress, reply);
-        }
         if let Some(count) = state.refuses(&binary) {
             if !force {
                 let reply = Reply::Refused(format!(
-                    "{} failed to reach Ready {count} times in a row; name another with \
-                     --binary, or retry it with --force",
+                    "{} failed {count} times in a row (or died within its probation); name \
+                     another with --binary, or retry it with --force",
                     binary.display()
                 ));
                 return refuse(&mut state, &mut progress, reply);
             }
         }
+        if self.current.is_none() {
+            drop(state);
+            return self.start_instead_of_restart(
+                Build::of(&config, named_binary),
+                source,
+                progress,
+            );
+        }
         let spec = SpawnSpec {
             command: service_command(&config, binary.clone()),
-            deadline: config.timeouts.deadline,
+            deadline: handoff_budget(config.timeouts.deadline, self.wire_slack),
             drain_grace: config.timeouts.drain_grace,
         };
         state.handoff = Some(Running {
@@ -346,6 +367,7 @@ impl Main {
         });
         state.counters.handoffs += 1;
         drop(state);
+        self.handoff_binary = named_binary;
         log!(
             Info,
             &[("binary", Field::Str(&binary.to_string_lossy()))],
@@ -378,6 +400,7 @@ impl Main {
             mut progress,
         } = finished;
         let binary = worker::binary(&spec);
+        let named_binary = self.handoff_binary.take();
         let shared = self.shared.clone();
         let mut state = shared.lock();
         let running = state.handoff.take();
@@ -439,14 +462,21 @@ impl Main {
                             since: SystemTime::now(),
                             binary: binary.clone(),
                         });
-                        if let Some(old) = self.current.take() {
+                        let probation = self.config.restart.probation;
+                        let fallback = self.current.take().map(|old| {
+                            let fallback = old.fallback_for_successor(probation);
                             self.retire(old.process);
-                        }
+                            fallback
+                        });
                         self.current = Some(Generation {
                             process: Process::Child(successor),
                             started: Instant::now(),
+                            build: Build {
+                                command: spec.command.clone(),
+                                named_binary,
+                            },
+                            fallback,
                         });
-                        self.command = spec.command.clone();
                         self.backoff.reset();
                         (
                             Reply::Committed { id, total_ms, pid },
@@ -512,20 +542,17 @@ impl Main {
 
     fn retire(&mut self, process: Process) {
         let grace = self.config.timeouts.drain_grace + self.config.timeouts.liveness;
-        self.retiring.push(Retiring {
+        self.retiring.push(Retiring::Draining {
             process,
-            term_at: Instant::now() + grace,
-            kill_at: None,
+            stop_at: Instant::now() + grace,
         });
     }
 
     /// Periodic work between events.
     fn tick(&mut self) -> Option<u8> {
         self.reap_retiring();
-        if !self.handoff_running() {
-            if let Some(status) = self.check_incumbent() {
-                return Some(status);
-            }
+        if let Some(status) = self.notice_a_dead_incumbent() {
+            return Some(status);
         }
         self.maybe_restart();
         self.maybe_ready();
@@ -541,119 +568,246 @@ impl Main {
 
     fn reap_retiring(&mut self) {
         let kill_grace = self.config.timeouts.kill_grace;
-        self.retiring.retain_mut(|r| {
-            if let Some((how, _)) = r.process.exited() {
-                log!(
-                    Info,
-                    &[("pid", Field::U64(r.process.pid().into()))],
-                    "previous incumbent pid {} {how}",
-                    r.process.pid()
-                );
-                return false;
-            }
-            let now = Instant::now();
-            match r.kill_at {
-                None if now >= r.term_at => {
+        let retiring = std::mem::take(&mut self.retiring);
+        self.retiring = retiring
+            .into_iter()
+            .filter_map(|retiring| match retiring {
+                Retiring::Draining {
+                    mut process,
+                    stop_at,
+                } => {
+                    let pid = process.pid();
+                    if let Some((how, _)) = process.exited() {
+                        log!(
+                            Info,
+                            &[("pid", Field::U64(pid.into()))],
+                            "previous incumbent pid {pid} {how}"
+                        );
+                        return None;
+                    }
+                    if Instant::now() < stop_at {
+                        return Some(Retiring::Draining { process, stop_at });
+                    }
                     log!(
                         Warn,
-                        &[],
-                        "previous incumbent pid {} still runs: SIGTERM",
-                        r.process.pid()
+                        &[("pid", Field::U64(pid.into()))],
+                        "previous incumbent pid {pid} still runs: stopping it (SIGTERM, \
+                         SIGKILL after {} ms)",
+                        kill_grace.as_millis()
                     );
-                    r.process.signal(libc::SIGTERM);
-                    r.kill_at = Some(now + kill_grace);
+                    // The process goes to the thread once it runs, so a
+                    // thread that cannot start leaves it to us.
+                    let (hand_over, take) = mpsc::channel::<Process>();
+                    let stopper =
+                        std::thread::Builder::new()
+                            .name("retire".into())
+                            .spawn(move || {
+                                if let Ok(mut process) = take.recv() {
+                                    process.terminate(kill_grace);
+                                }
+                            });
+                    match stopper {
+                        Ok(handle) => {
+                            let _ = hand_over.send(process);
+                            Some(Retiring::Stopping(handle))
+                        }
+                        Err(e) => {
+                            log!(Warn, &[], "cannot start a thread to stop pid {pid}: {e}");
+                            process.terminate(kill_grace);
+                            None
+                        }
+                    }
                 }
-                Some(at) if now >= at => {
-                    r.process.signal(libc::SIGKILL);
-                    r.kill_at = Some(now + Duration::from_secs(3600));
+                Retiring::Stopping(handle) if handle.is_finished() => {
+                    let _ = handle.join();
+                    None
                 }
-                _ => {}
-            }
-            true
-        });
+                stopping @ Retiring::Stopping(_) => Some(stopping),
+            })
+            .collect();
     }
 
     fn check_incumbent(&mut self) -> Option<u8> {
         let generation = self.current.as_mut()?;
         let (how, success) = generation.process.exited()?;
+        let generation = self.current.take().expect("checked above");
         let pid = generation.process.pid();
-        let started = generation.started;
-        self.current = None;
         log!(
             Warn,
             &[("pid", Field::U64(pid.into()))],
             "incumbent pid {pid} {how} outside a handoff"
         );
+        let probation = self.config.restart.probation;
+        let on_probation = generation.on_probation(probation);
         let mut state = self.shared.lock();
         state.incumbent = None;
-        match self.backoff.on_exit(started, success) {
-            Decision::RestartIn(delay) => {
-                self.restart_at = Some(Instant::now() + delay);
-                state.restart_at = Some(SystemTime::now() + delay);
-                drop(state);
-                log!(Info, &[], "restarting it in {} ms", delay.as_millis());
-                self.notifier.status(&format!(
-                    "incumbent pid {pid} {how}; restarting in {} ms",
-                    delay.as_millis()
-                ));
-                None
-            }
-            Decision::GiveUp => {
-                drop(state);
-                let policy = match self.config.restart.policy {
-                    RestartPolicy::Never => "never",
-                    _ => "on-failure",
-                };
+        match generation.fallback.clone() {
+            Some(previous) if on_probation && !previous.same_as(&generation.build) => {
+                // A build that dies this soon would die again: bring back the
+                // one that served before it, now, whatever the policy.
+                let bad = generation.build.command.binary.clone();
                 log!(
                     Error,
-                    &[],
-                    "restart policy \"{policy}\": the supervisor stops"
+                    &[("pid", Field::U64(pid.into()))],
+                    "{} (pid {pid}) {how} {} ms after it began serving, within its probation \
+                     ({} s): bringing back the last build that served well, {}, cold; {} is \
+                     refused from now on (trigger --force to retry it)",
+                    bad.display(),
+                    generation.started.elapsed().as_millis(),
+                    probation.as_secs_f64(),
+                    previous.command.binary.display(),
+                    bad.display()
                 );
-                Some(self.stop_with(if success { 0 } else { 1 }))
+                state.counters.probation_failures += 1;
+                state.probation_failure = Some(ProbationFailure {
+                    binary: bad.clone(),
+                    pid,
+                    how: how.clone(),
+                    restored: previous.command.binary.clone(),
+                    at: SystemTime::now(),
+                });
+                state.refuse(bad);
+                drop(state);
+                self.schedule(Duration::ZERO, Comeback::Previous(previous));
+                None
+            }
+            fallback => match self.backoff.on_exit(generation.started, success) {
+                Decision::RestartIn(delay) => {
+                    drop(state);
+                    // Past its probation, the generation that died served well.
+                    let fallback = if on_probation {
+                        fallback
+                    } else {
+                        Some(generation.build.clone())
+                    };
+                    let comeback = Comeback::Again {
+                        named_binary: generation.build.named_binary,
+                        fallback,
+                    };
+                    self.schedule(delay, comeback);
+                    log!(Info, &[], "restarting it in {} ms", delay.as_millis());
+                    self.notifier.status(&format!(
+                        "incumbent pid {pid} {how}; restarting in {} ms",
+                        delay.as_millis()
+                    ));
+                    None
+                }
+                Decision::GiveUp => {
+                    drop(state);
+                    let policy = match self.config.restart.policy {
+                        RestartPolicy::Never => "never",
+                        _ => "on-failure",
+                    };
+                    log!(
+                        Error,
+                        &[],
+                        "restart policy \"{policy}\": the supervisor stops"
+                    );
+                    Some(self.stop_with(if success { 0 } else { 1 }))
+                }
+            },
+        }
+    }
+
+    fn schedule(&mut self, delay: Duration, comeback: Comeback) {
+        self.restart = Some((Instant::now() + delay, comeback));
+        self.shared.lock().restart_at = Some(SystemTime::now() + delay);
+    }
+
+    fn maybe_restart(&mut self) {
+        match &self.restart {
+            Some((at, _)) if Instant::now() >= *at && self.current.is_none() => {}
+            _ => return,
+        }
+        let (_, comeback) = self.restart.take().expect("checked above");
+        self.shared.lock().restart_at = None;
+        let (build, fallback) = match comeback.clone() {
+            Comeback::Again {
+                named_binary,
+                fallback,
+            } => (Build::of(&self.current_config(), named_binary), fallback),
+            Comeback::Previous(build) => (build, None),
+        };
+        if let Err(e) = self.start_cold(build, fallback.clone(), "restarted") {
+            log!(Error, &[], "cannot restart the service: {e}");
+            // A build that cannot even start is not retried when a good one
+            // is known.
+            let comeback = match fallback {
+                Some(previous) => Comeback::Previous(previous),
+                None => comeback,
+            };
+            if let Decision::RestartIn(delay) = self.backoff.on_exit(Instant::now(), false) {
+                self.schedule(delay, comeback);
             }
         }
     }
 
-    fn maybe_restart(&mut self) {
-        let Some(at) = self.restart_at else { return };
-        if Instant::now() < at || self.current.is_some() {
-            return;
+    /// Start `build` cold as the incumbent; its pid.
+    fn start_cold(
+        &mut self,
+        build: Build,
+        fallback: Option<Build>,
+        what: &str,
+    ) -> Result<u32, String> {
+        let generation = start_generation(&self.supervisor, build, fallback)?;
+        let pid = generation.process.pid();
+        log!(
+            Info,
+            &[("pid", Field::U64(pid.into()))],
+            "{what} {} cold: pid {pid}",
+            generation.build.command.binary.display()
+        );
+        {
+            let mut state = self.shared.lock();
+            state.counters.restarts += 1;
+            state.incumbent = Some(incumbent_of(&generation));
         }
-        self.restart_at = None;
-        let mut state = self.shared.lock();
-        state.restart_at = None;
-        state.counters.restarts += 1;
-        match self.supervisor.spawn_cold(&self.command) {
-            Ok(child) => {
-                let pid = child.pid();
-                log!(
-                    Info,
-                    &[("pid", Field::U64(pid.into()))],
-                    "restarted {} cold: pid {pid}",
-                    self.command.binary.display()
-                );
-                state.incumbent = Some(Incumbent {
-                    pid,
-                    adopted: false,
-                    since: SystemTime::now(),
-                    binary: self.command.binary.clone(),
-                });
-                drop(state);
-                self.notifier
-                    .status(&format!("serving: pid {pid} (restarted)"));
-                self.current = Some(Generation {
-                    process: Process::Child(child),
-                    started: Instant::now(),
-                });
-            }
+        self.notifier
+            .status(&format!("serving: pid {pid} ({what})"));
+        self.current = Some(generation);
+        Ok(pid)
+    }
+
+    /// A trigger while the incumbent is being restarted: start what it
+    /// names now rather than wait out the backoff (the service is down).
+    fn start_instead_of_restart(
+        &mut self,
+        build: Build,
+        source: &'static str,
+        mut progress: Box<dyn Progress>,
+    ) {
+        let pending = self.restart.take();
+        self.shared.lock().restart_at = None;
+        let fallback = pending
+            .clone()
+            .and_then(|(_, comeback)| comeback.fallback());
+        log!(
+            Info,
+            &[],
+            "{source}: no incumbent is running (it is being restarted): starting {} now",
+            build.command.binary.display()
+        );
+        match self.start_cold(build, fallback, "started") {
+            Ok(pid) => progress.send(&Reply::Started { pid }),
             Err(e) => {
-                log!(Error, &[], "cannot restart the service: {e}");
-                if let Decision::RestartIn(delay) = self.backoff.on_exit(Instant::now(), false) {
-                    self.restart_at = Some(Instant::now() + delay);
-                    state.restart_at = Some(SystemTime::now() + delay);
+                log!(Error, &[], "{source}: {e}");
+                if let Some((at, comeback)) = pending {
+                    self.schedule(at.saturating_duration_since(Instant::now()), comeback);
                 }
+                self.shared.lock().counters.failures += 1;
+                progress.send(&Reply::Error(e));
             }
         }
+    }
+
+    /// The config file as it is now, for a cold start: like a handoff, a
+    /// restart applies what changed; the file read at start if it no
+    /// longer parses.
+    fn current_config(&self) -> Config {
+        Config::load(&self.config.path).unwrap_or_else(|e| {
+            log!(Warn, &[], "config not reloaded for the restart: {e}");
+            (*self.config).clone()
+        })
     }
 
     /// READY=1 once the first generation answers on its control socket.
@@ -693,13 +847,33 @@ impl Main {
             log!(Info, &[], "stopping incumbent pid {pid}");
             generation.process.terminate(grace);
         }
-        for mut retiring in self.retiring.drain(..) {
-            retiring.process.terminate(self.config.timeouts.kill_grace);
+        for retiring in self.retiring.drain(..) {
+            match retiring {
+                Retiring::Draining { mut process, .. } => {
+                    process.terminate(self.config.timeouts.kill_grace)
+                }
+                Retiring::Stopping(handle) => {
+                    let _ = handle.join();
+                }
+            }
         }
         let _ = std::fs::remove_file(&self.config.service.trigger_socket);
         log!(Info, &[], "stopped");
         status
     }
+}
+
+/// The library allows each phase `wire_slack` past the deadline for frames
+/// in flight: taken from the deadline, so the whole handoff ends by it.
+fn wire_slack(deadline: Duration) -> Duration {
+    Duration::from_secs(1).min(deadline / 5)
+}
+
+/// The deadline to give the library for a handoff due within `deadline`
+/// (a reload may have changed it since the slack was set: half of it at
+/// least).
+fn handoff_budget(deadline: Duration, wire_slack: Duration) -> Duration {
+    deadline.saturating_sub(wire_slack).max(deadline / 2)
 }
 
 /// Whether a rollback is the successor's doing (it died, hung, or never

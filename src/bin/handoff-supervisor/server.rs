@@ -1,16 +1,19 @@
 //! The trigger socket (mode 0600, peer uid checked) and the optional
 //! metrics endpoint. Each connection gets a short-lived thread and five
-//! seconds to send its request, so a silent client blocks nobody.
+//! seconds to send its request, so a silent client blocks nobody; how many
+//! are served at once, and which idle one gives way, is `connections`.
 
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::connections::{Admission, Connections, Ticket};
 use crate::log::{log, Field};
 use crate::run::Event;
 use crate::state::Shared;
@@ -20,24 +23,29 @@ use crate::worker::SocketProgress;
 
 /// How long a client has to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are answered "busy" and closed.
-const MAX_CONNECTIONS: usize = 64;
 
 #[derive(Clone)]
 pub struct Context {
     pub shared: Shared,
     pub config: Arc<Config>,
     pub events: Sender<Event>,
-    active: Arc<AtomicUsize>,
+    connections: Connections,
 }
 
 impl Context {
     pub fn new(shared: Shared, config: Arc<Config>, events: Sender<Event>) -> Context {
+        let connections = Connections::new(free_descriptors());
+        log!(
+            Debug,
+            &[],
+            "serving at most {} trigger and metrics connections at once",
+            connections.max()
+        );
         Context {
             shared,
             config,
             events,
-            active: Arc::new(AtomicUsize::new(0)),
+            connections,
         }
     }
 
@@ -46,61 +54,158 @@ impl Context {
         Snapshot::of(&state, &self.config).render(format)
     }
 
-    /// Run `work` on a thread of its own, unless too many already run.
-    fn spawn_connection(&self, work: impl FnOnce() + Send + 'static) -> bool {
-        if self.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        let active = Arc::clone(&self.active);
+    /// Serve `stream` with `work` on a thread of its own, if there is room;
+    /// the stream comes back when there is not.
+    fn spawn_connection<S: AsRawFd + Send + 'static>(
+        &self,
+        what: &str,
+        stream: S,
+        work: impl FnOnce(S, Ticket) + Send + 'static,
+    ) -> Option<S> {
+        let ticket = match self.connections.admit(stream.as_raw_fd()) {
+            Admission::Busy => return Some(stream),
+            Admission::Admitted(ticket) => ticket,
+            Admission::AdmittedByEviction(ticket) => {
+                log!(
+                    Warn,
+                    &[],
+                    "{what}: {} connections at once (the most the descriptor limit allows): \
+                     closed the oldest idle connection for a new one",
+                    self.connections.max()
+                );
+                ticket
+            }
+        };
+        // The thread owns both; a thread that cannot start drops them, the
+        // ticket first (a tuple drops in order), so the descriptor is never
+        // listed once closed.
+        let connection = (ticket, stream);
         let spawned = std::thread::Builder::new()
             .name("connection".into())
             .spawn(move || {
-                work();
-                active.fetch_sub(1, Ordering::AcqRel);
+                let (ticket, stream) = connection;
+                work(stream, ticket)
             });
-        if spawned.is_err() {
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            return false;
+        if let Err(e) = spawned {
+            log!(Warn, &[], "{what}: cannot start a connection thread: {e}");
         }
-        true
+        None
     }
 }
 
-/// Accept trigger connections on a thread, for the life of the process.
-pub fn serve_triggers(listener: UnixListener, context: Context) -> std::io::Result<()> {
+/// Descriptors this process may still open.
+fn free_descriptors() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    #[allow(unsafe_code)]
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    if !known || limit.rlim_cur == libc::RLIM_INFINITY {
+        return usize::MAX;
+    }
+    usize::try_from(limit.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(open)
+}
+
+/// A descriptor held in reserve: when accept finds the table full, it is
+/// given up so that the connection can still be accepted and answered.
+struct Spare(Option<File>);
+
+impl Spare {
+    fn new() -> Spare {
+        Spare(File::open("/dev/null").ok())
+    }
+
+    /// Out of descriptors: free the spare, if we still have it.
+    fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    fn restore(&mut self) {
+        if self.0.is_none() {
+            self.0 = File::open("/dev/null").ok();
+        }
+    }
+}
+
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// Accept connections on a thread, for the life of the process.
+fn serve<S: Stream + AsRawFd + Write + Send + 'static>(
+    what: &'static str,
+    mut accept: impl FnMut() -> std::io::Result<S> + Send + 'static,
+    context: Context,
+    handle: fn(S, Ticket, &Context),
+) -> std::io::Result<()> {
     std::thread::Builder::new()
-        .name("trigger-socket".into())
-        .spawn(move || loop {
-            match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let ctx = context.clone();
-                    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
-                    let Ok(copy) = stream.try_clone() else {
-                        continue;
-                    };
-                    if !context.spawn_connection(move || handle_trigger(copy, &ctx)) {
-                        let _ = stream.write_all(Reply::Error("busy".into()).to_line().as_bytes());
+        .name(what.into())
+        .spawn(move || {
+            let mut spare = Spare::new();
+            loop {
+                spare.restore();
+                match accept() {
+                    Ok(stream) => {
+                        let _ = stream.set_send_timeout(REQUEST_TIMEOUT);
+                        let ctx = context.clone();
+                        let work = move |stream, ticket| handle(stream, ticket, &ctx);
+                        if let Some(mut stream) = context.spawn_connection(what, stream, work) {
+                            log!(Warn, &[], "{what}: every connection serves a request: busy");
+                            let _ =
+                                stream.write_all(Reply::Error("busy".into()).to_line().as_bytes());
+                        }
                     }
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // EMFILE and the like: transient.
-                    log!(Warn, &[], "trigger socket: accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) if out_of_descriptors(&e) && spare.release() => {
+                        // The next accept gets the spare's slot.
+                        log!(
+                            Warn,
+                            &[],
+                            "{what}: out of descriptors ({e}): using the spare one for the next \
+                         connection"
+                        );
+                    }
+                    Err(e) => {
+                        log!(Warn, &[], "{what}: accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
             }
         })?;
     Ok(())
 }
 
-fn handle_trigger(mut stream: UnixStream, ctx: &Context) {
+/// Accept trigger connections on a thread, for the life of the process.
+pub fn serve_triggers(listener: UnixListener, context: Context) -> std::io::Result<()> {
+    serve(
+        "trigger socket",
+        move || listener.accept().map(|(stream, _)| stream),
+        context,
+        handle_trigger,
+    )
+}
+
+/// Every path calls `ticket.done_waiting()` before the stream can close:
+/// an idle connection's descriptor must stay valid while it is listed.
+fn handle_trigger(mut stream: UnixStream, ticket: Ticket, ctx: &Context) {
     if let Err(e) = handoff::control::check_peer_uid(&stream) {
+        ticket.done_waiting();
         log!(Warn, &[], "trigger socket: refused a connection: {e}");
         let _ = stream.write_all(Reply::Error(e.to_string()).to_line().as_bytes());
         return;
     }
-    let line = match read_request(&mut stream, b"\n") {
+    let request = read_request(&mut stream, b"\n");
+    if ticket.done_waiting() {
+        let reason = "closed: too many idle connections; send the request at once";
+        let _ = stream.write_all(Reply::Error(reason.into()).to_line().as_bytes());
+        return;
+    }
+    let line = match request {
         Ok(line) => line,
         Err(e) => {
             log!(Debug, &[], "trigger socket: no request: {e}");
@@ -131,7 +236,7 @@ fn handle_trigger(mut stream: UnixStream, ctx: &Context) {
 }
 
 /// Read until `end` (excluded) within REQUEST_TIMEOUT and MAX_REQUEST bytes.
-fn read_request(stream: &mut impl ReadTimeout, end: &[u8]) -> std::io::Result<String> {
+fn read_request(stream: &mut impl Stream, end: &[u8]) -> std::io::Result<String> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut request = Vec::new();
     let mut chunk = [0u8; 1024];
@@ -164,45 +269,48 @@ fn read_request(stream: &mut impl ReadTimeout, end: &[u8]) -> std::io::Result<St
     }
 }
 
-trait ReadTimeout: Read {
+/// The two kinds of connection, as `serve` and `read_request` use them.
+trait Stream: Read {
     fn set_timeout(&self, timeout: Duration) -> std::io::Result<()>;
+    fn set_send_timeout(&self, timeout: Duration) -> std::io::Result<()>;
 }
 
-impl ReadTimeout for UnixStream {
+impl Stream for UnixStream {
     fn set_timeout(&self, timeout: Duration) -> std::io::Result<()> {
         self.set_read_timeout(Some(timeout))
     }
+
+    fn set_send_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(timeout))
+    }
 }
 
-impl ReadTimeout for std::net::TcpStream {
+impl Stream for std::net::TcpStream {
     fn set_timeout(&self, timeout: Duration) -> std::io::Result<()> {
         self.set_read_timeout(Some(timeout))
+    }
+
+    fn set_send_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(timeout))
     }
 }
 
 /// `GET /metrics` over HTTP/1.x, for Prometheus to scrape.
 pub fn serve_metrics(listener: TcpListener, context: Context) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let ctx = context.clone();
-                    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
-                    context.spawn_connection(move || handle_metrics(stream, &ctx));
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log!(Warn, &[], "metrics endpoint: accept failed: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        })?;
-    Ok(())
+    serve(
+        "metrics endpoint",
+        move || listener.accept().map(|(stream, _)| stream),
+        context,
+        handle_metrics,
+    )
 }
 
-fn handle_metrics(mut stream: std::net::TcpStream, ctx: &Context) {
-    let Ok(request) = read_request(&mut stream, b"\r\n\r\n") else {
+fn handle_metrics(mut stream: std::net::TcpStream, ticket: Ticket, ctx: &Context) {
+    let request = read_request(&mut stream, b"\r\n\r\n");
+    if ticket.done_waiting() {
+        return;
+    }
+    let Ok(request) = request else {
         return;
     };
     let mut words = request.lines().next().unwrap_or_default().split(' ');

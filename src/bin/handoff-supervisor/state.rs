@@ -65,6 +65,17 @@ pub struct Last {
     pub binary: PathBuf,
 }
 
+/// A generation that died within its probation, and the build brought back.
+#[derive(Debug, Clone)]
+pub struct ProbationFailure {
+    pub binary: PathBuf,
+    pub pid: u32,
+    /// How it ended ("exited with status 70").
+    pub how: String,
+    pub restored: PathBuf,
+    pub at: SystemTime,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counters {
     /// Handoffs started (whatever their outcome).
@@ -77,6 +88,8 @@ pub struct Counters {
     pub refused: u64,
     /// Cold restarts after the incumbent died outside a handoff.
     pub restarts: u64,
+    /// Generations that died within their probation.
+    pub probation_failures: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +103,8 @@ pub struct State {
     pub failing_binary: Option<(PathBuf, u32)>,
     /// When the incumbent is to be restarted (it died).
     pub restart_at: Option<SystemTime>,
+    /// The last generation that died within its probation.
+    pub probation_failure: Option<ProbationFailure>,
     pub stopping: bool,
 }
 
@@ -106,6 +121,12 @@ impl State {
         } else {
             "starting"
         }
+    }
+
+    /// Refuse `binary` from now on (unless forced), as after REFUSE_AFTER
+    /// failures.
+    pub fn refuse(&mut self, binary: PathBuf) {
+        self.failing_binary = Some((binary, REFUSE_AFTER));
     }
 
     /// Whether `binary` is refused for a handoff (unless forced).
@@ -132,6 +153,7 @@ impl Shared {
             counters: Counters::default(),
             failing_binary: None,
             restart_at: None,
+            probation_failure: None,
             stopping: false,
         })))
     }

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub counters: CountersView,
     pub refused_binary: Option<RefusedView>,
     pub restart_in_secs: Option<f64>,
+    /// The last generation that died within its probation.
+    pub probation_failure: Option<ProbationView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -76,6 +78,17 @@ pub struct CountersView {
     pub failures: u64,
     pub refused: u64,
     pub restarts: u64,
+    pub probation_failures: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbationView {
+    pub binary: String,
+    pub pid: u32,
+    pub how: String,
+    /// The build brought back in its place.
+    pub restored: String,
+    pub at_unix_ms: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,6 +163,7 @@ impl Snapshot {
                 failures: c.failures,
                 refused: c.refused,
                 restarts: c.restarts,
+                probation_failures: c.probation_failures,
             },
             refused_binary: state.failing_binary.as_ref().and_then(|(binary, count)| {
                 state.refuses(binary).map(|_| RefusedView {
@@ -161,6 +175,13 @@ impl Snapshot {
                 at.duration_since(SystemTime::now())
                     .unwrap_or_default()
                     .as_secs_f64()
+            }),
+            probation_failure: state.probation_failure.as_ref().map(|p| ProbationView {
+                binary: p.binary.display().to_string(),
+                pid: p.pid,
+                how: p.how.clone(),
+                restored: p.restored.display().to_string(),
+                at_unix_ms: unix_ms(p.at),
             }),
             error: None,
         }
@@ -190,6 +211,7 @@ impl Snapshot {
             counters: CountersView::default(),
             refused_binary: None,
             restart_in_secs: None,
+            probation_failure: None,
             error: Some(error.to_string()),
         }
     }
@@ -287,6 +309,13 @@ impl Snapshot {
                 let _ = writeln!(out, "                {}", phases.join(", "));
             }
         }
+        if let Some(p) = &self.probation_failure {
+            let _ = writeln!(
+                out,
+                "  probation     pid {} ({}) {} within its probation; brought back {}",
+                p.pid, p.binary, p.how, p.restored
+            );
+        }
         if let Some(r) = &self.refused_binary {
             let _ = writeln!(
                 out,
@@ -368,6 +397,12 @@ impl Snapshot {
             "counter",
             "Cold restarts after the incumbent died outside a handoff.",
             &[("", c.restarts as f64)],
+        );
+        metric(
+            "probation_failures_total",
+            "counter",
+            "Generations that died within their probation (the previous build was brought back).",
+            &[("", c.probation_failures as f64)],
         );
         if let Some(l) = &self.last_handoff {
             let phases: Vec<(String, f64)> = l

@@ -8,6 +8,7 @@
 //!   → phase NAME MS ID                   once per phase, as it completes
 //!   → committed ID TOTAL_MS PID  |  rolled-back ID TOTAL_MS PHASE REASON...
 //!   | in-progress ID|- PHASE     |  refused REASON...  |  error REASON...
+//!   | started PID                  no incumbent ran: PATH was started cold
 //! status text|json|prometheus
 //!   → the rendered status, until the server closes the connection
 //! ```
@@ -128,6 +129,11 @@ pub enum Reply {
         id: String,
         phase: String,
     },
+    /// No incumbent was running (it was being restarted): the binary was
+    /// started cold instead of handed off to.
+    Started {
+        pid: u32,
+    },
     Refused(String),
     Error(String),
 }
@@ -150,6 +156,7 @@ impl Reply {
                 one_line(reason)
             ),
             Reply::InProgress { id, phase } => format!("in-progress {id} {phase}\n"),
+            Reply::Started { pid } => format!("started {pid}\n"),
             Reply::Refused(reason) => format!("refused {}\n", one_line(reason)),
             Reply::Error(reason) => format!("error {}\n", one_line(reason)),
         }
@@ -181,6 +188,9 @@ impl Reply {
                 id: next()?,
                 phase: next()?,
             },
+            "started" => Reply::Started {
+                pid: next()?.parse().ok()?,
+            },
             "refused" => Reply::Refused(rest.to_owned()),
             "error" => Reply::Error(rest.to_owned()),
             _ => return None,
@@ -198,7 +208,8 @@ fn connect(config: &Config) -> Result<UnixStream, String> {
     })
 }
 
-/// `handoff-supervisor trigger`: 0 committed, 1 rolled back, 2 otherwise.
+/// `handoff-supervisor trigger`: 0 committed (or started cold while the
+/// service was being restarted), 1 rolled back, 2 otherwise.
 pub fn run_trigger(config: &Config, binary: Option<PathBuf>, force: bool, quiet: bool) -> u8 {
     // The supervisor runs elsewhere: name the binary absolutely.
     let binary = match binary.map(std::path::absolute).transpose() {
@@ -269,6 +280,14 @@ pub fn run_trigger(config: &Config, binary: Option<PathBuf>, force: bool, quiet:
                     "rolled back after {total_ms:.3} ms, in phase {phase}: {reason} (handoff {id})"
                 );
                 return 1;
+            }
+            Some(Reply::Started { pid }) => {
+                if !quiet {
+                    println!(
+                        "no incumbent was running (it was being restarted): started pid {pid} cold"
+                    );
+                }
+                return 0;
             }
             Some(Reply::InProgress { id, phase }) => {
                 eprintln!("handoff-supervisor: handoff in progress ({id}, phase {phase})");
@@ -365,6 +384,7 @@ mod tests {
                 id: "-".into(),
                 phase: "hello".into(),
             },
+            Reply::Started { pid: 7 },
             Reply::Refused("no".into()),
             Reply::Error("bad thing".into()),
         ] {
