@@ -288,9 +288,15 @@ mod tests {
     fn an_oversize_length_poisons_the_reader() {
         let mut reader = FrameReader::new();
         reader.feed(&(MAX_FRAME_BYTES + 1).to_le_bytes());
-        assert!(matches!(reader.next_frame(), Err(Error::FrameTooLarge { .. })));
+        assert!(matches!(
+            reader.next_frame(),
+            Err(Error::FrameTooLarge { .. })
+        ));
         reader.feed(&encode_frame(1, &Message::Heartbeat { ts_ms: 1 }).unwrap());
-        assert!(matches!(reader.next_frame(), Err(Error::FrameTooLarge { .. })));
+        assert!(matches!(
+            reader.next_frame(),
+            Err(Error::FrameTooLarge { .. })
+        ));
     }
 
     #[test]

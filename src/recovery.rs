@@ -7,7 +7,7 @@
 //! once it is proven to be ours, through a pidfd, so that a pid reused by a
 //! stranger (a journal restored from a backup, a reboot) is left alone.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crate::journal::Journal;
 use crate::log::event;
@@ -79,14 +79,12 @@ fn stop_journalled(role: &str, pid: u32, written: Option<SystemTime>, grace: Dur
             return;
         }
     }
-    event!(Warn, "recovery: stopping {role}, pid {pid} (SIGTERM)");
-    process.signal(libc::SIGTERM);
-    if process.wait_exit(Instant::now() + grace) {
-        return;
-    }
     event!(
         Warn,
-        "recovery: {role}, pid {pid}, still alive after {grace:?}: SIGKILL"
+        "recovery: stopping {role}, pid {pid} (SIGTERM, SIGKILL after {grace:?})"
     );
-    process.signal(libc::SIGKILL);
+    let mut process = process;
+    if !crate::spawn::stop(&mut process, grace) {
+        event!(Error, "recovery: {role}, pid {pid}, survived SIGKILL");
+    }
 }

@@ -80,13 +80,7 @@ struct Foreign(u32);
 
 impl Stoppable for Foreign {
     fn send(&mut self, signal: libc::c_int) {
-        let Ok(pid) = libc::pid_t::try_from(self.0) else {
-            return;
-        };
-        // SAFETY: getpgid(2) has no memory effects.
-        if pid > 0 && unsafe { libc::getpgid(pid) } == pid {
-            signal_group(pid, signal);
-        }
+        signal_group_of(self.0, signal);
         signal_pid(self.0, signal);
     }
 
@@ -98,6 +92,18 @@ impl Stoppable for Foreign {
 /// Stop a process that is not our child: SIGTERM, SIGKILL after `grace`.
 pub fn terminate_pid(pid: u32, grace: Duration) -> bool {
     stop(&mut Foreign(pid), grace)
+}
+
+/// Signal the process group `pid` leads, if it leads one (every
+/// generation `spawn` starts does): what it forked goes with it.
+pub fn signal_group_of(pid: u32, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: getpgid(2) has no memory effects.
+    if pid > 0 && unsafe { libc::getpgid(pid) } == pid {
+        signal_group(pid, signal);
+    }
 }
 
 fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {

@@ -1009,7 +1009,7 @@ address = "tcp://{addr}"
     .unwrap();
     let log = dir.path().join("supervisor.log");
     let log_file = std::fs::File::create(&log).unwrap();
-    let mut supervisor = activated_supervisor(&listener)
+    let supervisor = activated_supervisor(&listener)
         .args(["run", "--config"])
         .arg(&config)
         .stdin(Stdio::null())
@@ -1019,14 +1019,25 @@ address = "tcp://{addr}"
         .spawn()
         .unwrap();
     drop(listener);
-    struct KillGroup(i32);
+    /// Stop the supervisor as an operator would (SIGTERM: it stops its
+    /// service, which runs in a process group of its own), then make sure
+    /// of the supervisor's group.
+    struct KillGroup(std::process::Child);
     impl Drop for KillGroup {
         fn drop(&mut self) {
+            let pid = self.0.id() as i32;
+            // SAFETY: signalling the process this test started (not reaped yet).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = Instant::now() + PATIENCE;
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             // SAFETY: signalling the process group this test started.
-            unsafe { libc::kill(-self.0, libc::SIGKILL) };
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let _ = self.0.wait();
         }
     }
-    let _group = KillGroup(supervisor.id() as i32);
+    let supervisor = KillGroup(supervisor);
 
     let trigger = dir.path().join("trigger.sock");
     let data_dir = dir.path().join("data");
@@ -1053,7 +1064,7 @@ address = "tcp://{addr}"
         );
         assert_eq!(read_generation(&data_dir), generation);
         assert!(
-            supervisor_alive(supervisor.id()),
+            supervisor_alive(supervisor.0.id()),
             "the supervisor is running"
         );
     };
@@ -1123,8 +1134,7 @@ address = "tcp://{addr}"
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(read_generation(&data_dir) > generation);
-    supervisor.kill().ok();
-    supervisor.wait().ok();
+    // Dropping `supervisor` stops it, and with it the service.
 }
 
 /// handoff-supervisor, to be given its arguments, with `listener` at fd 3

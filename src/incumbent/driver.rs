@@ -143,7 +143,7 @@ impl<'a> Driver<'a> {
         watch(
             &mut fds,
             if accepting {
-                self.incumbent.listener.as_raw_fd()
+                self.incumbent.control.listener.as_raw_fd()
             } else {
                 -1
             },
@@ -349,14 +349,14 @@ impl<'a> Driver<'a> {
     /// is greeted with our Hello.
     fn accept(&mut self) {
         let incumbent = &mut *self.incumbent;
-        let stream = match incumbent.listener.accept() {
+        let stream = match incumbent.control.listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
             Err(e) if out_of_descriptors(&e) && incumbent.spare.is_some() => {
                 // Give the reserve up, and take the connection in its place.
                 incumbent.spare = None;
-                match incumbent.listener.accept() {
+                match incumbent.control.listener.accept() {
                     Ok((stream, _)) => {
                         event!(
                             Warn,
@@ -492,8 +492,16 @@ impl<'a> Driver<'a> {
     /// again, so the path must lead to us. Rebinding is one atomic rename;
     /// if it fails we keep the socket we have and say so.
     fn rebind_control_socket(&mut self) {
-        match ControlSocket::bind(&self.incumbent.path) {
-            Ok(socket) => self.incumbent.listener = socket.listener,
+        if self.incumbent.control.still_at_path() {
+            return;
+        }
+        event!(
+            Warn,
+            "control socket {} no longer leads to this incumbent: rebinding it",
+            self.incumbent.control.path.display()
+        );
+        match ControlSocket::bind(&self.incumbent.control.path) {
+            Ok(socket) => self.incumbent.control = socket,
             Err(e) => event!(
                 Warn,
                 "cannot rebind the control socket after taking the lock back: {e}"

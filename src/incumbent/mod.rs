@@ -84,6 +84,9 @@ impl StopHandle {
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file's (device, inode) at `path` once bound: whether the
+    /// path still leads to this socket.
+    identity: Option<(u64, u64)>,
 }
 
 impl ControlSocket {
@@ -93,13 +96,25 @@ impl ControlSocket {
         Ok(ControlSocket {
             listener,
             path: path.to_owned(),
+            identity: file_identity(path),
         })
+    }
+
+    /// Whether `path` is still this socket's file (nobody replaced it).
+    fn still_at_path(&self) -> bool {
+        self.identity.is_some() && file_identity(&self.path) == self.identity
     }
 }
 
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 pub struct Incumbent {
-    listener: UnixListener,
-    path: PathBuf,
+    control: ControlSocket,
     data_dir: PathBuf,
     lock: Option<DataDirLock>,
     generation: Arc<AtomicU64>,
@@ -125,10 +140,7 @@ impl Incumbent {
     /// An incumbent on a control socket bound beforehand (so a failed bind
     /// leaves the caller its lock).
     pub fn with_control_socket(socket: ControlSocket, lock: DataDirLock) -> Incumbent {
-        let ControlSocket {
-            listener,
-            path: control_path,
-        } = socket;
+        let control_path = socket.path.clone();
         event!(
             Info,
             "incumbent {} serving control socket {}",
@@ -136,8 +148,7 @@ impl Incumbent {
             control_path.display()
         );
         Incumbent {
-            listener,
-            path: control_path,
+            control: socket,
             data_dir: lock.data_dir().to_owned(),
             generation: Arc::new(AtomicU64::new(lock.generation())),
             lock: Some(lock),
@@ -162,7 +173,7 @@ impl Incumbent {
     }
 
     pub fn control_path(&self) -> &Path {
-        &self.path
+        &self.control.path
     }
 
     /// The lock generation of this incumbent's current tenure (it changes

@@ -137,7 +137,7 @@ impl<'a> Run<'a> {
 
         self.phase = HandoffPhase::Spawn;
         let phase = Instant::now();
-        self.spawn_successor(spec, incumbent)?;
+        self.spawn_successor(spec, incumbent, deadline)?;
         self.journal(Phase::Negotiating)?;
         crash_point!("S_AFTER_N_HELLO");
         self.timings.spawn = phase.elapsed();
@@ -262,7 +262,12 @@ impl<'a> Run<'a> {
         )
     }
 
-    fn spawn_successor(&mut self, spec: &SpawnSpec, incumbent: &mut Channel) -> Step<()> {
+    fn spawn_successor(
+        &mut self,
+        spec: &SpawnSpec,
+        incumbent: &mut Channel,
+        deadline: Instant,
+    ) -> Step<()> {
         let local = |e: std::io::Error| {
             self.abort(Party::Supervisor, Cause::Io, format!("socketpair: {e}"))
         };
@@ -291,7 +296,7 @@ impl<'a> Run<'a> {
             .map_err(|e| self.abort(Party::Supervisor, Cause::Io, e.to_string()))?;
         self.successor_channel = Some(channel);
         crash_point!("S_AFTER_SPAWN");
-        let hello_by = Instant::now() + self.supervisor.timeouts.hello;
+        let hello_by = (Instant::now() + self.supervisor.timeouts.hello).min(deadline);
         let (hello, sender) = self.wait_attested(incumbent, Peer::Successor, hello_by, "Hello")?;
         // Invariant 9: the Hello must come from the child we spawned, as the
         // kernel attests, not merely claim its pid.

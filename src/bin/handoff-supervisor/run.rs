@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use handoff::supervisor::{HandoffPhase, SpawnSpec, Supervisor, Timeouts};
+use handoff::supervisor::{HandoffPhase, Party, SpawnSpec, Supervisor, Timeouts};
 
 use crate::bind;
 use crate::config::{Config, RestartPolicy};
@@ -84,8 +84,6 @@ struct Main {
     stop_after_handoff: bool,
     /// The `--binary` of the handoff in progress, if one was named.
     handoff_binary: Option<PathBuf>,
-    /// The library's slack past each phase budget (`wire_slack`).
-    wire_slack: Duration,
     next_watchdog: Option<Instant>,
 }
 
@@ -107,14 +105,12 @@ impl Main {
         let adopted_fds = bind::adopt(&config, &mut inherited)?;
         drop(inherited);
 
-        let wire_slack = wire_slack(config.timeouts.deadline);
         let mut supervisor = Supervisor::new(&config.service.control_socket);
         supervisor.set_journal(&config.service.journal);
         supervisor.set_timeouts(Timeouts {
             liveness: config.timeouts.liveness,
             hello: config.timeouts.hello,
             kill_grace: config.timeouts.kill_grace,
-            wire_slack,
             ..Timeouts::default()
         });
 
@@ -193,7 +189,6 @@ impl Main {
             ready_pending: true,
             stop_after_handoff: false,
             handoff_binary: None,
-            wire_slack,
             next_watchdog,
         })
     }
@@ -354,7 +349,7 @@ impl Main {
         }
         let spec = SpawnSpec {
             command: service_command(&config, binary.clone()),
-            deadline: handoff_budget(config.timeouts.deadline, self.wire_slack),
+            deadline: config.timeouts.deadline,
             drain_grace: config.timeouts.drain_grace,
         };
         state.handoff = Some(Running {
@@ -419,15 +414,7 @@ impl Main {
                         .chain([last])
                         .collect(),
                 };
-                let failed_phase = if outcome.committed {
-                    None
-                } else {
-                    Some(
-                        last_done
-                            .and_then(HandoffPhase::next)
-                            .unwrap_or(HandoffPhase::Hello),
-                    )
-                };
+                let failed_phase = outcome.abort.as_ref().map(|abort| abort.phase);
                 state.last = Some(Last {
                     id: Some(id.clone()),
                     result: if outcome.committed {
@@ -487,7 +474,13 @@ impl Main {
                         state.counters.rollbacks += 1;
                         let reason = outcome.abort_reason.unwrap_or_default();
                         let phase = failed_phase.unwrap_or(HandoffPhase::Hello);
-                        if successor_failed(phase, &reason) {
+                        // The successor's doing (it died, hung, never started),
+                        // not the incumbent's (a failed drain or seal).
+                        if outcome
+                            .abort
+                            .as_ref()
+                            .is_some_and(|a| a.party == Party::Successor)
+                        {
                             let count = match &state.failing_binary {
                                 Some((failing, count)) if *failing == binary => count + 1,
                                 _ => 1,
@@ -861,23 +854,4 @@ impl Main {
         log!(Info, &[], "stopped");
         status
     }
-}
-
-/// The library allows each phase `wire_slack` past the deadline for frames
-/// in flight: taken from the deadline, so the whole handoff ends by it.
-fn wire_slack(deadline: Duration) -> Duration {
-    Duration::from_secs(1).min(deadline / 5)
-}
-
-/// The deadline to give the library for a handoff due within `deadline`
-/// (a reload may have changed it since the slack was set: half of it at
-/// least).
-fn handoff_budget(deadline: Duration, wire_slack: Duration) -> Duration {
-    deadline.saturating_sub(wire_slack).max(deadline / 2)
-}
-
-/// Whether a rollback is the successor's doing (it died, hung, or never
-/// started) rather than the incumbent's (a failed drain or seal).
-fn successor_failed(phase: HandoffPhase, reason: &str) -> bool {
-    matches!(phase, HandoffPhase::Spawn | HandoffPhase::Ready) || reason.starts_with("successor")
 }
