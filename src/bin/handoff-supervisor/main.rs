@@ -5,6 +5,7 @@
 mod bind;
 mod config;
 mod connections;
+mod events;
 mod generation;
 mod log;
 mod notify;
@@ -25,7 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use config::Config;
-use trigger::StatusFormat;
+use status::StatusFormat;
 
 const USAGE: &str = "\
 usage: handoff-supervisor <command> --config FILE [options]

@@ -13,6 +13,7 @@ use handoff::supervisor::{HandoffPhase, Party, SpawnSpec, Supervisor, Timeouts};
 
 use crate::bind;
 use crate::config::{Config, RestartPolicy};
+use crate::events::{Event, Finished, Progress, Silent};
 use crate::generation::{
     incumbent_of, service_command, start_generation, Build, Comeback, Generation,
 };
@@ -26,19 +27,7 @@ use crate::signals;
 use crate::startup::{bind_listeners, claim_trigger_socket, recover, warn_restart_only_changes};
 use crate::state::{self, Incumbent, Last, ProbationFailure, Running, Shared};
 use crate::trigger::Reply;
-use crate::worker::{self, Finished, Progress, Silent};
-
-/// What reaches the main loop.
-pub enum Event {
-    Signal(libc::c_int),
-    Handoff {
-        force: bool,
-        binary: Option<PathBuf>,
-        source: &'static str,
-        progress: Box<dyn Progress>,
-    },
-    Finished(Box<Finished>),
-}
+use crate::worker;
 
 /// An incumbent that handed off.
 enum Retiring {

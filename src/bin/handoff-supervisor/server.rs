@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::connections::{Admission, Connections, Ticket};
+use crate::events::{Event, SocketProgress};
 use crate::log::{log, Field};
-use crate::run::Event;
 use crate::state::Shared;
 use crate::status::Snapshot;
-use crate::trigger::{Reply, Request, StatusFormat, MAX_REQUEST};
-use crate::worker::SocketProgress;
+use crate::status::StatusFormat;
+use crate::trigger::{Reply, Request, MAX_REQUEST};
 
 /// How long a client has to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

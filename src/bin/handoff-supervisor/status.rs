@@ -11,7 +11,24 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::state::State;
-use crate::trigger::StatusFormat;
+
+/// How `status` is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    Text,
+    Json,
+    Prometheus,
+}
+
+impl StatusFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusFormat::Text => "text",
+            StatusFormat::Json => "json",
+            StatusFormat::Prometheus => "prometheus",
+        }
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct Snapshot {

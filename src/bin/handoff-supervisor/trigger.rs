@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::status;
+use crate::status::{self, StatusFormat};
 
 /// Requests longer than this are refused (a path is at most 4 KiB).
 pub const MAX_REQUEST: usize = 8192;
@@ -31,23 +31,6 @@ pub enum Request {
         binary: Option<PathBuf>,
     },
     Status(StatusFormat),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusFormat {
-    Text,
-    Json,
-    Prometheus,
-}
-
-impl StatusFormat {
-    fn name(self) -> &'static str {
-        match self {
-            StatusFormat::Text => "text",
-            StatusFormat::Json => "json",
-            StatusFormat::Prometheus => "prometheus",
-        }
-    }
 }
 
 impl Request {

@@ -2,57 +2,16 @@
 //! reports each phase as it completes (log line, shared state, the client
 //! that asked), then hands the outcome back to the main loop.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use handoff::supervisor::{HandoffPhase, Outcome, PhaseEvent, SpawnSpec, Supervisor};
+use handoff::supervisor::{PhaseEvent, SpawnSpec, Supervisor};
 
+use crate::events::{Event, Finished, Progress};
 use crate::log::{log, Field};
-use crate::run::Event;
 use crate::state::Shared;
 use crate::trigger::Reply;
-
-/// Where a handoff's progress goes: the `trigger` client, or nowhere (SIGHUP).
-pub trait Progress: Send {
-    fn send(&mut self, reply: &Reply);
-}
-
-/// A `trigger` client's connection. A client that went away stops nothing.
-pub struct SocketProgress(Option<UnixStream>);
-
-impl SocketProgress {
-    pub fn new(stream: UnixStream) -> SocketProgress {
-        SocketProgress(Some(stream))
-    }
-}
-
-impl Progress for SocketProgress {
-    fn send(&mut self, reply: &Reply) {
-        if let Some(stream) = &mut self.0 {
-            if stream.write_all(reply.to_line().as_bytes()).is_err() {
-                self.0 = None;
-            }
-        }
-    }
-}
-
-pub struct Silent;
-
-impl Progress for Silent {
-    fn send(&mut self, _: &Reply) {}
-}
-
-/// A handoff's end, for the main loop.
-pub struct Finished {
-    pub result: handoff::Result<Outcome>,
-    pub spec: SpawnSpec,
-    /// The last phase that completed, if any.
-    pub last_done: Option<HandoffPhase>,
-    pub progress: Box<dyn Progress>,
-}
 
 pub fn start(
     supervisor: Arc<Supervisor>,

@@ -1,0 +1,61 @@
+//! What the main loop, the trigger server and the handoff worker tell one
+//! another: the main loop's events, and where a handoff's progress goes.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use handoff::supervisor::{HandoffPhase, Outcome, SpawnSpec};
+
+use crate::trigger::Reply;
+
+/// What reaches the main loop.
+pub enum Event {
+    Signal(libc::c_int),
+    Handoff {
+        force: bool,
+        binary: Option<PathBuf>,
+        source: &'static str,
+        progress: Box<dyn Progress>,
+    },
+    Finished(Box<Finished>),
+}
+
+/// Where a handoff's progress goes: the `trigger` client, or nowhere (SIGHUP).
+pub trait Progress: Send {
+    fn send(&mut self, reply: &Reply);
+}
+
+/// A `trigger` client's connection. A client that went away stops nothing.
+pub struct SocketProgress(Option<UnixStream>);
+
+impl SocketProgress {
+    pub fn new(stream: UnixStream) -> SocketProgress {
+        SocketProgress(Some(stream))
+    }
+}
+
+impl Progress for SocketProgress {
+    fn send(&mut self, reply: &Reply) {
+        if let Some(stream) = &mut self.0 {
+            if stream.write_all(reply.to_line().as_bytes()).is_err() {
+                self.0 = None;
+            }
+        }
+    }
+}
+
+pub struct Silent;
+
+impl Progress for Silent {
+    fn send(&mut self, _: &Reply) {}
+}
+
+/// A handoff's end, for the main loop.
+pub struct Finished {
+    pub result: handoff::Result<Outcome>,
+    pub spec: SpawnSpec,
+    /// The last phase that completed, if any.
+    pub last_done: Option<HandoffPhase>,
+    pub progress: Box<dyn Progress>,
+}
