@@ -487,6 +487,16 @@ impl Main {
                                 id,
                                 total_ms,
                                 phase: phase.name().into(),
+                                party: outcome
+                                    .abort
+                                    .as_ref()
+                                    .map_or("supervisor", |a| a.party.name())
+                                    .into(),
+                                cause: outcome
+                                    .abort
+                                    .as_ref()
+                                    .map_or("unknown", |a| a.cause.name())
+                                    .into(),
                                 reason: reason.clone(),
                             },
                             format!(

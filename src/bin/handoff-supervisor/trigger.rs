@@ -6,7 +6,7 @@
 //! ```text
 //! handoff [--force] [--binary PATH]      PATH runs to the end of the line
 //!   → phase NAME MS ID                   once per phase, as it completes
-//!   → committed ID TOTAL_MS PID  |  rolled-back ID TOTAL_MS PHASE REASON...
+//!   → committed ID TOTAL_MS PID  |  rolled-back ID TOTAL_MS PHASE PARTY CAUSE REASON...
 //!   | in-progress ID|- PHASE     |  refused REASON...  |  error REASON...
 //!   | started PID                  no incumbent ran: PATH was started cold
 //! status text|json|prometheus
@@ -106,6 +106,9 @@ pub enum Reply {
         id: String,
         total_ms: f64,
         phase: String,
+        /// Who caused it and how (`Party::name`, `Cause::name`).
+        party: String,
+        cause: String,
         reason: String,
     },
     InProgress {
@@ -133,9 +136,11 @@ impl Reply {
                 id,
                 total_ms,
                 phase,
+                party,
+                cause,
                 reason,
             } => format!(
-                "rolled-back {id} {total_ms:.3} {phase} {}\n",
+                "rolled-back {id} {total_ms:.3} {phase} {party} {cause} {}\n",
                 one_line(reason)
             ),
             Reply::InProgress { id, phase } => format!("in-progress {id} {phase}\n"),
@@ -148,7 +153,8 @@ impl Reply {
     pub fn parse(line: &str) -> Option<Reply> {
         let line = line.trim_end_matches('\n');
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let mut fields = rest.splitn(4, ' ');
+        // The last field is free text: the rollback's reason follows five.
+        let mut fields = rest.splitn(if word == "rolled-back" { 6 } else { 4 }, ' ');
         let mut next = || fields.next().map(str::to_owned);
         Some(match word {
             "phase" => Reply::Phase {
@@ -165,6 +171,8 @@ impl Reply {
                 id: next()?,
                 total_ms: next()?.parse().ok()?,
                 phase: next()?,
+                party: next()?,
+                cause: next()?,
                 reason: next().unwrap_or_default(),
             },
             "in-progress" => Reply::InProgress {
@@ -257,10 +265,13 @@ pub fn run_trigger(config: &Config, binary: Option<PathBuf>, force: bool, quiet:
                 id,
                 total_ms,
                 phase,
+                party,
+                cause,
                 reason,
             }) => {
                 eprintln!(
-                    "rolled back after {total_ms:.3} ms, in phase {phase}: {reason} (handoff {id})"
+                    "rolled back after {total_ms:.3} ms, in phase {phase}, by the {party} \
+                     ({cause}): {reason} (handoff {id})"
                 );
                 return 1;
             }
@@ -361,6 +372,8 @@ mod tests {
                 id: "x".into(),
                 total_ms: 3.0,
                 phase: "ready".into(),
+                party: "successor".into(),
+                cause: "exited".into(),
                 reason: "successor exited with status 3".into(),
             },
             Reply::InProgress {
