@@ -7,6 +7,7 @@ package handoff
 import "C"
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime"
@@ -129,12 +130,58 @@ type PhaseTimings struct {
 	Total  time.Duration
 }
 
+// Step is a step of a handoff: where a rollback happened.
+type Step uint32
+
+const (
+	StepNone   Step = C.HANDOFF_STEP_NONE
+	StepHello  Step = C.HANDOFF_STEP_HELLO
+	StepSpawn  Step = C.HANDOFF_STEP_SPAWN
+	StepDrain  Step = C.HANDOFF_STEP_DRAIN
+	StepSeal   Step = C.HANDOFF_STEP_SEAL
+	StepReady  Step = C.HANDOFF_STEP_READY
+	StepCommit Step = C.HANDOFF_STEP_COMMIT
+)
+
+// Party is who caused a rollback.
+type Party uint32
+
+const (
+	PartyNone       Party = C.HANDOFF_PARTY_NONE
+	PartyIncumbent  Party = C.HANDOFF_PARTY_INCUMBENT
+	PartySuccessor  Party = C.HANDOFF_PARTY_SUCCESSOR
+	PartySupervisor Party = C.HANDOFF_PARTY_SUPERVISOR
+)
+
+// Cause is what caused a rollback (the header documents each); a library
+// newer than this binding may report a value not listed here.
+type Cause uint32
+
+const (
+	CauseNone       Cause = C.HANDOFF_CAUSE_NONE
+	CauseSpawn      Cause = C.HANDOFF_CAUSE_SPAWN
+	CauseExited     Cause = C.HANDOFF_CAUSE_EXITED
+	CauseClosed     Cause = C.HANDOFF_CAUSE_CLOSED
+	CauseSilent     Cause = C.HANDOFF_CAUSE_SILENT
+	CauseDeadline   Cause = C.HANDOFF_CAUSE_DEADLINE
+	CauseSealFailed Cause = C.HANDOFF_CAUSE_SEAL_FAILED
+	CauseProtocol   Cause = C.HANDOFF_CAUSE_PROTOCOL
+	CauseIO         Cause = C.HANDOFF_CAUSE_IO
+	CauseJournal    Cause = C.HANDOFF_CAUSE_JOURNAL
+	CauseCancelled  Cause = C.HANDOFF_CAUSE_CANCELLED
+)
+
 // Outcome is the result of a handoff that reached the incumbent.
 type Outcome struct {
 	HandoffID HandoffID
 	Committed bool
-	// AbortReason says why it rolled back ("" when committed).
+	// AbortReason says why it rolled back ("" when committed), for people;
+	// AbortStep, AbortParty and AbortCause for programs (None when
+	// committed).
 	AbortReason  string
+	AbortStep    Step
+	AbortParty   Party
+	AbortCause   Cause
 	IncumbentPID int
 	// Successor is the new incumbent when committed (else nil): a child of
 	// this process, for the caller to Wait for.
@@ -262,11 +309,33 @@ func (s *Supervisor) SpawnCold(spec SpawnSpec) (*os.Process, error) {
 // never started (no incumbent answering, one already in progress). It
 // blocks until the handoff ends, within spec's deadline.
 func (s *Supervisor) PerformHandoff(spec SpawnSpec) (*Outcome, error) {
+	return s.PerformHandoffContext(context.Background(), spec)
+}
+
+// PerformHandoffContext is PerformHandoff, rolled back at once when ctx is
+// done first (the Outcome's AbortCause is then CauseCancelled).
+func (s *Supervisor) PerformHandoffContext(ctx context.Context, spec SpawnSpec) (*Outcome, error) {
 	cspec, err := spec.toC()
 	if err != nil {
 		return nil, err
 	}
 	defer C.handoff_spawn_spec_free(cspec)
+	if ctx.Done() != nil {
+		finished := make(chan struct{})
+		cancelled := make(chan struct{})
+		defer func() { close(finished); <-cancelled }()
+		go func() {
+			defer close(cancelled)
+			select {
+			case <-ctx.Done():
+				_ = s.h.shared(func(p *C.handoff_supervisor) error {
+					C.handoff_supervisor_cancel(p)
+					return nil
+				})
+			case <-finished:
+			}
+		}()
+	}
 	var out *C.handoff_outcome
 	// Shared: handoffs may be requested concurrently (the library refuses
 	// the second one).
@@ -290,6 +359,9 @@ func outcomeFromC(out *C.handoff_outcome) (*Outcome, error) {
 	if reason := C.handoff_outcome_abort_reason(out); reason != nil {
 		o.AbortReason = C.GoString(reason) // borrowed from the outcome
 	}
+	o.AbortStep = Step(C.handoff_outcome_abort_step(out))
+	o.AbortParty = Party(C.handoff_outcome_abort_party(out))
+	o.AbortCause = Cause(C.handoff_outcome_abort_cause(out))
 	var cerr *C.handoff_error
 	var id [16]C.uint8_t
 	if err := check(C.handoff_outcome_handoff_id(out, &id[0], &cerr), cerr); err != nil {

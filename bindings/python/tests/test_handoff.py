@@ -73,6 +73,11 @@ def test_seal_that_raises_rolls_back(cluster: KvCluster) -> None:
     assert outcome.successor_pid is None
     assert outcome.abort_reason is not None
     assert "RuntimeError: seal failed on purpose" in outcome.abort_reason
+    assert (outcome.abort_step, outcome.abort_party, outcome.abort_cause) == (
+        handoff.Step.SEAL,
+        handoff.Party.INCUMBENT,
+        handoff.Cause.SEAL_FAILED,
+    )
     assert load.failures == [], cluster.logs()
     # The incumbent still answers, with its data and its lock (the seal
     # failed before releasing it: same generation).

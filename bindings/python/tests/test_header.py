@@ -152,6 +152,9 @@ def test_constants_match_the_header() -> None:
     assert {f"HANDOFF_SERVE_{o.name}": o.value for o in handoff.ServeOutcome} == _defines(
         "HANDOFF_SERVE_"
     )
+    assert {f"HANDOFF_STEP_{s.name}": s.value for s in handoff.Step} == _defines("HANDOFF_STEP_")
+    assert {f"HANDOFF_PARTY_{p.name}": p.value for p in handoff.Party} == _defines("HANDOFF_PARTY_")
+    assert {f"HANDOFF_CAUSE_{c.name}": c.value for c in handoff.Cause} == _defines("HANDOFF_CAUSE_")
 
 
 def test_struct_layouts_match_the_header() -> None:

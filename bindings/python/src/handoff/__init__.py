@@ -65,7 +65,16 @@ from .lock import Lock, LockHolder, lock_holder
 from .log import LogLevel, forward_to_logging, set_log_callback
 from .messages import FrameReader, Message, MessageHandle, MessageKind, Side
 from .successor import Successor
-from .supervisor import Outcome, PhaseTimings, Recovery, SpawnSpec, Supervisor
+from .supervisor import (
+    Cause,
+    Outcome,
+    Party,
+    PhaseTimings,
+    Recovery,
+    SpawnSpec,
+    Step,
+    Supervisor,
+)
 
 __version__ = "0.1.0"
 
@@ -85,6 +94,7 @@ def status_name(status: int) -> str | None:
 __all__ = [
     "AbortedError",
     "BufferTooSmallError",
+    "Cause",
     "DecodeError",
     "EncodeError",
     "EnvironmentVariableError",
@@ -118,6 +128,7 @@ __all__ = [
     "OutOfRangeError",
     "Outcome",
     "PanicError",
+    "Party",
     "PeerClosedError",
     "PeerIdentityError",
     "PermissionDeniedError",
@@ -129,6 +140,7 @@ __all__ = [
     "Service",
     "Side",
     "SpawnSpec",
+    "Step",
     "Successor",
     "Supervisor",
     "TimedOutError",

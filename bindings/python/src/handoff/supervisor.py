@@ -29,6 +29,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from ctypes import byref, c_bool, c_uint32
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import TypeVar
 
 from . import _lib
 from ._managed import Managed, PathLike, encode_path, encode_str, to_ms
@@ -110,12 +112,62 @@ class PhaseTimings:
     total_us: int
 
 
+_E = TypeVar("_E", bound=IntEnum)
+
+
+class Step(IntEnum):
+    """A step of a handoff (``HANDOFF_STEP_*``): where a rollback happened."""
+
+    NONE = 0
+    HELLO = 1
+    SPAWN = 2
+    DRAIN = 3
+    SEAL = 4
+    READY = 5
+    COMMIT = 6
+
+
+class Party(IntEnum):
+    """Who caused a rollback (``HANDOFF_PARTY_*``)."""
+
+    NONE = 0
+    INCUMBENT = 1
+    SUCCESSOR = 2
+    SUPERVISOR = 3
+
+
+class Cause(IntEnum):
+    """What caused a rollback (``HANDOFF_CAUSE_*``); see the header."""
+
+    NONE = 0
+    SPAWN = 1
+    EXITED = 2
+    CLOSED = 3
+    SILENT = 4
+    DEADLINE = 5
+    SEAL_FAILED = 6
+    PROTOCOL = 7
+    IO = 8
+    JOURNAL = 9
+    CANCELLED = 10
+
+
+def _enum(kind: type[_E], value: int, fallback: _E) -> _E:
+    """A value from C as ``kind``; one this binding does not know yet (a newer
+    library) as ``fallback``, the reason's text still saying what it is."""
+    try:
+        return kind(value)
+    except ValueError:
+        return fallback
+
+
 @dataclass(frozen=True)
 class Outcome:
     """The result of a handoff that reached the incumbent.
 
-    ``committed`` false is a rollback: the incumbent serves as before and
-    ``abort_reason`` says why. ``successor_pid`` is the new incumbent (the
+    ``committed`` false is a rollback: ``abort_reason`` says why for people,
+    ``abort_step``, ``abort_party`` and ``abort_cause`` for programs (all
+    ``NONE`` when committed). ``successor_pid`` is the new incumbent (the
     caller's child to wait for) when committed, else None.
     """
 
@@ -125,6 +177,9 @@ class Outcome:
     successor_pid: int | None
     abort_reason: str | None
     timings: PhaseTimings
+    abort_step: Step = Step.NONE
+    abort_party: Party = Party.NONE
+    abort_cause: Cause = Cause.NONE
 
 
 @dataclass(frozen=True)
@@ -230,9 +285,18 @@ class Supervisor(Managed):
                     commit_us=t.commit_us,
                     total_us=t.total_us,
                 ),
+                abort_step=_enum(Step, lib.handoff_outcome_abort_step(out), Step.NONE),
+                abort_party=_enum(Party, lib.handoff_outcome_abort_party(out), Party.NONE),
+                abort_cause=_enum(Cause, lib.handoff_outcome_abort_cause(out), Cause.NONE),
             )
         finally:
             lib.handoff_outcome_free(out)
+
+    def cancel(self) -> None:
+        """Cancel the handoff :meth:`perform_handoff` runs on another thread:
+        it rolls back at once, its outcome's ``abort_cause`` is
+        ``Cause.CANCELLED``. Any thread; a no-op when no handoff runs."""
+        _lib.lib().handoff_supervisor_cancel(self._handle)
 
     def resume_from_journal(self) -> Recovery:
         """After a supervisor restart: finish or roll back a handoff the
