@@ -6,6 +6,7 @@
 #[path = "common/cli.rs"]
 mod cli;
 mod common;
+mod tmpfs;
 
 use cli::{text, wait_for, Fixture};
 use common::pong_pid;
@@ -419,4 +420,74 @@ fn a_short_deadline_alone_is_valid() {
     let out = f.cli(&["check"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("drain_grace_secs"));
+}
+
+/// The data directory's filesystem fills up (a real tmpfs of 2 MiB, filled
+/// until the kernel answers ENOSPC) under the C example service, which
+/// writes a log there: a handoff may fail on a full disk, but the service
+/// never goes down, the trigger says what happened, and every write
+/// acknowledged before is still there; once space is back, writes and
+/// handoffs go on.
+#[test]
+fn a_full_data_disk_never_takes_the_service_down() {
+    let Some(fs) = tmpfs::Tmpfs::mount("a_full_data_disk_never_takes_the_service_down") else {
+        return;
+    };
+    let f = Fixture::new();
+    let kv_c = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/build/kv-c");
+    let data = fs.path().join("data");
+    let config = std::fs::read_to_string(f.write_config_for(&kv_c, "", ""))
+        .unwrap()
+        .replace(
+            &format!("{}/data", f.dir.path().display()),
+            &data.display().to_string(),
+        )
+        .replace("data_dir = \"data\"", &format!("data_dir = {data:?}"));
+    std::fs::write(f.config(), config).unwrap();
+    let _supervisor = f.run();
+    let first = f.wait_serving();
+    let acknowledged: Vec<String> = (0..20)
+        .map(|i| {
+            let answer = common::request(&f.addr, &format!("SET before{i} v{i}")).unwrap();
+            assert!(answer.starts_with("OK "), "{answer}");
+            format!("before{i}")
+        })
+        .collect();
+
+    fs.fill();
+    let out = f.cli(&["trigger"]);
+    let stderr = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    eprintln!("on a full disk: exit {:?}: {stderr}", out.status.code());
+    match out.status.code() {
+        Some(0) => assert!(stderr.contains("committed"), "{stderr}"),
+        Some(1) => assert!(
+            stderr.contains("rolled back") && stderr.contains("No space left on device"),
+            "a rollback that does not say the disk is full: {stderr}"
+        ),
+        other => panic!("trigger exit {other:?}: {stderr}"),
+    }
+    let serving = f.wait_serving();
+    if out.status.code() == Some(1) {
+        assert_eq!(serving, first, "a rollback keeps the incumbent");
+    }
+    assert_eq!(
+        handoff::lock::DataDirLock::probe(&data).unwrap(),
+        handoff::lock::LockState::Held { pid: Some(serving) },
+        "one lock holder, the one serving"
+    );
+    for (i, key) in acknowledged.iter().enumerate() {
+        assert_eq!(
+            common::request(&f.addr, &format!("GET {key}")).unwrap(),
+            format!("VALUE v{i}"),
+            "{key}"
+        );
+    }
+
+    fs.free();
+    let answer = common::request(&f.addr, "SET after v").unwrap();
+    assert!(answer.starts_with("OK "), "{answer}");
+    let out = f.cli(&["trigger"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    f.wait_serving();
+    assert_eq!(common::request(&f.addr, "GET after").unwrap(), "VALUE v");
 }
