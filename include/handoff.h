@@ -221,6 +221,31 @@
 
 #define HANDOFF_LOG_DEBUG 4
 
+/**
+ * Nothing is waiting.
+ */
+#define HANDOFF_REQUEST_NONE 0
+
+/**
+ * Drain: stop accepting, finish in-flight requests, fsync.
+ */
+#define HANDOFF_REQUEST_DRAIN 1
+
+/**
+ * Seal: flush and close the writers (the lock is released after).
+ */
+#define HANDOFF_REQUEST_SEAL 2
+
+/**
+ * Resume after a rolled-back handoff: reopen, accept again.
+ */
+#define HANDOFF_REQUEST_RESUME 3
+
+/**
+ * Serving is over: `handoff_incumbent_wait` says how, without waiting.
+ */
+#define HANDOFF_REQUEST_ENDED 4
+
 #define HANDOFF_STEP_NONE 0
 
 #define HANDOFF_STEP_HELLO 1
@@ -446,8 +471,11 @@ typedef struct handoff_error handoff_error;
 typedef struct handoff_frame_reader handoff_frame_reader;
 
 /**
- * A hook's view of the handoff, valid only during the callback that
- * received it; the callback fills in its report through it.
+ * A request of the handoff to the service: the drain, seal or resume to do
+ * and the report being filled in. Given to a callback (valid during the
+ * call; returning completes it) or taken by the service's loop with
+ * `handoff_incumbent_take_request` (valid until the incumbent is freed;
+ * complete it once with `handoff_hook_complete`).
  */
 typedef struct handoff_hook_context handoff_hook_context;
 
@@ -517,16 +545,19 @@ typedef struct handoff_supervisor handoff_supervisor;
 
 /**
  * A service callback: return `HANDOFF_OK` on success, anything else for a
- * failure (give the reason with `handoff_hook_fail`). `ctx` is NULL for
- * `resume_after_abort`.
+ * failure (give the reason with `handoff_hook_fail`). `ctx` is the request
+ * (a resume's has no report to fill in). It must return (not unwind: a C++
+ * exception or longjmp out of it is undefined behaviour).
  */
 typedef int32_t (*handoff_hook_fn)(void *userdata, struct handoff_hook_context *ctx);
 
 /**
  * The service's side of a handoff. `drain`, `seal` and
- * `resume_after_abort` are required and are called one at a time on the
- * incumbent's serve thread; `destroy` (optional) is called once with
- * `userdata` when the library no longer needs it.
+ * `resume_after_abort` are required and are called one at a time on a
+ * thread of the library's; `destroy` (optional) is called once with
+ * `userdata` when the library no longer needs it. From inside a callback,
+ * `handoff_incumbent_stop` and `handoff_incumbent_wait` answer
+ * `HANDOFF_ERR_WRONG_STATE` (they would wait for the callback itself).
  */
 typedef struct handoff_service_callbacks {
   handoff_hook_fn drain;
@@ -619,52 +650,6 @@ handoff_status handoff_error_status(const struct handoff_error *err);
 void handoff_error_free(struct handoff_error *err);
 
 /**
- * Milliseconds left before the hook's deadline (0 when past it).
- */
-uint64_t handoff_hook_time_left_ms(const struct handoff_hook_context *ctx);
-
-/**
- * From `drain`: what is left open and whether accepting stopped (defaults:
- * 0 and true).
- */
-handoff_status handoff_hook_set_drained(struct handoff_hook_context *ctx,
-                                        uint32_t open_conns_remaining,
-                                        bool accept_closed,
-                                        struct handoff_error **err);
-
-/**
- * From `seal`: append the last revision of the next shard.
- */
-handoff_status handoff_hook_push_revision(struct handoff_hook_context *ctx,
-                                          uint64_t revision,
-                                          struct handoff_error **err);
-
-/**
- * From `seal`: the 32-byte fingerprint of the sealed data directory.
- */
-handoff_status handoff_hook_set_fingerprint(struct handoff_hook_context *ctx,
-                                            const uint8_t *fingerprint,
-                                            size_t len,
-                                            struct handoff_error **err);
-
-/**
- * From `seal`: report progress of a long seal to the supervisor.
- */
-handoff_status handoff_hook_seal_progress(struct handoff_hook_context *ctx,
-                                          uint32_t shards_sealed,
-                                          uint32_t shards_total,
-                                          uint64_t last_revision,
-                                          struct handoff_error **err);
-
-/**
- * Give the reason for the failure the callback is about to return (a
- * NUL-terminated string, copied). The supervisor sees it in SealFailed.
- */
-handoff_status handoff_hook_fail(struct handoff_hook_context *ctx,
-                                 const char *reason,
-                                 struct handoff_error **err);
-
-/**
  * Cold start: bind the control socket at `control_path` (mode 0600,
  * replacing a stale one) for the holder of `lock`. On success the lock
  * moves into the incumbent (the `lock` handle is left empty; still free
@@ -701,7 +686,9 @@ uint64_t handoff_incumbent_generation(const struct handoff_incumbent *incumbent)
 /**
  * Start serving the control socket on a thread of the library's, calling
  * `callbacks` with `userdata` (see `handoff_service_callbacks`). The
- * callbacks struct is copied. On failure `destroy` is not called.
+ * callbacks struct is copied. On failure `destroy` is not called. Built on
+ * the same requests as `handoff_incumbent_start_loop`: a thread of the
+ * library's takes each one and calls its callback.
  */
 handoff_status handoff_incumbent_start(struct handoff_incumbent *incumbent,
                                        const struct handoff_service_callbacks *callbacks,
@@ -709,11 +696,46 @@ handoff_status handoff_incumbent_start(struct handoff_incumbent *incumbent,
                                        struct handoff_error **err);
 
 /**
+ * Start serving the control socket on a thread of the library's, handing
+ * the work to the caller's own event loop: poll
+ * `handoff_incumbent_request_fd` for reading, take each request with
+ * `handoff_incumbent_take_request`, do it across as many loop iterations
+ * as it needs and complete it with `handoff_hook_complete`. Heartbeats go
+ * on meanwhile. No mutex, condition variable or wake pipe is needed.
+ */
+handoff_status handoff_incumbent_start_loop(struct handoff_incumbent *incumbent,
+                                            struct handoff_error **err);
+
+/**
+ * The descriptor to poll for reading: readable while a request waits
+ * (level-triggered; do not read it). Owned by the incumbent, valid until
+ * `handoff_incumbent_free`. -1 for NULL and unless started with
+ * `handoff_incumbent_start_loop`.
+ */
+int handoff_incumbent_request_fd(const struct handoff_incumbent *incumbent);
+
+/**
+ * Take the next request without waiting. `*kind` receives
+ * `HANDOFF_REQUEST_NONE` (nothing waits; `*out` NULL),
+ * `HANDOFF_REQUEST_DRAIN`, `_SEAL` or `_RESUME` (`*out`: the request, to
+ * fill in and complete once with `handoff_hook_complete`; it stays owned
+ * by the incumbent) or `HANDOFF_REQUEST_ENDED` (serving is over, `*out`
+ * NULL: `handoff_incumbent_wait` says how without waiting). Only after
+ * `handoff_incumbent_start_loop`, else `HANDOFF_ERR_WRONG_STATE`.
+ */
+handoff_status handoff_incumbent_take_request(struct handoff_incumbent *incumbent,
+                                              struct handoff_hook_context **out,
+                                              uint32_t *kind,
+                                              struct handoff_error **err);
+
+/**
  * Wait up to `timeout_ms` (-1: forever) for serving to end, and say how:
  * `HANDOFF_SERVE_COMMITTED` (a successor took over: finish the remaining
  * reads and exit 0), `HANDOFF_SERVE_SUPERSEDED` (another process holds the
  * lock: exit without writing) or `HANDOFF_SERVE_STOPPED`. Still serving at
- * the timeout: `HANDOFF_ERR_TIMEOUT`.
+ * the timeout: `HANDOFF_ERR_TIMEOUT`. From a callback, or with a timeout
+ * while the service's loop holds an uncompleted request (serving could
+ * not end): `HANDOFF_ERR_WRONG_STATE`.
  */
 handoff_status handoff_incumbent_wait(struct handoff_incumbent *incumbent,
                                       int32_t timeout_ms,
@@ -722,14 +744,19 @@ handoff_status handoff_incumbent_wait(struct handoff_incumbent *incumbent,
 
 /**
  * Stop serving (rolling back a handoff in progress) and wait for the serve
- * thread to end.
+ * thread to end. After `handoff_incumbent_start_loop`, requests the loop
+ * holds or has not taken fail (the process is on its way out: no resume
+ * is asked of it) and later `take_request` calls find nothing. From a
+ * callback: `HANDOFF_ERR_WRONG_STATE`.
  */
 handoff_status handoff_incumbent_stop(struct handoff_incumbent *incumbent,
                                       struct handoff_error **err);
 
 /**
- * Stop serving if needed, close the control socket and free. NULL is a
- * no-op.
+ * Stop serving if needed, close the control socket and free (every request
+ * context taken from it too). NULL is a no-op. From a callback it cannot
+ * free (it would wait for the callback itself): it logs an error and does
+ * nothing.
  */
 void handoff_incumbent_free(struct handoff_incumbent *incumbent);
 
@@ -1103,6 +1130,68 @@ size_t handoff_frame_reader_buffered(const struct handoff_frame_reader *reader);
  * Free a reader. NULL is a no-op.
  */
 void handoff_frame_reader_free(struct handoff_frame_reader *reader);
+
+/**
+ * Milliseconds left before a drain's or seal's deadline (0 when past it,
+ * for NULL, and for other requests).
+ */
+uint64_t handoff_hook_time_left_ms(const struct handoff_hook_context *ctx);
+
+/**
+ * For a drain: what is left open and whether accepting stopped (defaults:
+ * 0 and true). Another request: `HANDOFF_ERR_WRONG_STATE`.
+ */
+handoff_status handoff_hook_set_drained(struct handoff_hook_context *ctx,
+                                        uint32_t open_conns_remaining,
+                                        bool accept_closed,
+                                        struct handoff_error **err);
+
+/**
+ * For a seal: append the last revision of the next shard.
+ */
+handoff_status handoff_hook_push_revision(struct handoff_hook_context *ctx,
+                                          uint64_t revision,
+                                          struct handoff_error **err);
+
+/**
+ * For a seal: the 32-byte fingerprint of the sealed data directory.
+ */
+handoff_status handoff_hook_set_fingerprint(struct handoff_hook_context *ctx,
+                                            const uint8_t *fingerprint,
+                                            size_t len,
+                                            struct handoff_error **err);
+
+/**
+ * For a seal: report progress of a long seal to the supervisor (sent at
+ * once, from any loop iteration before the seal completes).
+ */
+handoff_status handoff_hook_seal_progress(struct handoff_hook_context *ctx,
+                                          uint32_t shards_sealed,
+                                          uint32_t shards_total,
+                                          uint64_t last_revision,
+                                          struct handoff_error **err);
+
+/**
+ * Give the reason for the failure about to be reported (a NUL-terminated
+ * string, copied; NULL: "unspecified failure"). The supervisor sees it in
+ * SealFailed or Aborted.
+ */
+handoff_status handoff_hook_fail(struct handoff_hook_context *ctx,
+                                 const char *reason,
+                                 struct handoff_error **err);
+
+/**
+ * Complete a request taken with `handoff_incumbent_take_request`, once:
+ * `status` `HANDOFF_OK` (0) reports the drain, seal or resume done with
+ * what the setters filled in; anything else fails it (reason from
+ * `handoff_hook_fail`). From any thread. Completed already:
+ * `HANDOFF_ERR_WRONG_STATE`; a callback's context: `HANDOFF_ERR_WRONG_STATE`
+ * (a callback completes its request by returning). The context stays
+ * valid, empty, until the incumbent is freed.
+ */
+handoff_status handoff_hook_complete(struct handoff_hook_context *ctx,
+                                     int32_t status,
+                                     struct handoff_error **err);
 
 /**
  * The constant's name of a status value (`"HANDOFF_ERR_IO"`), or NULL for

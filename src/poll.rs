@@ -119,3 +119,11 @@ fn timeout_millis(deadline: Option<Instant>) -> libc::c_int {
         left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int
     })
 }
+
+/// Read one byte from a non-blocking descriptor; false when none is there
+/// (or at EOF).
+pub fn read_one(fd: BorrowedFd<'_>) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: reading one byte into a local buffer from a descriptor we borrow.
+    unsafe { libc::read(fd.as_raw_fd(), byte.as_mut_ptr().cast(), 1) == 1 }
+}

@@ -5,11 +5,11 @@
  *        [--verbose]
  *
  * One thread runs a poll(2) event loop that owns every connection, the log
- * and the table. libhandoff calls drain, seal and resume_after_abort on its
- * own serve thread; each callback posts a request to the event loop (a
- * mutex, a condition variable and a wake pipe) and waits until the loop has
- * carried it out. The loop also asks the library, once per iteration,
- * whether serving has ended (committed or superseded), and then steps down.
+ * and the table. libhandoff serves the control socket on a thread of its
+ * own and hands the loop its work through one descriptor: when it is
+ * readable the loop takes the request (drain, seal, resume, or the end of
+ * serving), carries it out across as many iterations as it needs and
+ * completes it. No lock, condition variable or wake pipe of our own.
  *
  * The protocol, the log format and the lifecycle are in examples/README.md.
  */
@@ -21,7 +21,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -99,19 +98,6 @@ static uint64_t now_ms(void)
 
 /* ---- the server's state ------------------------------------------------------ */
 
-enum request_kind { REQ_DRAIN, REQ_SEAL, REQ_RESUME };
-
-/* A callback's request to the event loop; lives on the callback's stack
- * until `done`. */
-struct request {
-    enum request_kind kind;
-    uint64_t budget_ms;
-    bool done;
-    int status; /* 0: ok */
-    char reason[256];
-    uint64_t revision;
-};
-
 struct conn {
     int fd;
     bool dead;        /* close at the end of this iteration */
@@ -144,18 +130,11 @@ struct server {
     uint64_t accept_resume_at;
     bool accept_starved; /* logged once per episode */
 
-    struct request *drain; /* the drain in progress, if any */
+    handoff_hook_context *drain; /* the drain request in progress, if any */
     uint64_t drain_deadline;
 
     bool finished;      /* serving ended (committed/superseded): step down */
     int exit_code;
-
-    /* The bridge between the library's serve thread and the event loop. */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct request *pending; /* posted, not yet taken by the loop */
-    bool closed;             /* the loop takes no more requests */
-    int wake_r, wake_w;
 };
 
 static int sig_r = -1, sig_w = -1;
@@ -182,108 +161,18 @@ static void fatal(const char *fmt, ...)
     _exit(1);
 }
 
-/* ---- the bridge: callbacks post, the event loop carries out --------------- */
+/* ---- handoff requests ------------------------------------------------------------ */
 
-static void post(struct server *s, struct request *r)
-{
-    pthread_mutex_lock(&s->mu);
-    if (s->closed) {
-        r->status = 1;
-        snprintf(r->reason, sizeof r->reason, "the service is shutting down");
-        pthread_mutex_unlock(&s->mu);
-        return;
-    }
-    s->pending = r;
-    if (write(s->wake_w, "r", 1) < 0) {
-        /* full pipe: the loop is already woken */
-    }
-    while (!r->done)
-        pthread_cond_wait(&s->cv, &s->mu);
-    pthread_mutex_unlock(&s->mu);
-}
-
-static void complete(struct server *s, struct request *r, int status, const char *reason)
-{
-    pthread_mutex_lock(&s->mu);
-    r->status = status;
-    if (reason != NULL)
-        snprintf(r->reason, sizeof r->reason, "%s", reason);
-    r->done = true;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* The loop stops taking requests; any posted or running one fails. */
-static void close_bridge(struct server *s)
-{
-    pthread_mutex_lock(&s->mu);
-    struct request *waiting[2] = {s->pending, s->drain};
-    for (int i = 0; i < 2; i++) {
-        if (waiting[i] != NULL && !waiting[i]->done) {
-            waiting[i]->status = 1;
-            snprintf(waiting[i]->reason, sizeof waiting[i]->reason,
-                     "the service is shutting down");
-            waiting[i]->done = true;
-        }
-    }
-    s->pending = NULL;
-    s->drain = NULL;
-    s->closed = true;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-static int32_t fail_hook(handoff_hook_context *ctx, const char *reason)
+/* Complete a request: done (failure NULL) or failed with that reason. */
+static void complete(handoff_hook_context *r, const char *failure)
 {
     handoff_error *err = NULL;
-    if (ctx != NULL) {
-        handoff_status st = handoff_hook_fail(ctx, reason, &err);
-        if (st != HANDOFF_OK)
-            report("handoff_hook_fail", st, err);
-    }
-    return 1;
-}
-
-static int32_t on_drain(void *userdata, handoff_hook_context *ctx)
-{
-    struct request r = {.kind = REQ_DRAIN, .budget_ms = handoff_hook_time_left_ms(ctx)};
-    post(userdata, &r);
-    if (r.status != 0)
-        return fail_hook(ctx, r.reason);
-    handoff_error *err = NULL;
-    handoff_status st = handoff_hook_set_drained(ctx, 0, true, &err);
-    if (st != HANDOFF_OK) {
-        report("handoff_hook_set_drained", st, err);
-        return 1;
-    }
-    return 0;
-}
-
-static int32_t on_seal(void *userdata, handoff_hook_context *ctx)
-{
-    struct request r = {.kind = REQ_SEAL, .budget_ms = handoff_hook_time_left_ms(ctx)};
-    post(userdata, &r);
-    if (r.status != 0)
-        return fail_hook(ctx, r.reason);
-    handoff_error *err = NULL;
-    handoff_status st = handoff_hook_push_revision(ctx, r.revision, &err);
-    if (st != HANDOFF_OK) {
-        report("handoff_hook_push_revision", st, err);
-        return 1;
-    }
-    return 0;
-}
-
-static int32_t on_resume(void *userdata, handoff_hook_context *ctx)
-{
-    struct request r = {.kind = REQ_RESUME};
-    (void)ctx; /* NULL for resume_after_abort */
-    post(userdata, &r);
-    if (r.status != 0) {
-        say("resume failed: %s", r.reason);
-        return 1;
-    }
-    return 0;
+    handoff_status st;
+    if (failure != NULL && (st = handoff_hook_fail(r, failure, &err)) != HANDOFF_OK)
+        report("handoff_hook_fail", st, err);
+    st = handoff_hook_complete(r, failure != NULL, &err);
+    if (st != HANDOFF_OK)
+        report("handoff_hook_complete", st, err);
 }
 
 /* ---- connections --------------------------------------------------------------- */
@@ -606,11 +495,11 @@ static void drain_step(struct server *s)
     reap_conns(s);
     if (live_conns(s) > 0)
         return;
-    struct request *r = s->drain;
+    handoff_hook_context *r = s->drain;
     s->drain = NULL;
     if (kvlog_sync(&s->log) != 0)
         fatal("fsync %s: %s", s->log.path, strerror(errno));
-    complete(s, r, 0, NULL);
+    complete(r, NULL); /* the default report: nothing left open, accepting closed */
 }
 
 /* Open the log (going on from a preload) and compact it when due, stamping
@@ -647,73 +536,15 @@ static int reopen_log(struct server *s, uint64_t generation, char *reason, size_
     return 0;
 }
 
-static void take_requests(struct server *s)
-{
-    char buf[64];
-    while (read(s->wake_r, buf, sizeof buf) > 0) {
-    }
-    pthread_mutex_lock(&s->mu);
-    struct request *r = s->pending;
-    s->pending = NULL;
-    pthread_mutex_unlock(&s->mu);
-    if (r == NULL)
-        return;
-    switch (r->kind) {
-    case REQ_DRAIN: {
-        uint64_t grace = r->budget_ms / 2 < DRAIN_GRACE_MS ? r->budget_ms / 2 : DRAIN_GRACE_MS;
-        say("draining %zu connection(s)", live_conns(s));
-        s->accepting = false;
-        s->drain = r;
-        s->drain_deadline = now_ms() + grace;
-        drain_step(s);
-        break;
-    }
-    case REQ_SEAL: {
-        uint64_t records = s->log.records;
-        if (kvlog_close(&s->log) != 0) {
-            char reason[256];
-            snprintf(reason, sizeof reason, "fsync/close %s: %s", s->log.path, strerror(errno));
-            say("seal failed: %s", reason);
-            complete(s, r, 1, reason);
-            break;
-        }
-        r->revision = records;
-        say("sealed at revision %llu", (unsigned long long)records);
-        complete(s, r, 0, NULL);
-        break;
-    }
-    case REQ_RESUME: {
-        char reason[256];
-        if (s->log.fd < 0 &&
-            reopen_log(s, handoff_incumbent_generation(s->inc), reason, sizeof reason) != 0) {
-            say("cannot reopen the log to resume: %s", reason);
-            complete(s, r, 1, reason);
-            s->finished = true;
-            s->exit_code = 1;
-            break;
-        }
-        s->accepting = true;
-        say("resumed after an aborted handoff (generation %llu)",
-            (unsigned long long)handoff_incumbent_generation(s->inc));
-        complete(s, r, 0, NULL);
-        break;
-    }
-    }
-}
-
-/* Whether serving has ended; sets s->finished. */
-static void check_outcome(struct server *s)
+/* Serving has ended (committed, superseded or stopped): say how, and step down. */
+static void ended(struct server *s)
 {
     uint32_t outcome = 0;
     handoff_error *err = NULL;
     handoff_status st = handoff_incumbent_wait(s->inc, 0, &outcome, &err);
-    if (st == HANDOFF_ERR_TIMEOUT) {
-        handoff_error_free(err);
-        return;
-    }
     s->finished = true;
     s->accepting = false;
-    close_bridge(s);
+    s->drain = NULL;
     if (st != HANDOFF_OK) {
         report("handoff_incumbent_wait", st, err);
         s->exit_code = 1;
@@ -732,6 +563,86 @@ static void check_outcome(struct server *s)
         say("serving stopped (outcome %u)", outcome);
         s->exit_code = 1;
         break;
+    }
+}
+
+static void seal(struct server *s, handoff_hook_context *r)
+{
+    uint64_t records = s->log.records;
+    if (kvlog_close(&s->log) != 0) {
+        char reason[256];
+        snprintf(reason, sizeof reason, "fsync/close %s: %s", s->log.path, strerror(errno));
+        say("seal failed: %s", reason);
+        complete(r, reason);
+        return;
+    }
+    handoff_error *err = NULL;
+    handoff_status st = handoff_hook_push_revision(r, records, &err);
+    if (st != HANDOFF_OK) {
+        report("handoff_hook_push_revision", st, err);
+        complete(r, "cannot report the revision");
+        return;
+    }
+    say("sealed at revision %llu", (unsigned long long)records);
+    complete(r, NULL);
+}
+
+static void resume(struct server *s, handoff_hook_context *r)
+{
+    char reason[256];
+    if (s->log.fd < 0 &&
+        reopen_log(s, handoff_incumbent_generation(s->inc), reason, sizeof reason) != 0) {
+        say("cannot reopen the log to resume: %s", reason);
+        complete(r, reason);
+        s->finished = true;
+        s->exit_code = 1;
+        return;
+    }
+    s->accepting = true;
+    say("resumed after an aborted handoff (generation %llu)",
+        (unsigned long long)handoff_incumbent_generation(s->inc));
+    complete(r, NULL);
+}
+
+/* Take every request waiting on the request descriptor. A drain is only
+ * begun here: drain_step() completes it in a later iteration. */
+static void take_requests(struct server *s)
+{
+    for (;;) {
+        handoff_hook_context *r = NULL;
+        uint32_t kind = HANDOFF_REQUEST_NONE;
+        handoff_error *err = NULL;
+        handoff_status st = handoff_incumbent_take_request(s->inc, &r, &kind, &err);
+        if (st != HANDOFF_OK) {
+            report("handoff_incumbent_take_request", st, err);
+            return;
+        }
+        switch (kind) {
+        case HANDOFF_REQUEST_NONE:
+            return;
+        case HANDOFF_REQUEST_DRAIN: {
+            uint64_t budget_ms = handoff_hook_time_left_ms(r);
+            uint64_t grace = budget_ms / 2 < DRAIN_GRACE_MS ? budget_ms / 2 : DRAIN_GRACE_MS;
+            say("draining %zu connection(s)", live_conns(s));
+            s->accepting = false;
+            s->drain = r;
+            s->drain_deadline = now_ms() + grace;
+            drain_step(s);
+            break;
+        }
+        case HANDOFF_REQUEST_SEAL:
+            seal(s, r);
+            break;
+        case HANDOFF_REQUEST_RESUME:
+            resume(s, r);
+            break;
+        case HANDOFF_REQUEST_ENDED:
+            ended(s);
+            return;
+        default:
+            say("unknown handoff request %u", kind);
+            return;
+        }
     }
 }
 
@@ -754,7 +665,7 @@ static void serve(struct server *s)
         }
         size_t n = 0;
         pfds[n++] = (struct pollfd){.fd = sig_r, .events = POLLIN};
-        pfds[n++] = (struct pollfd){.fd = s->wake_r, .events = POLLIN};
+        pfds[n++] = (struct pollfd){.fd = handoff_incumbent_request_fd(s->inc), .events = POLLIN};
         size_t listener_at = SIZE_MAX;
         uint64_t now = now_ms();
         if (s->accepting && !s->finished && s->nconns < g_max_conns &&
@@ -823,8 +734,6 @@ static void serve(struct server *s)
             for (size_t i = 0; i < s->nconns; i++)
                 conn_linger(s->conns[i]);
             reap_conns(s);
-        } else {
-            check_outcome(s);
         }
     }
     free(pfds);
@@ -1173,18 +1082,8 @@ static int server_init(struct server *s, const struct options *o)
     s->data_dir = o->data_dir;
     s->control_path = o->control_socket;
     s->listen_fd = -1;
-    s->wake_r = s->wake_w = -1;
     kvlog_init(&s->log);
     kvmap_init(&s->map);
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    int fds[2];
-    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-        say("error: pipe: %s", strerror(errno));
-        return -1;
-    }
-    s->wake_r = fds[0];
-    s->wake_w = fds[1];
     return 0;
 }
 
@@ -1202,12 +1101,6 @@ static void server_free(struct server *s)
         close(s->listen_fd);
     kvlog_free(&s->log);
     kvmap_free(&s->map);
-    if (s->wake_r >= 0)
-        close(s->wake_r);
-    if (s->wake_w >= 0)
-        close(s->wake_w);
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->mu);
 }
 
 static int install_signals(void)
@@ -1270,23 +1163,16 @@ int main(int argc, char **argv)
         report("handoff_incumbent_set_build_id", st, err);
         goto done;
     }
-    handoff_service_callbacks callbacks = {
-        .drain = on_drain,
-        .seal = on_seal,
-        .resume_after_abort = on_resume,
-        .destroy = NULL,
-    };
-    st = handoff_incumbent_start(s.inc, &callbacks, &s, &err);
+    st = handoff_incumbent_start_loop(s.inc, &err);
     if (st != HANDOFF_OK) {
-        report("handoff_incumbent_start", st, err);
+        report("handoff_incumbent_start_loop", st, err);
         goto done;
     }
     s.accepting = true;
     serve(&s);
-    close_bridge(&s);
     if (!s.finished) {
-        /* Stopped by a signal: roll back a handoff in progress and stop the
-         * serve thread, whose callbacks now fail at once. */
+        /* Stopped by a signal: roll back a handoff in progress (the drain
+         * we hold fails) and stop the serve thread. */
         st = handoff_incumbent_stop(s.inc, &err);
         if (st != HANDOFF_OK)
             report("handoff_incumbent_stop", st, err);

@@ -1,44 +1,43 @@
 //! The incumbent through the C ABI: bind the control socket, then serve it
-//! on a thread of the library's, calling the service's callbacks.
+//! on a thread of the library's, handing the work to the service's own loop
+//! (`handoff_incumbent_start_loop`: a descriptor to poll and requests to
+//! take) or to its callbacks (`handoff_incumbent_start`: a thread of the
+//! library's that takes the same requests and calls them).
 
-use std::ffi::{c_char, c_void, CStr};
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::args::{arg_bytes, arg_mut, arg_path, arg_ref, Out};
 use super::log::SendPtr;
+use super::request::{handoff_hook_context, kind_code, HANDOFF_REQUEST_NONE};
 use super::{boundary, handoff_error, handoff_lock, handoff_status, Failure};
-use crate::incumbent::{ControlSocket, Incumbent, IncumbentConfig, ServeOutcome, StopHandle};
-use crate::service::{DrainReport, HookContext, HookError, SealReport, Service};
+use crate::incumbent::{
+    ControlSocket, Finisher, Incumbent, IncumbentConfig, RequestKind, Requests, ServeOutcome,
+};
 use crate::Error;
 
 pub const HANDOFF_SERVE_COMMITTED: u32 = 1;
 pub const HANDOFF_SERVE_SUPERSEDED: u32 = 2;
 pub const HANDOFF_SERVE_STOPPED: u32 = 3;
 
-/// A hook's view of the handoff, valid only during the callback that
-/// received it; the callback fills in its report through it.
-pub struct handoff_hook_context {
-    deadline: std::time::Instant,
-    sender: crate::channel::Sender,
-    drained: DrainReport,
-    sealed: SealReport,
-    failure: Option<String>,
-}
-
 /// A service callback: return `HANDOFF_OK` on success, anything else for a
-/// failure (give the reason with `handoff_hook_fail`). `ctx` is NULL for
-/// `resume_after_abort`.
+/// failure (give the reason with `handoff_hook_fail`). `ctx` is the request
+/// (a resume's has no report to fill in). It must return (not unwind: a C++
+/// exception or longjmp out of it is undefined behaviour).
 pub type handoff_hook_fn =
     Option<unsafe extern "C" fn(userdata: *mut c_void, ctx: *mut handoff_hook_context) -> i32>;
 
 /// The service's side of a handoff. `drain`, `seal` and
-/// `resume_after_abort` are required and are called one at a time on the
-/// incumbent's serve thread; `destroy` (optional) is called once with
-/// `userdata` when the library no longer needs it.
+/// `resume_after_abort` are required and are called one at a time on a
+/// thread of the library's; `destroy` (optional) is called once with
+/// `userdata` when the library no longer needs it. From inside a callback,
+/// `handoff_incumbent_stop` and `handoff_incumbent_wait` answer
+/// `HANDOFF_ERR_WRONG_STATE` (they would wait for the callback itself).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct handoff_service_callbacks {
@@ -48,12 +47,33 @@ pub struct handoff_service_callbacks {
     pub destroy: Option<unsafe extern "C" fn(userdata: *mut c_void)>,
 }
 
-struct CallbackService {
+thread_local! {
+    /// Set on the thread that calls the callbacks.
+    static ON_HOOK_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+fn on_hook_thread() -> bool {
+    ON_HOOK_THREAD.with(Cell::get)
+}
+
+fn refuse_on_hook_thread(what: &str) -> Result<(), Failure> {
+    if on_hook_thread() {
+        return Err(Failure::new(
+            handoff_status::HANDOFF_ERR_WRONG_STATE,
+            format!(
+                "{what} cannot be called from a callback: it would wait for the callback itself"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+struct Callbacks {
     callbacks: handoff_service_callbacks,
     userdata: SendPtr,
 }
 
-impl Drop for CallbackService {
+impl Drop for Callbacks {
     fn drop(&mut self) {
         if let Some(destroy) = self.callbacks.destroy {
             // SAFETY: the caller's destructor for its own userdata, called once.
@@ -62,186 +82,87 @@ impl Drop for CallbackService {
     }
 }
 
-impl CallbackService {
-    fn call(
-        &self,
-        name: &str,
-        hook: handoff_hook_fn,
-        ctx: Option<&mut handoff_hook_context>,
-    ) -> Result<(), HookError> {
-        let hook = hook.expect("checked in handoff_incumbent_start");
-        let ctx_ptr = ctx.map_or(std::ptr::null_mut(), |c| c as *mut handoff_hook_context);
-        // SAFETY: the caller's callback, with its userdata and a context
-        // that outlives the call.
-        let status = unsafe { hook(self.userdata.get(), ctx_ptr) };
-        // SAFETY: `ctx_ptr` is NULL or the live context passed above.
-        let failure = unsafe { ctx_ptr.as_mut() }.and_then(|c| c.failure.take());
-        match (status, failure) {
-            (0, None) => Ok(()),
-            (_, Some(reason)) => Err(HookError(reason)),
-            (status, None) => Err(HookError(format!(
-                "{name} callback returned status {status}"
-            ))),
-        }
-    }
-
-    fn context(ctx: &HookContext<'_>) -> handoff_hook_context {
-        handoff_hook_context {
-            deadline: ctx.deadline,
-            sender: ctx.sender.clone(),
-            drained: DrainReport::default(),
-            sealed: SealReport::default(),
-            failure: None,
+impl Callbacks {
+    /// Take requests and call the callbacks until serving ends: the loop a
+    /// service without one of its own gets from the library.
+    fn run(&self, requests: &Requests) {
+        ON_HOOK_THREAD.with(|on| on.set(true));
+        let mut ctx = handoff_hook_context::empty();
+        while let Some(request) = requests.wait() {
+            let (name, hook) = match request.kind() {
+                RequestKind::Drain => ("drain", self.callbacks.drain),
+                RequestKind::Seal => ("seal", self.callbacks.seal),
+                RequestKind::Resume => ("resume_after_abort", self.callbacks.resume_after_abort),
+                RequestKind::Ended(_) => return,
+            };
+            ctx.load(request, true);
+            let hook = hook.expect("checked in handoff_incumbent_start");
+            // SAFETY: the caller's callback, with its userdata and a context
+            // that outlives the call.
+            let status = unsafe { hook(self.userdata.get(), &mut ctx) };
+            let _ = ctx.complete(status, &format!("the {name} callback"));
         }
     }
 }
 
-impl Service for CallbackService {
-    fn drain(&self, ctx: &HookContext<'_>) -> Result<DrainReport, HookError> {
-        let mut c = Self::context(ctx);
-        c.drained.accept_closed = true;
-        self.call("drain", self.callbacks.drain, Some(&mut c))?;
-        Ok(c.drained)
+/// The contexts a service's loop takes requests into, one per kind (one of
+/// each is outstanding at most): their addresses stay valid until the
+/// incumbent is freed, so a request completed twice is refused, not a
+/// use after free.
+struct Slots([*mut handoff_hook_context; 3]);
+
+impl Slots {
+    fn new() -> Slots {
+        Slots([(); 3].map(|()| Box::into_raw(Box::new(handoff_hook_context::empty()))))
     }
 
-    fn seal(&self, ctx: &HookContext<'_>) -> Result<SealReport, HookError> {
-        let mut c = Self::context(ctx);
-        self.call("seal", self.callbacks.seal, Some(&mut c))?;
-        Ok(c.sealed)
+    fn for_kind(&self, kind: RequestKind) -> *mut handoff_hook_context {
+        match kind {
+            RequestKind::Drain => self.0[0],
+            RequestKind::Seal => self.0[1],
+            _ => self.0[2],
+        }
     }
 
-    fn resume_after_abort(&self) -> Result<(), HookError> {
-        self.call(
-            "resume_after_abort",
-            self.callbacks.resume_after_abort,
-            None,
-        )
+    /// Whether the service holds a request it has not completed.
+    fn holding(&self) -> bool {
+        // SAFETY: our own live boxes; the caller is not inside a setter (one
+        // thread at a time, header contract).
+        self.0.iter().any(|&c| unsafe { &*c }.pending())
+    }
+
+    /// Fail every request the service still holds.
+    fn fail_all(&self) {
+        for &c in &self.0 {
+            // SAFETY: as in `holding`.
+            let ctx = unsafe { &mut *c };
+            if ctx.pending() {
+                ctx.failure = Some("the incumbent is stopping".into());
+                let _ = ctx.complete(1, "stop");
+            }
+        }
     }
 }
 
-/// Milliseconds left before the hook's deadline (0 when past it).
-#[no_mangle]
-pub unsafe extern "C" fn handoff_hook_time_left_ms(ctx: *const handoff_hook_context) -> u64 {
-    // SAFETY: NULL or the live context of the running callback.
-    unsafe { ctx.as_ref() }.map_or(0, |c| {
-        c.deadline
-            .saturating_duration_since(std::time::Instant::now())
-            .as_millis() as u64
-    })
+impl Drop for Slots {
+    fn drop(&mut self) {
+        for &c in &self.0 {
+            // SAFETY: from Box::into_raw in `new`, freed once here.
+            drop(unsafe { Box::from_raw(c) });
+        }
+    }
 }
 
-/// From `drain`: what is left open and whether accepting stopped (defaults:
-/// 0 and true).
-#[no_mangle]
-pub unsafe extern "C" fn handoff_hook_set_drained(
-    ctx: *mut handoff_hook_context,
-    open_conns_remaining: u32,
-    accept_closed: bool,
-    err: *mut *mut handoff_error,
-) -> handoff_status {
-    boundary(err, || {
-        // SAFETY: the live context of the running callback.
-        let ctx = unsafe { arg_mut(ctx, "ctx") }?;
-        ctx.drained = DrainReport {
-            open_conns_remaining,
-            accept_closed,
-        };
-        Ok(())
-    })
-}
-
-/// From `seal`: append the last revision of the next shard.
-#[no_mangle]
-pub unsafe extern "C" fn handoff_hook_push_revision(
-    ctx: *mut handoff_hook_context,
-    revision: u64,
-    err: *mut *mut handoff_error,
-) -> handoff_status {
-    boundary(err, || {
-        // SAFETY: the live context of the running callback.
-        unsafe { arg_mut(ctx, "ctx") }?
-            .sealed
-            .last_revision_per_shard
-            .push(revision);
-        Ok(())
-    })
-}
-
-/// From `seal`: the 32-byte fingerprint of the sealed data directory.
-#[no_mangle]
-pub unsafe extern "C" fn handoff_hook_set_fingerprint(
-    ctx: *mut handoff_hook_context,
-    fingerprint: *const u8,
-    len: usize,
-    err: *mut *mut handoff_error,
-) -> handoff_status {
-    boundary(err, || {
-        // SAFETY: the live context and `len` readable bytes.
-        let (ctx, bytes) = unsafe {
-            (
-                arg_mut(ctx, "ctx")?,
-                arg_bytes(fingerprint, len, "fingerprint")?,
-            )
-        };
-        ctx.sealed.data_dir_fingerprint = bytes.try_into().map_err(|_| {
-            Failure::invalid(format!("a fingerprint takes exactly 32 bytes, not {len}"))
-        })?;
-        Ok(())
-    })
-}
-
-/// From `seal`: report progress of a long seal to the supervisor.
-#[no_mangle]
-pub unsafe extern "C" fn handoff_hook_seal_progress(
-    ctx: *mut handoff_hook_context,
-    shards_sealed: u32,
-    shards_total: u32,
-    last_revision: u64,
-    err: *mut *mut handoff_error,
-) -> handoff_status {
-    boundary(err, || {
-        // SAFETY: the live context of the running callback.
-        let ctx = unsafe { arg_mut(ctx, "ctx") }?;
-        let hook = HookContext {
-            deadline: ctx.deadline,
-            sender: &ctx.sender,
-        };
-        hook.seal_progress(shards_sealed, shards_total, last_revision)?;
-        Ok(())
-    })
-}
-
-/// Give the reason for the failure the callback is about to return (a
-/// NUL-terminated string, copied). The supervisor sees it in SealFailed.
-#[no_mangle]
-pub unsafe extern "C" fn handoff_hook_fail(
-    ctx: *mut handoff_hook_context,
-    reason: *const c_char,
-    err: *mut *mut handoff_error,
-) -> handoff_status {
-    boundary(err, || {
-        // SAFETY: the live context of the running callback.
-        let ctx = unsafe { arg_mut(ctx, "ctx") }?;
-        let reason = if reason.is_null() {
-            "unspecified failure".to_string()
-        } else {
-            // SAFETY: non-NULL and NUL-terminated by contract.
-            unsafe { CStr::from_ptr(reason) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        ctx.failure = Some(reason);
-        Ok(())
-    })
+enum Mode {
+    /// The service's loop takes the requests.
+    Loop { requests: Requests, ended: bool },
+    /// A thread of the library's takes them and calls the callbacks.
+    Callbacks { thread: Option<JoinHandle<()>> },
 }
 
 enum State {
     Bound(Box<Incumbent>),
-    Serving {
-        stop: StopHandle,
-        done: mpsc::Receiver<Result<ServeOutcome, Failure>>,
-        thread: JoinHandle<()>,
-    },
+    Serving { finisher: Finisher, mode: Mode },
     Finished(u32),
 }
 
@@ -252,6 +173,10 @@ enum State {
 pub struct handoff_incumbent {
     state: Option<State>,
     generation: Arc<AtomicU64>,
+    /// The loop's request contexts, from `start_loop` until freed.
+    slots: Option<Slots>,
+    /// The request descriptor's number, kept while serving ends.
+    request_fd: c_int,
 }
 
 impl handoff_incumbent {
@@ -259,6 +184,8 @@ impl handoff_incumbent {
         Box::into_raw(Box::new(handoff_incumbent {
             generation: incumbent.generation_handle(),
             state: Some(State::Bound(Box::new(incumbent))),
+            slots: None,
+            request_fd: -1,
         }))
     }
 
@@ -269,6 +196,25 @@ impl handoff_incumbent {
                 handoff_status::HANDOFF_ERR_WRONG_STATE,
                 "the incumbent is already serving",
             )),
+        }
+    }
+
+    /// Start the serve thread; the incumbent stays bound when it cannot.
+    fn start(&mut self) -> Result<(Requests, Finisher), Failure> {
+        self.bound()?;
+        let Some(State::Bound(incumbent)) = self.state.take() else {
+            unreachable!("checked by bound()")
+        };
+        match incumbent.start() {
+            Ok(serving) => Ok(serving.into_parts()),
+            Err(not_started) => {
+                let crate::incumbent::NotStarted { error, incumbent } = *not_started;
+                self.state = Some(State::Bound(Box::new(incumbent)));
+                Err(Failure::new(
+                    handoff_status::HANDOFF_ERR_IO,
+                    format!("cannot start the serve thread: {error}"),
+                ))
+            }
         }
     }
 }
@@ -360,7 +306,9 @@ pub unsafe extern "C" fn handoff_incumbent_generation(incumbent: *const handoff_
 
 /// Start serving the control socket on a thread of the library's, calling
 /// `callbacks` with `userdata` (see `handoff_service_callbacks`). The
-/// callbacks struct is copied. On failure `destroy` is not called.
+/// callbacks struct is copied. On failure `destroy` is not called. Built on
+/// the same requests as `handoff_incumbent_start_loop`: a thread of the
+/// library's takes each one and calls its callback.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_incumbent_start(
     incumbent: *mut handoff_incumbent,
@@ -386,48 +334,146 @@ pub unsafe extern "C" fn handoff_incumbent_start(
                 "drain, seal and resume_after_abort callbacks are required",
             ));
         }
-        let stop = inc.bound()?.stop_handle()?;
-        // The incumbent and the service reach the thread only once it runs:
-        // when it cannot be spawned, the caller keeps a bound incumbent and
-        // its userdata (`destroy` is not called, as documented).
-        let (hand_over, handed) = mpsc::sync_channel::<Box<Incumbent>>(1);
-        let (report, done) = mpsc::channel();
+        // The hook thread first, waiting for its requests: when it cannot be
+        // spawned, nothing serves yet and the caller keeps its userdata.
+        let (hand_over, handed) = std::sync::mpsc::sync_channel::<Requests>(1);
         let userdata = SendPtr(userdata);
         let thread = std::thread::Builder::new()
-            .name("handoff-incumbent".into())
+            .name("handoff-hooks".into())
             .spawn(move || {
-                let Ok(mut serving) = handed.recv() else {
+                let Ok(requests) = handed.recv() else {
                     return;
                 };
-                let service = CallbackService {
+                let service = Callbacks {
                     callbacks,
                     userdata,
                 };
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    serving.serve(&service).map_err(Failure::from)
-                }))
-                .unwrap_or_else(|_| {
-                    Err(Failure::new(
-                        handoff_status::HANDOFF_ERR_PANIC,
-                        "internal error (panic) in the serve thread",
-                    ))
-                });
-                drop(service);
-                let _ = report.send(outcome);
+                service.run(&requests);
             })
             .map_err(|e| {
                 Failure::new(
                     handoff_status::HANDOFF_ERR_IO,
-                    format!("cannot start the serve thread: {e}"),
+                    format!("cannot start the callback thread: {e}"),
                 )
             })?;
-        let Some(State::Bound(serving)) = inc.state.take() else {
-            unreachable!("checked by bound()")
+        let (requests, finisher) = match inc.start() {
+            Ok(parts) => parts,
+            Err(failure) => {
+                drop(hand_over);
+                let _ = thread.join();
+                return Err(failure);
+            }
         };
         hand_over
-            .send(serving)
-            .expect("the serve thread waits for the incumbent");
-        inc.state = Some(State::Serving { stop, done, thread });
+            .send(requests)
+            .expect("the callback thread waits for the requests");
+        inc.state = Some(State::Serving {
+            finisher,
+            mode: Mode::Callbacks {
+                thread: Some(thread),
+            },
+        });
+        Ok(())
+    })
+}
+
+/// Start serving the control socket on a thread of the library's, handing
+/// the work to the caller's own event loop: poll
+/// `handoff_incumbent_request_fd` for reading, take each request with
+/// `handoff_incumbent_take_request`, do it across as many loop iterations
+/// as it needs and complete it with `handoff_hook_complete`. Heartbeats go
+/// on meanwhile. No mutex, condition variable or wake pipe is needed.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_incumbent_start_loop(
+    incumbent: *mut handoff_incumbent,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live incumbent.
+        let inc = unsafe { arg_mut(incumbent, "incumbent") }?;
+        let (requests, finisher) = inc.start()?;
+        inc.request_fd = requests.fd().as_raw_fd();
+        inc.slots = Some(Slots::new());
+        inc.state = Some(State::Serving {
+            finisher,
+            mode: Mode::Loop {
+                requests,
+                ended: false,
+            },
+        });
+        Ok(())
+    })
+}
+
+/// The descriptor to poll for reading: readable while a request waits
+/// (level-triggered; do not read it). Owned by the incumbent, valid until
+/// `handoff_incumbent_free`. -1 for NULL and unless started with
+/// `handoff_incumbent_start_loop`.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_incumbent_request_fd(
+    incumbent: *const handoff_incumbent,
+) -> c_int {
+    // SAFETY: NULL or a live incumbent.
+    unsafe { incumbent.as_ref() }.map_or(-1, |i| i.request_fd)
+}
+
+/// Take the next request without waiting. `*kind` receives
+/// `HANDOFF_REQUEST_NONE` (nothing waits; `*out` NULL),
+/// `HANDOFF_REQUEST_DRAIN`, `_SEAL` or `_RESUME` (`*out`: the request, to
+/// fill in and complete once with `handoff_hook_complete`; it stays owned
+/// by the incumbent) or `HANDOFF_REQUEST_ENDED` (serving is over, `*out`
+/// NULL: `handoff_incumbent_wait` says how without waiting). Only after
+/// `handoff_incumbent_start_loop`, else `HANDOFF_ERR_WRONG_STATE`.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_incumbent_take_request(
+    incumbent: *mut handoff_incumbent,
+    out: *mut *mut handoff_hook_context,
+    kind: *mut u32,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live incumbent.
+        let inc = unsafe { arg_mut(incumbent, "incumbent") }?;
+        let out = Out::new(out, "out")?;
+        let kind = Out::new(kind, "kind")?;
+        let (requests, ended) = match &mut inc.state {
+            Some(State::Serving {
+                mode: Mode::Loop { requests, ended },
+                ..
+            }) => (requests, ended),
+            Some(State::Finished(_)) if inc.slots.is_some() => {
+                out.write(std::ptr::null_mut());
+                kind.write(HANDOFF_REQUEST_NONE);
+                return Ok(());
+            }
+            _ => {
+                return Err(Failure::new(
+                    handoff_status::HANDOFF_ERR_WRONG_STATE,
+                    "requests are taken after handoff_incumbent_start_loop",
+                ))
+            }
+        };
+        let Some(request) = requests.take() else {
+            out.write(std::ptr::null_mut());
+            kind.write(HANDOFF_REQUEST_NONE);
+            return Ok(());
+        };
+        let code = kind_code(request.kind());
+        if let RequestKind::Ended(_) = request.kind() {
+            *ended = true;
+            out.write(std::ptr::null_mut());
+        } else {
+            let slot = inc
+                .slots
+                .as_ref()
+                .expect("set by start_loop")
+                .for_kind(request.kind());
+            // SAFETY: our own live box; the service holds no reference into
+            // it while calling us (one thread at a time, header contract).
+            unsafe { &mut *slot }.load(request, false);
+            out.write(slot);
+        }
+        kind.write(code);
         Ok(())
     })
 }
@@ -444,7 +490,9 @@ fn outcome_code(outcome: ServeOutcome) -> u32 {
 /// `HANDOFF_SERVE_COMMITTED` (a successor took over: finish the remaining
 /// reads and exit 0), `HANDOFF_SERVE_SUPERSEDED` (another process holds the
 /// lock: exit without writing) or `HANDOFF_SERVE_STOPPED`. Still serving at
-/// the timeout: `HANDOFF_ERR_TIMEOUT`.
+/// the timeout: `HANDOFF_ERR_TIMEOUT`. From a callback, or with a timeout
+/// while the service's loop holds an uncompleted request (serving could
+/// not end): `HANDOFF_ERR_WRONG_STATE`.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_incumbent_wait(
     incumbent: *mut handoff_incumbent,
@@ -453,65 +501,66 @@ pub unsafe extern "C" fn handoff_incumbent_wait(
     err: *mut *mut handoff_error,
 ) -> handoff_status {
     boundary(err, || {
+        refuse_on_hook_thread("handoff_incumbent_wait")?;
         // SAFETY: a live incumbent.
         let inc = unsafe { arg_mut(incumbent, "incumbent") }?;
         let outcome = Out::new(outcome, "outcome")?;
-        let code = match inc.state.take() {
-            Some(State::Finished(code)) => code,
-            Some(State::Serving { stop, done, thread }) => {
-                let received = if timeout_ms < 0 {
-                    done.recv()
-                        .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
-                } else {
-                    done.recv_timeout(Duration::from_millis(timeout_ms as u64))
+        if timeout_ms != 0 && inc.slots.as_ref().is_some_and(Slots::holding) {
+            return Err(Failure::new(
+                handoff_status::HANDOFF_ERR_WRONG_STATE,
+                "complete the request in hand first: serving cannot end before it is",
+            ));
+        }
+        let code = match &mut inc.state {
+            Some(State::Finished(code)) => *code,
+            Some(State::Serving { finisher, .. }) => {
+                let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+                let Some(result) = finisher.wait(timeout) else {
+                    return Err(Error::Timeout.into());
                 };
-                match received {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        inc.state = Some(State::Serving { stop, done, thread });
-                        return Err(Error::Timeout.into());
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        let _ = thread.join();
-                        inc.state = Some(State::Finished(HANDOFF_SERVE_STOPPED));
-                        return Err(Error::WrongState(
-                            "the serve thread ended without an outcome".into(),
-                        )
-                        .into());
-                    }
-                    Ok(result) => {
-                        let _ = thread.join();
-                        match result {
-                            Ok(o) => outcome_code(o),
-                            Err(failure) => {
-                                inc.state = Some(State::Finished(HANDOFF_SERVE_STOPPED));
-                                return Err(failure);
-                            }
-                        }
-                    }
-                }
+                finish(inc);
+                let code = result.map(outcome_code).map_err(Failure::from)?;
+                inc.state = Some(State::Finished(code));
+                code
             }
-            other => {
-                inc.state = other;
+            _ => {
                 return Err(Failure::new(
                     handoff_status::HANDOFF_ERR_WRONG_STATE,
                     "the incumbent is not serving",
-                ));
+                ))
             }
         };
-        inc.state = Some(State::Finished(code));
         outcome.write(code);
         Ok(())
     })
 }
 
+/// Serving is over: end the callback thread (it takes `Ended` and returns).
+fn finish(inc: &mut handoff_incumbent) {
+    if let Some(State::Serving {
+        mode: Mode::Callbacks { thread },
+        ..
+    }) = &mut inc.state
+    {
+        if let Some(thread) = thread.take() {
+            let _ = thread.join();
+        }
+    }
+    inc.state = Some(State::Finished(HANDOFF_SERVE_STOPPED));
+}
+
 /// Stop serving (rolling back a handoff in progress) and wait for the serve
-/// thread to end.
+/// thread to end. After `handoff_incumbent_start_loop`, requests the loop
+/// holds or has not taken fail (the process is on its way out: no resume
+/// is asked of it) and later `take_request` calls find nothing. From a
+/// callback: `HANDOFF_ERR_WRONG_STATE`.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_incumbent_stop(
     incumbent: *mut handoff_incumbent,
     err: *mut *mut handoff_error,
 ) -> handoff_status {
     boundary(err, || {
+        refuse_on_hook_thread("handoff_incumbent_stop")?;
         // SAFETY: a live incumbent.
         let inc = unsafe { arg_mut(incumbent, "incumbent") }?;
         stop(inc);
@@ -520,28 +569,46 @@ pub unsafe extern "C" fn handoff_incumbent_stop(
 }
 
 fn stop(inc: &mut handoff_incumbent) {
-    if let Some(State::Serving { stop, done, thread }) = inc.state.take() {
-        stop.stop();
-        // Join first: the serve thread sends its outcome just before it
-        // ends, so `try_recv` then finds it without blocking. A blocking
-        // std channel receive on the caller's (C) thread would leave
-        // per-thread runtime state there that is never freed (valgrind:
-        // "possibly lost").
-        let _ = thread.join();
-        let code = done
-            .try_recv()
-            .ok()
-            .and_then(|r| r.ok())
-            .map_or(HANDOFF_SERVE_STOPPED, outcome_code);
-        inc.state = Some(State::Finished(code));
+    let Some(State::Serving { finisher, mode }) = &mut inc.state else {
+        return;
+    };
+    finisher.stop();
+    if let Mode::Loop { requests, ended } = mode {
+        // Answer for the loop until the end: whatever it held or was yet to
+        // take fails, so the serve thread never waits for it.
+        if let Some(slots) = &inc.slots {
+            slots.fail_all();
+        }
+        while !*ended {
+            match requests.wait() {
+                Some(r) if matches!(r.kind(), RequestKind::Ended(_)) => *ended = true,
+                Some(r) => r.fail("the incumbent is stopping"),
+                None => break,
+            }
+        }
     }
+    let code = finisher
+        .join()
+        .and_then(|r| r.ok())
+        .map_or(HANDOFF_SERVE_STOPPED, outcome_code);
+    finish(inc);
+    inc.state = Some(State::Finished(code));
 }
 
-/// Stop serving if needed, close the control socket and free. NULL is a
-/// no-op.
+/// Stop serving if needed, close the control socket and free (every request
+/// context taken from it too). NULL is a no-op. From a callback it cannot
+/// free (it would wait for the callback itself): it logs an error and does
+/// nothing.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_incumbent_free(incumbent: *mut handoff_incumbent) {
     if incumbent.is_null() {
+        return;
+    }
+    if on_hook_thread() {
+        crate::log::event!(
+            Error,
+            "handoff_incumbent_free called from a callback: not freed"
+        );
         return;
     }
     // SAFETY: from Box::into_raw in this library; the caller gives it up.

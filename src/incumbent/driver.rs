@@ -1,4 +1,5 @@
-//! The incumbent's I/O: one poll loop over the stop pipe, the hook thread,
+//! The incumbent's I/O: one poll loop over the stop pipe, the service's
+//! completions,
 //! the control socket and every control connection, feeding what happens
 //! to each connection's [`Session`] and carrying out the actions it returns.
 //! Any number of connections may be open (a monitoring probe, a stray
@@ -18,7 +19,7 @@ use crate::poll::{self, Wait};
 use crate::protocol::{Capabilities, Message, MessageKind, Side, PROTO_MAX, PROTO_MIN};
 use crate::service::HookError;
 
-use super::hooks::{Done, HookRunner, Job};
+use super::requests::{Done, Mailbox, RequestKind};
 use super::session::{Action, Hook, Input, Session, Timing};
 use super::{now_unix_ms, spare_descriptor, ControlSocket, Incumbent, ServeOutcome};
 
@@ -39,7 +40,7 @@ struct Connection {
 
 pub struct Driver<'a> {
     incumbent: &'a mut Incumbent,
-    hooks: &'a HookRunner,
+    mailbox: &'a Mailbox,
     connections: Vec<Connection>,
     /// No accept before this (after a failed one).
     accept_after: Option<Instant>,
@@ -57,10 +58,10 @@ struct Readiness {
 }
 
 impl<'a> Driver<'a> {
-    pub fn new(incumbent: &'a mut Incumbent, hooks: &'a HookRunner) -> Driver<'a> {
+    pub fn new(incumbent: &'a mut Incumbent, mailbox: &'a Mailbox) -> Driver<'a> {
         Driver {
             incumbent,
-            hooks,
+            mailbox,
             connections: Vec::new(),
             accept_after: None,
             ended: None,
@@ -102,7 +103,7 @@ impl<'a> Driver<'a> {
                 return self.stop();
             }
             if ready.hook_done {
-                while let Some(done) = self.hooks.try_result() {
+                while let Some(done) = self.mailbox.try_result() {
                     if let Some(end) = self.hook_returned(done)? {
                         return Ok(end);
                     }
@@ -133,7 +134,7 @@ impl<'a> Driver<'a> {
             &mut fds,
             self.incumbent.stop_fd().map_or(-1, |fd| fd.as_raw_fd()),
         );
-        watch(&mut fds, self.hooks.ready_fd().as_raw_fd());
+        watch(&mut fds, self.mailbox.done_fd().as_raw_fd());
         // While the lock is released nobody new is greeted: whoever asks now
         // (a restarted supervisor above all) must meet the process that
         // ends up in charge, not one that may be superseded a moment later.
@@ -244,11 +245,15 @@ impl<'a> Driver<'a> {
                     }
                     Hook::Seal => event!(Info, "handoff {handoff_id}: sealing"),
                 }
-                self.hooks.submit(Job::Run {
-                    hook,
-                    budget,
-                    sender: self.connections[at].channel.sender(),
-                });
+                let kind = match hook {
+                    Hook::Drain => RequestKind::Drain,
+                    Hook::Seal => RequestKind::Seal,
+                };
+                self.mailbox.submit(
+                    kind,
+                    Some(Instant::now() + budget),
+                    Some(self.connections[at].channel.sender()),
+                );
             }
             Action::ReleaseLock => {
                 // Invariant 2: only after a successful seal, and before the
@@ -449,7 +454,7 @@ impl<'a> Driver<'a> {
             },
         )?;
         if running {
-            if let Some(done) = self.hooks.wait_result() {
+            if let Some(done) = self.mailbox.wait_result() {
                 self.hook_returned(done)?;
             }
         }
@@ -480,8 +485,8 @@ impl<'a> Driver<'a> {
             }
         }
         crash_point!("O_IN_RESUME");
-        self.hooks.submit(Job::Resume);
-        if let Some(Done::Resumed(Err(HookError(reason)))) = self.hooks.wait_result() {
+        self.mailbox.submit(RequestKind::Resume, None, None);
+        if let Some(Done::Resumed(Err(HookError(reason)))) = self.mailbox.wait_result() {
             event!(Error, "resume_after_abort failed: {reason}");
         }
         Ok(true)

@@ -5,12 +5,16 @@
 //!
 //! `session` decides (a pure state machine per control connection),
 //! `driver` does the I/O (one poll loop over the control socket, every
-//! connection, the hook thread and the clock), `hooks` runs the service's
-//! hooks on a thread of their own so that the loop never stops answering.
+//! connection, the service's completions and the clock), `requests` hands
+//! the work to the service: to its own event loop ([`Incumbent::start`]) or
+//! to a thread that calls its hooks ([`Incumbent::serve`]), so that the
+//! loop never stops answering.
 
 mod driver;
-mod hooks;
+mod requests;
 pub mod session;
+
+pub use requests::{dispatch, Request, RequestKind, Requests};
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -200,12 +204,178 @@ impl Incumbent {
 
     /// Serve the control socket until a handoff commits or `stop` is called.
     /// Failed or abandoned handoffs are rolled back and serving goes on.
-    /// The hooks run on a thread of the library's, one at a time.
+    /// The hooks run on a thread of the library's, one at a time, fed by
+    /// the same requests a service's own loop takes from [`Incumbent::start`].
     pub fn serve(&mut self, service: &dyn Service) -> Result<ServeOutcome> {
         std::thread::scope(|scope| {
-            let hooks = hooks::HookRunner::start(scope, service)?;
-            driver::Driver::new(self, &hooks).run()
+            // Made in here: a panicking driver drops the mailbox, which ends
+            // the hook thread before the scope waits for it.
+            let (mailbox, requests) = requests::mailbox()?;
+            std::thread::Builder::new()
+                .name("handoff-hooks".into())
+                .spawn_scoped(scope, move || dispatch(&requests, service))
+                .map_err(Error::Stream)?;
+            let outcome = driver::Driver::new(self, &mailbox).run();
+            mailbox.submit(
+                RequestKind::Ended(outcome.as_ref().ok().copied()),
+                None,
+                None,
+            );
+            outcome
         })
+    }
+
+    /// Serve the control socket on a thread of the library's and hand the
+    /// work to the caller's own event loop: poll [`Serving::requests`]'s
+    /// descriptor, take each request, do it across as many loop iterations
+    /// as it needs and complete it. Heartbeats go on meanwhile. The end of
+    /// serving arrives as a [`RequestKind::Ended`] request. When the thread
+    /// cannot be started the caller gets the incumbent back.
+    pub fn start(mut self) -> std::result::Result<Serving, Box<NotStarted>> {
+        let not_started = |error, incumbent| Box::new(NotStarted { error, incumbent });
+        let stop = match self.stop_handle() {
+            Ok(stop) => stop,
+            Err(error) => return Err(not_started(error, self)),
+        };
+        let (mailbox, requests) = match requests::mailbox() {
+            Ok(pair) => pair,
+            Err(error) => return Err(not_started(error, self)),
+        };
+        // The incumbent reaches the thread only once it runs, so that a
+        // failed spawn can give it back.
+        let (hand_over, handed) = std::sync::mpsc::sync_channel::<Incumbent>(1);
+        let (report, done) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("handoff-incumbent".into())
+            .spawn(move || {
+                let Ok(mut incumbent) = handed.recv() else {
+                    return;
+                };
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    driver::Driver::new(&mut incumbent, &mailbox).run()
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::WrongState(
+                        "internal error (panic) in the serve loop".into(),
+                    ))
+                });
+                // Ended goes out after the outcome, so that a service that
+                // sees it can read the outcome without waiting.
+                let ended = RequestKind::Ended(outcome.as_ref().ok().copied());
+                let _ = report.send(outcome);
+                mailbox.submit(ended, None, None);
+            });
+        let thread = match spawned {
+            Ok(thread) => thread,
+            Err(e) => return Err(not_started(Error::Stream(e), self)),
+        };
+        let generation = self.generation_handle();
+        hand_over
+            .send(self)
+            .expect("the serve thread waits for the incumbent");
+        Ok(Serving {
+            requests,
+            finisher: Finisher {
+                stop,
+                generation,
+                done,
+                thread: Some(thread),
+            },
+        })
+    }
+}
+
+/// Why [`Incumbent::start`] failed, with the incumbent given back.
+pub struct NotStarted {
+    pub error: Error,
+    pub incumbent: Incumbent,
+}
+
+/// An incumbent serving on a thread of the library's (see
+/// [`Incumbent::start`]).
+pub struct Serving {
+    requests: Requests,
+    finisher: Finisher,
+}
+
+impl Serving {
+    /// The requests to take and complete; readable descriptor in `fd()`.
+    pub fn requests(&self) -> &Requests {
+        &self.requests
+    }
+
+    pub fn finisher(&mut self) -> &mut Finisher {
+        &mut self.finisher
+    }
+
+    /// Split into the requests and the serve thread's handle (for the
+    /// callback API, which hands the requests to a thread of its own).
+    pub fn into_parts(self) -> (Requests, Finisher) {
+        (self.requests, self.finisher)
+    }
+
+    /// Wait for serving to end. Requests still waiting are dropped first,
+    /// so they fail instead of holding it up.
+    pub fn join(self) -> Result<ServeOutcome> {
+        let (requests, mut finisher) = self.into_parts();
+        drop(requests);
+        finisher.wait(None).unwrap_or(Ok(ServeOutcome::Stopped))
+    }
+}
+
+/// The serve thread's handle: stop it, wait for it, read the generation.
+pub struct Finisher {
+    stop: StopHandle,
+    generation: Arc<AtomicU64>,
+    done: std::sync::mpsc::Receiver<Result<ServeOutcome>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Finisher {
+    /// Ask serving to end. It does not wait: a handoff in progress is rolled
+    /// back first (which may send a Resume request), then `Ended` arrives.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// The lock generation of the current tenure.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Wait up to `timeout` (None: forever) for serving to end: None while
+    /// it goes on, then its outcome once (later calls: None).
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Option<Result<ServeOutcome>> {
+        let thread = self.thread.as_ref()?;
+        let outcome = if thread.is_finished() {
+            // Without blocking: a blocking std receive leaves per-thread
+            // runtime state on a C caller's thread (valgrind: "possibly lost").
+            self.done.try_recv().ok()
+        } else {
+            match timeout {
+                None => self.done.recv().ok(),
+                Some(t) => self.done.recv_timeout(t).ok(),
+            }
+        };
+        if outcome.is_none() && !thread.is_finished() {
+            return None;
+        }
+        let _ = self.thread.take().map(|t| t.join());
+        Some(outcome.unwrap_or_else(|| {
+            Err(Error::WrongState(
+                "the serve thread ended without an outcome".into(),
+            ))
+        }))
+    }
+
+    /// Wait for the thread after `stop`, joining first (see `wait`).
+    pub fn join(&mut self) -> Option<Result<ServeOutcome>> {
+        let _ = self.thread.take()?.join();
+        Some(self.done.try_recv().unwrap_or_else(|_| {
+            Err(Error::WrongState(
+                "the serve thread ended without an outcome".into(),
+            ))
+        }))
     }
 }
 

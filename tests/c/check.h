@@ -99,6 +99,7 @@ void test_bad_frames(void);
 void test_encode_errors(void);
 void test_accessor_errors(void);
 void test_null_and_statics(void);
+void test_requests(void);
 void test_frame_reader(void);
 void test_journal_errors(void);
 

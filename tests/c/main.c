@@ -61,6 +61,7 @@ int main(int argc, char **argv)
     test_frame_reader();
     test_journal_vectors();
     test_journal_errors();
+    test_requests();
 
     if (checks_failed == 0)
         nftw(scratch_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
