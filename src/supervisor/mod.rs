@@ -267,13 +267,6 @@ impl Supervisor {
         &self.control_path
     }
 
-    pub fn listener_names(&self) -> Vec<&str> {
-        self.listeners
-            .iter()
-            .map(|(name, _)| name.as_str())
-            .collect()
-    }
-
     /// Start the first generation (no HANDOFF_ROLE: a cold start).
     pub fn spawn_cold(&self, command: &Command) -> Result<ChildProcess> {
         spawn(command, &self.borrowed_listeners(), None)
