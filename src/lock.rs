@@ -21,7 +21,7 @@
 //! instant; it names a holder only for diagnostics and retries an unknown one.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -71,11 +71,30 @@ impl LockState {
 #[derive(Debug)]
 pub struct DataDirLock {
     dir: PathBuf,
-    /// The locked open file description; None once released.
-    file: Option<File>,
-    /// The pidfile naming us, kept open to clear it at release.
-    pidfile: Option<File>,
+    /// The lock's open files; None once released.
+    files: Option<LockFiles>,
     generation: u64,
+}
+
+/// The descriptors of a tenure: the locked open file description, the
+/// pidfile naming us (kept open to clear it at release) and the generation
+/// file (kept open so that a retake can count up without opening it).
+#[derive(Debug)]
+struct LockFiles {
+    lock: File,
+    pidfile: Option<File>,
+    generation: File,
+}
+
+/// A lock an incumbent let go for a handoff, its files kept open (flock
+/// dropped) so that taking it back after an abort needs no new descriptor:
+/// a service at its descriptor limit must still be able to resume (issue
+/// 14). Dropping it closes them and writes nothing: the pidfile and the
+/// generation belong to whoever holds the lock now.
+#[derive(Debug)]
+pub struct ReleasedLock {
+    dir: PathBuf,
+    files: Option<LockFiles>,
 }
 
 impl DataDirLock {
@@ -127,15 +146,27 @@ impl DataDirLock {
                     );
                 }
             }
-            // From here on, dropping `lock` releases it (and clears the pidfile).
-            let mut lock = DataDirLock {
-                dir,
-                file: Some(file),
-                pidfile: None,
-                generation: 0,
+            // Until `lock` is built, dropping `file` releases the flock.
+            let pidfile = write_pidfile(&dir)?;
+            let (generation, generation_file) = match count_up(&dir) {
+                Ok(counted) => counted,
+                Err(e) => {
+                    // Not ours after all: the pidfile must not name us.
+                    if let Some(pidfile) = &pidfile {
+                        let _ = rewrite_in_place(pidfile, NOBODY);
+                    }
+                    return Err(e);
+                }
             };
-            lock.pidfile = lock.write_pidfile()?;
-            lock.generation = count_up(&lock.dir)?;
+            let lock = DataDirLock {
+                dir,
+                files: Some(LockFiles {
+                    lock: file,
+                    pidfile,
+                    generation: generation_file,
+                }),
+                generation,
+            };
             // Only the successor has it in its environment (the test gives
             // N points to the supervisor, which never takes the lock).
             crash_point!("N_AFTER_LOCK");
@@ -205,55 +236,134 @@ impl DataDirLock {
     /// nobody owns is not. For the same reason the pidfile is not fsynced:
     /// this is on the handoff's critical path (before SealComplete).
     pub fn release(mut self) -> Result<()> {
-        self.release_inner()
+        match self.files.take() {
+            Some(files) => files.unlock(&self.dir),
+            None => Ok(()),
+        }
     }
 
-    fn release_inner(&mut self) -> Result<()> {
-        let Some(file) = self.file.take() else {
-            return Ok(());
-        };
-        let cleared = match self.pidfile.take() {
-            Some(pidfile) => rewrite_in_place(&pidfile, NOBODY)
-                .map_err(|e| Error::io("cannot clear pidfile", self.dir.join(PIDFILE), e)),
+    /// [`release`](DataDirLock::release), keeping the files open for a
+    /// [`ReleasedLock::retake`]. The lock is released whatever the result.
+    pub fn release_keeping_files(mut self) -> (ReleasedLock, Result<()>) {
+        let files = self.files.take();
+        let released = files.as_ref().map_or(Ok(()), |f| f.unlock(&self.dir));
+        let dir = std::mem::take(&mut self.dir);
+        (ReleasedLock { dir, files }, released)
+    }
+}
+
+impl LockFiles {
+    fn unlock(&self, dir: &Path) -> Result<()> {
+        let cleared = match &self.pidfile {
+            Some(pidfile) => rewrite_in_place(pidfile, NOBODY)
+                .map_err(|e| Error::io("cannot clear pidfile", dir.join(PIDFILE), e)),
             None => Ok(()),
         };
         // Explicit unlock: a forked child's copy of the descriptor would
         // otherwise keep the open file description, and the lock, alive.
-        let unlocked = sys::unlock_flock(file.as_raw_fd())
-            .map_err(|e| Error::io("cannot unlock", self.dir.join(LOCK_FILE), e));
-        drop(file);
+        let unlocked = sys::unlock_flock(self.lock.as_raw_fd())
+            .map_err(|e| Error::io("cannot unlock", dir.join(LOCK_FILE), e));
         cleared.and(unlocked)
     }
 
-    /// Write our pid to the pidfile, in place. A full disk that leaves no
-    /// room to create it (the lock's first acquire here since an older
-    /// version removed it) costs only the diagnostic, not the lock.
-    fn write_pidfile(&self) -> Result<Option<File>> {
-        let path = self.dir.join(PIDFILE);
-        let written = open_in_place(&path, 0o644).and_then(|file| {
-            rewrite_in_place(&file, format!("{}\n", std::process::id()).as_bytes())?;
-            Ok(file)
-        });
-        match written {
-            Ok(file) => Ok(Some(file)),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
-                event!(
-                    Warn,
-                    "data-dir lock {}: no pidfile: {e}",
-                    self.dir.display()
-                );
-                Ok(None)
-            }
-            Err(e) => Err(Error::io("cannot write pidfile", path, e)),
+    /// Whether the files are still the ones at their paths (nobody removed
+    /// or replaced them since they were opened).
+    fn still_current(&self, dir: &Path) -> Result<bool> {
+        Ok(is_current_inode(&self.lock, &dir.join(LOCK_FILE))?
+            && is_current_inode(&self.generation, &dir.join(GENERATION_FILE))?)
+    }
+}
+
+impl ReleasedLock {
+    /// A lock on `dir` whose files are not open: [`retake`] acquires it.
+    ///
+    /// [`retake`]: ReleasedLock::retake
+    pub fn closed(dir: &Path) -> ReleasedLock {
+        ReleasedLock {
+            dir: dir.to_owned(),
+            files: None,
         }
+    }
+
+    /// Take the lock back with the files kept open: no descriptor and no
+    /// disk block needed. [`Error::LockHeld`] while another process holds
+    /// it (call again to retry). Files someone replaced since the release
+    /// are closed and the lock is taken afresh, as [`DataDirLock::acquire`].
+    pub fn retake(&mut self) -> Result<DataDirLock> {
+        let Some(files) = self.files.take() else {
+            return DataDirLock::acquire(&self.dir);
+        };
+        let lock_path = self.dir.join(LOCK_FILE);
+        let taken = sys::try_flock(files.lock.as_raw_fd(), true)
+            .map_err(|e| Error::io("cannot flock", &lock_path, e))?;
+        if !taken {
+            let holder = files
+                .pidfile
+                .as_ref()
+                .and_then(pid_in)
+                .filter(|pid| sys::process_exists(*pid));
+            self.files = Some(files);
+            return Err(Error::LockHeld {
+                dir: self.dir.clone(),
+                holder,
+            });
+        }
+        if !files.still_current(&self.dir)? {
+            event!(
+                Warn,
+                "data-dir lock {}: its files were replaced during the handoff; taking it afresh",
+                self.dir.display()
+            );
+            drop(files);
+            return DataDirLock::acquire(&self.dir);
+        }
+        // From here on, dropping `lock` releases it (and clears the pidfile).
+        let mut lock = DataDirLock {
+            dir: self.dir.clone(),
+            files: Some(files),
+            generation: 0,
+        };
+        let files = lock.files.as_mut().expect("just set");
+        match &files.pidfile {
+            Some(pidfile) => rewrite_in_place(pidfile, own_pid().as_bytes())
+                .map_err(|e| Error::io("cannot write pidfile", lock.dir.join(PIDFILE), e))?,
+            None => files.pidfile = write_pidfile(&lock.dir)?,
+        }
+        lock.generation = count_up_in(&files.generation, &lock.dir.join(GENERATION_FILE))?;
+        Ok(lock)
     }
 }
 
 impl Drop for DataDirLock {
     fn drop(&mut self) {
-        if let Err(e) = self.release_inner() {
-            event!(Warn, "releasing the data-dir lock: {e}");
+        if let Some(files) = self.files.take() {
+            if let Err(e) = files.unlock(&self.dir) {
+                event!(Warn, "releasing the data-dir lock: {e}");
+            }
         }
+    }
+}
+
+fn own_pid() -> String {
+    format!("{}\n", std::process::id())
+}
+
+/// Write our pid to the pidfile, in place. A full disk that leaves no
+/// room to create it (the lock's first acquire here since an older
+/// version removed it) costs only the diagnostic, not the lock.
+fn write_pidfile(dir: &Path) -> Result<Option<File>> {
+    let path = dir.join(PIDFILE);
+    let written = open_in_place(&path, 0o644).and_then(|file| {
+        rewrite_in_place(&file, own_pid().as_bytes())?;
+        Ok(file)
+    });
+    match written {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) => {
+            event!(Warn, "data-dir lock {}: no pidfile: {e}", dir.display());
+            Ok(None)
+        }
+        Err(e) => Err(Error::io("cannot write pidfile", path, e)),
     }
 }
 
@@ -263,12 +373,15 @@ fn live_holder(dir: &Path) -> Option<u32> {
 }
 
 fn read_pidfile(dir: &Path) -> Option<u32> {
-    let mut text = String::new();
-    fsutil::open_regular(&dir.join(PIDFILE))
-        .ok()?
-        .read_to_string(&mut text)
-        .ok()?;
-    text.trim().parse().ok()
+    pid_in(&fsutil::open_regular(&dir.join(PIDFILE)).ok()?)
+}
+
+/// The pid a pidfile names, read from its start (an open file's offset is
+/// not ours to move).
+fn pid_in(file: &File) -> Option<u32> {
+    let mut bytes = [0u8; 24];
+    let len = file.read_at(&mut bytes, 0).ok()?;
+    std::str::from_utf8(&bytes[..len]).ok()?.trim().parse().ok()
 }
 
 fn is_current_inode(file: &File, path: &Path) -> Result<bool> {
@@ -312,15 +425,43 @@ fn rewrite_in_place(file: &File, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Store the generation after the stored one (0 when there is none, or an
-/// empty file: a first acquire that never completed) and give it. Called
-/// only while holding the flock.
-fn count_up(dir: &Path) -> Result<u64> {
+/// empty file: a first acquire that never completed) and give it, with the
+/// file kept open. Called only while holding the flock.
+fn count_up(dir: &Path) -> Result<(u64, File)> {
     let path = dir.join(GENERATION_FILE);
-    let io = |action, e| Error::io(action, &path, e);
-    let mut file = open_in_place(&path, 0o644).map_err(|e| io("cannot open generation file", e))?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|e| io("cannot read generation file", e))?;
+    let file = open_in_place(&path, 0o644)
+        .map_err(|e| Error::io("cannot open generation file", &path, e))?;
+    let created = file
+        .metadata()
+        .map_err(|e| Error::io("cannot stat generation file", &path, e))?
+        .len()
+        == 0;
+    let next = count_up_in(&file, &path)?;
+    if created {
+        // Just created: its directory entry must survive a power cut too.
+        fsutil::sync_dir(dir)?;
+    }
+    Ok((next, file))
+}
+
+/// Read the generation in `file`, store the next one in place, durably.
+fn count_up_in(file: &File, path: &Path) -> Result<u64> {
+    let io = |action, e| Error::io(action, path, e);
+    // From offset 0 whatever the file's offset (a retake reads it again).
+    // A record is 21 bytes; whatever is longer than the buffer is corrupt
+    // and fails to parse from its first 64 bytes already.
+    let mut bytes = [0u8; 64];
+    let mut len = 0;
+    while len < bytes.len() {
+        match file.read_at(&mut bytes[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(io("cannot read generation file", e)),
+        }
+    }
+    let bytes = &bytes[..len];
+    let text = String::from_utf8_lossy(bytes);
     let current = if text.is_empty() {
         0
     } else {
@@ -338,13 +479,9 @@ fn count_up(dir: &Path) -> Result<u64> {
             std::io::Error::new(ErrorKind::InvalidData, "the generation is at u64::MAX"),
         )
     })?;
-    rewrite_in_place(&file, generation_record(next).as_bytes())
+    rewrite_in_place(file, generation_record(next).as_bytes())
         .and_then(|()| file.sync_data())
         .map_err(|e| io("cannot write generation file", e))?;
-    if text.is_empty() {
-        // Just created: its directory entry must survive a power cut too.
-        fsutil::sync_dir(dir)?;
-    }
     Ok(next)
 }
 
@@ -431,6 +568,65 @@ mod tests {
         drop(DataDirLock::acquire(dir).unwrap());
         assert_eq!(read(dir, PIDFILE).as_deref(), Some("\n"));
         assert_eq!(DataDirLock::acquire(dir).unwrap().generation(), 3);
+    }
+
+    #[test]
+    fn a_released_lock_is_taken_back_through_its_kept_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (mut released, result) = DataDirLock::acquire(dir).unwrap().release_keeping_files();
+        result.unwrap();
+        assert_eq!(DataDirLock::probe(dir).unwrap(), LockState::Free);
+        assert_eq!(read(dir, PIDFILE).as_deref(), Some("\n"));
+
+        // A successor holds it: the retake says who, and can be tried again.
+        let successor = DataDirLock::acquire(dir).unwrap();
+        assert_eq!(successor.generation(), 2);
+        match released.retake() {
+            Err(Error::LockHeld { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
+            other => panic!("expected LockHeld, got {other:?}"),
+        }
+        successor.release().unwrap();
+
+        let ino = |name| fs::metadata(dir.join(name)).unwrap().ino();
+        let inodes = [ino(LOCK_FILE), ino(PIDFILE), ino(GENERATION_FILE)];
+        let retaken = released.retake().unwrap();
+        assert_eq!(retaken.generation(), 3, "counted past the successor's");
+        assert_eq!(
+            read(dir, GENERATION_FILE).as_deref(),
+            Some("00000000000000000003\n")
+        );
+        assert_eq!(
+            read(dir, PIDFILE),
+            Some(format!("{}\n", std::process::id()))
+        );
+        assert_eq!(
+            [ino(LOCK_FILE), ino(PIDFILE), ino(GENERATION_FILE)],
+            inodes,
+            "the same files, rewritten in place"
+        );
+        assert!(DataDirLock::probe(dir).unwrap().is_held());
+        drop(retaken);
+        assert_eq!(DataDirLock::probe(dir).unwrap(), LockState::Free);
+    }
+
+    #[test]
+    fn a_released_lock_whose_files_were_replaced_is_taken_afresh() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let (mut released, result) = DataDirLock::acquire(dir).unwrap().release_keeping_files();
+        result.unwrap();
+        // Someone replaced the lock file: a flock on the old inode would
+        // protect nothing.
+        fs::remove_file(dir.join(LOCK_FILE)).unwrap();
+        let retaken = released.retake().unwrap();
+        assert_eq!(retaken.generation(), 2);
+        assert!(DataDirLock::probe(dir).unwrap().is_held());
+        // The new lock file is the one locked: a second taker is refused.
+        assert!(matches!(
+            DataDirLock::acquire(dir),
+            Err(Error::LockHeld { .. })
+        ));
     }
 
     #[test]

@@ -443,7 +443,12 @@ fn a_handoff_at_the_descriptor_limit() {
             while fd_count(first) != at_limit && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            assert_eq!(fd_count(first), at_limit, "the incumbent's descriptors");
+            assert_eq!(
+                fd_count(first),
+                at_limit,
+                "the incumbent's descriptors\n{}",
+                bench.log_tail()
+            );
             verdicts.push(format!("rolled back in {secs:.2}s ({reason}), then "));
         }
 

@@ -13,7 +13,7 @@ use crate::channel::Channel;
 use crate::control::check_peer_uid;
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
-use crate::lock::DataDirLock;
+use crate::lock::{DataDirLock, ReleasedLock};
 use crate::log::event;
 use crate::poll::{self, Wait};
 use crate::protocol::{Capabilities, Message, MessageKind, Side, PROTO_MAX, PROTO_MIN};
@@ -260,9 +260,11 @@ impl<'a> Driver<'a> {
                 // supervisor hears of it. The flock goes even when removing
                 // the pidfile fails.
                 if let Some(lock) = self.incumbent.lock.take() {
-                    if let Err(e) = lock.release() {
+                    let (released, result) = lock.release_keeping_files();
+                    if let Err(e) = result {
                         event!(Warn, "releasing the data-dir lock: {e}");
                     }
+                    self.incumbent.released = Some(released);
                 }
             }
             Action::RollBack { lock_released } => {
@@ -519,11 +521,15 @@ impl<'a> Driver<'a> {
     /// once: the process is on its way out and needs no lock, and whoever
     /// asked it to stop (a recovering supervisor's SIGTERM) may not wait
     /// long before it kills it.
-    fn retake_lock(&self) -> Result<DataDirLock> {
-        let incumbent = &*self.incumbent;
+    fn retake_lock(&mut self) -> Result<DataDirLock> {
+        let incumbent = &mut *self.incumbent;
         let deadline = Instant::now() + incumbent.config.relock;
+        let mut released = incumbent
+            .released
+            .take()
+            .unwrap_or_else(|| ReleasedLock::closed(&incumbent.data_dir));
         loop {
-            match DataDirLock::acquire(&incumbent.data_dir) {
+            match released.retake() {
                 Err(held @ Error::LockHeld { .. }) => {
                     let now = Instant::now();
                     if now >= deadline {

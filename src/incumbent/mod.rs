@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::control::bind_private;
 use crate::error::{Error, Result};
-use crate::lock::DataDirLock;
+use crate::lock::{DataDirLock, ReleasedLock};
 use crate::log::event;
 use crate::poll;
 use crate::service::Service;
@@ -121,6 +121,8 @@ pub struct Incumbent {
     control: ControlSocket,
     data_dir: PathBuf,
     lock: Option<DataDirLock>,
+    /// The lock's files while a handoff has it released.
+    released: Option<ReleasedLock>,
     generation: Arc<AtomicU64>,
     build_id: Vec<u8>,
     config: IncumbentConfig,
@@ -156,6 +158,7 @@ impl Incumbent {
             data_dir: lock.data_dir().to_owned(),
             generation: Arc::new(AtomicU64::new(lock.generation())),
             lock: Some(lock),
+            released: None,
             build_id: Vec::new(),
             config: IncumbentConfig::default(),
             stop: None,
