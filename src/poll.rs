@@ -1,4 +1,4 @@
-//! Interruptible waits: poll(2) on one descriptor plus a wake pipe.
+//! Interruptible waits: poll(2) on one descriptor plus a wake channel.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -68,13 +68,42 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Make the read end of a wake pipe readable for good.
-pub fn wake(write_end: BorrowedFd<'_>) {
-    // SAFETY: writing one byte from a valid buffer to a descriptor we borrow.
-    let _ = unsafe { libc::write(write_end.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+/// A close-on-exec wake channel: (read end, write end). A connected Unix
+/// socket pair, not a pipe: [`wake`] sends with MSG_NOSIGNAL|MSG_DONTWAIT,
+/// so a read end already closed is never a SIGPIPE in the host process and
+/// a full one never blocks the waker.
+pub fn wake_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors socketpair writes.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socketpair succeeded, so both are fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Make `fd` non-blocking (for the read end of a wake pipe that is drained).
+/// Make the read end of a wake channel readable (for good unless drained).
+pub fn wake(write_end: BorrowedFd<'_>) {
+    // SAFETY: sending one byte from a valid buffer on a descriptor we borrow.
+    let _ = unsafe {
+        libc::send(
+            write_end.as_raw_fd(),
+            [1u8].as_ptr().cast(),
+            1,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+}
+
+/// Make `fd` non-blocking (for the read end of a wake channel that is drained).
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we borrow, with no pointers.
     let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
@@ -87,7 +116,7 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Empty a non-blocking wake pipe's read end.
+/// Empty a non-blocking wake channel's read end.
 pub fn drain(read_end: BorrowedFd<'_>) {
     let mut sink = [0u8; 64];
     // SAFETY: reading into a local buffer of the length passed.

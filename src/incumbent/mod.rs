@@ -196,7 +196,7 @@ impl Incumbent {
 
     /// A handle that makes `serve` return. Call before `serve`.
     pub fn stop_handle(&mut self) -> Result<StopHandle> {
-        let (read, write) = poll::pipe().map_err(Error::Stream)?;
+        let (read, write) = poll::wake_pair().map_err(Error::Stream)?;
         self.stop = Some(read);
         Ok(StopHandle(write))
     }

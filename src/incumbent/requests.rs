@@ -230,9 +230,9 @@ pub struct Mailbox {
 
 /// A connected pair.
 pub fn mailbox() -> Result<(Mailbox, Requests)> {
-    let (ready, announce) = poll::pipe().map_err(Error::Stream)?;
+    let (ready, announce) = poll::wake_pair().map_err(Error::Stream)?;
     poll::set_nonblocking(ready.as_fd()).map_err(Error::Stream)?;
-    let (done, done_wake) = poll::pipe().map_err(Error::Stream)?;
+    let (done, done_wake) = poll::wake_pair().map_err(Error::Stream)?;
     poll::set_nonblocking(done.as_fd()).map_err(Error::Stream)?;
     let (queue, receiver) = mpsc::channel();
     let (results_tx, results) = mpsc::channel();

@@ -185,9 +185,10 @@ pub struct Supervisor {
     journal: Option<PathBuf>,
     timeouts: Timeouts,
     in_flight: Mutex<()>,
-    /// Readable end (0) and writable end (1) of the pipe `cancel` writes
-    /// to, to wake the handoff's waits.
-    cancel: (OwnedFd, OwnedFd),
+    /// Readable end (0) and writable end (1) of the channel `cancel` writes
+    /// to, to wake the handoff's waits; the errno when it could not be made
+    /// (no descriptor left), which refuses handoffs rather than panicking.
+    cancel: std::result::Result<(OwnedFd, OwnedFd), i32>,
     /// The number of the handoff in flight (0: none), and of the last one
     /// cancelled: a cancel can only ever end the handoff it was meant for.
     running: AtomicU64,
@@ -204,7 +205,7 @@ impl Supervisor {
             journal: None,
             timeouts: Timeouts::default(),
             in_flight: Mutex::new(()),
-            cancel: cancel_pipe(),
+            cancel: cancel_channel(),
             running: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             handoffs: AtomicU64::new(0),
@@ -217,13 +218,17 @@ impl Supervisor {
         let running = self.running.load(Ordering::SeqCst);
         if running != 0 {
             self.cancelled.store(running, Ordering::SeqCst);
-            poll::wake(self.cancel.1.as_fd());
+            if let Ok((_, wake)) = &self.cancel {
+                poll::wake(wake.as_fd());
+            }
         }
     }
 
     /// Whether handoff number `seq` was cancelled (draining the wake-ups).
     fn is_cancelled(&self, seq: u64) -> bool {
-        poll::drain(self.cancel.0.as_fd());
+        if let Ok((read, _)) = &self.cancel {
+            poll::drain(read.as_fd());
+        }
         self.cancelled.load(Ordering::SeqCst) == seq
     }
 
@@ -298,6 +303,9 @@ impl Supervisor {
             .in_flight
             .try_lock()
             .map_err(|_| Error::HandoffInProgress)?;
+        if let Err(errno) = self.cancel {
+            return Err(Error::Stream(std::io::Error::from_raw_os_error(errno)));
+        }
         let started = Instant::now();
         let deadline = started + spec.deadline;
         let handoff_id = HandoffId::random();
@@ -430,10 +438,9 @@ impl Supervisor {
     }
 }
 
-/// The cancel pipe; a supervisor without one (no descriptors left) cannot
-/// be cancelled, which the first wait would report as an error anyway.
-fn cancel_pipe() -> (OwnedFd, OwnedFd) {
-    let (read, write) = poll::pipe().expect("a pipe for cancelling handoffs");
-    poll::set_nonblocking(read.as_fd()).expect("fcntl on a fresh pipe");
-    (read, write)
+/// The cancel channel, or the errno that kept it from being made.
+fn cancel_channel() -> std::result::Result<(OwnedFd, OwnedFd), i32> {
+    let (read, write) = poll::wake_pair().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    poll::set_nonblocking(read.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    Ok((read, write))
 }

@@ -468,7 +468,12 @@ impl<'a> Run<'a> {
                     .as_ref()
                     .map_or(-1, |p| p.as_fd().as_raw_fd()),
             ),
-            entry(self.supervisor.cancel.0.as_raw_fd()),
+            entry(
+                self.supervisor
+                    .cancel
+                    .as_ref()
+                    .map_or(-1, |(read, _)| read.as_raw_fd()),
+            ),
         ];
         // An error here (EINTR is retried) shows up as a timeout; the loop's
         // checks then decide.

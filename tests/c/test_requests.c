@@ -60,7 +60,8 @@ static bool send_message(int fd, handoff_message *msg)
     handoff_error *err = NULL;
     bool ok = CHECK_OK(handoff_message_encode(msg, buf, sizeof buf, &needed, &err), &err);
     handoff_message_free(msg);
-    return ok && write(fd, buf, needed) == (ssize_t)needed;
+    /* MSG_NOSIGNAL: a closed peer is a failed CHECK naming its line, not SIGPIPE. */
+    return ok && send(fd, buf, needed, MSG_NOSIGNAL) == (ssize_t)needed;
 }
 
 /* Wait (no timeout: the request is coming) for the request descriptor and
