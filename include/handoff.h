@@ -1230,6 +1230,24 @@ handoff_status handoff_successor_wait_for_begin(struct handoff_successor *succes
                                                 struct handoff_error **err);
 
 /**
+ * The control connection's descriptor, for the service's own loop: wait
+ * for it to be readable (with the loop's own deadline and cancellation),
+ * then call `handoff_successor_poll_begin`. Owned by the successor (never
+ * read, write or close it). -1 for NULL or after Ready.
+ */
+int handoff_successor_control_fd(const struct handoff_successor *successor);
+
+/**
+ * Read what the control connection holds without waiting: `*begun` is
+ * true once Begin has arrived (and from then on), false when it has not
+ * yet. `HANDOFF_ERR_ABORTED` or `HANDOFF_ERR_PEER_CLOSED`: the handoff is
+ * over, exit without touching the data directory.
+ */
+handoff_status handoff_successor_poll_begin(struct handoff_successor *successor,
+                                            bool *begun,
+                                            struct handoff_error **err);
+
+/**
  * After Begin: take listener `name` as `kind` (`HANDOFF_LISTENER_*`), as
  * `handoff_inherited_take_listener` does. Before Begin:
  * `HANDOFF_ERR_WRONG_STATE` (the listeners still serve the incumbent).

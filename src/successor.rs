@@ -1,20 +1,21 @@
 //! The successor: handshake, wait for Begin, take the listeners, announce
 //! Ready and become the incumbent.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::channel::Channel;
+use crate::channel::{Channel, Filled};
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::incumbent::{now_unix_ms, Incumbent};
 use crate::listeners::Listeners;
 use crate::lock::DataDirLock;
 use crate::log::event;
+use crate::poll::{wait_fd, Wait};
 use crate::protocol::{
     negotiate_version, Capabilities, HandoffId, Message, Side, PROTO_MAX, PROTO_MIN,
 };
@@ -103,14 +104,54 @@ impl Successor {
     /// Abort answers [`Error::Aborted`], a vanished supervisor
     /// [`Error::PeerClosed`]: in both cases the successor should exit.
     pub fn wait_for_begin(&mut self, timeout: Duration) -> Result<()> {
-        let Stage::Handshook(expected) = self.stage else {
-            return Err(Error::WrongState(
-                "wait_for_begin needs a handshake first".into(),
-            ));
-        };
         let deadline = Instant::now() + timeout;
+        while !self.poll_begin()? {
+            if wait_fd(
+                self.control_fd().as_raw_fd(),
+                libc::POLLIN,
+                None,
+                Some(deadline),
+            )
+            .map_err(Error::Stream)?
+                == Wait::TimedOut
+            {
+                return Err(Error::Timeout);
+            }
+        }
+        Ok(())
+    }
+
+    /// The control connection: readable when the supervisor has said
+    /// something, for a service's own loop to wait on (with its own
+    /// deadline and cancellation) before calling [`poll_begin`].
+    ///
+    /// [`poll_begin`]: Successor::poll_begin
+    pub fn control_fd(&self) -> BorrowedFd<'_> {
+        self.channel.stream().as_fd()
+    }
+
+    /// Whether Begin has arrived, reading what the control connection holds
+    /// without waiting. True once Begin came (and from then on); errors as
+    /// [`wait_for_begin`](Successor::wait_for_begin).
+    pub fn poll_begin(&mut self) -> Result<bool> {
+        let expected = match self.stage {
+            Stage::Begun(_) => return Ok(true),
+            Stage::Handshook(id) => id,
+            Stage::New => {
+                return Err(Error::WrongState(
+                    "waiting for Begin needs a handshake first".into(),
+                ))
+            }
+        };
         loop {
-            match self.channel.recv_until(deadline)? {
+            let message = match self.channel.next_message()? {
+                Some(message) => message,
+                None => match self.channel.fill()? {
+                    Filled::Some => continue,
+                    Filled::Nothing => return Ok(false),
+                },
+            };
+            match message {
                 Message::Begin { handoff_id } if handoff_id == expected => break,
                 Message::Heartbeat { .. } => {}
                 Message::Abort { reason, .. } => return Err(Error::Aborted(reason)),
@@ -124,7 +165,7 @@ impl Successor {
         }
         crash_point!("N_AFTER_BEGIN");
         self.stage = Stage::Begun(expected);
-        Ok(())
+        Ok(true)
     }
 
     /// The inherited listeners; only after Begin, since before it they are

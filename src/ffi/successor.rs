@@ -2,6 +2,7 @@
 //! listeners, announce Ready and become the incumbent.
 
 use std::ffi::{c_char, c_int, CStr};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use super::args::{arg_bytes, arg_mut, arg_path, arg_ref, Out};
@@ -106,6 +107,42 @@ pub unsafe extern "C" fn handoff_successor_wait_for_begin(
         let succ = unsafe { arg_mut(successor, "successor") }?;
         succ.live()?
             .wait_for_begin(Duration::from_millis(timeout_ms.into()))?;
+        Ok(())
+    })
+}
+
+/// The control connection's descriptor, for the service's own loop: wait
+/// for it to be readable (with the loop's own deadline and cancellation),
+/// then call `handoff_successor_poll_begin`. Owned by the successor (never
+/// read, write or close it). -1 for NULL or after Ready.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_control_fd(
+    successor: *const handoff_successor,
+) -> c_int {
+    // SAFETY: NULL or a live successor (header contract).
+    let Some(succ) = (unsafe { successor.as_ref() }) else {
+        return -1;
+    };
+    succ.inner
+        .as_ref()
+        .map_or(-1, |inner| inner.control_fd().as_raw_fd())
+}
+
+/// Read what the control connection holds without waiting: `*begun` is
+/// true once Begin has arrived (and from then on), false when it has not
+/// yet. `HANDOFF_ERR_ABORTED` or `HANDOFF_ERR_PEER_CLOSED`: the handoff is
+/// over, exit without touching the data directory.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_poll_begin(
+    successor: *mut handoff_successor,
+    begun: *mut bool,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live successor.
+        let succ = unsafe { arg_mut(successor, "successor") }?;
+        let begun = Out::new(begun, "begun")?;
+        begun.write(succ.live()?.poll_begin()?);
         Ok(())
     })
 }

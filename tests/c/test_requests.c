@@ -177,6 +177,10 @@ static void bad_input(void)
     CHECK_ERR(handoff_hook_set_drained(NULL, 0, true, &err), &err, HANDOFF_ERR_NULL_POINTER);
     CHECK_ERR(handoff_hook_fail(NULL, "x", &err), &err, HANDOFF_ERR_NULL_POINTER);
     CHECK(handoff_hook_time_left_ms(NULL) == 0);
+    bool begun = true;
+    CHECK(handoff_successor_control_fd(NULL) == -1);
+    CHECK_ERR(handoff_successor_poll_begin(NULL, &begun, &err), &err, HANDOFF_ERR_NULL_POINTER);
+    CHECK(begun);
 }
 
 void test_requests(void)

@@ -10,13 +10,15 @@
 #[path = "common.rs"]
 mod common;
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{fail, Args, Peer};
 use handoff::incumbent::{Incumbent, ServeOutcome};
 use handoff::listeners::detect;
 use handoff::lock::DataDirLock;
+use handoff::poll::{wait_fd, Wait};
 use handoff::service::{DrainReport, HookContext, HookError, SealReport, Service};
 use handoff::successor::{Readiness, Successor};
 
@@ -66,9 +68,21 @@ fn main() {
             successor
                 .handshake(PROGRAM.as_bytes())
                 .unwrap_or_else(|e| fail(PROGRAM, "handshake", e));
-            successor
-                .wait_for_begin(Duration::from_secs(600))
-                .unwrap_or_else(|e| fail(PROGRAM, "waiting for Begin", e));
+            // As a service's own loop would: wait on the control
+            // descriptor (here beside nothing else), then look for Begin.
+            let deadline = Some(Instant::now() + Duration::from_secs(600));
+            while !successor
+                .poll_begin()
+                .unwrap_or_else(|e| fail(PROGRAM, "waiting for Begin", e))
+            {
+                let control = successor.control_fd().as_raw_fd();
+                if wait_fd(control, libc::POLLIN, None, deadline)
+                    .unwrap_or_else(|e| fail(PROGRAM, "waiting for Begin", e))
+                    == Wait::TimedOut
+                {
+                    fail(PROGRAM, "waiting for Begin", "timed out");
+                }
+            }
             let listener = successor
                 .listeners()
                 .and_then(|listeners| listeners.take_tcp("kv"))
