@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::bind_private;
+use crate::control::{prepare_private, PreparedSocket};
 use crate::error::{Error, Result};
 use crate::lock::{DataDirLock, ReleasedLock};
 use crate::log::event;
@@ -95,12 +95,18 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     pub fn bind(path: &Path) -> Result<ControlSocket> {
-        let listener = bind_private(path)?;
+        ControlSocket::place(prepare_private(path)?)
+    }
+
+    /// Place a socket bound beforehand at its path (see [`prepare_private`]).
+    pub fn place(prepared: PreparedSocket) -> Result<ControlSocket> {
+        let path = prepared.path().to_owned();
+        let listener = prepared.place()?;
         listener.set_nonblocking(true).map_err(Error::Stream)?;
         Ok(ControlSocket {
             listener,
-            path: path.to_owned(),
-            identity: file_identity(path),
+            identity: file_identity(&path),
+            path,
         })
     }
 
