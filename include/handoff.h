@@ -709,8 +709,8 @@ handoff_status handoff_incumbent_start_loop(struct handoff_incumbent *incumbent,
 /**
  * The descriptor to poll for reading: readable while a request waits
  * (level-triggered; do not read it). Owned by the incumbent, valid until
- * `handoff_incumbent_free`. -1 for NULL and unless started with
- * `handoff_incumbent_start_loop`.
+ * `handoff_incumbent_free`; may be asked from any thread. -1 for NULL and
+ * unless started with `handoff_incumbent_start_loop`.
  */
 int handoff_incumbent_request_fd(const struct handoff_incumbent *incumbent);
 

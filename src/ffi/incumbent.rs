@@ -5,9 +5,10 @@
 //! library's that takes the same requests and calls them).
 
 use std::cell::Cell;
+use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_int, c_void};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -171,24 +172,51 @@ enum State {
 /// `handoff_incumbent_free`. The functions may be called from any thread,
 /// one at a time.
 pub struct handoff_incumbent {
-    state: Option<State>,
+    /// Read by `handoff_incumbent_generation` from any thread, while
+    /// another may be inside one of the other functions: those reach only
+    /// `handle`, so the generation is never under their exclusive borrow.
     generation: Arc<AtomicU64>,
+    /// The request descriptor's number (-1 until `start_loop`), kept while
+    /// serving ends; readable from any thread too.
+    request_fd: AtomicI32,
+    handle: UnsafeCell<Handle>,
+}
+
+/// What the functions other than `handoff_incumbent_generation` use, one
+/// thread at a time (header contract).
+struct Handle {
+    state: Option<State>,
     /// The loop's request contexts, from `start_loop` until freed.
     slots: Option<Slots>,
-    /// The request descriptor's number, kept while serving ends.
-    request_fd: c_int,
 }
 
 impl handoff_incumbent {
     pub(crate) fn boxed(incumbent: Incumbent) -> *mut handoff_incumbent {
         Box::into_raw(Box::new(handoff_incumbent {
             generation: incumbent.generation_handle(),
-            state: Some(State::Bound(Box::new(incumbent))),
-            slots: None,
-            request_fd: -1,
+            request_fd: AtomicI32::new(-1),
+            handle: UnsafeCell::new(Handle {
+                state: Some(State::Bound(Box::new(incumbent))),
+                slots: None,
+            }),
         }))
     }
+}
 
+/// The handle of a live incumbent, for the functions called one at a time.
+///
+/// # Safety
+/// A non-NULL `ptr` must come from this library and not be freed, and no
+/// other thread may be inside a function using this at the same time.
+unsafe fn handle_mut<'a>(ptr: *mut handoff_incumbent) -> Result<&'a mut Handle, Failure> {
+    // SAFETY: the caller's contract; only a shared reference to the whole.
+    let outer = unsafe { arg_ref(ptr.cast_const(), "incumbent") }?;
+    // SAFETY: one thread at a time reaches `handle` (the caller's contract),
+    // and nothing else borrows it.
+    Ok(unsafe { &mut *outer.handle.get() })
+}
+
+impl Handle {
     fn bound(&mut self) -> Result<&mut Incumbent, Failure> {
         match &mut self.state {
             Some(State::Bound(incumbent)) => Ok(incumbent),
@@ -261,7 +289,7 @@ pub unsafe extern "C" fn handoff_incumbent_set_build_id(
         // SAFETY: a live incumbent and `len` readable bytes.
         let (inc, bytes) = unsafe {
             (
-                arg_mut(incumbent, "incumbent")?,
+                handle_mut(incumbent)?,
                 arg_bytes(build_id, len, "build_id")?,
             )
         };
@@ -281,7 +309,7 @@ pub unsafe extern "C" fn handoff_incumbent_set_liveness_timeout(
 ) -> handoff_status {
     boundary(err, || {
         // SAFETY: a live incumbent.
-        let bound = unsafe { arg_mut(incumbent, "incumbent") }?.bound()?;
+        let bound = unsafe { handle_mut(incumbent) }?.bound()?;
         if timeout_ms == 0 {
             return Err(Failure::invalid(
                 "the liveness timeout must be at least 1 ms",
@@ -318,12 +346,8 @@ pub unsafe extern "C" fn handoff_incumbent_start(
 ) -> handoff_status {
     boundary(err, || {
         // SAFETY: a live incumbent and a readable callbacks struct.
-        let (inc, callbacks) = unsafe {
-            (
-                arg_mut(incumbent, "incumbent")?,
-                *arg_ref(callbacks, "callbacks")?,
-            )
-        };
+        let (inc, callbacks) =
+            unsafe { (handle_mut(incumbent)?, *arg_ref(callbacks, "callbacks")?) };
         inc.bound()?;
         if callbacks.drain.is_none()
             || callbacks.seal.is_none()
@@ -390,9 +414,14 @@ pub unsafe extern "C" fn handoff_incumbent_start_loop(
 ) -> handoff_status {
     boundary(err, || {
         // SAFETY: a live incumbent.
-        let inc = unsafe { arg_mut(incumbent, "incumbent") }?;
+        let (inc, request_fd) = unsafe {
+            (
+                handle_mut(incumbent)?,
+                &arg_ref(incumbent.cast_const(), "incumbent")?.request_fd,
+            )
+        };
         let (requests, finisher) = inc.start()?;
-        inc.request_fd = requests.fd().as_raw_fd();
+        request_fd.store(requests.fd().as_raw_fd(), Ordering::Relaxed);
         inc.slots = Some(Slots::new());
         inc.state = Some(State::Serving {
             finisher,
@@ -407,14 +436,14 @@ pub unsafe extern "C" fn handoff_incumbent_start_loop(
 
 /// The descriptor to poll for reading: readable while a request waits
 /// (level-triggered; do not read it). Owned by the incumbent, valid until
-/// `handoff_incumbent_free`. -1 for NULL and unless started with
-/// `handoff_incumbent_start_loop`.
+/// `handoff_incumbent_free`; may be asked from any thread. -1 for NULL and
+/// unless started with `handoff_incumbent_start_loop`.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_incumbent_request_fd(
     incumbent: *const handoff_incumbent,
 ) -> c_int {
     // SAFETY: NULL or a live incumbent.
-    unsafe { incumbent.as_ref() }.map_or(-1, |i| i.request_fd)
+    unsafe { incumbent.as_ref() }.map_or(-1, |i| i.request_fd.load(Ordering::Relaxed))
 }
 
 /// Take the next request without waiting. `*kind` receives
@@ -433,7 +462,7 @@ pub unsafe extern "C" fn handoff_incumbent_take_request(
 ) -> handoff_status {
     boundary(err, || {
         // SAFETY: a live incumbent.
-        let inc = unsafe { arg_mut(incumbent, "incumbent") }?;
+        let inc = unsafe { handle_mut(incumbent) }?;
         let out = Out::new(out, "out")?;
         let kind = Out::new(kind, "kind")?;
         let (requests, ended) = match &mut inc.state {
@@ -503,7 +532,7 @@ pub unsafe extern "C" fn handoff_incumbent_wait(
     boundary(err, || {
         refuse_on_hook_thread("handoff_incumbent_wait")?;
         // SAFETY: a live incumbent.
-        let inc = unsafe { arg_mut(incumbent, "incumbent") }?;
+        let inc = unsafe { handle_mut(incumbent) }?;
         let outcome = Out::new(outcome, "outcome")?;
         if timeout_ms != 0 && inc.slots.as_ref().is_some_and(Slots::holding) {
             return Err(Failure::new(
@@ -536,7 +565,7 @@ pub unsafe extern "C" fn handoff_incumbent_wait(
 }
 
 /// Serving is over: end the callback thread (it takes `Ended` and returns).
-fn finish(inc: &mut handoff_incumbent) {
+fn finish(inc: &mut Handle) {
     if let Some(State::Serving {
         mode: Mode::Callbacks { thread },
         ..
@@ -562,13 +591,13 @@ pub unsafe extern "C" fn handoff_incumbent_stop(
     boundary(err, || {
         refuse_on_hook_thread("handoff_incumbent_stop")?;
         // SAFETY: a live incumbent.
-        let inc = unsafe { arg_mut(incumbent, "incumbent") }?;
+        let inc = unsafe { handle_mut(incumbent) }?;
         stop(inc);
         Ok(())
     })
 }
 
-fn stop(inc: &mut handoff_incumbent) {
+fn stop(inc: &mut Handle) {
     let Some(State::Serving { finisher, mode }) = &mut inc.state else {
         return;
     };
@@ -613,5 +642,5 @@ pub unsafe extern "C" fn handoff_incumbent_free(incumbent: *mut handoff_incumben
     }
     // SAFETY: from Box::into_raw in this library; the caller gives it up.
     let mut inc = unsafe { Box::from_raw(incumbent) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stop(&mut inc)));
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| stop(inc.handle.get_mut())));
 }
