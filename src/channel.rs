@@ -197,6 +197,11 @@ impl Channel {
                     self.attested = pid;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A peer that died with our frames unread resets the
+                // connection: it closed, as far as we are concerned.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(Error::PeerClosed { mid_frame: false })
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match wait_fd(self.stream.as_raw_fd(), libc::POLLIN, None, Some(deadline))
                         .map_err(Error::Stream)?
