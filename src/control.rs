@@ -41,34 +41,6 @@ pub fn check_path(path: &Path) -> std::result::Result<(), String> {
 /// temporary name, in a directory no other user may write to, and created
 /// with its mode (no chmod by path that a swapped-in symlink could redirect).
 pub fn bind_private(path: &Path) -> Result<UnixListener> {
-    prepare_private(path)?.place()
-}
-
-/// A listening socket bound at a temporary name beside its path, not yet
-/// reachable there: what can fail in binding it (descriptors, names, the
-/// directory's checks) has failed before [`PreparedSocket::place`].
-pub struct PreparedSocket {
-    listener: UnixListener,
-    tmp: TemporaryName,
-    path: std::path::PathBuf,
-}
-
-/// The temporary name, removed when dropped unless it was renamed away.
-struct TemporaryName {
-    path: std::path::PathBuf,
-    renamed: bool,
-}
-
-impl Drop for TemporaryName {
-    fn drop(&mut self) {
-        if !self.renamed {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// The first half of [`bind_private`]: bound, listening, at a temporary name.
-pub fn prepare_private(path: &Path) -> Result<PreparedSocket> {
     check_path(path).map_err(|why| {
         Error::io(
             "cannot bind control socket",
@@ -78,38 +50,19 @@ pub fn prepare_private(path: &Path) -> Result<PreparedSocket> {
     })?;
     fsutil::check_private_dir(fsutil::parent_dir(path))?;
     let mut attempts = 8;
-    loop {
+    let (tmp, listener) = loop {
         let tmp = fsutil::temporary_path(path);
         match bind_owner_only(&tmp) {
-            Ok(listener) => {
-                return Ok(PreparedSocket {
-                    listener,
-                    tmp: TemporaryName {
-                        path: tmp,
-                        renamed: false,
-                    },
-                    path: path.to_owned(),
-                })
-            }
+            Ok(listener) => break (tmp, listener),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && attempts > 1 => attempts -= 1,
             Err(e) => return Err(Error::io("cannot bind control socket", &tmp, e)),
         }
+    };
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot place control socket at", path, e));
     }
-}
-
-impl PreparedSocket {
-    /// Where [`place`](PreparedSocket::place) puts it.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Make it the socket at its path, in one rename.
-    pub fn place(mut self) -> Result<UnixListener> {
-        fs::rename(&self.tmp.path, &self.path)
-            .map_err(|e| Error::io("cannot place control socket at", &self.path, e))?;
-        self.tmp.renamed = true;
-        Ok(self.listener)
-    }
+    Ok(listener)
 }
 
 /// socket + fchmod 0600 + bind + listen: Linux creates the socket file with

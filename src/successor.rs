@@ -9,10 +9,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::channel::{Channel, Filled};
-use crate::control::prepare_private;
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
-use crate::incumbent::{now_unix_ms, ControlSocket, Incumbent};
+use crate::incumbent::{now_unix_ms, Incumbent};
 use crate::listeners::Listeners;
 use crate::lock::DataDirLock;
 use crate::log::event;
@@ -201,11 +200,9 @@ impl Successor {
         }
     }
 
-    /// Announce Ready and take the control socket's path as the new
-    /// incumbent. From Ready on this process is authoritative, so what can
-    /// fail in binding the socket is done before it (a failure then is a
-    /// clean abort: the incumbent takes its lock back); after Ready only the
-    /// rename that replaces the old incumbent's socket is left.
+    /// Announce Ready, then bind the control socket as the new incumbent
+    /// (atomically replacing the old one's path). From Ready on this process
+    /// is authoritative.
     pub fn announce_ready(
         self,
         readiness: Readiness,
@@ -215,7 +212,6 @@ impl Successor {
         let Stage::Begun(handoff_id) = self.stage else {
             return Err(Error::WrongState("Ready is announced after Begin".into()));
         };
-        let prepared = prepare_private(control_path)?;
         self.channel.send(&Message::Ready {
             handoff_id,
             listening_on: readiness.listening_on,
@@ -228,10 +224,7 @@ impl Successor {
             "handoff {handoff_id}: ready; taking over {}",
             control_path.display()
         );
-        Ok(Incumbent::with_control_socket(
-            ControlSocket::place(prepared)?,
-            lock,
-        ))
+        Incumbent::bind(control_path, lock)
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::{prepare_private, PreparedSocket};
+use crate::control::bind_private;
 use crate::error::{Error, Result};
 use crate::lock::{DataDirLock, ReleasedLock};
 use crate::log::event;
@@ -95,18 +95,12 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     pub fn bind(path: &Path) -> Result<ControlSocket> {
-        ControlSocket::place(prepare_private(path)?)
-    }
-
-    /// Place a socket bound beforehand at its path (see [`prepare_private`]).
-    pub fn place(prepared: PreparedSocket) -> Result<ControlSocket> {
-        let path = prepared.path().to_owned();
-        let listener = prepared.place()?;
+        let listener = bind_private(path)?;
         listener.set_nonblocking(true).map_err(Error::Stream)?;
         Ok(ControlSocket {
             listener,
-            identity: file_identity(&path),
-            path,
+            path: path.to_owned(),
+            identity: file_identity(path),
         })
     }
 
