@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -49,7 +50,7 @@
 /* How long a connection closed with shutdown(SHUT_WR) is read and discarded
  * before close(), so that a late request does not turn into a reset. */
 #define LINGER_MS 500
-#define TICK_MS 100
+#define ACCEPT_RETRY_MS 100
 #define BEGIN_TIMEOUT_MS 60000
 #define SUCCESSOR_LOCK_MS 5000
 #define COLD_LOCK_MS 2000
@@ -450,9 +451,9 @@ static void accept_some(struct server *s)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* The connection stays queued; try again in a tick. */
                 if (!s->accept_starved)
-                    say("accept: %s; retrying every %d ms", strerror(errno), TICK_MS);
+                    say("accept: %s; retrying every %d ms", strerror(errno), ACCEPT_RETRY_MS);
                 s->accept_starved = true;
-                s->accept_resume_at = now_ms() + TICK_MS;
+                s->accept_resume_at = now_ms() + ACCEPT_RETRY_MS;
             } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
                 say("accept: %s", strerror(errno));
             }
@@ -674,7 +675,10 @@ static void serve(struct server *s)
             pfds[n++] = (struct pollfd){.fd = s->listen_fd, .events = POLLIN};
         }
         size_t first_conn = n, polled = s->nconns;
-        uint64_t wake_at = now + TICK_MS;
+        /* Nothing timed to do: sleep until a descriptor wakes the loop. */
+        uint64_t wake_at = UINT64_MAX;
+        if (s->accepting && !s->finished && now < s->accept_resume_at)
+            wake_at = s->accept_resume_at;
         for (size_t i = 0; i < polled; i++) {
             struct conn *c = s->conns[i];
             short events = 0;
@@ -688,7 +692,9 @@ static void serve(struct server *s)
         }
         if (s->drain != NULL && s->drain_deadline < wake_at)
             wake_at = s->drain_deadline;
-        int timeout = wake_at > now ? (int)(wake_at - now) : 0;
+        int timeout = -1;
+        if (wake_at != UINT64_MAX)
+            timeout = wake_at <= now ? 0 : wake_at - now > INT_MAX ? INT_MAX : (int)(wake_at - now);
 
         if (poll(pfds, n, timeout) < 0 && errno != EINTR)
             fatal("poll: %s", strerror(errno));
