@@ -46,6 +46,9 @@ pub struct Driver<'a> {
     accept_after: Option<Instant>,
     /// Set by an action that ends serving.
     ended: Option<ServeOutcome>,
+    /// A stop is rolling back: the service may refuse the resume (it is on
+    /// its way out), which is then no error.
+    stopping: bool,
 }
 
 /// What polling found.
@@ -65,6 +68,7 @@ impl<'a> Driver<'a> {
             connections: Vec::new(),
             accept_after: None,
             ended: None,
+            stopping: false,
         }
     }
 
@@ -448,6 +452,7 @@ impl<'a> Driver<'a> {
             return Ok(ServeOutcome::Stopped);
         };
         let running = self.connections[at].session.hook_running().is_some();
+        self.stopping = true;
         self.feed(
             at,
             Input::PeerGone {
@@ -489,7 +494,11 @@ impl<'a> Driver<'a> {
         crash_point!("O_IN_RESUME");
         self.mailbox.submit(RequestKind::Resume, None, None);
         if let Some(Done::Resumed(Err(HookError(reason)))) = self.mailbox.wait_result() {
-            event!(Error, "resume_after_abort failed: {reason}");
+            if self.stopping {
+                event!(Debug, "stopping: the service did not resume ({reason})");
+            } else {
+                event!(Error, "resume_after_abort failed: {reason}");
+            }
         }
         Ok(true)
     }
