@@ -14,11 +14,12 @@
 //! that they were skipped and pass.
 #![allow(unsafe_code)]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
+use cli::{activated_supervisor, Fixture};
 use common::*;
 use handoff::frame::{encode_frame, FrameReader, MAX_FRAME_BYTES};
 use handoff::lock::{DataDirLock, LockState, GENERATION_FILE};
@@ -981,66 +983,19 @@ fn another_uid_cannot_use_the_trigger_socket() {
     let Some((uid, gid)) = other_uid("another_uid_cannot_use_the_trigger_socket") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     // Passed to the supervisor bound (socket activation): no other process
     // can take the port between this bind and the supervisor's start.
     let (listener, addr) = tcp_listener();
-    let config = dir.path().join("supervisor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[service]
-binary = "{binary}"
-args = ["--data-dir", "{dir}/data", "--control-socket", "{dir}/control.sock"]
-control_socket = "control.sock"
-trigger_socket = "trigger.sock"
-journal = "journal/state.bin"
-data_dir = "data"
-
-[[listener]]
-name = "kv"
-address = "tcp://{addr}"
-"#,
-            binary = noop_service().display(),
-            dir = dir.path().display(),
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("supervisor.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    let supervisor = activated_supervisor(&listener)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let f = Fixture::with_addr(addr.clone());
+    f.write_config_for(&noop_service(), "", "");
+    // Dropping `supervisor` stops it as an operator would (SIGTERM: it stops
+    // its service, which runs in a process group of its own), then makes
+    // sure of the supervisor's group.
+    let supervisor = f.launch(activated_supervisor(&listener), |_| {});
     drop(listener);
-    /// Stop the supervisor as an operator would (SIGTERM: it stops its
-    /// service, which runs in a process group of its own), then make sure
-    /// of the supervisor's group.
-    struct KillGroup(std::process::Child);
-    impl Drop for KillGroup {
-        fn drop(&mut self) {
-            let pid = self.0.id() as i32;
-            // SAFETY: signalling the process this test started (not reaped yet).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let deadline = Instant::now() + PATIENCE;
-            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            // SAFETY: signalling the process group this test started.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            let _ = self.0.wait();
-        }
-    }
-    let supervisor = KillGroup(supervisor);
 
-    let trigger = dir.path().join("trigger.sock");
-    let data_dir = dir.path().join("data");
+    let trigger = f.path("trigger.sock");
+    let data_dir = f.path("data");
     wait_for_path(&trigger, PATIENCE);
     let deadline = Instant::now() + PATIENCE;
     let pid = loop {
@@ -1051,7 +1006,7 @@ address = "tcp://{addr}"
         std::thread::sleep(Duration::from_millis(20));
     };
     let generation = read_generation(&data_dir);
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = supervisor.log_text();
     assert!(
         text.contains("listener kv (tcp://") && text.contains("adopted from systemd"),
         "the supervisor did not adopt the listener passed to it:\n{text}"
@@ -1064,11 +1019,11 @@ address = "tcp://{addr}"
         );
         assert_eq!(read_generation(&data_dir), generation);
         assert!(
-            supervisor_alive(supervisor.0.id()),
+            supervisor_alive(supervisor.child.id()),
             "the supervisor is running"
         );
     };
-    open_dir(dir.path());
+    open_dir(f.dir.path());
     let mode = std::fs::metadata(&trigger).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "trigger socket mode");
 
@@ -1094,7 +1049,7 @@ address = "tcp://{addr}"
     let refused = format!("trigger socket: refused a connection: peer uid {uid} ");
     let deadline = Instant::now() + PATIENCE;
     let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap();
+        let text = supervisor.log_text();
         if let Some(line) = text.lines().find(|line| line.contains(&refused)) {
             break line.to_string();
         }
@@ -1114,11 +1069,7 @@ address = "tcp://{addr}"
     unharmed();
 
     // The supervisor's own user still hands off.
-    let out = Process::new(env!("CARGO_BIN_EXE_handoff-supervisor"))
-        .args(["trigger", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = f.cli(&["trigger"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -1135,37 +1086,6 @@ address = "tcp://{addr}"
     }
     assert!(read_generation(&data_dir) > generation);
     // Dropping `supervisor` stops it, and with it the service.
-}
-
-/// handoff-supervisor, to be given its arguments, with `listener` at fd 3
-/// as systemd's socket activation passes it (LISTEN_FDS, LISTEN_FDNAMES =
-/// the config's listener name `kv`, LISTEN_PID): as in
-/// tests/supervisor_cli.rs, a shell that execs the supervisor knows the pid
-/// it will have.
-fn activated_supervisor(listener: &TcpListener) -> Process {
-    let fd = listener.as_raw_fd();
-    let mut command = Process::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
-        .arg(env!("CARGO_BIN_EXE_handoff-supervisor"))
-        .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", "kv");
-    // SAFETY: between fork and exec only dup2 and fcntl, async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            if fd == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
 }
 
 fn supervisor_alive(pid: u32) -> bool {

@@ -21,6 +21,8 @@
 //!
 //! Needs `make build venv` (the three services and the Python venv).
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 #[path = "common/kv.rs"]
 mod kv;
@@ -30,13 +32,14 @@ mod load;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cli::{activated_supervisor, Fixture};
 use common::{service_command, Reaper};
 use handoff::supervisor::{Cause, Party, SpawnSpec, Supervisor};
 use kv::{Lang, LaunchOptions};
@@ -601,38 +604,6 @@ fn settle(clients: &mut [Client], pid: u32, lang: Lang) -> (usize, usize) {
     }
 }
 
-/// handoff-supervisor, to be given its arguments, with `listener` at fd 3
-/// as systemd's socket activation passes it (LISTEN_FDS, LISTEN_FDNAMES =
-/// the config's listener name `kv`, LISTEN_PID): as in
-/// tests/supervisor_cli.rs, a shell that execs the supervisor knows the pid
-/// it will have. The port stays bound from the test's bind on.
-fn activated_supervisor(listener: &TcpListener) -> Process {
-    use std::os::unix::process::CommandExt;
-    let fd = listener.as_raw_fd();
-    let mut command = Process::new("/bin/sh");
-    command
-        .arg("-c")
-        .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
-        .arg(SUPERVISOR)
-        .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", "kv");
-    // SAFETY: between fork and exec only dup2 and fcntl, async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            if fd == 3 {
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command
-}
-
 /// handoff-supervisor run as users run it, in a process group of its own.
 struct RunningSupervisor {
     child: Child,
@@ -726,8 +697,12 @@ fn soak_handoffs_under_load() {
     let reads = env_u64("SOAK_READS").unwrap_or(1) as u32;
     let pause = Duration::from_millis(env_u64("SOAK_PAUSE_MS").unwrap_or(100));
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name);
+    // Passed to the supervisor bound (socket activation): no other process
+    // can take the port between this bind and the supervisor's start.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let f = Fixture::with_addr(addr.to_string());
+    let path = |name: &str| f.path(name);
     let launchers: Vec<(Lang, PathBuf)> = [Lang::C, Lang::Python, Lang::Go]
         .into_iter()
         .map(|lang| {
@@ -741,38 +716,12 @@ fn soak_handoffs_under_load() {
             )
         })
         .collect();
-    // Passed to the supervisor bound (socket activation): no other process
-    // can take the port between this bind and the supervisor's start.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = path("kv.toml");
-    fs::write(
-        &config,
-        format!(
-            r#"[service]
-binary = "{c}"
-args = ["--data-dir", "{data}", "--control-socket", "{control}"]
-control_socket = "{control}"
-trigger_socket = "{trigger}"
-journal = "{journal}"
-data_dir = "{data}"
-
-[[listener]]
-name = "kv"
-address = "tcp://{addr}"
-
-[timeouts]
-deadline_secs = 60
-drain_grace_secs = 5
-"#,
-            c = launchers[0].1.display(),
-            data = path("data").display(),
-            control = path("control.sock").display(),
-            trigger = path("trigger.sock").display(),
-            journal = path("journal/state.bin").display(),
-        ),
-    )
-    .unwrap();
+    let config = f.write_config_laid_out(
+        &launchers[0].1,
+        "",
+        &f.absolute_layout(),
+        "[timeouts]\ndeadline_secs = 60\ndrain_grace_secs = 5\n",
+    );
     let log = fs::File::create(path("supervisor.log")).unwrap();
     let child = activated_supervisor(&listener)
         .args(["run", "--config"])

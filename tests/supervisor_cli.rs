@@ -4,226 +4,20 @@
 //! the test ends, pass or fail.
 #![allow(unsafe_code)]
 
+#[path = "common/cli.rs"]
+mod cli;
 mod common;
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cli::{activated_supervisor, text, wait_for_within, Fixture, Running, BIN};
 use common::{noop_service, pong_pid, tcp_listener};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_handoff-supervisor");
-
-/// A service directory: config file, sockets, data, journal.
-struct Fixture {
-    dir: tempfile::TempDir,
-    addr: String,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let (listener, addr) = tcp_listener();
-        drop(listener);
-        Fixture {
-            dir: tempfile::tempdir().unwrap(),
-            addr,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.path("supervisor.toml")
-    }
-
-    /// The usual config, with `extra` appended (TOML tables).
-    fn write_config(&self, extra: &str) -> PathBuf {
-        let text = format!(
-            r#"
-[service]
-binary = "{binary}"
-args = ["--data-dir", "{dir}/data", "--control-socket", "{dir}/control.sock"]
-control_socket = "control.sock"
-trigger_socket = "trigger.sock"
-journal = "journal/state.bin"
-data_dir = "data"
-env = {{ NOOP_TEST = "1" }}
-
-[[listener]]
-name = "kv"
-address = "tcp://{addr}"
-{extra}
-"#,
-            binary = noop_service().display(),
-            dir = self.dir.path().display(),
-            addr = self.addr,
-        );
-        std::fs::write(self.config(), text).unwrap();
-        self.config()
-    }
-
-    /// A successor binary: noop-service with `flag` added.
-    fn wrapper(&self, name: &str, flag: &str) -> PathBuf {
-        let path = self.path(name);
-        let script = format!(
-            "#!/bin/sh\nexec '{}' \"$@\" {flag}\n",
-            noop_service().display()
-        );
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
-
-    fn log(&self, name: &str) -> PathBuf {
-        self.path(name)
-    }
-
-    /// `handoff-supervisor run` in a process group of its own.
-    fn run(&self, extra_args: &[&str]) -> Running {
-        self.run_with(extra_args, |_| {})
-    }
-
-    fn run_with(&self, extra_args: &[&str], tweak: impl FnOnce(&mut Command)) -> Running {
-        self.launch(Command::new(BIN), extra_args, tweak)
-    }
-
-    /// `command` (the supervisor, or something that execs it) with `run`.
-    fn launch(
-        &self,
-        mut command: Command,
-        extra_args: &[&str],
-        tweak: impl FnOnce(&mut Command),
-    ) -> Running {
-        let log = self.log(&format!("supervisor-{}.log", rand_suffix()));
-        command
-            .args(["run", "--config"])
-            .arg(self.config())
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .process_group(0);
-        tweak(&mut command);
-        Running {
-            child: command.spawn().unwrap(),
-            log,
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(self.config())
-            .output()
-            .unwrap()
-    }
-
-    /// The status, once the supervisor answers.
-    fn try_status(&self) -> Option<Value> {
-        let out = self.cli(&["status", "--json"]);
-        (out.status.code() == Some(0)).then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-
-    fn status(&self) -> Value {
-        let out = self.cli(&["status", "--json"]);
-        assert_eq!(out.status.code(), Some(0), "status: {}", text(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Wait until the supervisor names an incumbent that answers on the
-    /// listener, and give its pid.
-    fn wait_serving(&self, timeout: Duration) -> u32 {
-        wait_for(timeout, "the service to answer", || {
-            let out = self.cli(&["status", "--json"]);
-            if out.status.code() != Some(0) {
-                return None;
-            }
-            let status: Value = serde_json::from_slice(&out.stdout).ok()?;
-            let pid = status["incumbent"]["pid"].as_u64()? as u32;
-            (pong_pid(&self.addr) == Some(pid)).then_some(pid)
-        })
-    }
-}
-
-/// A running supervisor; its whole process group is killed on drop.
-struct Running {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Running {
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on a child we have not reaped.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "supervisor did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // SIGTERM first: the supervisor stops the service, whose
-        // generations run in process groups of their own.
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // SAFETY: kill(2) on the process group the supervisor leads.
-        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- supervisor log {} ---\n{}",
-                self.log.display(),
-                self.log_text()
-            );
-        }
-    }
-}
-
-fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed).to_string()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn alive(pid: u32) -> bool {
     handoff::spawn::pid_alive(pid)
@@ -235,8 +29,10 @@ const PHASES: [&str; 6] = ["hello", "spawn", "drain", "seal", "ready", "commit"]
 fn cold_start_trigger_commit_status_and_stop() {
     let f = Fixture::new();
     f.write_config("");
-    let mut supervisor = f.run(&["--log-format", "json"]);
-    let first = f.wait_serving(Duration::from_secs(10));
+    let mut supervisor = f.run_with(|c| {
+        c.args(["--log-format", "json"]);
+    });
+    let first = f.wait_serving_within(Duration::from_secs(10));
 
     // The trigger socket is private.
     let mode = std::fs::metadata(f.path("trigger.sock"))
@@ -260,9 +56,9 @@ fn cold_start_trigger_commit_status_and_stop() {
     }
     assert!(stdout.contains("committed in"), "{stdout}");
 
-    let second = f.wait_serving(Duration::from_secs(10));
+    let second = f.wait_serving_within(Duration::from_secs(10));
     assert_ne!(second, first);
-    wait_for(Duration::from_secs(10), "the old incumbent to exit", || {
+    wait_for_within(Duration::from_secs(10), "the old incumbent to exit", || {
         (!alive(first)).then_some(())
     });
 
@@ -316,8 +112,8 @@ fn cold_start_trigger_commit_status_and_stop() {
 fn rollback_and_a_failing_binary_is_refused_after_three_times() {
     let f = Fixture::new();
     f.write_config("");
-    let _supervisor = f.run(&[]);
-    let incumbent = f.wait_serving(Duration::from_secs(10));
+    let _supervisor = f.run();
+    let incumbent = f.wait_serving_within(Duration::from_secs(10));
     let failing = f.wrapper("failing-successor", "--exit-before-ready");
     let failing_arg = failing.to_str().unwrap();
 
@@ -349,7 +145,7 @@ fn rollback_and_a_failing_binary_is_refused_after_three_times() {
     // Another binary is not refused, and a commit clears the refusal.
     let out = f.cli(&["trigger"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_ne!(f.wait_serving(Duration::from_secs(10)), incumbent);
+    assert_ne!(f.wait_serving_within(Duration::from_secs(10)), incumbent);
     assert!(f.status()["refused_binary"].is_null());
 
     // A --binary that does not exist is an error, not a rollback.
@@ -362,20 +158,12 @@ fn rollback_and_a_failing_binary_is_refused_after_three_times() {
 fn a_second_trigger_during_a_handoff_is_refused_at_once() {
     let f = Fixture::new();
     f.write_config("[timeouts]\ndeadline_secs = 3\ndrain_grace_secs = 1\n");
-    let supervisor = f.run(&[]);
-    let incumbent = f.wait_serving(Duration::from_secs(10));
+    let supervisor = f.run();
+    let incumbent = f.wait_serving_within(Duration::from_secs(10));
     let hanging = f.wrapper("hanging-successor", "--hang-before-ready");
 
-    let first = Command::new(BIN)
-        .args(["trigger", "--config"])
-        .arg(f.config())
-        .arg("--binary")
-        .arg(&hanging)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(
+    let first = f.spawn_trigger(&hanging, Stdio::piped());
+    wait_for_within(
         Duration::from_secs(5),
         "the handoff to wait for Ready",
         || (f.status()["handoff"]["phase"] == "ready").then_some(()),
@@ -392,7 +180,7 @@ fn a_second_trigger_during_a_handoff_is_refused_at_once() {
     );
     // SIGHUP meanwhile is refused the same way (logged), not queued.
     supervisor.signal(libc::SIGHUP);
-    wait_for(Duration::from_secs(5), "SIGHUP to be refused", || {
+    wait_for_within(Duration::from_secs(5), "SIGHUP to be refused", || {
         (f.status()["counters"]["refused"] == 2).then_some(())
     });
     let out = first.wait_with_output().unwrap();
@@ -411,15 +199,15 @@ fn a_second_trigger_during_a_handoff_is_refused_at_once() {
 fn sighup_hands_off_and_logs_each_phase() {
     let f = Fixture::new();
     f.write_config("");
-    let supervisor = f.run(&[]);
-    let first = f.wait_serving(Duration::from_secs(10));
+    let supervisor = f.run();
+    let first = f.wait_serving_within(Duration::from_secs(10));
     supervisor.signal(libc::SIGHUP);
-    let id = wait_for(Duration::from_secs(10), "the SIGHUP handoff", || {
+    let id = wait_for_within(Duration::from_secs(10), "the SIGHUP handoff", || {
         let status = f.status();
         (status["last_handoff"]["result"] == "committed")
             .then(|| status["last_handoff"]["id"].as_str().unwrap().to_owned())
     });
-    assert_ne!(f.wait_serving(Duration::from_secs(10)), first);
+    assert_ne!(f.wait_serving_within(Duration::from_secs(10)), first);
     let log = supervisor.log_text();
     assert!(log.contains("SIGHUP: handoff requested"), "{log}");
     for phase in PHASES {
@@ -432,10 +220,10 @@ fn sighup_hands_off_and_logs_each_phase() {
 fn an_incumbent_killed_outside_a_handoff_is_restarted() {
     let f = Fixture::new();
     f.write_config("[restart]\ninitial_backoff_ms = 50\n");
-    let _supervisor = f.run(&[]);
-    let first = f.wait_serving(Duration::from_secs(10));
+    let _supervisor = f.run();
+    let first = f.wait_serving_within(Duration::from_secs(10));
     handoff::spawn::signal_pid(first, libc::SIGKILL);
-    let second = f.wait_serving(Duration::from_secs(10));
+    let second = f.wait_serving_within(Duration::from_secs(10));
     assert_ne!(second, first);
     assert_eq!(f.status()["counters"]["restarts"], 1);
     // And the restarted generation hands off like any other.
@@ -446,8 +234,8 @@ fn an_incumbent_killed_outside_a_handoff_is_restarted() {
 fn restart_policy_never_stops_the_supervisor() {
     let f = Fixture::new();
     f.write_config("[restart]\npolicy = \"never\"\n");
-    let mut supervisor = f.run(&[]);
-    let pid = f.wait_serving(Duration::from_secs(10));
+    let mut supervisor = f.run();
+    let pid = f.wait_serving_within(Duration::from_secs(10));
     handoff::spawn::signal_pid(pid, libc::SIGKILL);
     assert_eq!(supervisor.wait_exit(Duration::from_secs(10)), Some(1));
 }
@@ -455,38 +243,16 @@ fn restart_policy_never_stops_the_supervisor() {
 /// Start the supervisor with the listener at fd 3, as systemd's socket
 /// activation does (LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID).
 fn run_activated(f: &Fixture, listener: &std::net::TcpListener) -> Running {
-    let fd = listener.as_raw_fd();
-    // The shell knows the pid the supervisor will have: its own, kept by exec.
-    let mut shell = Command::new("/bin/sh");
-    shell
-        .arg("-c")
-        .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
-        .arg(BIN);
-    f.launch(shell, &[], |command| {
-        command.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", "kv");
-        // SAFETY: between fork and exec only dup2/fcntl, async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
-                if fd == 3 {
-                    let flags = libc::fcntl(3, libc::F_GETFD);
-                    libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    })
+    f.launch(activated_supervisor(listener), |_| {})
 }
 
 #[test]
 fn supervisor_killed_mid_handoff_is_restarted_and_resumes_the_journal() {
-    let f = Fixture::new();
     let (listener, addr) = tcp_listener();
-    let f = Fixture { addr, ..f };
+    let f = Fixture::with_addr(addr);
     f.write_config("[timeouts]\ndeadline_secs = 30\n");
     let first = run_activated(&f, &listener);
-    let incumbent = f.wait_serving(Duration::from_secs(10));
+    let incumbent = f.wait_serving_within(Duration::from_secs(10));
     assert!(
         first.log_text().contains("adopted from systemd"),
         "{}",
@@ -494,16 +260,8 @@ fn supervisor_killed_mid_handoff_is_restarted_and_resumes_the_journal() {
     );
 
     let hanging = f.wrapper("hanging-successor", "--hang-before-ready");
-    let trigger = Command::new(BIN)
-        .args(["trigger", "--config"])
-        .arg(f.config())
-        .arg("--binary")
-        .arg(&hanging)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let successor = wait_for(
+    let trigger = f.spawn_trigger(&hanging, Stdio::null());
+    let successor = wait_for_within(
         Duration::from_secs(10),
         "the handoff to wait for Ready",
         || {
@@ -525,7 +283,7 @@ fn supervisor_killed_mid_handoff_is_restarted_and_resumes_the_journal() {
     // the old incumbent resumed, the half-started successor is stopped,
     // the journal cleared, and the incumbent adopted.
     let second = run_activated(&f, &listener);
-    let adopted = f.wait_serving(Duration::from_secs(20));
+    let adopted = f.wait_serving_within(Duration::from_secs(20));
     assert_eq!(adopted, incumbent);
     let status = f.status();
     assert_eq!(status["incumbent"]["adopted"], true);
@@ -535,7 +293,7 @@ fn supervisor_killed_mid_handoff_is_restarted_and_resumes_the_journal() {
         second.log_text()
     );
     assert!(!f.path("journal/state.bin").exists());
-    wait_for(
+    wait_for_within(
         Duration::from_secs(10),
         "the orphan successor to be stopped",
         || (!alive(successor)).then_some(()),
@@ -544,8 +302,8 @@ fn supervisor_killed_mid_handoff_is_restarted_and_resumes_the_journal() {
     // The adopted incumbent hands off to a child of the new supervisor.
     let out = f.cli(&["trigger"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_ne!(f.wait_serving(Duration::from_secs(10)), incumbent);
-    wait_for(
+    assert_ne!(f.wait_serving_within(Duration::from_secs(10)), incumbent);
+    wait_for_within(
         Duration::from_secs(10),
         "the adopted incumbent to exit",
         || (!alive(incumbent)).then_some(()),
@@ -588,7 +346,7 @@ fn systemd_notify_messages() {
     f.write_config("");
     let notify_path = f.path("notify.sock");
     let socket = UnixDatagram::bind(&notify_path).unwrap();
-    let mut supervisor = f.run_with(&[], |c| {
+    let mut supervisor = f.run_with(|c| {
         c.env("NOTIFY_SOCKET", &notify_path)
             .env("WATCHDOG_USEC", "200000");
     });
@@ -596,7 +354,7 @@ fn systemd_notify_messages() {
     let ready = expect_notify(&socket, "READY=1", &mut seen);
     assert!(ready.contains("STATUS=serving: pid"), "{ready}");
     expect_notify(&socket, "WATCHDOG=1", &mut seen);
-    let incumbent = f.wait_serving(Duration::from_secs(10));
+    let incumbent = f.wait_serving_within(Duration::from_secs(10));
     // The service does not inherit the supervisor's notify socket.
     let environ = text(&std::fs::read(format!("/proc/{incumbent}/environ")).unwrap());
     assert!(!environ.contains("NOTIFY_SOCKET"), "{environ}");
@@ -634,7 +392,7 @@ fn systemd_notify_on_an_abstract_socket() {
         )
         .unwrap();
     let socket = UnixDatagram::bind_addr(&address).unwrap();
-    let _supervisor = f.run_with(&[], |c| {
+    let _supervisor = f.run_with(|c| {
         c.env("NOTIFY_SOCKET", format!("@{name}"));
     });
     expect_notify(&socket, "READY=1", &mut Vec::new());
@@ -644,8 +402,8 @@ fn systemd_notify_on_an_abstract_socket() {
 fn a_silent_client_is_timed_out_and_blocks_nobody() {
     let f = Fixture::new();
     f.write_config("");
-    let _supervisor = f.run(&[]);
-    f.wait_serving(Duration::from_secs(10));
+    let _supervisor = f.run();
+    f.wait_serving_within(Duration::from_secs(10));
     let mut silent = UnixStream::connect(f.path("trigger.sock")).unwrap();
     let started = Instant::now();
     let status = f.cli(&["status"]);
@@ -673,9 +431,9 @@ fn a_silent_client_is_timed_out_and_blocks_nobody() {
 fn a_second_supervisor_on_the_same_trigger_socket_is_refused() {
     let f = Fixture::new();
     f.write_config("");
-    let _supervisor = f.run(&[]);
-    f.wait_serving(Duration::from_secs(10));
-    let mut second = f.run(&[]);
+    let _supervisor = f.run();
+    f.wait_serving_within(Duration::from_secs(10));
+    let mut second = f.run();
     assert_eq!(second.wait_exit(Duration::from_secs(10)), Some(1));
     assert!(second.log_text().contains("another supervisor is running"));
 }
@@ -921,14 +679,9 @@ fn kv_request(addr: &str, line: &str) -> Result<String, String> {
 #[test]
 fn the_c_example_service_keeps_every_write_across_triggers() {
     let f = Fixture::new();
-    let config = std::fs::read_to_string(f.write_config("")).unwrap();
-    let config = config.replace(
-        &noop_service().display().to_string(),
-        kv_c().to_str().unwrap(),
-    );
-    std::fs::write(f.config(), config).unwrap();
-    let _supervisor = f.run(&[]);
-    let first = wait_for(Duration::from_secs(10), "kv-c to answer", || {
+    f.write_config_for(&kv_c(), "NOOP_TEST = \"1\"", "");
+    let _supervisor = f.run();
+    let first = wait_for_within(Duration::from_secs(10), "kv-c to answer", || {
         let pid = f.try_status()?["incumbent"]["pid"].as_u64()?;
         let answer = kv_request(&f.addr, "PING").ok()?;
         (answer == format!("PONG {pid} c")).then_some(pid)

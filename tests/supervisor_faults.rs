@@ -8,7 +8,7 @@ mod cli;
 mod common;
 mod tmpfs;
 
-use cli::{text, wait_for, Fixture};
+use cli::{text, wait_for, Fixture, Layout};
 use common::pong_pid;
 
 /// A build that commits and then dies within its probation is replaced by
@@ -86,30 +86,9 @@ fn a_trigger_while_the_service_is_restarting_starts_the_requested_binary() {
     assert!(status["restart_in_secs"].is_null(), "{status:#}");
 }
 
-/// Processes whose parent is `pid`, and their process groups.
-fn children_of(pid: u32) -> Vec<(u32, u32)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // After the command name: state, ppid, pgrp.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split(' ').collect();
-        if fields[1].parse() == Ok(pid) {
-            found.push((child, fields[2].parse().unwrap()));
-        }
-    }
-    found
-}
-
-/// Processes of the group `pgid` still running (zombies are gone).
-fn group_members(pgid: u32) -> Vec<u32> {
+/// Every process, with the fields of its /proc/PID/stat after the command
+/// name: state, ppid, pgrp, ...
+fn processes() -> Vec<(u32, Vec<String>)> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -121,12 +100,29 @@ fn group_members(pgid: u32) -> Vec<u32> {
         let Some((_, rest)) = stat.rsplit_once(") ") else {
             continue;
         };
-        let fields: Vec<&str> = rest.split(' ').collect();
-        if fields[2].parse() == Ok(pgid) && !matches!(fields[0], "Z" | "X") {
-            found.push(pid);
-        }
+        found.push((pid, rest.split(' ').map(String::from).collect()));
     }
     found
+}
+
+/// Processes whose parent is `pid`, and their process groups.
+fn children_of(pid: u32) -> Vec<(u32, u32)> {
+    processes()
+        .into_iter()
+        .filter(|(_, fields)| fields[1].parse() == Ok(pid))
+        .map(|(child, fields)| (child, fields[2].parse().unwrap()))
+        .collect()
+}
+
+/// Processes of the group `pgid` still running (zombies are gone).
+fn group_members(pgid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|(_, fields)| {
+            fields[2].parse() == Ok(pgid) && !matches!(fields[0].as_str(), "Z" | "X")
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// Kills `pid` when the test ends, pass or fail.
@@ -148,15 +144,7 @@ fn a_successor_that_forks_and_hangs_leaves_no_process_behind() {
     let incumbent = f.wait_serving();
     let forking = f.wrapper("forking-successor", "--fork-and-hang-before-ready");
 
-    let trigger = std::process::Command::new(cli::BIN)
-        .args(["trigger", "--config"])
-        .arg(f.config())
-        .arg("--binary")
-        .arg(&forking)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let trigger = f.spawn_trigger(&forking, std::process::Stdio::null());
     let successor = wait_for("the successor to wait for Ready", || {
         let status = f.try_status()?;
         (status["handoff"]["phase"] == "ready").then_some(())?;
@@ -436,14 +424,11 @@ fn a_full_data_disk_never_takes_the_service_down() {
     let f = Fixture::new();
     let kv_c = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/c/build/kv-c");
     let data = fs.path().join("data");
-    let config = std::fs::read_to_string(f.write_config_for(&kv_c, "", ""))
-        .unwrap()
-        .replace(
-            &format!("{}/data", f.dir.path().display()),
-            &data.display().to_string(),
-        )
-        .replace("data_dir = \"data\"", &format!("data_dir = {data:?}"));
-    std::fs::write(f.config(), config).unwrap();
+    let on_tmpfs = Layout {
+        data_dir: data.clone(),
+        ..Layout::relative()
+    };
+    f.write_config_laid_out(&kv_c, "", &on_tmpfs, "");
     let _supervisor = f.run();
     let first = f.wait_serving();
     let acknowledged: Vec<String> = (0..20)
