@@ -3,85 +3,24 @@
 //! that answers), no orphan, no leaked descriptor, the journal cleared.
 
 mod common;
+#[path = "common/in_process.rs"]
+mod in_process;
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use handoff::lock::{DataDirLock, LockState};
-use handoff::supervisor::{Cause, HandoffPhase, Party, SpawnSpec, Supervisor, Timeouts};
+use handoff::supervisor::{Cause, HandoffPhase, Party, Timeouts};
 use handoff::Error;
-
-struct Service {
-    _dir: tempfile::TempDir,
-    data_dir: PathBuf,
-    journal: PathBuf,
-    addr: String,
-    supervisor: Supervisor,
-    reaper: Reaper,
-    incumbent: u32,
-    listener_fd: i32,
-}
+use in_process::{Service, Start};
 
 /// A cold-started noop service under an in-process supervisor.
 fn start(cold_flags: &[&str], nonblocking: bool) -> Service {
-    let binary = noop_service();
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let control = dir.path().join("control.sock");
-    let journal = dir.path().join("journal/state.bin");
-    let (tcp, addr) = tcp_listener();
-    tcp.set_nonblocking(nonblocking).unwrap();
-    let listener_fd = tcp.as_raw_fd();
-    let supervisor = Supervisor::new(&control)
-        .with_listener("kv", OwnedFd::from(tcp))
-        .unwrap()
-        .with_journal(&journal)
-        .with_timeouts(Timeouts {
-            kill_grace: Duration::from_millis(500),
-            ..Timeouts::default()
-        });
-    let mut reaper = Reaper::default();
-    let command = service_command(&binary, &data_dir, &control, cold_flags);
-    let incumbent = reaper.keep(supervisor.spawn_cold(&command).unwrap());
-    wait_for_pong(&addr, incumbent, Duration::from_secs(10));
-    Service {
-        _dir: dir,
-        data_dir,
-        journal,
-        addr,
-        supervisor,
-        reaper,
-        incumbent,
-        listener_fd,
-    }
-}
-
-impl Service {
-    fn spec(&self, flags: &[&str]) -> SpawnSpec {
-        let control = self.supervisor.control_path().to_owned();
-        SpawnSpec {
-            command: service_command(&noop_service(), &self.data_dir, &control, flags),
-            ..SpawnSpec::new(noop_service())
-        }
-    }
-
-    /// Invariants 1 and 6 and a cleared journal, with `pid` the incumbent.
-    fn assert_settled(&self, pid: u32) {
-        wait_for_pong(&self.addr, pid, Duration::from_secs(10));
-        assert_eq!(
-            DataDirLock::probe(&self.data_dir).unwrap(),
-            LockState::Held { pid: Some(pid) },
-            "the incumbent holds the lock"
-        );
-        assert!(!self.journal.exists(), "journal cleared");
-    }
-
-    fn listener_nonblocking(&self) -> bool {
-        handoff::sys::is_nonblocking(self.listener_fd).unwrap()
-    }
+    Service::start(Start {
+        cold_flags,
+        nonblocking,
+        ..Start::default()
+    })
 }
 
 /// Why a handoff is expected to roll back: the typed reason and a part of
@@ -96,10 +35,7 @@ struct Expected {
 fn assert_rolled_back(service: &Service, flags: &[&str], expected: Expected) {
     let fds = open_fds();
     let incumbent_fds = settled_fd_targets(service.incumbent);
-    let outcome = service
-        .supervisor
-        .perform_handoff(&service.spec(flags))
-        .unwrap();
+    let outcome = service.hand_off(flags);
     assert!(!outcome.committed, "must roll back");
     let abort = outcome.abort.expect("a rollback has a reason");
     assert!(
@@ -249,10 +185,7 @@ fn a_handoff_cancelled_from_another_thread_rolls_back() {
         panic!("the handoff thread has ended")
     };
     service.supervisor.cancel();
-    let outcome = service
-        .supervisor
-        .perform_handoff(&service.spec(&[]))
-        .unwrap();
+    let outcome = service.hand_off(&[]);
     assert!(outcome.committed, "{:?}", outcome.abort);
     let successor = service.reaper.keep(outcome.successor.unwrap());
     service.assert_settled(successor);
@@ -270,10 +203,7 @@ fn a_successor_slower_to_say_hello_than_the_incumbents_liveness_takes_over() {
         kill_grace: Duration::from_millis(500),
         ..Timeouts::default()
     });
-    let outcome = service
-        .supervisor
-        .perform_handoff(&service.spec(&["--delay-hello-ms", "2500", "--liveness-ms", "1000"]))
-        .unwrap();
+    let outcome = service.hand_off(&["--delay-hello-ms", "2500", "--liveness-ms", "1000"]);
     assert!(outcome.committed, "rolled back: {:?}", outcome.abort_reason);
     let successor = outcome
         .successor
@@ -329,10 +259,7 @@ fn idle_incumbent_with_a_nonblocking_listener_hands_off() {
     let _alone = serial();
     for nonblocking in [true, false] {
         let mut service = start(&[], nonblocking);
-        let outcome = service
-            .supervisor
-            .perform_handoff(&service.spec(&[]))
-            .unwrap();
+        let outcome = service.hand_off(&[]);
         assert!(outcome.committed, "{:?}", outcome.abort_reason);
         assert_eq!(service.listener_nonblocking(), nonblocking);
         let successor = service.reaper.keep(outcome.successor.unwrap());

@@ -4,76 +4,39 @@
 //! afterwards exactly one process holds the lock, and it answers.
 
 mod common;
+#[path = "common/in_process.rs"]
+mod in_process;
 mod tmpfs;
 
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use handoff::lock::{DataDirLock, LockState, GENERATION_FILE};
-use handoff::supervisor::{HandoffPhase, SpawnSpec, Supervisor, Timeouts};
+use handoff::lock::GENERATION_FILE;
+use handoff::supervisor::HandoffPhase;
+use in_process::{Service, Start};
 use tmpfs::Tmpfs;
-
-struct Service {
-    _dir: tempfile::TempDir,
-    data_dir: PathBuf,
-    journal: PathBuf,
-    addr: String,
-    supervisor: Supervisor,
-    reaper: Reaper,
-    incumbent: u32,
-}
 
 /// A cold-started noop service under an in-process supervisor, its data
 /// directory and journal where the test says.
 fn start(data_dir: PathBuf, journal: Option<PathBuf>) -> Service {
-    let dir = tempfile::tempdir().unwrap();
-    let control = dir.path().join("control.sock");
-    let journal = journal.unwrap_or_else(|| dir.path().join("journal/state.bin"));
-    let (tcp, addr) = tcp_listener();
-    let supervisor = Supervisor::new(&control)
-        .with_listener("kv", OwnedFd::from(tcp))
-        .unwrap()
-        .with_journal(&journal)
-        .with_timeouts(Timeouts {
-            kill_grace: Duration::from_millis(500),
-            ..Timeouts::default()
-        });
-    let mut reaper = Reaper::default();
-    let command = service_command(&noop_service(), &data_dir, &control, &[]);
-    let incumbent = reaper.keep(supervisor.spawn_cold(&command).unwrap());
-    wait_for_pong(&addr, incumbent, Duration::from_secs(10));
-    Service {
-        _dir: dir,
-        data_dir,
+    Service::start(Start {
+        data_dir: Some(data_dir),
         journal,
-        addr,
-        supervisor,
-        reaper,
-        incumbent,
-    }
+        ..Start::default()
+    })
 }
 
-impl Service {
-    fn spec(&self) -> SpawnSpec {
-        let control = self.supervisor.control_path().to_owned();
-        SpawnSpec {
-            command: service_command(&noop_service(), &self.data_dir, &control, &[]),
-            ..SpawnSpec::new(noop_service())
-        }
-    }
-
-    /// `pid` answers and is the one lock holder; the journal is cleared.
-    fn assert_serving(&self, pid: u32) {
-        wait_for_pong(&self.addr, pid, Duration::from_secs(10));
-        assert_eq!(
-            DataDirLock::probe(&self.data_dir).unwrap(),
-            LockState::Held { pid: Some(pid) },
-            "pid {pid} holds the lock"
-        );
-        assert!(!self.journal.exists(), "journal cleared");
-    }
+/// The tmpfs for `test` and the service with only its journal there
+/// (`state.bin`), its data directory on an ordinary disk; None when the
+/// test is skipped.
+fn journal_on_tmpfs(test: &str) -> Option<(Tmpfs, Service)> {
+    let fs = Tmpfs::mount(test)?;
+    let service = Service::start(Start {
+        journal: Some(fs.join("state.bin")),
+        ..Start::default()
+    });
+    Some((fs, service))
 }
 
 fn generation(data_dir: &Path) -> u64 {
@@ -92,7 +55,7 @@ fn a_handoff_with_the_data_dir_on_a_full_filesystem_commits() {
     assert_eq!(generation(&service.data_dir), 1);
     fs.fill();
 
-    let outcome = service.supervisor.perform_handoff(&service.spec()).unwrap();
+    let outcome = service.hand_off(&[]);
     assert!(outcome.committed, "rolled back: {:?}", outcome.abort_reason);
     let successor = service.reaper.keep(outcome.successor.unwrap());
     let old = service.incumbent;
@@ -101,7 +64,7 @@ fn a_handoff_with_the_data_dir_on_a_full_filesystem_commits() {
         Some(0),
         "the old incumbent exits once committed"
     );
-    service.assert_serving(successor);
+    service.assert_settled(successor);
     assert_eq!(generation(&service.data_dir), 2);
     assert!(fs.is_full(), "the handoff ran on a full filesystem");
 }
@@ -123,7 +86,7 @@ fn a_filesystem_filling_up_mid_handoff_rolls_back_to_a_serving_incumbent() {
 
     let outcome = service
         .supervisor
-        .perform_handoff_with(&service.spec(), &mut |event| {
+        .perform_handoff_with(&service.spec(&[]), &mut |event| {
             // Reported once the Negotiating step is journalled, before
             // PrepareHandoff: the fill does not race the handoff.
             if event.phase == HandoffPhase::Spawn {
@@ -140,18 +103,18 @@ fn a_filesystem_filling_up_mid_handoff_rolls_back_to_a_serving_incumbent() {
     assert!(reason.contains("No space left on device"), "{reason}");
     assert!(reason.contains("journal"), "{reason}");
     assert!(outcome.successor.is_none(), "the successor is reaped");
-    service.assert_serving(service.incumbent);
+    service.assert_settled(service.incumbent);
     // It sealed (released) and took the lock back: one more acquire.
     assert_eq!(generation(&service.data_dir), 2);
     assert!(fs.is_full(), "the rollback ran on a full filesystem");
 
     // Space back, the next handoff goes through.
     fs.free();
-    let outcome = service.supervisor.perform_handoff(&service.spec()).unwrap();
+    let outcome = service.hand_off(&[]);
     assert!(outcome.committed, "{:?}", outcome.abort_reason);
     let mut reaper = Reaper::default();
     let successor = reaper.keep(outcome.successor.unwrap());
-    service.assert_serving(successor);
+    service.assert_settled(successor);
     assert_eq!(generation(&service.data_dir), 3);
 }
 
@@ -159,20 +122,18 @@ fn a_filesystem_filling_up_mid_handoff_rolls_back_to_a_serving_incumbent() {
 /// write fails, nothing was asked of the incumbent, it serves on.
 #[test]
 fn a_full_journal_filesystem_rolls_back_before_the_incumbent_is_asked() {
-    let Some(fs) =
-        Tmpfs::mount("a_full_journal_filesystem_rolls_back_before_the_incumbent_is_asked")
+    let Some((fs, service)) =
+        journal_on_tmpfs("a_full_journal_filesystem_rolls_back_before_the_incumbent_is_asked")
     else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let service = start(data.path().join("data"), Some(fs.join("state.bin")));
     fs.fill();
-    let outcome = service.supervisor.perform_handoff(&service.spec()).unwrap();
+    let outcome = service.hand_off(&[]);
     assert!(!outcome.committed);
     let reason = outcome.abort_reason.unwrap();
     assert!(reason.contains("No space left on device"), "{reason}");
     assert!(outcome.successor.is_none());
-    service.assert_serving(service.incumbent);
+    service.assert_settled(service.incumbent);
     assert_eq!(
         generation(&service.data_dir),
         1,
@@ -186,16 +147,14 @@ fn a_full_journal_filesystem_rolls_back_before_the_incumbent_is_asked() {
 /// the journal's phase): it commits, and the successor serves.
 #[test]
 fn a_journal_filesystem_filling_up_after_begin_does_not_stop_the_handoff() {
-    let Some(fs) =
-        Tmpfs::mount("a_journal_filesystem_filling_up_after_begin_does_not_stop_the_handoff")
+    let Some((fs, service)) =
+        journal_on_tmpfs("a_journal_filesystem_filling_up_after_begin_does_not_stop_the_handoff")
     else {
         return;
     };
-    let data = tempfile::tempdir().unwrap();
-    let service = start(data.path().join("data"), Some(fs.join("state.bin")));
     let outcome = service
         .supervisor
-        .perform_handoff_with(&service.spec(), &mut |event| {
+        .perform_handoff_with(&service.spec(&[]), &mut |event| {
             // Reported once Begin is sent, before the Sealing step is journalled.
             if event.phase == HandoffPhase::Seal {
                 fs.fill();
@@ -205,6 +164,6 @@ fn a_journal_filesystem_filling_up_after_begin_does_not_stop_the_handoff() {
     assert!(outcome.committed, "{:?}", outcome.abort_reason);
     let mut reaper = Reaper::default();
     let successor = reaper.keep(outcome.successor.unwrap());
-    service.assert_serving(successor);
+    service.assert_settled(successor);
     assert!(!fs.join("state.bin").exists(), "the journal is cleared");
 }
