@@ -708,7 +708,10 @@ handoff_status handoff_incumbent_start_loop(struct handoff_incumbent *incumbent,
 
 /**
  * The descriptor to poll for reading: readable while a request waits
- * (level-triggered; do not read it). Owned by the incumbent, valid until
+ * (do not read it: each request adds a byte that taking it removes, so it
+ * stays readable while one waits and every request is a new edge for an
+ * edge-triggered watcher such as epoll's EPOLLET or Go's netpoller).
+ * Owned by the incumbent, valid until
  * `handoff_incumbent_free`; may be asked from any thread. -1 for NULL and
  * unless started with `handoff_incumbent_start_loop`.
  */
@@ -1184,7 +1187,9 @@ handoff_status handoff_hook_fail(struct handoff_hook_context *ctx,
  * Complete a request taken with `handoff_incumbent_take_request`, once:
  * `status` `HANDOFF_OK` (0) reports the drain, seal or resume done with
  * what the setters filled in; anything else fails it (reason from
- * `handoff_hook_fail`). From any thread. Completed already:
+ * `handoff_hook_fail`). From any thread, but like the setters not while
+ * another thread calls into the same incumbent (the contexts are its
+ * own: `take_request` and `stop` use them). Completed already:
  * `HANDOFF_ERR_WRONG_STATE`; a callback's context: `HANDOFF_ERR_WRONG_STATE`
  * (a callback completes its request by returning). The context stays
  * valid, empty, until the incumbent is freed.

@@ -435,7 +435,10 @@ pub unsafe extern "C" fn handoff_incumbent_start_loop(
 }
 
 /// The descriptor to poll for reading: readable while a request waits
-/// (level-triggered; do not read it). Owned by the incumbent, valid until
+/// (do not read it: each request adds a byte that taking it removes, so it
+/// stays readable while one waits and every request is a new edge for an
+/// edge-triggered watcher such as epoll's EPOLLET or Go's netpoller).
+/// Owned by the incumbent, valid until
 /// `handoff_incumbent_free`; may be asked from any thread. -1 for NULL and
 /// unless started with `handoff_incumbent_start_loop`.
 #[no_mangle]

@@ -239,7 +239,9 @@ pub unsafe extern "C" fn handoff_hook_fail(
 /// Complete a request taken with `handoff_incumbent_take_request`, once:
 /// `status` `HANDOFF_OK` (0) reports the drain, seal or resume done with
 /// what the setters filled in; anything else fails it (reason from
-/// `handoff_hook_fail`). From any thread. Completed already:
+/// `handoff_hook_fail`). From any thread, but like the setters not while
+/// another thread calls into the same incumbent (the contexts are its
+/// own: `take_request` and `stop` use them). Completed already:
 /// `HANDOFF_ERR_WRONG_STATE`; a callback's context: `HANDOFF_ERR_WRONG_STATE`
 /// (a callback completes its request by returning). The context stays
 /// valid, empty, until the incumbent is freed.

@@ -3,7 +3,7 @@
 //! own event loop takes part without a mutex, condition variable or wake
 //! pipe of its own (convention 11). Each request is completed by the
 //! service, from its own thread and loop iterations, and the completion
-//! wakes the serve loop through a second pipe. The callback API
+//! wakes the serve loop through a second wake channel. The callback API
 //! ([`dispatch`]) is a thread that takes requests and calls the hooks: one
 //! code path for both.
 
