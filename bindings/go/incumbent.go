@@ -150,7 +150,7 @@ func (i *Incumbent) Wait(ctx context.Context) (ServeOutcome, error) {
 	if err != nil {
 		return ServeStopped, err
 	}
-	if end != nil {
+	if end != nil && !isClosed(end.done) {
 		select {
 		case <-end.done:
 		case <-ctx.Done():
@@ -158,6 +158,15 @@ func (i *Incumbent) Wait(ctx context.Context) (ServeOutcome, error) {
 		}
 	}
 	return i.outcome()
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // outcome asks the library how serving ended (once: it answers with the
