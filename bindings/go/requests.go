@@ -172,7 +172,7 @@ func (i *Incumbent) StartLoop() (<-chan *Request, error) {
 		}
 		pump = newRequestPump(i, watch)
 		i.pump = pump
-		i.serving = &servingEnd{done: pump.exited, waitMS: 0} // ENDED: wait answers at once
+		i.serving = &servingEnd{done: pump.ended, waitMS: 0} // after ENDED, wait answers at once
 		return nil
 	})
 	runtime.KeepAlive(i)
@@ -194,6 +194,7 @@ type requestPump struct {
 	inc      *Incumbent
 	watch    *readiness
 	requests chan *Request
+	ended    chan struct{} // closed when serving is over, before requests
 	exited   chan struct{} // closed when run has returned
 	halting  chan struct{} // closed by halt: deliver nothing more
 	haltOnce sync.Once
@@ -211,6 +212,7 @@ func newRequestPump(i *Incumbent, watch *readiness) *requestPump {
 		inc:      i,
 		watch:    watch,
 		requests: make(chan *Request),
+		ended:    make(chan struct{}),
 		exited:   make(chan struct{}),
 		halting:  make(chan struct{}),
 		handed:   map[*C.handoff_hook_context]*Request{},
@@ -221,6 +223,7 @@ func (p *requestPump) run() {
 	defer close(p.exited)
 	defer p.watch.close()
 	defer close(p.requests)
+	defer close(p.ended) // first: a loop that sees the channel closed can Wait at once
 	for {
 		var next *Request
 		ended := false
