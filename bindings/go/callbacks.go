@@ -41,10 +41,12 @@ func handoffGoResume(userdata unsafe.Pointer, ctx *C.handoff_hook_context) C.int
 }
 
 // handoffGoDestroy: the library no longer needs the userdata (serving has
-// ended): the handle goes, and with it the last reference to the service.
+// ended): Wait learns it, and the handle goes, and with it the last
+// reference to the service.
 //
 //export handoffGoDestroy
 func handoffGoDestroy(userdata unsafe.Pointer) {
+	close(handleOf(userdata).Value().(*serving).ended)
 	freeBox(userdata)
 }
 

@@ -126,6 +126,13 @@ func (c *cluster) start(spec SpawnSpec, tag string) {
 func (c *cluster) handOff(spec SpawnSpec, tag string) *Outcome {
 	c.t.Helper()
 	outcome, err := c.sup.PerformHandoff(spec)
+	return c.committed(outcome, err, tag)
+}
+
+// committed checks a handoff that must have committed (see handOff) and
+// makes its successor the incumbent.
+func (c *cluster) committed(outcome *Outcome, err error, tag string) *Outcome {
+	c.t.Helper()
 	if err != nil {
 		c.t.Fatalf("the handoff did not start: %v", err)
 	}

@@ -118,6 +118,13 @@ func TestErrorsCarryTheLibrarysMessage(t *testing.T) {
 	}
 }
 
+// The functions the binding reaches by other means, and why.
+var builtFromOthers = map[string]string{
+	"handoff_successor_wait_for_begin": "WaitForBegin waits on handoff_successor_control_fd " +
+		"in Go's netpoller and reads with handoff_successor_poll_begin (as the library's own " +
+		"wait does), so that its context cancels it",
+}
+
 // Every function of the C ABI is reached from the binding (thin: the whole
 // ABI, nothing more).
 func TestEveryCFunctionIsBound(t *testing.T) {
@@ -145,7 +152,10 @@ func TestEveryCFunctionIsBound(t *testing.T) {
 			continue
 		}
 		seen[name] = true
-		if !strings.Contains(code.String(), "C."+name+"(") {
+		called := strings.Contains(code.String(), "C."+name+"(")
+		if _, other := builtFromOthers[name]; other && called {
+			t.Errorf("%s is called after all: drop it from builtFromOthers", name)
+		} else if !other && !called {
 			missing = append(missing, name)
 		}
 	}

@@ -6,7 +6,8 @@
 //
 //   - cold start: take its listeners from Detect (or bind its own), lock its
 //     data directory (AcquireLock), open its state, Bind the control socket
-//     and Start serving it with a Drainable;
+//     and serve it: StartLoop hands the handoff's work to the service's own
+//     loop as Requests on a channel, Start calls a Drainable instead;
 //   - successor: NewSuccessor, Handshake, WaitForBegin, and only then take
 //     the listeners, lock the data directory, open the state and
 //     AnnounceReady, which makes the process the new Incumbent.

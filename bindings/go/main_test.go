@@ -35,6 +35,8 @@ func runHelper(mode string) int {
 		return successorStepsHelper()
 	case "service":
 		return serviceHelper()
+	case "loop-service":
+		return loopServiceHelper()
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2

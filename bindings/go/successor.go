@@ -21,6 +21,8 @@ import (
 // back.
 type Successor struct {
 	h object[*C.handoff_successor]
+	// waiting is the WaitForBegin in progress, if any (under h.serial).
+	waiting *readiness
 }
 
 // NewSuccessor starts the successor's side from what Detect found: the
@@ -74,22 +76,72 @@ func (s *Successor) Handshake(ctx context.Context, buildID []byte) (HandoffID, e
 // WaitForBegin waits for Begin (the incumbent has sealed and released the
 // lock) until ctx is done. ErrAborted or ErrPeerClosed: the handoff is
 // over; exit without touching the data directory. When ctx ends first the
-// error matches both ErrTimeout and ctx.Err().
+// error matches both ErrTimeout and ctx.Err(), at once: it waits on the
+// control connection (handoff_successor_control_fd) in Go's netpoller and
+// reads it with handoff_successor_poll_begin, as the library's own
+// blocking wait does. Close ends a wait in progress.
 func (s *Successor) WaitForBegin(ctx context.Context) error {
-	for {
-		slice, err := sliceOf(ctx)
-		if err != nil {
-			return fmt.Errorf("%w: %w", newError(StatusTimeout, "no Begin before the context ended"), err)
-		}
-		err = s.h.exclusive(func(p *C.handoff_successor) error {
-			var cerr *C.handoff_error
-			return check(C.handoff_successor_wait_for_begin(p, slice, &cerr), cerr)
-		})
-		runtime.KeepAlive(s)
-		if !errors.Is(err, ErrTimeout) {
-			return err
-		}
+	if err := ctx.Err(); err != nil {
+		return notBegun(err)
 	}
+	var watch *readiness
+	// Under the handle's lock: the descriptor cannot be freed (and its
+	// number reused) before it is duplicated.
+	err := s.h.exclusive(func(p *C.handoff_successor) error {
+		if s.waiting != nil {
+			return newError(StatusWrongState, "another WaitForBegin is waiting")
+		}
+		var err error
+		watch, err = watchReadable(int(C.handoff_successor_control_fd(p)), "control connection")
+		s.waiting = watch
+		return err
+	})
+	runtime.KeepAlive(s)
+	if err != nil {
+		return err
+	}
+	defer watch.close()
+	defer s.doneWaiting()
+	defer context.AfterFunc(ctx, watch.interrupt)()
+
+	var begun bool
+	var polled error
+	err = watch.await(func() bool {
+		begun, polled = s.pollBegin()
+		return begun || polled != nil
+	})
+	switch {
+	case polled != nil:
+		return polled
+	case begun:
+		return nil
+	case ctx.Err() != nil:
+		return notBegun(ctx.Err())
+	case errors.Is(err, errInterrupted):
+		return closedError(s.h.what)
+	}
+	return newError(StatusIO, fmt.Sprintf("waiting for Begin: %v", err))
+}
+
+func notBegun(ctxErr error) error {
+	return fmt.Errorf("%w: %w", newError(StatusTimeout, "no Begin before the context ended"), ctxErr)
+}
+
+func (s *Successor) doneWaiting() {
+	s.h.serial.Lock()
+	s.waiting = nil
+	s.h.serial.Unlock()
+}
+
+// pollBegin reads what the control connection holds, without waiting.
+func (s *Successor) pollBegin() (bool, error) {
+	var begun C.bool
+	err := s.h.exclusive(func(p *C.handoff_successor) error {
+		var cerr *C.handoff_error
+		return check(C.handoff_successor_poll_begin(p, &begun, &cerr), cerr)
+	})
+	runtime.KeepAlive(s)
+	return bool(begun), err
 }
 
 // StartHeartbeats sends heartbeats every 2 s until Ready, so that a slow
@@ -188,6 +240,11 @@ func (s *Successor) AnnounceReady(ready *Ready, controlPath string, lock *Lock) 
 // not taken. Idempotent.
 func (s *Successor) Close() error {
 	runtime.SetFinalizer(s, nil)
+	s.h.serial.Lock()
+	if s.waiting != nil {
+		s.waiting.interrupt()
+	}
+	s.h.serial.Unlock()
 	C.handoff_successor_free(s.h.take())
 	return nil
 }

@@ -6,8 +6,10 @@
 // It implements the contract of examples/README.md (the line protocol, the
 // log format, the lifecycle) like kv-c, so either can take over from the
 // other. A goroutine per connection serves requests; writes are made
-// durable by group commit before they are acknowledged. The library calls
-// Drain, Seal and ResumeAfterAbort on its own thread.
+// durable by group commit before they are acknowledged. The service's loop
+// (loop.go) owns the connections and does what the handoff asks of it
+// (drain, seal, resume), which the library hands over on a channel
+// (Incumbent.StartLoop).
 //
 // One difference from kv-c: Go's net package makes the listener
 // non-blocking when this process takes it (after Begin in a successor), and
@@ -136,48 +138,13 @@ func run(o options) int {
 		say("error: %v", err)
 		return 1
 	}
-	if err := s.inc.Start(s); err != nil {
+	requests, err := s.inc.StartLoop()
+	if err != nil {
 		say("error: %v", err)
 		return 1
 	}
 	s.startAccepting()
-
-	ended := make(chan error, 1)
-	var outcome handoff.ServeOutcome
-	go func() {
-		var err error
-		outcome, err = s.inc.Wait(context.Background())
-		ended <- err
-	}()
-
-	code := 0
-	select {
-	case sig := <-signals:
-		say("signal %d: shutting down", sig.(syscall.Signal))
-		s.shutDown()
-		// Roll back a handoff in progress and stop the library's thread;
-		// hooks now fail at once.
-		if err := s.inc.Stop(); err != nil {
-			say("error: %v", err)
-		}
-		s.waitConns(lingerOnFinish)
-	case err := <-ended:
-		s.shutDown()
-		switch {
-		case err != nil:
-			say("error: serving ended: %v", err)
-			code = 1
-		case outcome == handoff.ServeCommitted:
-			say("handoff committed: stepping down")
-		case outcome == handoff.ServeSuperseded:
-			say("superseded by another holder of the data dir: stepping down without writing")
-		default:
-			say("serving stopped (%v)", outcome)
-			code = 1
-		}
-		// Everything was drained: let lingering connections run out.
-		s.waitConns(lingerOnFinish)
-	}
+	code := s.serve(requests, signals)
 	// The log is closed (fsynced) before the lock goes with the incumbent.
 	s.closeLog()
 	say("exiting with status %d", code)

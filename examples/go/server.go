@@ -1,17 +1,18 @@
 package main
 
-// The server: an accept loop, a goroutine per connection, the table and
-// the log, and the Drainable the library calls during a handoff.
+// The server: a goroutine per connection, the table and the log. The
+// service's loop (loop.go) owns the connections and does the handoff's
+// requests.
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"libhandoff.dev/handoff"
@@ -35,7 +36,8 @@ type server struct {
 	inc     *handoff.Incumbent
 	ln      net.Listener
 
-	// mu guards the table and the log (nil while sealed).
+	// mu guards the table and the log (nil while sealed), which the
+	// connection goroutines share.
 	mu    sync.Mutex
 	table map[string]string
 	log   *kvLog
@@ -43,21 +45,26 @@ type server struct {
 	// A successor's preload (nil: none), used up by the next openState.
 	preload *logPreload
 
-	// connsMu guards the connections, the accept loop and the drain.
-	connsMu       sync.Mutex
-	conns         map[*conn]struct{} // live: not yet lingering
-	accepting     chan struct{}      // closed when the accept loop ends; nil when stopped
-	draining      bool
-	drainDeadline time.Time
-	drained       chan struct{} // closed once a drain has no live connection left
-	shuttingDown  bool
+	// The loop's own.
+	conns       map[*conn]struct{} // live: not yet lingering
+	acceptEnded chan struct{}      // closed when the accept goroutine ends; nil when not accepting
+	drain       *handoff.Request   // the drain in progress
+	drainBudget *time.Timer        // its end
+
+	// To the loop: a connection accepted, a connection no longer live.
+	accepted chan net.Conn
+	retired  chan *conn
+	// From the loop to the connections: a drain's deadline, nil when none
+	// runs.
+	drainDeadline atomic.Pointer[time.Time]
 
 	// every connection goroutine, lingering ones included
 	connWG sync.WaitGroup
 }
 
 func newServer(dataDir string) *server {
-	return &server{dataDir: dataDir, table: map[string]string{}, conns: map[*conn]struct{}{}}
+	return &server{dataDir: dataDir, table: map[string]string{}, conns: map[*conn]struct{}{},
+		accepted: make(chan net.Conn), retired: make(chan *conn)}
 }
 
 // openState opens and replays the log into a fresh table, or goes on from
@@ -137,42 +144,10 @@ func (s *server) records() uint64 {
 	return s.log.records
 }
 
-// ---- accepting -------------------------------------------------------------
+// ---- connections -------------------------------------------------------------
 
-// startAccepting runs the accept loop. The listener is Go's (non-blocking,
-// polled by the runtime before every accept), so EAGAIN never surfaces.
-func (s *server) startAccepting() {
-	s.connsMu.Lock()
-	defer s.connsMu.Unlock()
-	if s.accepting != nil || s.shuttingDown {
-		return
-	}
-	// A deadline in the past stopped the previous loop; clear it.
-	if d, ok := s.ln.(interface{ SetDeadline(time.Time) error }); ok {
-		d.SetDeadline(time.Time{})
-	}
-	done := make(chan struct{})
-	s.accepting = done
-	go s.acceptLoop(done)
-}
-
-// stopAccepting ends the accept loop and waits for it, without closing the
-// listener: connections keep arriving in the kernel's queue (for a
-// successor, or for this process again after a rollback).
-func (s *server) stopAccepting() {
-	s.connsMu.Lock()
-	done := s.accepting
-	s.accepting = nil
-	s.connsMu.Unlock()
-	if done == nil {
-		return
-	}
-	if d, ok := s.ln.(interface{ SetDeadline(time.Time) error }); ok {
-		d.SetDeadline(time.Unix(1, 0))
-	}
-	<-done
-}
-
+// acceptLoop accepts until stopAccepting's deadline and hands each
+// connection to the loop.
 func (s *server) acceptLoop(done chan struct{}) {
 	defer close(done)
 	failing := false // logged once per episode (EMFILE repeats until a descriptor frees)
@@ -197,11 +172,9 @@ func (s *server) acceptLoop(done chan struct{}) {
 			say("accepting again")
 			failing = false
 		}
-		s.addConn(nc)
+		s.accepted <- nc
 	}
 }
-
-// ---- connections -------------------------------------------------------------
 
 type conn struct {
 	nc            net.Conn
@@ -209,37 +182,6 @@ type conn struct {
 	discarding    bool   // inside an overlong line: skip to its newline
 	served        uint64 // lines answered
 	drainAnswered uint64 // lines answered since the drain began
-}
-
-func (s *server) addConn(nc net.Conn) {
-	c := &conn{nc: nc}
-	s.connsMu.Lock()
-	s.conns[c] = struct{}{}
-	s.connsMu.Unlock()
-	s.connWG.Add(1)
-	go s.serveConn(c)
-}
-
-// retire takes c out of the live connections (a drain waits for none to be
-// left); lingering ones are no longer live.
-func (s *server) retire(c *conn) {
-	s.connsMu.Lock()
-	defer s.connsMu.Unlock()
-	if _, ok := s.conns[c]; !ok {
-		return
-	}
-	delete(s.conns, c)
-	if s.draining && len(s.conns) == 0 && s.drained != nil {
-		close(s.drained)
-		s.drained = nil
-	}
-}
-
-// drainState says whether a drain is running, and its deadline.
-func (s *server) drainState() (bool, time.Time) {
-	s.connsMu.Lock()
-	defer s.connsMu.Unlock()
-	return s.draining, s.drainDeadline
 }
 
 func (s *server) serveConn(c *conn) {
@@ -264,8 +206,8 @@ func (s *server) serveConn(c *conn) {
 		if err != nil && !isTimeout(err) {
 			break // EOF or a broken connection
 		}
-		draining, deadline := s.drainState()
-		if !draining {
+		deadline := s.drainDeadline.Load()
+		if deadline == nil {
 			if err != nil {
 				c.nc.SetReadDeadline(time.Time{}) // woken by a drain since rolled back
 			}
@@ -275,14 +217,14 @@ func (s *server) serveConn(c *conn) {
 		// Connection: close. A connection that has not sent a whole request
 		// yet gets until the deadline.
 		idle := c.served > 0 && len(c.in) == 0 && !c.discarding
-		if c.drainAnswered > 0 || idle || !time.Now().Before(deadline) {
-			s.retire(c)
+		if c.drainAnswered > 0 || idle || !time.Now().Before(*deadline) {
+			s.retired <- c
 			linger(c.nc)
 			return
 		}
-		c.nc.SetReadDeadline(deadline)
+		c.nc.SetReadDeadline(*deadline)
 	}
-	s.retire(c)
+	s.retired <- c
 	c.nc.Close()
 }
 
@@ -350,7 +292,7 @@ func (s *server) process(c *conn, data []byte, out []byte, durableAt *int64) []b
 // answered counts one more answer.
 func (s *server) answered(c *conn, out []byte) []byte {
 	c.served++
-	if draining, _ := s.drainState(); draining {
+	if s.drainDeadline.Load() != nil {
 		c.drainAnswered++
 	}
 	return out
@@ -431,128 +373,6 @@ func causeOf(err error) string {
 			return err.Error()
 		}
 		err = inner
-	}
-}
-
-// ---- the handoff: handoff.Drainable ---------------------------------------------
-
-// Drain stops accepting, answers what every connection asked and closes
-// it, waits for none to be left, and fsyncs.
-func (s *server) Drain(ctx context.Context) error {
-	grace := drainGrace
-	if hook := handoff.HookFromContext(ctx); hook != nil {
-		grace = min(grace, hook.TimeLeft()/2)
-	}
-	s.stopAccepting()
-	s.connsMu.Lock()
-	if s.shuttingDown {
-		s.connsMu.Unlock()
-		return errors.New("the service is shutting down")
-	}
-	say("draining %d connection(s)", len(s.conns))
-	deadline := time.Now().Add(grace)
-	s.draining, s.drainDeadline = true, deadline
-	drained := make(chan struct{})
-	if len(s.conns) == 0 {
-		close(drained)
-	} else {
-		s.drained = drained
-	}
-	for c := range s.conns {
-		// Wake the reader (the data stays queued) and bound the writes.
-		c.nc.SetReadDeadline(time.Now())
-		c.nc.SetWriteDeadline(deadline)
-	}
-	s.connsMu.Unlock()
-
-	select {
-	case <-drained:
-	case <-ctx.Done():
-		return fmt.Errorf("connections still open at the end of the drain budget")
-	}
-	s.connsMu.Lock()
-	shutting := s.shuttingDown
-	s.connsMu.Unlock()
-	if shutting {
-		return errors.New("the service is shutting down")
-	}
-	if l := s.currentLog(); l != nil {
-		l.waitDurable(l.end(), fatal)
-	}
-	return nil
-}
-
-// Seal fsyncs and closes the log, and reports the revision.
-func (s *server) Seal(ctx context.Context) (handoff.SealReport, error) {
-	s.mu.Lock()
-	l := s.log
-	s.log = nil
-	s.mu.Unlock()
-	if l == nil {
-		return handoff.SealReport{}, errors.New("the log is not open")
-	}
-	if err := l.close(); err != nil {
-		reason := fmt.Sprintf("fsync/close %s: %v", l.path, err)
-		say("seal failed: %s", reason)
-		return handoff.SealReport{}, errors.New(reason)
-	}
-	say("sealed at revision %d", l.records)
-	return handoff.SealReport{LastRevisionPerShard: []uint64{l.records}}, nil
-}
-
-// ResumeAfterAbort reopens the log if the seal closed it (the library has
-// already taken the lock back) and accepts again.
-func (s *server) ResumeAfterAbort() error {
-	s.connsMu.Lock()
-	shutting := s.shuttingDown
-	s.draining = false
-	s.drained = nil
-	s.connsMu.Unlock()
-	if shutting {
-		return errors.New("the service is shutting down")
-	}
-	if s.currentLog() == nil {
-		// The library took the lock back under a new generation: the one
-		// a compaction stamps.
-		if err := s.openState(s.inc.Generation()); err != nil {
-			say("cannot reopen the log to resume: %v", err)
-			exitNow(1)
-		}
-	}
-	s.startAccepting()
-	say("resumed after an aborted handoff (generation %d)", s.inc.Generation())
-	return nil
-}
-
-// ---- stepping down ----------------------------------------------------------------
-
-// shutDown stops accepting and closes every connection at once; a hook
-// that runs or comes later fails.
-func (s *server) shutDown() {
-	s.connsMu.Lock()
-	s.shuttingDown = true
-	drained := s.drained
-	s.drained = nil
-	for c := range s.conns {
-		c.nc.Close()
-	}
-	s.connsMu.Unlock()
-	if drained != nil {
-		close(drained) // a drain in progress ends now
-	}
-	s.stopAccepting()
-}
-
-// waitConns waits (a while) for every connection goroutine to end.
-func (s *server) waitConns(limit time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		s.connWG.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(limit):
 	}
 }
 

@@ -1,0 +1,257 @@
+package main
+
+// The service's loop: one goroutine that owns the connections and the
+// accept goroutine, and carries out the handoff's requests (drain, seal,
+// resume) as the library hands them over (Incumbent.StartLoop), across as
+// many turns as they need, as kv-c's poll loop does. The connection
+// goroutines tell it when a connection stops being live; the accept
+// goroutine hands it the new ones.
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"libhandoff.dev/handoff"
+)
+
+// serve runs the loop until serving ends or a signal comes, and gives the
+// exit status.
+func (s *server) serve(requests <-chan *handoff.Request, signals <-chan os.Signal) int {
+	for {
+		var budget <-chan time.Time
+		if s.drainBudget != nil {
+			budget = s.drainBudget.C
+		}
+		select {
+		case r, ok := <-requests:
+			if !ok {
+				return s.ended()
+			}
+			s.take(r)
+		case nc := <-s.accepted:
+			s.addConn(nc)
+		case c := <-s.retired:
+			delete(s.conns, c)
+		case <-budget:
+			complete(s.endDrain(), "connections still open at the end of the drain budget")
+		case sig := <-signals:
+			say("signal %d: shutting down", sig.(syscall.Signal))
+			s.shutDown()
+			// Roll back a handoff in progress and stop the library's thread:
+			// what it asked of us and we did not finish fails.
+			if err := s.inc.Stop(); err != nil {
+				say("error: %v", err)
+			}
+			s.letConnsRunOut()
+			return 0
+		}
+		s.drainStep()
+	}
+}
+
+func (s *server) take(r *handoff.Request) {
+	switch r.Kind() {
+	case handoff.RequestDrain:
+		s.beginDrain(r)
+	case handoff.RequestSeal:
+		s.seal(r)
+	case handoff.RequestResume:
+		s.resume(r)
+	}
+}
+
+// complete completes r: done (failure "") or failed for that reason.
+func complete(r *handoff.Request, failure string) {
+	var err error
+	if failure == "" {
+		err = r.Complete()
+	} else {
+		err = r.Fail(failure)
+	}
+	if err != nil {
+		say("error: completing the %v request: %v", r.Kind(), err)
+	}
+}
+
+// beginDrain stops accepting and asks every connection to answer what it
+// asked and close; drainStep completes the drain once none is left.
+func (s *server) beginDrain(r *handoff.Request) {
+	budget := r.TimeLeft()
+	s.stopAccepting()
+	say("draining %d connection(s)", len(s.conns))
+	deadline := time.Now().Add(min(drainGrace, budget/2))
+	s.drainDeadline.Store(&deadline)
+	for c := range s.conns {
+		// Wake the reader (the data stays queued) and bound the writes.
+		c.nc.SetReadDeadline(time.Now())
+		c.nc.SetWriteDeadline(deadline)
+	}
+	s.drain, s.drainBudget = r, time.NewTimer(budget)
+}
+
+func (s *server) drainStep() {
+	if s.drain == nil || len(s.conns) > 0 {
+		return
+	}
+	if l := s.currentLog(); l != nil {
+		l.waitDurable(l.end(), fatal)
+	}
+	complete(s.endDrain(), "") // the default report: nothing left open, accepting closed
+}
+
+func (s *server) endDrain() *handoff.Request {
+	r := s.drain
+	s.drain = nil
+	s.drainBudget.Stop()
+	s.drainBudget = nil
+	return r
+}
+
+// seal fsyncs and closes the log, and reports the revision.
+func (s *server) seal(r *handoff.Request) {
+	s.mu.Lock()
+	l := s.log
+	s.log = nil
+	s.mu.Unlock()
+	if l == nil {
+		complete(r, "the log is not open")
+		return
+	}
+	if err := l.close(); err != nil {
+		reason := fmt.Sprintf("fsync/close %s: %v", l.path, err)
+		say("seal failed: %s", reason)
+		complete(r, reason)
+		return
+	}
+	if err := r.PushRevision(l.records); err != nil {
+		say("error: %v", err)
+		complete(r, "cannot report the revision")
+		return
+	}
+	say("sealed at revision %d", l.records)
+	complete(r, "")
+}
+
+// resume reopens the log if the seal closed it (the library has already
+// taken the lock back) and accepts again.
+func (s *server) resume(r *handoff.Request) {
+	s.drainDeadline.Store(nil)
+	if s.currentLog() == nil {
+		// The library took the lock back under a new generation: the one
+		// a compaction stamps.
+		if err := s.openState(s.inc.Generation()); err != nil {
+			say("cannot reopen the log to resume: %v", err)
+			complete(r, err.Error())
+			exitNow(1)
+		}
+	}
+	s.startAccepting()
+	say("resumed after an aborted handoff (generation %d)", s.inc.Generation())
+	complete(r, "")
+}
+
+// ended: the library has stopped serving; say how and step down.
+func (s *server) ended() int {
+	outcome, err := s.inc.Wait(context.Background()) // at once, now
+	s.shutDown()
+	code := 0
+	switch {
+	case err != nil:
+		say("error: serving ended: %v", err)
+		code = 1
+	case outcome == handoff.ServeCommitted:
+		say("handoff committed: stepping down")
+	case outcome == handoff.ServeSuperseded:
+		say("superseded by another holder of the data dir: stepping down without writing")
+	default:
+		say("serving stopped (%v)", outcome)
+		code = 1
+	}
+	// Everything was drained: let lingering connections run out.
+	s.letConnsRunOut()
+	return code
+}
+
+// ---- accepting -------------------------------------------------------------
+
+// startAccepting runs the accept goroutine. The listener is Go's
+// (non-blocking, polled by the runtime before every accept), so EAGAIN
+// never surfaces.
+func (s *server) startAccepting() {
+	if s.acceptEnded != nil {
+		return
+	}
+	// A deadline in the past stopped the previous one; clear it.
+	if d, ok := s.ln.(interface{ SetDeadline(time.Time) error }); ok {
+		d.SetDeadline(time.Time{})
+	}
+	done := make(chan struct{})
+	s.acceptEnded = done
+	go s.acceptLoop(done)
+}
+
+// stopAccepting ends the accept goroutine without closing the listener:
+// connections keep arriving in the kernel's queue (for a successor, or for
+// this process again after a rollback). Those it accepted meanwhile are
+// served like the others.
+func (s *server) stopAccepting() {
+	if s.acceptEnded == nil {
+		return
+	}
+	if d, ok := s.ln.(interface{ SetDeadline(time.Time) error }); ok {
+		d.SetDeadline(time.Unix(1, 0))
+	}
+	for {
+		select {
+		case nc := <-s.accepted:
+			s.addConn(nc)
+		case <-s.acceptEnded:
+			s.acceptEnded = nil
+			return
+		}
+	}
+}
+
+func (s *server) addConn(nc net.Conn) {
+	c := &conn{nc: nc}
+	s.conns[c] = struct{}{}
+	s.connWG.Add(1)
+	go s.serveConn(c)
+}
+
+// ---- stepping down ----------------------------------------------------------------
+
+// shutDown stops accepting and closes every live connection at once.
+func (s *server) shutDown() {
+	s.stopAccepting()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+}
+
+// letConnsRunOut waits (a while) for every connection to end, lingering
+// ones included.
+func (s *server) letConnsRunOut() {
+	timeout := time.After(lingerOnFinish)
+	for len(s.conns) > 0 {
+		select {
+		case c := <-s.retired:
+			delete(s.conns, c)
+		case <-timeout:
+			return
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-timeout:
+	}
+}
