@@ -265,6 +265,14 @@ impl MessageKind {
 }
 
 impl Message {
+    /// A Heartbeat stamped with the wall clock now: what every role sends
+    /// to show it is alive (one way to build it, for the three senders).
+    pub fn heartbeat_now() -> Message {
+        Message::Heartbeat {
+            ts_ms: now_unix_ms(),
+        }
+    }
+
     pub fn kind(&self) -> MessageKind {
         match self {
             Message::Hello { .. } => MessageKind::Hello,
@@ -327,6 +335,13 @@ pub fn describe(message: &Message) -> String {
         Some(id) => format!("{} for handoff {id}", message.kind().name()),
         None => message.kind().name().to_string(),
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::channel::{Channel, Filled};
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
-use crate::incumbent::{now_unix_ms, Incumbent};
+use crate::incumbent::Incumbent;
 use crate::listeners::Listeners;
 use crate::lock::DataDirLock;
 use crate::log::event;
@@ -184,12 +184,7 @@ impl Successor {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
-                if sender
-                    .send(&Message::Heartbeat {
-                        ts_ms: now_unix_ms(),
-                    })
-                    .is_err()
-                {
+                if sender.send(&Message::heartbeat_now()).is_err() {
                     return;
                 }
             }

@@ -21,7 +21,7 @@ use crate::service::HookError;
 
 use super::requests::{Done, Mailbox, RequestKind};
 use super::session::{Action, Hook, Input, Session, Timing};
-use super::{now_unix_ms, spare_descriptor, ControlSocket, Incumbent, ServeOutcome};
+use super::{spare_descriptor, ControlSocket, Incumbent, ServeOutcome};
 
 /// At most this many control connections are kept; past it the oldest one
 /// that runs no handoff is closed, so idle clients cannot use up the
@@ -230,10 +230,7 @@ impl<'a> Driver<'a> {
                 }
             }
             Action::Heartbeat => {
-                let beat = Message::Heartbeat {
-                    ts_ms: now_unix_ms(),
-                };
-                if let Err(failed) = self.send(at, &beat) {
+                if let Err(failed) = self.send(at, &Message::heartbeat_now()) {
                     return Ok(Err(failed));
                 }
             }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use crate::channel::{enable_passcred, Channel};
 use crate::crash::crash_point;
 use crate::error::Error;
-use crate::incumbent::now_unix_ms;
 use crate::journal::{Journal, Phase};
 use crate::log::event;
 use crate::pidfd::PidFd;
 use crate::poll;
+use crate::protocol::now_unix_ms;
 use crate::protocol::{describe, HandoffId, Message, Side};
 use crate::spawn::{describe_status, spawn, ChildProcess};
 
@@ -425,13 +425,9 @@ impl<'a> Run<'a> {
             let beating = from == Peer::Successor;
             if beating && now >= next_beat {
                 next_beat = now + timeouts.heartbeat;
-                incumbent
-                    .send(&Message::Heartbeat {
-                        ts_ms: now_unix_ms(),
-                    })
-                    .map_err(|e| {
-                        self.send_failed(Peer::Incumbent, "heartbeat to the incumbent", e)
-                    })?;
+                incumbent.send(&Message::heartbeat_now()).map_err(|e| {
+                    self.send_failed(Peer::Incumbent, "heartbeat to the incumbent", e)
+                })?;
             }
             let mut until = deadline.min(last_frame + timeouts.liveness);
             if beating {
