@@ -7,14 +7,14 @@ The same contract as examples/c (examples/README.md): line protocol, log
 format, handoff behaviour; either can take over from the other.
 
 The main thread runs a poll(2) event loop that owns every connection, the
-log and the table. libhandoff calls drain, seal and resume_after_abort on
-its own serve thread; each callback posts a request to the loop (a
-condition variable and a wake socket) and waits until the loop has carried
-it out. Once per iteration the loop also asks whether serving has ended
-(committed or superseded) and then steps down.
+log and the table. libhandoff serves the control socket on a thread of its
+own and hands the loop its work through one descriptor (the incumbent's
+fileno()): when it is readable the loop takes the request (drain, seal,
+resume, or the end of serving), carries it out across as many iterations
+as it needs and completes it. No thread, lock or wake pipe of our own.
 
-``--fail-seal`` (for tests) makes the seal callback raise, so every handoff
-rolls back and this process keeps serving.
+``--fail-seal`` (for tests) makes the seal raise, so every handoff rolls
+back and this process keeps serving.
 
 Every open of the log (cold start, successor, resume_after_abort) happens
 with the data-dir lock held and before serving, and may compact it (kvlog).
@@ -31,17 +31,17 @@ import select
 import signal
 import socket
 import sys
-import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import handoff
 from handoff import (
-    HookContext,
-    HookFailedError,
     Incumbent,
     Lock,
     LockHeldError,
+    Request,
+    RequestKind,
     ServeOutcome,
 )
 from kvlog import FatalLogError, KvLog, LogFormatError, item_valid
@@ -90,19 +90,6 @@ def on_library_event(level: handoff.LogLevel, message: str) -> None:
     )
 
 
-# ---- the bridge: callbacks post, the event loop carries out ----------------------
-
-
-@dataclass
-class Request:
-    kind: str  # "drain", "seal" or "resume"
-    budget_ms: int = 0
-    done: bool = False
-    failed: bool = False
-    reason: str = ""
-    revision: int = 0
-
-
 @dataclass(eq=False)
 class Conn:
     sock: socket.socket
@@ -119,7 +106,8 @@ class Conn:
 
 
 class Server:
-    """The service: everything but the callbacks runs on the main thread."""
+    """The service, on the main thread: connections, the log, the table and
+    the handoff's requests."""
 
     def __init__(self, data_dir: str, control_path: str, fail_seal: bool) -> None:
         self.data_dir = data_dir
@@ -140,72 +128,9 @@ class Server:
         self.drain_deadline = 0
         self.finished = False
         self.exit_code = 1
-        self.mu = threading.Condition()
-        self.pending: Request | None = None
-        self.closed = False
-        self.wake_r, self.wake_w = socket.socketpair()
-        self.wake_r.setblocking(False)
-        self.wake_w.setblocking(False)
         self.sig_r, self.sig_w = socket.socketpair()
         self.sig_r.setblocking(False)
         self.sig_w.setblocking(False)
-
-    # -- the service's callbacks (the library's serve thread) --------------------
-
-    def post(self, request: Request) -> Request:
-        with self.mu:
-            if self.closed:
-                request.failed, request.reason = True, "the service is shutting down"
-                return request
-            self.pending = request
-            try:
-                self.wake_w.send(b"r")
-            except BlockingIOError:
-                pass  # full: the loop is already woken
-            while not request.done:
-                self.mu.wait()
-        return request
-
-    def drain_hook(self, ctx: HookContext) -> None:
-        request = self.post(Request("drain", budget_ms=ctx.time_left_ms))
-        if request.failed:
-            raise HookFailedError(request.reason)
-        ctx.set_drained(0, True)
-
-    def seal_hook(self, ctx: HookContext) -> None:
-        if self.fail_seal:
-            raise RuntimeError("seal failed on purpose (--fail-seal)")
-        request = self.post(Request("seal", budget_ms=ctx.time_left_ms))
-        if request.failed:
-            raise HookFailedError(request.reason)
-        ctx.push_revision(request.revision)
-
-    def resume_hook(self) -> None:
-        request = self.post(Request("resume"))
-        if request.failed:
-            say(f"resume failed: {request.reason}")
-            raise HookFailedError(request.reason)
-
-    def complete(self, request: Request, reason: str | None = None) -> None:
-        with self.mu:
-            if reason is not None:
-                request.failed, request.reason = True, reason
-            request.done = True
-            self.mu.notify_all()
-
-    def close_bridge(self) -> None:
-        """The loop takes no more requests; any posted or running one fails."""
-        with self.mu:
-            for request in (self.pending, self.draining):
-                if request is not None and not request.done:
-                    request.failed, request.reason = (
-                        True,
-                        "the service is shutting down",
-                    )
-                    request.done = True
-            self.pending = self.draining = None
-            self.closed = True
-            self.mu.notify_all()
 
     # -- connections ---------------------------------------------------------
 
@@ -395,7 +320,8 @@ class Server:
             return
         request, self.draining = self.draining, None
         self.sync_log()
-        self.complete(request)
+        request.set_drained(open_conns_remaining=0, accept_closed=True)
+        request.complete()
 
     def sync_log(self) -> None:
         try:
@@ -448,64 +374,76 @@ class Server:
             )
 
     def take_requests(self) -> None:
-        try:
-            while self.wake_r.recv(64):
-                pass
-        except BlockingIOError:
-            pass
-        with self.mu:
-            request, self.pending = self.pending, None
-        if request is None:
-            return
-        if request.kind == "drain":
-            grace = min(request.budget_ms // 2, DRAIN_GRACE_MS)
+        """Take every request waiting on the incumbent's descriptor. A drain
+        is only begun here: drain_step() completes it in a later iteration."""
+        assert self.inc is not None
+        while not self.finished:
+            try:
+                request = self.inc.take_request()
+            except handoff.HandoffError as e:
+                say(f"error: serving failed: {e} ({e.status_name})")
+                self.step_down(None)
+                return
+            if request is None:
+                return
+            try:
+                self.carry_out(request)
+            except Exception:  # noqa: BLE001 (a failed step must not end the service)
+                # The request's context manager failed it (the library
+                # rolls back and asks for a resume): keep serving.
+                say(f"{request.kind.name.lower()} failed:\n{traceback.format_exc()}")
+
+    def carry_out(self, request: Request) -> None:
+        if request.kind is RequestKind.DRAIN:
+            grace = min(request.time_left_ms // 2, DRAIN_GRACE_MS)
             say(f"draining {self.live_conns()} connection(s)")
             self.accepting = False
             self.draining = request
             self.drain_deadline = now_ms() + grace
             self.drain_step()
-        elif request.kind == "seal":
-            records = self.log.records
-            try:
-                self.log.close()
-            except OSError as e:
-                reason = f"fsync/close {self.log.path}: {e}"
-                say(f"seal failed: {reason}")
-                self.complete(request, reason)
-                return
-            request.revision = records
-            say(f"sealed at revision {records}")
-            self.complete(request)
-        else:  # resume
-            assert self.inc is not None
-            if not self.log.is_open:
-                try:
-                    # The library took the lock back: a new generation.
-                    self.open_log(self.inc.generation)
-                except (OSError, LogFormatError, FatalLogError) as e:
-                    reason = f"fatal: {e}" if isinstance(e, FatalLogError) else str(e)
-                    say(f"cannot reopen the log to resume: {reason}")
-                    self.complete(request, reason)
-                    self.finished, self.exit_code = True, 1
-                    return
-            self.accepting = True
-            say(f"resumed after an aborted handoff (generation {self.inc.generation})")
-            self.complete(request)
-
-    def check_outcome(self) -> None:
-        """Whether serving has ended; sets finished."""
-        assert self.inc is not None
-        try:
-            outcome = self.inc.wait(0)
-        except handoff.HandoffError as e:
-            say(f"error: serving failed: {e} ({e.status_name})")
-            outcome, self.exit_code = None, 1
+        elif request.kind is RequestKind.SEAL:
+            with request:
+                self.seal(request)
+        elif request.kind is RequestKind.RESUME:
+            with request:
+                self.resume(request)
         else:
-            if outcome is None:
+            self.step_down(request.outcome)
+
+    def seal(self, request: Request) -> None:
+        if self.fail_seal:
+            raise RuntimeError("seal failed on purpose (--fail-seal)")
+        records = self.log.records
+        try:
+            self.log.close()
+        except OSError as e:
+            reason = f"fsync/close {self.log.path}: {e}"
+            say(f"seal failed: {reason}")
+            request.fail(reason)
+            return
+        request.push_revision(records)
+        say(f"sealed at revision {records}")
+
+    def resume(self, request: Request) -> None:
+        assert self.inc is not None
+        if not self.log.is_open:
+            try:
+                # The library took the lock back: a new generation.
+                self.open_log(self.inc.generation)
+            except (OSError, LogFormatError, FatalLogError) as e:
+                reason = f"fatal: {e}" if isinstance(e, FatalLogError) else str(e)
+                say(f"cannot reopen the log to resume: {reason}")
+                request.fail(reason)
+                self.finished, self.exit_code = True, 1
                 return
+        self.accepting = True
+        say(f"resumed after an aborted handoff (generation {self.inc.generation})")
+
+    def step_down(self, outcome: ServeOutcome | None) -> None:
+        """Serving has ended (None: it failed); finish what lingers, then exit."""
         self.finished = True
         self.accepting = False
-        self.close_bridge()
+        self.draining = None
         if outcome == ServeOutcome.COMMITTED:
             say("handoff committed: stepping down")
             self.exit_code = 0
@@ -517,18 +455,21 @@ class Server:
         elif outcome is not None:
             say(f"serving stopped ({outcome.name})")
             self.exit_code = 1
+        else:
+            self.exit_code = 1
 
     # -- the event loop ------------------------------------------------------------
 
     def serve(self) -> None:
-        assert self.listener is not None
+        assert self.listener is not None and self.inc is not None
         listen_fd = self.listener.fileno()
         while True:
             if self.finished and not self.conns:
                 break
             poller = select.poll()
             poller.register(self.sig_r, POLLIN)
-            poller.register(self.wake_r, POLLIN)
+            if not self.finished:
+                poller.register(self.inc, POLLIN)  # readable: a request waits
             now = now_ms()
             polled_listener = (
                 self.accepting
@@ -560,13 +501,15 @@ class Server:
                 except BlockingIOError:
                     say("signal: shutting down")
                 break
-            if ready.get(self.wake_r.fileno()):
-                self.take_requests()
+            # Requests that have arrived are read before a drain is taken
+            # up, so that they are answered rather than cut off.
             for conn in polled:
                 if ready.get(conn.fd, 0) & POLL_READ:
                     self.conn_read(conn)
             if polled_listener and ready.get(listen_fd, 0) & POLLIN and self.accepting:
                 self.accept_some()
+            if not self.finished and ready.get(self.inc.fileno()):
+                self.take_requests()
 
             # Group commit: every write of this iteration is made durable
             # before any answer leaves, so no client sees a value that could
@@ -592,8 +535,6 @@ class Server:
                 for conn in self.conns:
                     self.conn_linger(conn)
                 self.reap_conns()
-            else:
-                self.check_outcome()
 
     # -- start-up --------------------------------------------------------------------
 
@@ -666,13 +607,12 @@ class Server:
         assert self.inc is not None
         self.install_signals()
         self.inc.set_build_id(BUILD_ID)
-        self.inc.start(self)
+        self.inc.start_loop()
         self.accepting = True
         self.serve()
-        self.close_bridge()
         if not self.finished:
-            # Stopped by a signal: roll back a handoff in progress and stop
-            # the serve thread, whose callbacks now fail at once.
+            # Stopped by a signal: roll back a handoff in progress (the
+            # drain we hold fails) and stop the serve thread.
             self.inc.stop()
             self.exit_code = 0
         return self.exit_code
@@ -690,13 +630,8 @@ class Server:
         self.conns = []
         if self.listener is not None:
             self.listener.close()
-        for sock in (self.wake_r, self.wake_w, self.sig_r, self.sig_w):
+        for sock in (self.sig_r, self.sig_w):
             sock.close()
-
-    # The library calls these three on its serve thread (handoff.Service).
-    drain = drain_hook
-    seal = seal_hook
-    resume_after_abort = resume_hook
 
 
 class StartupError(Exception):

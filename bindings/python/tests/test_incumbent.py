@@ -209,7 +209,7 @@ def test_the_service_stays_alive_until_destroy(setup: Setup) -> None:
     # Serving ended: the library called destroy, which let the service go.
     gc.collect()
     assert ref() is None
-    assert handoff.incumbent._registry == {}
+    assert handoff.callbacks._registry == {}
     setup.incumbent.close()
 
 
@@ -221,10 +221,10 @@ def test_stop_and_start_errors(setup: Setup) -> None:
         setup.incumbent.start(RecordingService())
     with pytest.raises(handoff.WrongStateError):
         setup.incumbent.set_build_id(b"too late")
-    assert len(handoff.incumbent._registry) == 1  # the failed start left nothing
+    assert len(handoff.callbacks._registry) == 1  # the failed start left nothing
     setup.incumbent.stop()
     assert setup.incumbent.wait(0) is ServeOutcome.STOPPED
-    assert handoff.incumbent._registry == {}
+    assert handoff.callbacks._registry == {}
     # Nobody serves the control socket now.
     setup.supervisor.set_timeouts(hello=0.3)
     with pytest.raises(handoff.IoError):

@@ -149,7 +149,7 @@ def test_incumbent_and_detect_cycles_leak_nothing(fast_tmp: Path) -> None:
 
     started = time.monotonic()
     _no_leak(cycle)
-    assert handoff.incumbent._registry == {}
+    assert handoff.callbacks._registry == {}
     assert time.monotonic() - started < 30
 
 
@@ -168,4 +168,4 @@ def test_garbage_collection_frees(fast_tmp: Path) -> None:
         _no_leak(cycle, 200)
     assert handoff.lock_holder(fast_tmp / "data") == (False, 0)
     assert handoff.lock_holder(fast_tmp / "data2") == (False, 0)
-    assert handoff.incumbent._registry == {}
+    assert handoff.callbacks._registry == {}

@@ -2,13 +2,15 @@
 
 A thin ctypes binding of ``libhandoff.so``'s C ABI (``include/handoff.h``):
 every protocol step runs in the library; this package gives it Python types,
-exceptions, context managers and callbacks.
+exceptions, context managers, descriptors for event loops, and callbacks.
 
 - :func:`detect` tells a process whether it is a cold start or a successor
   and gives it its inherited listeners as :class:`socket.socket` objects.
 - :class:`Lock` is the data-dir lock with its generation.
-- :class:`Incumbent` serves the control socket and calls a service's
-  ``drain``, ``seal`` and ``resume_after_abort``.
+- :class:`Incumbent` serves the control socket and hands the service its
+  :class:`Request` s (drain, seal, resume, ended) through a descriptor its
+  own loop watches (``selectors``, asyncio), or calls a service's
+  ``drain``, ``seal`` and ``resume_after_abort`` (:mod:`handoff.callbacks`).
 - :class:`Successor` is the successor's side of a handoff.
 - :class:`Supervisor` owns the listeners and performs handoffs.
 - :mod:`handoff.messages` and :mod:`handoff.journal` are the protocol's
@@ -22,9 +24,10 @@ or the system's library path (see :mod:`handoff._lib`).
 
 from __future__ import annotations
 
-from . import errors, journal, log, messages
+from . import callbacks, errors, journal, log, messages
 from ._lib import LibraryNotFoundError, library_path
 from ._lib import lib as _load
+from .callbacks import Service
 from .errors import (
     AbortedError,
     BufferTooSmallError,
@@ -58,12 +61,13 @@ from .errors import (
     WrongFieldTypeError,
     WrongStateError,
 )
-from .incumbent import HookContext, Incumbent, ServeOutcome, Service
+from .incumbent import Incumbent
 from .journal import Journal, Phase, delete_journal, read_journal, write_journal
 from .listeners import Inherited, ListenerKind, detect
 from .lock import Lock, LockHolder, lock_holder
 from .log import LogLevel, forward_to_logging, set_log_callback
 from .messages import FrameReader, Message, MessageHandle, MessageKind, Side
+from .request import HookContext, Request, RequestKind, ServeOutcome
 from .successor import Successor
 from .supervisor import (
     Cause,
@@ -136,6 +140,8 @@ __all__ = [
     "PhaseTimings",
     "ProtocolError",
     "Recovery",
+    "Request",
+    "RequestKind",
     "ServeOutcome",
     "Service",
     "Side",
@@ -149,6 +155,7 @@ __all__ = [
     "VersionMismatchError",
     "WrongFieldTypeError",
     "WrongStateError",
+    "callbacks",
     "delete_journal",
     "detect",
     "errors",

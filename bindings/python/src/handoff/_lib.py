@@ -192,6 +192,7 @@ FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "handoff_hook_set_fingerprint": (status, (HOOK, BYTES, c_size_t, ERR)),
     "handoff_hook_seal_progress": (status, (HOOK, c_uint32, c_uint32, c_uint64, ERR)),
     "handoff_hook_fail": (status, (HOOK, c_char_p, ERR)),
+    "handoff_hook_complete": (status, (HOOK, c_int32, ERR)),
     # incumbent
     "handoff_incumbent_bind": (status, (c_char_p, LOCK, P(INC), ERR)),
     "handoff_incumbent_set_build_id": (status, (INC, BYTES, c_size_t, ERR)),
@@ -201,6 +202,9 @@ FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
         status,
         (INC, P(handoff_service_callbacks), c_void_p, ERR),
     ),
+    "handoff_incumbent_start_loop": (status, (INC, ERR)),
+    "handoff_incumbent_request_fd": (c_int, (INC,)),
+    "handoff_incumbent_take_request": (status, (INC, P(HOOK), P(c_uint32), ERR)),
     "handoff_incumbent_wait": (status, (INC, c_int32, P(c_uint32), ERR)),
     "handoff_incumbent_stop": (status, (INC, ERR)),
     "handoff_incumbent_free": (None, (INC,)),
@@ -264,6 +268,8 @@ FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "handoff_successor_new": (status, (INH, P(SUCC), ERR)),
     "handoff_successor_handshake": (status, (SUCC, BYTES, c_size_t, BYTES, ERR)),
     "handoff_successor_wait_for_begin": (status, (SUCC, c_uint32, ERR)),
+    "handoff_successor_control_fd": (c_int, (SUCC,)),
+    "handoff_successor_poll_begin": (status, (SUCC, P(c_bool), ERR)),
     "handoff_successor_take_listener": (status, (SUCC, c_char_p, c_uint32, P(c_int), ERR)),
     "handoff_successor_start_heartbeats": (status, (SUCC, ERR)),
     "handoff_successor_announce_ready": (

@@ -20,19 +20,15 @@ connection after all".
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import os
 import socket
 from ctypes import byref, c_char_p, c_int
-from enum import IntEnum
-from typing import TYPE_CHECKING
 
 from . import _lib
 from ._managed import Managed, encode_str
+from ._sockets import ListenerKind, socket_from_fd
 from .errors import check
-
-if TYPE_CHECKING:
-    from .successor import Successor
+from .successor import Successor
 
 __all__ = ["SUCCESSOR_VARIABLES", "Inherited", "ListenerKind", "detect"]
 
@@ -44,30 +40,6 @@ SUCCESSOR_VARIABLES = (
     "LISTEN_FDNAMES",
     "LISTEN_PID",
 )
-
-
-class ListenerKind(IntEnum):
-    """What a listener is taken as (``HANDOFF_LISTENER_*``)."""
-
-    TCP = 0
-    UDP = 1
-    UNIX = 2
-
-
-def socket_from_fd(fd: int) -> socket.socket:
-    """Wrap a descriptor the caller owns as a socket, leaving its file
-    status flags (O_NONBLOCK) exactly as they were."""
-    try:
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        sock = socket.socket(fileno=fd)
-        # With socket.setdefaulttimeout() set, the constructor makes the
-        # descriptor non-blocking; that flag is shared with the incumbent.
-        if fcntl.fcntl(fd, fcntl.F_GETFL) != flags:
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-        return sock
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 class Inherited(Managed):
@@ -117,10 +89,12 @@ class Inherited(Managed):
     def successor(self) -> Successor:
         """Start the successor's side of the handoff (see
         :class:`~handoff.Successor`). Raises :class:`WrongStateError` on a
-        cold start."""
-        from .successor import Successor
-
-        return Successor(self)
+        cold start. The control socket and the listeners move into the
+        successor; this object keeps only their names and must still be
+        closed."""
+        out = ctypes.POINTER(_lib.handoff_successor)()
+        check(_lib.lib().handoff_successor_new, self._handle, byref(out))
+        return Successor(out)
 
 
 def detect() -> Inherited:

@@ -8,36 +8,39 @@ A typical successor::
         inherited.close()
         succ.handshake(b"my-build")
         succ.wait_for_begin(60)          # AbortedError/PeerClosedError: exit
+                                         # (in asyncio: await succ.wait_for_begin_async(60))
         succ.start_heartbeats()
         listener = succ.take_listener("web")
         lock = handoff.Lock.acquire(data_dir, timeout=5)
         ...                              # open the sealed state
         incumbent = succ.announce_ready(control_path, lock,
                                         listening_on=["tcp://127.0.0.1:8080"])
-    incumbent.start(service)
+    incumbent.start_loop()
 
-Nothing may be written to the data directory before :meth:`wait_for_begin`
-returns and the lock is held.
+Nothing may be written to the data directory before Begin has come and the
+lock is held. A service that waits for Begin in a loop of its own (to be
+able to stop waiting) watches :meth:`Successor.fileno` and calls
+:meth:`Successor.poll_begin` when it is readable.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
+import select
 import socket
+import time
 import uuid
 from collections.abc import Iterable
-from ctypes import byref, c_int
-from typing import TYPE_CHECKING
+from ctypes import byref, c_bool, c_int
 
-from . import _lib
+from . import _aio, _lib
 from ._managed import Managed, PathLike, encode_path, encode_str, to_ms
-from .errors import check
-from .listeners import Inherited, ListenerKind, socket_from_fd
+from ._sockets import ListenerKind, socket_from_fd
+from .errors import TimedOutError, WrongStateError, check
+from .incumbent import Incumbent
+from .lock import Lock
 from .messages import MessageHandle, Ready
-
-if TYPE_CHECKING:
-    from .incumbent import Incumbent
-    from .lock import Lock
 
 __all__ = ["Successor"]
 
@@ -45,19 +48,13 @@ __all__ = ["Successor"]
 class Successor(Managed):
     """A successor's side of one handoff.
 
-    Created from what :func:`~handoff.detect` found (the control socket and
-    the listeners move in here; ``inherited`` keeps only their names and
-    must still be closed). Closing it closes the control socket and every
-    listener not taken. Not synchronised: one thread at a time.
+    Created by :meth:`Inherited.successor` from what :func:`~handoff.detect`
+    found. Closing it closes the control socket and every listener not
+    taken. Not synchronised: one thread at a time.
     """
 
     _FREE = "handoff_successor_free"
     _WHAT = "successor"
-
-    def __init__(self, inherited: Inherited) -> None:
-        out = ctypes.POINTER(_lib.handoff_successor)()
-        check(_lib.lib().handoff_successor_new, inherited._handle, byref(out))
-        super().__init__(out)
 
     def handshake(self, build_id: bytes = b"") -> uuid.UUID:
         """Send Hello (announcing ``build_id``) and wait up to 5 s for
@@ -73,13 +70,46 @@ class Successor(Managed):
         )
         return uuid.UUID(bytes=raw.raw)
 
-    def wait_for_begin(self, timeout: float = 60.0) -> None:
-        """Wait up to ``timeout`` seconds for Begin (the incumbent sealed and
-        released the lock). :class:`AbortedError` or :class:`PeerClosedError`
-        mean the handoff is over: exit without touching the data directory.
-        The GIL is released while waiting."""
-        ms = to_ms(timeout, "timeout")
-        check(_lib.lib().handoff_successor_wait_for_begin, self._handle, ms)
+    def fileno(self) -> int:
+        """The control connection's descriptor: readable when the supervisor
+        has said something; then call :meth:`poll_begin`. For
+        ``selectors``, ``select.poll`` or ``loop.add_reader`` (never read,
+        write or close it). Until Ready."""
+        fd = int(_lib.lib().handoff_successor_control_fd(self._handle))
+        if fd < 0:
+            raise WrongStateError("a successor has no control descriptor after Ready")
+        return fd
+
+    def poll_begin(self) -> bool:
+        """Read what the supervisor sent, without waiting: True once Begin
+        has come (and from then on). :class:`AbortedError` or
+        :class:`PeerClosedError` mean the handoff is over: exit without
+        touching the data directory."""
+        begun = c_bool()
+        check(_lib.lib().handoff_successor_poll_begin, self._handle, byref(begun))
+        return bool(begun.value)
+
+    def wait_for_begin(self, timeout: float | None = 60.0) -> None:
+        """Wait up to ``timeout`` seconds (None: no limit) for Begin (the
+        incumbent sealed and released the lock); :class:`TimedOutError`
+        after that. :class:`AbortedError` or :class:`PeerClosedError` mean
+        the handoff is over: exit without touching the data directory.
+        Python signal handlers run meanwhile (one that raises ends the
+        wait); the GIL is released."""
+        deadline = _deadline(timeout)
+        watch = select.poll()
+        watch.register(self.fileno(), select.POLLIN)
+        while not self.poll_begin():
+            left = _left(deadline, timeout)
+            watch.poll(None if left is None else math.ceil(left * 1000))
+
+    async def wait_for_begin_async(self, timeout: float | None = 60.0) -> None:
+        """:meth:`wait_for_begin` for asyncio, without a thread: cancelling
+        the task ends the wait (and nothing else: the successor may still
+        be closed, which the supervisor sees as the successor giving up)."""
+        deadline = _deadline(timeout)
+        while not self.poll_begin():
+            await _aio.readable(self.fileno(), _left(deadline, timeout))
 
     def start_heartbeats(self) -> None:
         """Send heartbeats every 2 s until Ready, so that a slow start-up is
@@ -112,10 +142,9 @@ class Successor(Managed):
         """Announce Ready, then bind the control socket at ``control_path``
         as the new incumbent (replacing the old one's atomically), holding
         ``lock``, which moves into the returned incumbent (``lock`` stays,
-        empty). Start it with :meth:`Incumbent.start`. The successor is spent
+        empty). Start it with :meth:`Incumbent.start_loop` (or
+        :meth:`Incumbent.start`). The successor is spent
         whether this succeeds or not."""
-        from .incumbent import Incumbent
-
         ready = Ready(
             listening_on=tuple(listening_on),
             healthz_ok=healthz_ok,
@@ -133,3 +162,20 @@ class Successor(Managed):
                 byref(out),
             )
         return Incumbent(out)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    to_ms(timeout, "timeout")  # the same checks as everywhere else
+    return time.monotonic() + timeout
+
+
+def _left(deadline: float | None, timeout: float | None) -> float | None:
+    """Seconds left before ``deadline``; past it, Begin did not come in time."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimedOutError(f"no Begin within {timeout:g} s")
+    return left

@@ -1,0 +1,207 @@
+"""What the handoff asks of the service: a drain, a seal, a resume, or the
+news that serving ended; and the report the service fills in.
+
+A callback gets a :class:`HookContext`, valid during the call. A service
+that runs its own loop (:meth:`Incumbent.start_loop
+<handoff.Incumbent.start_loop>`) takes a :class:`Request`, works on it
+across as many loop iterations as it needs, and completes it once with
+:meth:`Request.complete` or :meth:`Request.fail`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from enum import IntEnum
+from types import TracebackType
+from typing import Any
+
+from . import _lib
+from ._managed import Managed
+from .errors import HandoffError, HookFailedError, WrongStateError, check
+
+__all__ = ["HookContext", "Request", "RequestKind", "ServeOutcome", "failure_reason"]
+
+
+class ServeOutcome(IntEnum):
+    """How serving ended (``HANDOFF_SERVE_*``)."""
+
+    #: A successor took over: finish the remaining reads and exit 0.
+    COMMITTED = 1
+    #: Another process holds the lock: exit without writing.
+    SUPERSEDED = 2
+    #: Stopped by :meth:`Incumbent.stop` or ``close()``.
+    STOPPED = 3
+
+
+class RequestKind(IntEnum):
+    """What a :class:`Request` asks (``HANDOFF_REQUEST_*``; ``NONE`` is
+    :meth:`Incumbent.take_request <handoff.Incumbent.take_request>`
+    returning None)."""
+
+    #: Stop accepting, answer the work in progress, fsync; report with
+    #: :meth:`Request.set_drained` before the deadline.
+    DRAIN = 1
+    #: Flush and close the writers; report with :meth:`Request.push_revision`.
+    SEAL = 2
+    #: The handoff rolled back: reopen what the seal closed, accept again.
+    RESUME = 3
+    #: Serving is over; :attr:`Request.outcome` says how. Nothing to complete.
+    ENDED = 4
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The reason the supervisor sees for a step failed by ``exc``:
+    ``"<ExceptionType>: <message>"``, or just the message of a
+    :class:`HookFailedError` (the way to fail on purpose)."""
+    if isinstance(exc, HookFailedError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class HookContext:
+    """A callback's view of the handoff, valid only during that callback
+    (afterwards every method raises :class:`WrongStateError`)."""
+
+    def __init__(self, ptr: Any) -> None:
+        self._ptr = ptr
+
+    def _live(self) -> Any:
+        if self._ptr is None:
+            raise WrongStateError("a hook context is valid only during its callback")
+        return self._ptr
+
+    @property
+    def time_left_ms(self) -> int:
+        """Milliseconds left before the step's deadline (0 when past it)."""
+        return int(_lib.lib().handoff_hook_time_left_ms(self._live()))
+
+    @property
+    def time_left(self) -> float:
+        """Seconds left before the step's deadline (0 when past it)."""
+        return self.time_left_ms / 1000.0
+
+    def set_drained(self, open_conns_remaining: int = 0, accept_closed: bool = True) -> None:
+        """For a drain: what is left open and whether accepting stopped
+        (the defaults when not called: 0 and True)."""
+        check(
+            _lib.lib().handoff_hook_set_drained,
+            self._live(),
+            open_conns_remaining,
+            accept_closed,
+        )
+
+    def push_revision(self, revision: int) -> None:
+        """For a seal: append the last revision of the next shard."""
+        check(_lib.lib().handoff_hook_push_revision, self._live(), revision)
+
+    def set_fingerprint(self, fingerprint: bytes) -> None:
+        """For a seal: the 32-byte fingerprint of the sealed data dir."""
+        fingerprint = bytes(fingerprint)
+        check(
+            _lib.lib().handoff_hook_set_fingerprint,
+            self._live(),
+            fingerprint,
+            len(fingerprint),
+        )
+
+    def seal_progress(self, shards_sealed: int, shards_total: int, last_revision: int) -> None:
+        """For a seal: report progress of a long seal to the supervisor
+        (sent at once)."""
+        check(
+            _lib.lib().handoff_hook_seal_progress,
+            self._live(),
+            shards_sealed,
+            shards_total,
+            last_revision,
+        )
+
+
+class Request(HookContext):
+    """A request taken by the service's own loop, to complete exactly once.
+
+    Fill in the report with the setters (:meth:`set_drained` for a drain;
+    :meth:`push_revision`, :meth:`seal_progress`, :meth:`set_fingerprint`
+    for a seal), then :meth:`complete` it, or :meth:`fail` it with a reason.
+    Heartbeats go on meanwhile, so a drain may take many loop iterations
+    (until :attr:`time_left` runs out). Used as a context manager it
+    completes the request when the block ends, and fails it (with
+    ``"<ExceptionType>: <message>"``) when the block raises; the exception
+    still propagates. Once completed, or once its incumbent is closed,
+    every method raises :class:`WrongStateError`. Use it from one thread at
+    a time, like its incumbent.
+    """
+
+    def __init__(
+        self,
+        owner: Managed,
+        ptr: Any,
+        kind: RequestKind,
+        outcome: ServeOutcome | None = None,
+    ) -> None:
+        super().__init__(ptr)
+        # The library frees the request with its incumbent, and reuses it for
+        # the next request of its kind: never touch it after completion.
+        self._owner = owner
+        self._kind = kind
+        self._outcome = outcome
+        self._done = kind is RequestKind.ENDED
+
+    @property
+    def kind(self) -> RequestKind:
+        """What is asked."""
+        return self._kind
+
+    @property
+    def outcome(self) -> ServeOutcome | None:
+        """For ENDED, how serving ended; None for the other kinds."""
+        return self._outcome
+
+    @property
+    def done(self) -> bool:
+        """Whether it was completed (an ENDED request always is)."""
+        return self._done
+
+    def _live(self) -> Any:
+        if self._done:
+            raise WrongStateError(f"this {self._kind.name} request was already completed")
+        self._owner._handle  # noqa: B018 (raises once the incumbent is closed)
+        return self._ptr
+
+    def complete(self) -> None:
+        """Report the step done, with what the setters filled in."""
+        self._finish(0)
+
+    def fail(self, reason: str) -> None:
+        """Report the step failed; the supervisor sees ``reason``. A failed
+        drain or seal rolls the handoff back (a RESUME request follows)."""
+        text = reason.replace("\0", "\\0").encode("utf-8", "replace")
+        check(_lib.lib().handoff_hook_fail, self._live(), text)
+        self._finish(HookFailedError.STATUS)
+
+    def _finish(self, status: int) -> None:
+        ptr = self._live()
+        self._done = True  # even when the library refuses: it is not ours now
+        check(_lib.lib().handoff_hook_complete, ptr, status)
+
+    def __enter__(self) -> Request:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._done:
+            return
+        if exc is None:
+            self.complete()
+            return
+        # A closed incumbent refuses the failure; the exception on its way
+        # says more than that would.
+        with contextlib.suppress(HandoffError):
+            self.fail(failure_reason(exc))
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else "pending"
+        return f"<Request {self._kind.name} {state}>"
