@@ -1271,8 +1271,9 @@ handoff_status handoff_successor_start_heartbeats(struct handoff_successor *succ
                                                   struct handoff_error **err);
 
 /**
- * Announce Ready, then bind the control socket at `control_path` as the new
- * incumbent (replacing the old one's atomically), holding `lock` (which
+ * Bind the control socket at `control_path` (replacing the old incumbent's
+ * atomically; a failure here is a clean abort), then announce Ready and
+ * become the new incumbent, holding `lock` (which
  * moves into the incumbent; the handle stays, empty). `ready` is NULL
  * (healthy, nothing else to say) or a `HANDOFF_MSG_READY` message whose
  * `listening_on`, `healthz_ok` and `advertised_revision_per_shard` are sent

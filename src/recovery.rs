@@ -2,8 +2,8 @@
 //! done, from its journal. The journal's phase may lag one step behind what
 //! happened (the successor may have sent Ready after the last write), so it
 //! is not what decides: whoever serves the control socket now is in charge
-//! (the successor binds it only after its Ready; an incumbent answers only
-//! while it holds the lock). A process the journal names is signalled only
+//! (the successor binds it just before its Ready but answers only after it;
+//! an incumbent answers only while it holds the lock). A process the journal names is signalled only
 //! once it is proven to be ours, through a pidfd, so that a pid reused by a
 //! stranger (a journal restored from a backup, a reboot) is left alone.
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::channel::{Channel, Filled};
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
-use crate::incumbent::Incumbent;
+use crate::incumbent::{ControlSocket, Incumbent};
 use crate::listeners::Listeners;
 use crate::lock::DataDirLock;
 use crate::log::event;
@@ -195,9 +195,12 @@ impl Successor {
         }
     }
 
-    /// Announce Ready, then bind the control socket as the new incumbent
-    /// (atomically replacing the old one's path). From Ready on this process
-    /// is authoritative.
+    /// Take the control socket's path, then announce Ready: from Ready on
+    /// this process is authoritative, so nothing that can fail comes after
+    /// it (a bind failure is a clean abort: the lock is dropped before
+    /// anyone relies on us). If Ready cannot be sent the supervisor is gone
+    /// or rolling back: we step back (the lock dropped), and the incumbent
+    /// that takes its lock back rebinds the path we had taken.
     pub fn announce_ready(
         self,
         readiness: Readiness,
@@ -207,6 +210,7 @@ impl Successor {
         let Stage::Begun(handoff_id) = self.stage else {
             return Err(Error::WrongState("Ready is announced after Begin".into()));
         };
+        let control = ControlSocket::bind(control_path)?;
         self.channel.send(&Message::Ready {
             handoff_id,
             listening_on: readiness.listening_on,
@@ -216,10 +220,10 @@ impl Successor {
         crash_point!("N_AFTER_READY");
         event!(
             Info,
-            "handoff {handoff_id}: ready; taking over {}",
+            "handoff {handoff_id}: ready; took over {}",
             control_path.display()
         );
-        Incumbent::bind(control_path, lock)
+        Ok(Incumbent::with_control_socket(control, lock))
     }
 }
 

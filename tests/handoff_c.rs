@@ -854,3 +854,45 @@ fn an_aborted_handoff_leaves_the_c_incumbent_serving_everything() {
     service.check_reads(&tally.acks);
     service.stop();
 }
+
+/// A successor that cannot bind its control socket finds out before its
+/// Ready, so the handoff rolls back and the incumbent serves on (it used to
+/// send Ready first: the supervisor committed, the successor then failed to
+/// bind and exited, and nobody served).
+#[test]
+fn a_successor_that_cannot_bind_its_control_socket_rolls_back_before_ready() {
+    let mut service = Service::start(false);
+    let before = service.probe(0);
+
+    let blocker = service.tmp.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let mut broken = service.command.clone();
+    let at = broken
+        .args
+        .iter()
+        .position(|a| a == "--control-socket")
+        .expect("--control-socket")
+        + 1;
+    broken.args[at] = blocker.join("control.sock").into();
+
+    let outcome = service
+        .supervisor
+        .perform_handoff(&service.spec(broken))
+        .expect("the handoff starts");
+    assert!(
+        !outcome.committed,
+        "committed a successor that had no control socket"
+    );
+    let abort = outcome.abort.expect("a rollback has a reason");
+    assert_eq!(
+        abort.party,
+        handoff::supervisor::Party::Successor,
+        "{abort:?}"
+    );
+    eprintln!("rolled back: {}", abort.detail);
+    assert_eq!(ping(service.addr).unwrap(), service.incumbent);
+    assert!(service.probe(1) > before, "the lock was taken back");
+
+    service.hand_off(2);
+    service.stop();
+}
