@@ -28,6 +28,9 @@ const HANDOFFS: usize = 5;
 const FRESH_WORKERS: usize = 4;
 const PERSISTENT_WORKERS: usize = 2;
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
+/// Writes the load gets acknowledged before and after each handoff, so
+/// that every generation is known to have served some (not a time).
+const ACKS_PER_PHASE: usize = 60;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -209,6 +212,19 @@ impl Load {
             stop,
             tally,
             threads,
+        }
+    }
+
+    /// Wait until `n` more writes were acknowledged.
+    fn wait_acks(&self, n: usize) {
+        let target = self.tally.lock().unwrap().acks.len() + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.tally.lock().unwrap().acks.len() < target {
+            assert!(
+                Instant::now() < deadline,
+                "the load got fewer than {n} writes acknowledged in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -668,7 +684,7 @@ fn five_handoffs_under_load(nonblocking: bool) {
     let mut service = Service::start(nonblocking);
     let mut generations = vec![service.probe(0)];
     let load = Load::start(service.addr);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_acks(ACKS_PER_PHASE);
 
     for n in 1..=HANDOFFS {
         service.hand_off(n);
@@ -679,7 +695,7 @@ fn five_handoffs_under_load(nonblocking: bool) {
             "handoff {n}: generation {generation} after {generations:?}"
         );
         generations.push(generation);
-        std::thread::sleep(Duration::from_millis(300));
+        load.wait_acks(ACKS_PER_PHASE);
     }
 
     let tally = load.finish();
@@ -767,10 +783,10 @@ fn a_successor_compacts_a_log_of_overwrites_under_load() {
         last.insert(key, value);
     }
     let load = Load::start(service.addr);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_acks(ACKS_PER_PHASE);
     service.hand_off(1);
     let successor_generation = service.probe(1);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_acks(ACKS_PER_PHASE);
     let mut tally = load.finish();
     check_load(&tally, &[generation, successor_generation]);
 
@@ -803,7 +819,7 @@ fn an_aborted_handoff_leaves_the_c_incumbent_serving_everything() {
     let mut service = Service::start(false);
     let mut generations = vec![service.probe(0)];
     let load = Load::start(service.addr);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_acks(ACKS_PER_PHASE);
 
     // A data dir the successor cannot create: a path under a regular file.
     let blocker = service.tmp.path().join("not-a-dir");
@@ -841,13 +857,13 @@ fn an_aborted_handoff_leaves_the_c_incumbent_serving_everything() {
         "generation {generation} after a rollback that re-took the lock, before {generations:?}"
     );
     generations.push(generation);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_acks(ACKS_PER_PHASE);
 
     service.hand_off(2);
     let generation = service.probe(2);
     assert!(generation > generations[1]);
     generations.push(generation);
-    std::thread::sleep(Duration::from_millis(300));
+    load.wait_acks(ACKS_PER_PHASE);
 
     let tally = load.finish();
     check_load(&tally, &generations);

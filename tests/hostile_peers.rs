@@ -401,10 +401,11 @@ fn an_oversize_length_is_refused_without_waiting_for_the_body() {
         let mut bytes = len.to_le_bytes().to_vec();
         bytes.extend([1, 0, 13]);
         peer.send_raw(&bytes);
+        // Closed for the length (had it waited for the body, the offence
+        // would be a silent supervisor, after the liveness timeout).
         let took = peer.expect_closed();
-        assert!(took < Duration::from_secs(5), "closed after {took:?}");
         let line = incumbent.wait_offence(&["frame too large", &len.to_string()]);
-        eprintln!("length {len}: {line}");
+        eprintln!("length {len}, closed after {took:?}: {line}");
         incumbent.assert_unharmed();
     }
     incumbent.hand_off();
@@ -674,8 +675,10 @@ fn a_peer_that_stalls_mid_frame_is_timed_out() {
         peer.send_raw(half);
         peer.expect_closed();
         let took = started.elapsed();
+        // A lower bound only: the timeout is not cut short (the offence
+        // line below says which timeout closed it).
         assert!(
-            took >= liveness && took < liveness + PATIENCE,
+            took >= liveness,
             "closed after {took:?} (liveness {liveness:?})"
         );
         let line = incumbent.wait_offence(&["supervisor silent for 1s"]);
@@ -694,7 +697,7 @@ fn a_peer_that_stalls_mid_frame_is_timed_out() {
     let took = started.elapsed();
     eprintln!("no HelloAck, closed after {took:?}");
     assert!(
-        took >= hello_timeout && took < hello_timeout + PATIENCE,
+        took >= hello_timeout,
         "closed after {took:?} (Hello timeout {hello_timeout:?})"
     );
     eprintln!(

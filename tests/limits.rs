@@ -35,7 +35,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,31 +145,52 @@ fn wait_for_pong(addr: SocketAddr, pid: u32) {
 /// Fresh-connection PINGs until stopped: (answered, failures).
 struct Prober {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
+    answered: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<String>>,
 }
 
 impl Prober {
     fn start(addr: SocketAddr) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let answered = Arc::new(AtomicU64::new(0));
+        let (flag, count) = (Arc::clone(&stop), Arc::clone(&answered));
         let thread = std::thread::spawn(move || {
-            let mut answered = 0;
             let mut failures = Vec::new();
             while !flag.load(Ordering::Relaxed) {
                 match request(addr, "PING", Duration::from_secs(20)) {
-                    Ok(answer) if answer.starts_with("PONG ") => answered += 1,
+                    Ok(answer) if answer.starts_with("PONG ") => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
                     other => failures.push(format!("{other:?}")),
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
-            (answered, failures)
+            failures
         });
-        Prober { stop, thread }
+        Prober {
+            stop,
+            answered,
+            thread,
+        }
+    }
+
+    /// Wait until `n` more PINGs were answered.
+    fn wait_answers(&self, n: u64) {
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.answered.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} PINGs answered in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn stop(self) -> (u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("prober panicked")
+        let failures = self.thread.join().expect("prober panicked");
+        (self.answered.load(Ordering::Relaxed), failures)
     }
 }
 
@@ -306,7 +327,7 @@ fn a_handoff_with_ten_thousand_idle_connections() {
     assert!(held >= IDLE, "the service holds {held} descriptors");
 
     let prober = Prober::start(bench.addr);
-    std::thread::sleep(Duration::from_millis(200));
+    prober.wait_answers(20);
     let outcome = bench.supervisor.perform_handoff(&spec).unwrap();
     assert!(
         outcome.committed,
@@ -333,7 +354,7 @@ fn a_handoff_with_ten_thousand_idle_connections() {
         bench.log_tail()
     );
     wait_for_pong(bench.addr, successor);
-    std::thread::sleep(Duration::from_millis(200));
+    prober.wait_answers(20);
     let (answered, failures) = prober.stop();
     assert!(
         failures.is_empty(),

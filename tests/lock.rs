@@ -191,15 +191,25 @@ fn acquire_with_retry_waits_out_a_dying_holder() {
     let holder = Helper::spawn("hold", dir);
     assert_eq!(holder.locked_generation(), 1);
     let pid = holder.pid() as libc::pid_t;
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        // SAFETY: signalling our own child, which is not reaped before the
-        // join below, so the pid cannot have been reused.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
-    let started = Instant::now();
+    let killing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let killing = std::sync::Arc::clone(&killing);
+        std::thread::spawn(move || {
+            // The wait under test, not a synchronisation: the acquirer is
+            // meant to be blocked through it.
+            std::thread::sleep(Duration::from_millis(200));
+            // Set first: the lock is free only once the signal is on its way.
+            killing.store(true, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: signalling our own child, which is not reaped before the
+            // join below, so the pid cannot have been reused.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        })
+    };
     let lock = DataDirLock::acquire_with_retry(dir, Duration::from_secs(10)).unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert!(
+        killing.load(std::sync::atomic::Ordering::SeqCst),
+        "the lock was granted while its holder lived"
+    );
     assert_eq!(lock.generation(), 2);
     killer.join().unwrap();
     drop(holder);
