@@ -47,6 +47,31 @@
 #define HANDOFF_MSG_HEARTBEAT 13
 
 /**
+ * Protocol v2 (docs/protocol.md): N → S, the descriptors N can take in.
+ */
+#define HANDOFF_MSG_CAPACITY 14
+
+/**
+ * Protocol v2: S → O, this handoff moves descriptors.
+ */
+#define HANDOFF_MSG_TRANSFER 15
+
+/**
+ * Protocol v2: O → S → N, how many Item frames follow.
+ */
+#define HANDOFF_MSG_MOVING 16
+
+/**
+ * Protocol v2: O → S → N, one moved descriptor's description.
+ */
+#define HANDOFF_MSG_ITEM 17
+
+/**
+ * Protocol v2: N → S, how many items N adopted.
+ */
+#define HANDOFF_MSG_ADOPTED 18
+
+/**
  * What `handoff_message_kind(NULL)` answers.
  */
 #define HANDOFF_MSG_INVALID UINT32_MAX
@@ -54,6 +79,10 @@
 #define HANDOFF_SIDE_INCUMBENT 0
 
 #define HANDOFF_SIDE_SUCCESSOR 1
+
+#define HANDOFF_ITEM_CONNECTION 0
+
+#define HANDOFF_ITEM_DESCRIPTOR 1
 
 /**
  * bytes (exactly 16): every message but Hello, Drained, SealProgress, Heartbeat.
@@ -179,6 +208,51 @@
  * uint (u64): Heartbeat.
  */
 #define HANDOFF_FIELD_TS_MS 25
+
+/**
+ * uint (u32): Capacity.
+ */
+#define HANDOFF_FIELD_DESCRIPTORS 26
+
+/**
+ * uint (u32): Transfer.
+ */
+#define HANDOFF_FIELD_ITEMS_MAX 27
+
+/**
+ * uint (u32): Moving, Adopted.
+ */
+#define HANDOFF_FIELD_ITEMS 28
+
+/**
+ * uint (u32): Item.
+ */
+#define HANDOFF_FIELD_SEQ 29
+
+/**
+ * uint (HANDOFF_ITEM_*): Item.
+ */
+#define HANDOFF_FIELD_ITEM_KIND 30
+
+/**
+ * bytes (UTF-8): Item.
+ */
+#define HANDOFF_FIELD_NAME 31
+
+/**
+ * bytes: Item.
+ */
+#define HANDOFF_FIELD_UNREAD 32
+
+/**
+ * bytes: Item.
+ */
+#define HANDOFF_FIELD_UNWRITTEN 33
+
+/**
+ * bytes: Item.
+ */
+#define HANDOFF_FIELD_STATE 34
 
 #define HANDOFF_SERVE_COMMITTED 1
 
@@ -925,8 +999,10 @@ handoff_status handoff_set_log_callback(handoff_log_fn callback,
 /**
  * A new message of `kind` (`HANDOFF_MSG_*`) with every field zero or empty,
  * except the versions: a Hello announces 1..=1 and a HelloAck chooses 1.
- * Frames are encoded with protocol version 1. Unknown kinds
- * answer `HANDOFF_ERR_INVALID_ARGUMENT`.
+ * Frames are encoded with protocol version 1, or 2 for a kind that exists
+ * only from v2 on (a v2 message is never encoded in a v1 frame: see
+ * `handoff_message_set_proto_version`). Unknown kinds answer
+ * `HANDOFF_ERR_INVALID_ARGUMENT`.
  */
 handoff_status handoff_message_new(uint32_t kind,
                                    struct handoff_message **out,
@@ -976,7 +1052,8 @@ const char *handoff_message_kind_name(uint32_t kind);
 uint16_t handoff_message_proto_version(const struct handoff_message *msg);
 
 /**
- * Set the protocol version the message will be encoded with.
+ * Set the protocol version the message will be encoded with. Encoding a
+ * protocol-v2 kind with version 1 fails (`HANDOFF_ERR_ENCODE`).
  */
 handoff_status handoff_message_set_proto_version(struct handoff_message *msg,
                                                  uint16_t version,

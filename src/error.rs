@@ -19,8 +19,10 @@ pub enum Error {
     #[error("frame too large: length {len} exceeds the {limit}-byte limit")]
     FrameTooLarge { len: u64, limit: u32 },
 
-    #[error("unknown message index {0} (protocol v1 knows 0..=13)")]
-    UnknownMessage(u64),
+    #[error(
+        "unknown message index {index} in a protocol v{version} frame (v1 knows 0..=13, v2 0..=18)"
+    )]
+    UnknownMessage { index: u64, version: u16 },
 
     #[error("cannot decode message: {0}")]
     Decode(String),

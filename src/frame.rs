@@ -23,6 +23,7 @@ pub struct Frame {
 
 /// Encode a whole frame into a new buffer.
 pub fn encode_frame(version: u16, message: &Message) -> Result<Vec<u8>> {
+    check_version(version, message)?;
     let payload = postcard::to_allocvec(message).map_err(|e| Error::Encode(e.to_string()))?;
     let frame_len = check_frame_len(VERSION_FIELD + payload.len())?;
     let mut out = Vec::with_capacity(LEN_PREFIX + frame_len as usize);
@@ -36,6 +37,7 @@ pub fn encode_frame(version: u16, message: &Message) -> Result<Vec<u8>> {
 /// A buffer that is too small answers [`Error::BufferTooSmall`] with the size
 /// needed.
 pub fn encode_frame_into(version: u16, message: &Message, buf: &mut [u8]) -> Result<usize> {
+    check_version(version, message)?;
     // Measure first, so a refused buffer is left untouched.
     let payload_len =
         postcard::serialize_with_flavor(message, postcard::ser_flavors::Size::default())
@@ -53,6 +55,27 @@ pub fn encode_frame_into(version: u16, message: &Message, buf: &mut [u8]) -> Res
     buf[..LEN_PREFIX].copy_from_slice(&frame_len.to_le_bytes());
     buf[LEN_PREFIX..HEADER].copy_from_slice(&version.to_le_bytes());
     Ok(total)
+}
+
+/// Whether a frame stamped `version` may carry `kind`. v1 messages go in a
+/// frame of any version (as beyond-handoff allows, version 0 included);
+/// later ones only in frames of their version or newer.
+fn version_has(version: u16, kind: MessageKind) -> bool {
+    let since = kind.since_version();
+    since <= 1 || since <= version
+}
+
+/// A message never goes out in a frame of a version that lacks it: that is
+/// how a v1 peer never sees a v2 message.
+fn check_version(version: u16, message: &Message) -> Result<()> {
+    let since = message.kind().since_version();
+    if !version_has(version, message.kind()) {
+        return Err(Error::Encode(format!(
+            "{} is a protocol v{since} message, the frame is v{version}",
+            message.kind().name()
+        )));
+    }
+    Ok(())
 }
 
 fn too_large(len: u64) -> Error {
@@ -81,7 +104,7 @@ pub fn decode_frame(buf: &[u8]) -> Result<(Frame, usize)> {
         });
     }
     let version = u16::from_le_bytes([buf[LEN_PREFIX], buf[LEN_PREFIX + 1]]);
-    let message = decode_payload(&buf[HEADER..total])?;
+    let message = decode_payload(&buf[HEADER..total], version)?;
     Ok((Frame { version, message }, total))
 }
 
@@ -105,11 +128,14 @@ fn frame_size(buf: &[u8]) -> Result<usize> {
 }
 
 /// Decode one message that must fill `payload` exactly.
-fn decode_payload(payload: &[u8]) -> Result<Message> {
-    // Name an unknown index plainly rather than as a generic postcard error.
+fn decode_payload(payload: &[u8], version: u16) -> Result<Message> {
+    // Name an unknown index plainly rather than as a generic postcard error;
+    // a v2 message in a v1 frame is unknown to that version.
     if let Some(index) = leading_varint(payload) {
-        if MessageKind::from_index(u32::try_from(index).unwrap_or(u32::MAX)).is_none() {
-            return Err(Error::UnknownMessage(index));
+        let known = MessageKind::from_index(u32::try_from(index).unwrap_or(u32::MAX))
+            .is_some_and(|kind| version_has(version, kind));
+        if !known {
+            return Err(Error::UnknownMessage { index, version });
         }
     }
     let (message, rest) =
@@ -307,7 +333,7 @@ mod tests {
         reader.feed(&bytes);
         assert!(matches!(
             reader.next_frame(),
-            Err(Error::UnknownMessage(99))
+            Err(Error::UnknownMessage { index: 99, .. })
         ));
         assert_eq!(
             reader.next_frame().unwrap().unwrap().message,

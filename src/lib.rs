@@ -36,4 +36,6 @@ pub use frame::{
     decode_frame, encode_frame, encode_frame_into, Frame, FrameReader, MAX_FRAME_BYTES,
 };
 pub use journal::{Journal, Phase};
-pub use protocol::{negotiate_version, Capabilities, HandoffId, Message, MessageKind, Side};
+pub use protocol::{
+    negotiate_version, Capabilities, HandoffId, ItemKind, Message, MessageKind, Side,
+};

@@ -1,4 +1,5 @@
-//! Protocol v1 messages (DESIGN §2).
+//! Protocol messages: v1 (DESIGN §2) and the v2 messages that move
+//! descriptors (DESIGN §8, docs/protocol.md).
 //!
 //! postcard encodes an enum variant as its index, so the order of
 //! [`Message`]'s variants and of each variant's fields *is* the wire format.
@@ -11,8 +12,13 @@ use crate::error::{Error, Result};
 
 /// Lowest protocol version this build speaks.
 pub const PROTO_MIN: u16 = 1;
-/// Highest protocol version this build speaks.
+/// Highest protocol version this build speaks. Stays 1 until every role
+/// can move descriptors: a build offers v2 only when it can keep its word.
 pub const PROTO_MAX: u16 = 1;
+/// The version that adds the messages moving descriptors.
+pub const PROTO_MOVES: u16 = 2;
+/// Most descriptors one `sendmsg` may carry (the kernel's SCM_MAX_FD).
+pub const MAX_ITEMS_PER_BATCH: usize = 253;
 
 /// Which side of a handoff a peer announces in `Hello`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -67,7 +73,31 @@ pub struct Capabilities {
     pub reserved: u64,
 }
 
-/// One protocol-v1 message. The comment on each variant names its direction.
+/// What a moved descriptor is (v2 `Item`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ItemKind {
+    /// A client connection, with its carried input and output.
+    Connection,
+    /// Any other descriptor the service names (a memfd, a UDP socket, a file).
+    Descriptor,
+}
+
+impl ItemKind {
+    pub fn from_index(index: u32) -> Option<ItemKind> {
+        match index {
+            0 => Some(ItemKind::Connection),
+            1 => Some(ItemKind::Descriptor),
+            _ => None,
+        }
+    }
+
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+/// One protocol message. The comment on each variant names its direction;
+/// those after `Heartbeat` exist from v2 on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// O → S, N → S: identity and supported version range.
@@ -136,6 +166,32 @@ pub enum Message {
     ResumeAfterAbort { handoff_id: HandoffId },
     /// Any direction: liveness; O echoes one it receives.
     Heartbeat { ts_ms: u64 },
+    /// v2, N → S right after HelloAck: how many descriptors N can take in.
+    Capacity { descriptors: u32 },
+    /// v2, S → O just before PrepareHandoff: this handoff moves descriptors,
+    /// at most `items_max` of them (N's capacity). Without it the drain
+    /// closes connections as in v1.
+    Transfer {
+        handoff_id: HandoffId,
+        items_max: u32,
+    },
+    /// v2, O → S and S → N: exactly `items` Item frames follow.
+    Moving { handoff_id: HandoffId, items: u32 },
+    /// v2, O → S and S → N: one descriptor, in the same `sendmsg`
+    /// (SCM_RIGHTS), with what its new owner must know.
+    Item {
+        seq: u32,
+        kind: ItemKind,
+        name: String,
+        /// Bytes read from a connection, not yet processed.
+        unread: Vec<u8>,
+        /// Bytes produced for a connection, not yet written.
+        unwritten: Vec<u8>,
+        /// The service's own state for the item.
+        state: Vec<u8>,
+    },
+    /// v2, N → S just before Ready: how many items N adopted.
+    Adopted { handoff_id: HandoffId, items: u32 },
 }
 
 /// The wire index of each message, as C and the bindings see it.
@@ -156,10 +212,15 @@ pub enum MessageKind {
     Abort = 11,
     ResumeAfterAbort = 12,
     Heartbeat = 13,
+    Capacity = 14,
+    Transfer = 15,
+    Moving = 16,
+    Item = 17,
+    Adopted = 18,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 14] = [
+    pub const ALL: [MessageKind; 19] = [
         MessageKind::Hello,
         MessageKind::HelloAck,
         MessageKind::PrepareHandoff,
@@ -174,7 +235,21 @@ impl MessageKind {
         MessageKind::Abort,
         MessageKind::ResumeAfterAbort,
         MessageKind::Heartbeat,
+        MessageKind::Capacity,
+        MessageKind::Transfer,
+        MessageKind::Moving,
+        MessageKind::Item,
+        MessageKind::Adopted,
     ];
+
+    /// The first protocol version that has this message.
+    pub fn since_version(self) -> u16 {
+        if self.index() > MessageKind::Heartbeat.index() {
+            PROTO_MOVES
+        } else {
+            1
+        }
+    }
 
     pub fn from_index(index: u32) -> Option<MessageKind> {
         Self::ALL.get(index as usize).copied()
@@ -200,6 +275,11 @@ impl MessageKind {
             MessageKind::Abort => "Abort",
             MessageKind::ResumeAfterAbort => "ResumeAfterAbort",
             MessageKind::Heartbeat => "Heartbeat",
+            MessageKind::Capacity => "Capacity",
+            MessageKind::Transfer => "Transfer",
+            MessageKind::Moving => "Moving",
+            MessageKind::Item => "Item",
+            MessageKind::Adopted => "Adopted",
         }
     }
 
@@ -260,6 +340,27 @@ impl MessageKind {
             },
             MessageKind::ResumeAfterAbort => Message::ResumeAfterAbort { handoff_id: id },
             MessageKind::Heartbeat => Message::Heartbeat { ts_ms: 0 },
+            MessageKind::Capacity => Message::Capacity { descriptors: 0 },
+            MessageKind::Transfer => Message::Transfer {
+                handoff_id: id,
+                items_max: 0,
+            },
+            MessageKind::Moving => Message::Moving {
+                handoff_id: id,
+                items: 0,
+            },
+            MessageKind::Item => Message::Item {
+                seq: 0,
+                kind: ItemKind::Connection,
+                name: String::new(),
+                unread: Vec::new(),
+                unwritten: Vec::new(),
+                state: Vec::new(),
+            },
+            MessageKind::Adopted => Message::Adopted {
+                handoff_id: id,
+                items: 0,
+            },
         }
     }
 }
@@ -289,6 +390,11 @@ impl Message {
             Message::Abort { .. } => MessageKind::Abort,
             Message::ResumeAfterAbort { .. } => MessageKind::ResumeAfterAbort,
             Message::Heartbeat { .. } => MessageKind::Heartbeat,
+            Message::Capacity { .. } => MessageKind::Capacity,
+            Message::Transfer { .. } => MessageKind::Transfer,
+            Message::Moving { .. } => MessageKind::Moving,
+            Message::Item { .. } => MessageKind::Item,
+            Message::Adopted { .. } => MessageKind::Adopted,
         }
     }
 
@@ -304,11 +410,16 @@ impl Message {
             | Message::Ready { handoff_id, .. }
             | Message::Commit { handoff_id }
             | Message::Abort { handoff_id, .. }
-            | Message::ResumeAfterAbort { handoff_id } => Some(*handoff_id),
+            | Message::ResumeAfterAbort { handoff_id }
+            | Message::Transfer { handoff_id, .. }
+            | Message::Moving { handoff_id, .. }
+            | Message::Adopted { handoff_id, .. } => Some(*handoff_id),
             Message::Hello { .. }
             | Message::Drained { .. }
             | Message::SealProgress { .. }
-            | Message::Heartbeat { .. } => None,
+            | Message::Heartbeat { .. }
+            | Message::Capacity { .. }
+            | Message::Item { .. } => None,
         }
     }
 }

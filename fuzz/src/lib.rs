@@ -34,7 +34,7 @@ pub fn message_decode(data: &[u8]) {
         Err(
             Error::FrameMalformed(_)
             | Error::FrameTooLarge { .. }
-            | Error::UnknownMessage(_)
+            | Error::UnknownMessage { .. }
             | Error::Decode(_),
         ) => {}
         Err(other) => panic!("decode_frame answered an unexpected error: {other:?}"),

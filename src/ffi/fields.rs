@@ -3,7 +3,7 @@
 //! one function per field.
 
 use super::{handoff_status, Failure};
-use crate::protocol::{Capabilities, HandoffId, Message, MessageKind, Side};
+use crate::protocol::{Capabilities, HandoffId, ItemKind, Message, MessageKind, Side};
 
 // Message kinds: the wire index.
 pub const HANDOFF_MSG_HELLO: u32 = 0;
@@ -20,12 +20,26 @@ pub const HANDOFF_MSG_COMMIT: u32 = 10;
 pub const HANDOFF_MSG_ABORT: u32 = 11;
 pub const HANDOFF_MSG_RESUME_AFTER_ABORT: u32 = 12;
 pub const HANDOFF_MSG_HEARTBEAT: u32 = 13;
+/// Protocol v2 (docs/protocol.md): N → S, the descriptors N can take in.
+pub const HANDOFF_MSG_CAPACITY: u32 = 14;
+/// Protocol v2: S → O, this handoff moves descriptors.
+pub const HANDOFF_MSG_TRANSFER: u32 = 15;
+/// Protocol v2: O → S → N, how many Item frames follow.
+pub const HANDOFF_MSG_MOVING: u32 = 16;
+/// Protocol v2: O → S → N, one moved descriptor's description.
+pub const HANDOFF_MSG_ITEM: u32 = 17;
+/// Protocol v2: N → S, how many items N adopted.
+pub const HANDOFF_MSG_ADOPTED: u32 = 18;
 /// What `handoff_message_kind(NULL)` answers.
 pub const HANDOFF_MSG_INVALID: u32 = u32::MAX;
 
 // `Hello.role`.
 pub const HANDOFF_SIDE_INCUMBENT: u32 = 0;
 pub const HANDOFF_SIDE_SUCCESSOR: u32 = 1;
+
+// `Item.kind`.
+pub const HANDOFF_ITEM_CONNECTION: u32 = 0;
+pub const HANDOFF_ITEM_DESCRIPTOR: u32 = 1;
 
 // Fields. The comment gives the accessor family and the kinds that have it.
 /// bytes (exactly 16): every message but Hello, Drained, SealProgress, Heartbeat.
@@ -78,9 +92,27 @@ pub const HANDOFF_FIELD_ADVERTISED_REVISION_PER_SHARD: u32 = 23;
 pub const HANDOFF_FIELD_REASON: u32 = 24;
 /// uint (u64): Heartbeat.
 pub const HANDOFF_FIELD_TS_MS: u32 = 25;
+/// uint (u32): Capacity.
+pub const HANDOFF_FIELD_DESCRIPTORS: u32 = 26;
+/// uint (u32): Transfer.
+pub const HANDOFF_FIELD_ITEMS_MAX: u32 = 27;
+/// uint (u32): Moving, Adopted.
+pub const HANDOFF_FIELD_ITEMS: u32 = 28;
+/// uint (u32): Item.
+pub const HANDOFF_FIELD_SEQ: u32 = 29;
+/// uint (HANDOFF_ITEM_*): Item.
+pub const HANDOFF_FIELD_ITEM_KIND: u32 = 30;
+/// bytes (UTF-8): Item.
+pub const HANDOFF_FIELD_NAME: u32 = 31;
+/// bytes: Item.
+pub const HANDOFF_FIELD_UNREAD: u32 = 32;
+/// bytes: Item.
+pub const HANDOFF_FIELD_UNWRITTEN: u32 = 33;
+/// bytes: Item.
+pub const HANDOFF_FIELD_STATE: u32 = 34;
 
 /// Names of the fields, indexed by their constant.
-const FIELD_NAMES: [&str; 26] = [
+const FIELD_NAMES: [&str; 35] = [
     "",
     "handoff_id",
     "role",
@@ -107,11 +139,21 @@ const FIELD_NAMES: [&str; 26] = [
     "advertised_revision_per_shard",
     "reason",
     "ts_ms",
+    "descriptors",
+    "items_max",
+    "items",
+    "seq",
+    "kind",
+    "name",
+    "unread",
+    "unwritten",
+    "state",
 ];
 
 /// A field of one message, borrowed for reading.
 pub(super) enum SlotRef<'a> {
     Side(&'a Side),
+    ItemKind(&'a ItemKind),
     U16(&'a u16),
     U32(&'a u32),
     U64(&'a u64),
@@ -127,6 +169,7 @@ pub(super) enum SlotRef<'a> {
 /// A field of one message, borrowed for writing.
 pub(super) enum SlotMut<'a> {
     Side(&'a mut Side),
+    ItemKind(&'a mut ItemKind),
     U16(&'a mut u16),
     U32(&'a mut u32),
     U64(&'a mut u64),
@@ -225,6 +268,19 @@ macro_rules! select_field {
             ) => Some($Slot::U64List(advertised_revision_per_shard)),
             (M::Abort { reason, .. }, HANDOFF_FIELD_REASON) => Some($Slot::Str(reason)),
             (M::Heartbeat { ts_ms }, HANDOFF_FIELD_TS_MS) => Some($Slot::U64(ts_ms)),
+            (M::Capacity { descriptors }, HANDOFF_FIELD_DESCRIPTORS) => {
+                Some($Slot::U32(descriptors))
+            }
+            (M::Transfer { items_max, .. }, HANDOFF_FIELD_ITEMS_MAX) => Some($Slot::U32(items_max)),
+            (M::Moving { items, .. } | M::Adopted { items, .. }, HANDOFF_FIELD_ITEMS) => {
+                Some($Slot::U32(items))
+            }
+            (M::Item { seq, .. }, HANDOFF_FIELD_SEQ) => Some($Slot::U32(seq)),
+            (M::Item { kind, .. }, HANDOFF_FIELD_ITEM_KIND) => Some($Slot::ItemKind(kind)),
+            (M::Item { name, .. }, HANDOFF_FIELD_NAME) => Some($Slot::Str(name)),
+            (M::Item { unread, .. }, HANDOFF_FIELD_UNREAD) => Some($Slot::Bytes(unread)),
+            (M::Item { unwritten, .. }, HANDOFF_FIELD_UNWRITTEN) => Some($Slot::Bytes(unwritten)),
+            (M::Item { state, .. }, HANDOFF_FIELD_STATE) => Some($Slot::Bytes(state)),
             (
                 M::HelloAck { handoff_id, .. }
                 | M::PrepareHandoff { handoff_id, .. }
@@ -235,7 +291,10 @@ macro_rules! select_field {
                 | M::Ready { handoff_id, .. }
                 | M::Commit { handoff_id }
                 | M::Abort { handoff_id, .. }
-                | M::ResumeAfterAbort { handoff_id },
+                | M::ResumeAfterAbort { handoff_id }
+                | M::Transfer { handoff_id, .. }
+                | M::Moving { handoff_id, .. }
+                | M::Adopted { handoff_id, .. },
                 HANDOFF_FIELD_HANDOFF_ID,
             ) => Some($Slot::Id(handoff_id)),
             _ => None,

@@ -4,7 +4,7 @@ use super::args::{arg_bytes, arg_mut, arg_ref, Out};
 use super::fields::{slot, slot_mut, wrong_type, SlotMut, SlotRef};
 use super::{boundary, handoff_error, handoff_status, Failure, HANDOFF_MSG_INVALID};
 use crate::frame::{decode_frame, encode_frame_into, Frame};
-use crate::protocol::{HandoffId, MessageKind, Side, PROTO_MAX};
+use crate::protocol::{HandoffId, ItemKind, MessageKind, Side, PROTO_MAX};
 use crate::Error;
 
 /// One protocol message and the protocol version of its frame. Created by
@@ -23,8 +23,10 @@ impl handoff_message {
 
 /// A new message of `kind` (`HANDOFF_MSG_*`) with every field zero or empty,
 /// except the versions: a Hello announces 1..=1 and a HelloAck chooses 1.
-/// Frames are encoded with protocol version 1. Unknown kinds
-/// answer `HANDOFF_ERR_INVALID_ARGUMENT`.
+/// Frames are encoded with protocol version 1, or 2 for a kind that exists
+/// only from v2 on (a v2 message is never encoded in a v1 frame: see
+/// `handoff_message_set_proto_version`). Unknown kinds answer
+/// `HANDOFF_ERR_INVALID_ARGUMENT`.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_message_new(
     kind: u32,
@@ -34,9 +36,9 @@ pub unsafe extern "C" fn handoff_message_new(
     boundary(err, || {
         let out = Out::new(out, "out")?;
         let kind = MessageKind::from_index(kind)
-            .ok_or_else(|| Failure::invalid(format!("unknown message kind {kind} (0..=13)")))?;
+            .ok_or_else(|| Failure::invalid(format!("unknown message kind {kind} (0..=18)")))?;
         out.write(handoff_message::boxed(Frame {
-            version: PROTO_MAX,
+            version: PROTO_MAX.max(kind.since_version()),
             message: kind.default_message(),
         }));
         Ok(())
@@ -159,7 +161,8 @@ pub unsafe extern "C" fn handoff_message_proto_version(msg: *const handoff_messa
     unsafe { msg.as_ref() }.map_or(0, |m| m.frame.version)
 }
 
-/// Set the protocol version the message will be encoded with.
+/// Set the protocol version the message will be encoded with. Encoding a
+/// protocol-v2 kind with version 1 fails (`HANDOFF_ERR_ENCODE`).
 #[no_mangle]
 pub unsafe extern "C" fn handoff_message_set_proto_version(
     msg: *mut handoff_message,
@@ -225,6 +228,7 @@ pub unsafe extern "C" fn handoff_message_get_uint(
             let out = Out::new(out, "out")?;
             out.write(match slot {
                 SlotRef::Side(side) => side.index().into(),
+                SlotRef::ItemKind(kind) => kind.index().into(),
                 SlotRef::U16(v) => (*v).into(),
                 SlotRef::U32(v) => (*v).into(),
                 SlotRef::U64(v) => *v,
@@ -256,6 +260,14 @@ pub unsafe extern "C" fn handoff_message_set_uint(
                         .ok()
                         .and_then(Side::from_index)
                         .ok_or_else(|| Failure::invalid(format!("unknown role {value} (0 or 1)")))?
+                }
+                SlotMut::ItemKind(kind) => {
+                    *kind = u32::try_from(value)
+                        .ok()
+                        .and_then(ItemKind::from_index)
+                        .ok_or_else(|| {
+                            Failure::invalid(format!("unknown item kind {value} (0 or 1)"))
+                        })?
                 }
                 SlotMut::U16(v) => {
                     *v = u16::try_from(value).map_err(|_| too_big(u16::MAX.into()))?

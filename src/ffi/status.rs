@@ -113,7 +113,7 @@ pub(crate) fn status_of(error: &Error) -> handoff_status {
         Error::Incomplete { .. } => HANDOFF_ERR_INCOMPLETE,
         Error::FrameMalformed(_) => HANDOFF_ERR_FRAME_MALFORMED,
         Error::FrameTooLarge { .. } => HANDOFF_ERR_FRAME_TOO_LARGE,
-        Error::UnknownMessage(_) => HANDOFF_ERR_UNKNOWN_MESSAGE,
+        Error::UnknownMessage { .. } => HANDOFF_ERR_UNKNOWN_MESSAGE,
         Error::Decode(_) => HANDOFF_ERR_DECODE,
         Error::Encode(_) => HANDOFF_ERR_ENCODE,
         Error::BufferTooSmall { .. } => HANDOFF_ERR_BUFFER_TOO_SMALL,

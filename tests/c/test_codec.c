@@ -219,7 +219,7 @@ static void unknown_messages(void)
         uint8_t body[12];
         size_t len;
     } cases[] = {
-        {"index 14", {14}, 1},
+        {"index 14 (v2's Capacity) in a v1 frame", {14}, 1},
         {"index 14 with a plausible body", {14, 0x10, 1, 2, 3}, 5},
         {"index 127", {0x7f}, 1},
         {"index 128 (two-byte varint)", {0x80, 0x01}, 2},

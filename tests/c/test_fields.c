@@ -225,7 +225,7 @@ static void invalid_enums(void)
 {
     handoff_error *err = NULL;
     handoff_message *msg = NULL, *out = (handoff_message *)(void *)&sentinel_byte;
-    static const uint32_t kinds[] = {14, 15, 255, UINT32_C(0x80000000), UINT32_MAX};
+    static const uint32_t kinds[] = {19, 20, 255, UINT32_C(0x80000000), UINT32_MAX};
     static const uint64_t roles[] = {2, 3, UINT32_MAX, UINT64_C(1) << 32, UINT64_MAX};
     uint64_t u;
     size_t i;
@@ -704,7 +704,7 @@ static void statics(void)
     };
     const size_t nheader = sizeof header_statuses / sizeof header_statuses[0];
     int32_t max_status = 0;
-    static const uint32_t unknown_kinds[] = {14, 15, UINT32_C(0x80000000), UINT32_MAX};
+    static const uint32_t unknown_kinds[] = {19, 20, UINT32_C(0x80000000), UINT32_MAX};
     const char *s;
     size_t i;
 
