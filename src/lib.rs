@@ -13,6 +13,7 @@ pub mod channel;
 pub mod control;
 mod crash;
 pub mod error;
+pub mod fdpass;
 pub mod ffi;
 pub mod frame;
 mod fsutil;
