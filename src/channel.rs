@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,8 +41,10 @@ impl Sender {
 
 impl Sender {
     /// Item frames, each with its descriptor, a batch of at most
-    /// [`MAX_ITEMS_PER_BATCH`] per `sendmsg` (docs/protocol.md).
-    pub fn send_items(&self, items: &[(Message, BorrowedFd<'_>)]) -> Result<()> {
+    /// [`MAX_ITEMS_PER_BATCH`] per `sendmsg` (docs/protocol.md). The
+    /// descriptors are numbers the caller keeps open for the call (a closed
+    /// one fails the send with EBADF).
+    pub fn send_items(&self, items: &[(Message, RawFd)]) -> Result<()> {
         let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
         for batch in items.chunks(MAX_ITEMS_PER_BATCH) {
             let mut bytes = Vec::new();
@@ -71,7 +73,7 @@ fn send_all(stream: &UnixStream, bytes: &[u8]) -> Result<()> {
 /// Send every byte with MSG_NOSIGNAL, so a vanished peer is EPIPE, never a
 /// SIGPIPE; `fds` go with the first bytes that leave. Waits for room at
 /// most [`SEND_TIMEOUT`].
-fn send_all_with(stream: &UnixStream, mut bytes: &[u8], mut fds: &[BorrowedFd<'_>]) -> Result<()> {
+fn send_all_with(stream: &UnixStream, mut bytes: &[u8], mut fds: &[RawFd]) -> Result<()> {
     let deadline = Instant::now() + SEND_TIMEOUT;
     while !bytes.is_empty() {
         match send_with_descriptors(stream.as_raw_fd(), bytes, fds) {
@@ -375,7 +377,6 @@ pub fn enable_passcred(stream: &UnixStream) -> Result<()> {
 mod tests {
     use super::*;
     use crate::protocol::{HandoffId, ItemKind};
-    use std::os::fd::AsFd;
 
     fn item(seq: u32) -> Message {
         Message::Item {
@@ -444,7 +445,7 @@ mod tests {
                 let items: Vec<_> = chunk
                     .iter()
                     .enumerate()
-                    .map(|(i, f)| (item((n * 250 + i) as u32), f.as_fd()))
+                    .map(|(i, f)| (item((n * 250 + i) as u32), f.as_raw_fd()))
                     .collect();
                 writer.send_items(&items).unwrap();
                 writer
@@ -481,7 +482,7 @@ mod tests {
         let mut receiver = Channel::new(b).unwrap();
         let file = tempfile::tempfile().unwrap();
         let frame = encode_frame(1, &Message::Heartbeat { ts_ms: 1 }).unwrap();
-        send_with_descriptors(a.as_raw_fd(), &frame, &[file.as_fd()]).unwrap();
+        send_with_descriptors(a.as_raw_fd(), &frame, &[file.as_raw_fd()]).unwrap();
         let err = recv(&mut receiver).unwrap_err();
         assert!(
             err.to_string()
@@ -504,7 +505,7 @@ mod tests {
         let (sender, mut receiver) = v2_pair();
         let file = tempfile::tempfile().unwrap();
         let heartbeat = encode_frame(PROTO_MOVES, &Message::Heartbeat { ts_ms: 1 }).unwrap();
-        send_all_with(sender.stream(), &heartbeat, &[file.as_fd()]).unwrap();
+        send_all_with(sender.stream(), &heartbeat, &[file.as_raw_fd()]).unwrap();
         // The stray descriptor's read is over before the next frame starts.
         send_all(sender.stream(), &heartbeat).unwrap();
         let mut outcome = Ok(());
@@ -527,7 +528,7 @@ mod tests {
         let file = tempfile::tempfile().unwrap();
         let err = sender
             .sender()
-            .send_items(&[(Message::Heartbeat { ts_ms: 1 }, file.as_fd())])
+            .send_items(&[(Message::Heartbeat { ts_ms: 1 }, file.as_raw_fd())])
             .unwrap_err();
         assert!(matches!(err, Error::Encode(_)), "{err}");
     }

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use crate::protocol::MAX_ITEMS_PER_BATCH;
 
@@ -30,11 +30,7 @@ pub struct Received {
 /// waiting and without SIGPIPE. Answers how many bytes went; the
 /// descriptors travel with the first of them, so a partial send is
 /// completed with plain sends.
-pub fn send_with_descriptors(
-    socket: RawFd,
-    bytes: &[u8],
-    fds: &[BorrowedFd<'_>],
-) -> io::Result<usize> {
+pub fn send_with_descriptors(socket: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
     assert!(fds.len() <= MAX_ITEMS_PER_BATCH, "a batch over SCM_MAX_FD");
     let mut control = [0u64; CONTROL_WORDS];
     let mut iov = libc::iovec {
@@ -61,12 +57,12 @@ pub fn send_with_descriptors(
             (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
             let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
             for (i, fd) in fds.iter().enumerate() {
-                std::ptr::write_unaligned(data.add(i), std::os::fd::AsRawFd::as_raw_fd(fd));
+                std::ptr::write_unaligned(data.add(i), *fd);
             }
         }
     }
-    // SAFETY: `header` points to live buffers of the lengths it states; the
-    // descriptors are borrowed, so they stay open for the call.
+    // SAFETY: `header` points to live buffers of the lengths it states; a
+    // descriptor number that is not open makes the call fail with EBADF.
     let sent = unsafe { libc::sendmsg(socket, &header, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
@@ -153,7 +149,6 @@ fn recv_into(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
@@ -181,7 +176,7 @@ mod tests {
     fn a_full_batch_arrives_in_order_close_on_exec() {
         let (a, b) = UnixStream::pair().unwrap();
         let readers = open_files(MAX_ITEMS_PER_BATCH);
-        let borrowed: Vec<_> = readers.iter().map(|fd| fd.as_fd()).collect();
+        let borrowed: Vec<_> = readers.iter().map(|fd| fd.as_raw_fd()).collect();
         let bytes = vec![7u8; 3000];
         let sent = send_with_descriptors(a.as_raw_fd(), &bytes, &borrowed).unwrap();
         assert_eq!(sent, bytes.len());
@@ -210,7 +205,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let readers = open_files(10);
         for (i, chunk) in readers.chunks(5).enumerate() {
-            let borrowed: Vec<_> = chunk.iter().map(|fd| fd.as_fd()).collect();
+            let borrowed: Vec<_> = chunk.iter().map(|fd| fd.as_raw_fd()).collect();
             send_with_descriptors(a.as_raw_fd(), &[i as u8; 10], &borrowed).unwrap();
         }
         let mut queue = VecDeque::new();
@@ -228,7 +223,7 @@ mod tests {
     fn a_control_buffer_too_small_is_reported_as_truncated() {
         let (a, b) = UnixStream::pair().unwrap();
         let readers = open_files(20);
-        let borrowed: Vec<_> = readers.iter().map(|fd| fd.as_fd()).collect();
+        let borrowed: Vec<_> = readers.iter().map(|fd| fd.as_raw_fd()).collect();
         send_with_descriptors(a.as_raw_fd(), b"x", &borrowed).unwrap();
         let mut queue = VecDeque::new();
         let mut buf = [0u8; 16];
@@ -255,7 +250,8 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         drop(b);
         let readers = open_files(1);
-        let err = send_with_descriptors(a.as_raw_fd(), b"x", &[readers[0].as_fd()]).unwrap_err();
+        let err =
+            send_with_descriptors(a.as_raw_fd(), b"x", &[readers[0].as_raw_fd()]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 }

@@ -19,6 +19,29 @@ pub const PROTO_MAX: u16 = 1;
 pub const PROTO_MOVES: u16 = 2;
 /// Most descriptors one `sendmsg` may carry (the kernel's SCM_MAX_FD).
 pub const MAX_ITEMS_PER_BATCH: usize = 253;
+/// Longest Item name, in bytes of UTF-8.
+pub const MAX_ITEM_NAME: usize = 255;
+/// Most bytes an Item's name, unread, unwritten and state hold together
+/// (so that its frame stays under the 1 MiB limit).
+pub const MAX_ITEM_BYTES: usize = 1_048_000;
+
+/// Whether an item's parts fit the limits of docs/protocol.md; the reason
+/// when they do not.
+pub fn check_item(name: &str, unread: &[u8], unwritten: &[u8], state: &[u8]) -> Result<(), String> {
+    if name.len() > MAX_ITEM_NAME {
+        return Err(format!(
+            "an item's name is {} bytes, more than {MAX_ITEM_NAME}",
+            name.len()
+        ));
+    }
+    let total = name.len() + unread.len() + unwritten.len() + state.len();
+    if total > MAX_ITEM_BYTES {
+        return Err(format!(
+            "item {name:?} holds {total} bytes (name, unread, unwritten, state), more than {MAX_ITEM_BYTES}"
+        ));
+    }
+    Ok(())
+}
 
 /// Which side of a handoff a peer announces in `Hello`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -2,8 +2,10 @@
 
 use std::time::Instant;
 
+use std::os::fd::RawFd;
+
 use crate::channel::Sender;
-use crate::protocol::Message;
+use crate::protocol::{ItemKind, Message};
 
 /// A hook's failure, with the reason the supervisor and the log will see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,30 @@ impl<E: std::fmt::Display> From<E> for HookError {
 pub struct DrainReport {
     pub open_conns_remaining: u32,
     pub accept_closed: bool,
+    /// What moves to the successor (only when [`HookContext::moves`] says
+    /// this handoff moves descriptors), in the order the successor gets it.
+    pub moved: Vec<MovedItem>,
+}
+
+/// A descriptor the incumbent hands to its successor (protocol v2), with
+/// what the successor must know to carry on.
+///
+/// The service keeps its own descriptor open, and neither reads nor writes
+/// it, until the outcome: on commit it closes it (never `shutdown`); on a
+/// rollback it takes it back (the library has restored its file status
+/// flags by the time the resume request comes) and carries on from the
+/// state it kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedItem {
+    pub kind: ItemKind,
+    pub name: String,
+    pub fd: RawFd,
+    /// Bytes read and not yet processed (a connection).
+    pub unread: Vec<u8>,
+    /// Bytes produced and not yet written (a connection).
+    pub unwritten: Vec<u8>,
+    /// The service's own state for it.
+    pub state: Vec<u8>,
 }
 
 /// What `seal` reports.
@@ -33,6 +59,10 @@ pub struct SealReport {
 /// progress of a long seal.
 pub struct HookContext<'a> {
     pub deadline: Instant,
+    /// In a drain: `Some(max)` when this handoff moves descriptors (at most
+    /// `max` of them, what the successor can hold), `None` when it does
+    /// not (a v1 party: close the connections as in v1).
+    pub moves: Option<u32>,
     pub(crate) sender: &'a Sender,
 }
 

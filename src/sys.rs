@@ -25,9 +25,20 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
 
 /// Whether the open file description behind `fd` is non-blocking.
 pub fn is_nonblocking(fd: RawFd) -> io::Result<bool> {
+    Ok(file_status_flags(fd)? & libc::O_NONBLOCK != 0)
+}
+
+/// The file status flags (F_GETFL) of the open file description behind `fd`.
+pub fn file_status_flags(fd: RawFd) -> io::Result<libc::c_int> {
     // SAFETY: as in `set_cloexec`.
-    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
-    Ok(flags & libc::O_NONBLOCK != 0)
+    check(unsafe { libc::fcntl(fd, libc::F_GETFL) })
+}
+
+/// Set them back (F_SETFL).
+pub fn set_file_status_flags(fd: RawFd, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: as in `set_cloexec`.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags) })?;
+    Ok(())
 }
 
 /// An integer socket option (SO_TYPE, SO_DOMAIN, SO_ACCEPTCONN, ...).

@@ -53,8 +53,8 @@ impl handoff_hook_context {
             request: Some(request),
             callback,
             drained: DrainReport {
-                open_conns_remaining: 0,
                 accept_closed: true,
+                ..DrainReport::default()
             },
             ..handoff_hook_context::empty()
         };
@@ -141,10 +141,8 @@ pub unsafe extern "C" fn handoff_hook_set_drained(
         // SAFETY: a live context (header contract).
         let ctx = unsafe { arg_mut(ctx, "ctx") }?;
         ctx.request_of(RequestKind::Drain, "handoff_hook_set_drained")?;
-        ctx.drained = DrainReport {
-            open_conns_remaining,
-            accept_closed,
-        };
+        ctx.drained.open_conns_remaining = open_conns_remaining;
+        ctx.drained.accept_closed = accept_closed;
         Ok(())
     })
 }

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::lock::{DataDirLock, ReleasedLock};
 use crate::log::event;
 use crate::poll::{self, Wait};
-use crate::protocol::{Capabilities, Message, MessageKind, Side, PROTO_MAX, PROTO_MIN};
-use crate::service::HookError;
+use crate::protocol::{Capabilities, Message, MessageKind, Side, PROTO_MIN, PROTO_MOVES};
+use crate::service::{HookError, MovedItem};
 
 use super::requests::{Done, Mailbox, RequestKind};
 use super::session::{Action, Hook, Input, Session, Timing};
@@ -49,6 +49,10 @@ pub struct Driver<'a> {
     /// A stop is rolling back: the service may refuse the resume (it is on
     /// its way out), which is then no error.
     stopping: bool,
+    /// The descriptors this handoff moved, with their file status flags as
+    /// they were: a rollback restores them (the open file descriptions are
+    /// shared with the successor).
+    moved: Vec<(RawFd, libc::c_int)>,
 }
 
 /// What polling found.
@@ -69,6 +73,17 @@ impl<'a> Driver<'a> {
             accept_after: None,
             ended: None,
             stopping: false,
+            moved: Vec::new(),
+        }
+    }
+
+    /// v2 only for a service that moves its descriptors (docs/protocol.md,
+    /// "Negotiation").
+    fn offered_version(&self) -> u16 {
+        if self.incumbent.config.moves_descriptors {
+            PROTO_MOVES
+        } else {
+            PROTO_MIN
         }
     }
 
@@ -239,12 +254,18 @@ impl<'a> Driver<'a> {
                 hook,
                 handoff_id,
                 budget,
+                moves,
             } => {
-                match hook {
-                    Hook::Drain => {
+                match (hook, moves) {
+                    (Hook::Drain, None) => {
                         event!(Info, "handoff {handoff_id}: draining (budget {budget:?})")
                     }
-                    Hook::Seal => event!(Info, "handoff {handoff_id}: sealing"),
+                    (Hook::Drain, Some(max)) => event!(
+                        Info,
+                        "handoff {handoff_id}: draining (budget {budget:?}), \
+                         moving up to {max} descriptor(s)"
+                    ),
+                    (Hook::Seal, _) => event!(Info, "handoff {handoff_id}: sealing"),
                 }
                 let kind = match hook {
                     Hook::Drain => RequestKind::Drain,
@@ -253,8 +274,14 @@ impl<'a> Driver<'a> {
                 self.mailbox.submit(
                     kind,
                     Some(Instant::now() + budget),
+                    moves,
                     Some(self.connections[at].channel.sender()),
                 );
+            }
+            Action::SendItems(items) => {
+                if let Err(failed) = self.send_items(at, items) {
+                    return Ok(Err(failed));
+                }
             }
             Action::ReleaseLock => {
                 // Invariant 2: only after a successful seal, and before the
@@ -273,7 +300,11 @@ impl<'a> Driver<'a> {
                     self.ended = Some(ServeOutcome::Superseded);
                 }
             }
-            Action::StepDown => self.ended = Some(ServeOutcome::Committed),
+            Action::StepDown => {
+                // The service closes its copies when it hears of the commit.
+                self.moved.clear();
+                self.ended = Some(ServeOutcome::Committed);
+            }
             Action::Log(level, text) => crate::log::log(level, &text),
             Action::Close { reason } => {
                 if let Some(reason) = reason {
@@ -287,6 +318,55 @@ impl<'a> Driver<'a> {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// Send the drain's items, each with its descriptor, noting the flags a
+    /// rollback must restore.
+    fn send_items(&mut self, at: usize, items: Vec<MovedItem>) -> std::result::Result<(), Input> {
+        let count = items.len();
+        let mut frames = Vec::with_capacity(count);
+        for (seq, item) in items.into_iter().enumerate() {
+            // A number the service closed answers EBADF: the move fails.
+            let flags = crate::sys::file_status_flags(item.fd).map_err(|e| Input::PeerGone {
+                reason: format!(
+                    "moved item {seq} ({:?}): descriptor {}: {e}",
+                    item.name, item.fd
+                ),
+                clean: false,
+            })?;
+            self.moved.push((item.fd, flags));
+            frames.push((
+                Message::Item {
+                    seq: seq as u32,
+                    kind: item.kind,
+                    name: item.name,
+                    unread: item.unread,
+                    unwritten: item.unwritten,
+                    state: item.state,
+                },
+                item.fd,
+            ));
+        }
+        self.connections[at]
+            .channel
+            .sender()
+            .send_items(&frames)
+            .map_err(|e| Input::PeerGone {
+                reason: format!("sending {count} item(s): {e}"),
+                clean: false,
+            })?;
+        crash_point!("O_AFTER_ITEMS");
+        Ok(())
+    }
+
+    /// Give the moved descriptors their flags back (the successor may have
+    /// changed the shared open file descriptions).
+    fn restore_moved(&mut self) {
+        for (fd, flags) in self.moved.drain(..) {
+            if let Err(e) = crate::sys::set_file_status_flags(fd, flags) {
+                event!(Warn, "restoring the flags of moved descriptor {fd}: {e}");
+            }
+        }
     }
 
     fn send(&self, at: usize, message: &Message) -> std::result::Result<(), Input> {
@@ -406,7 +486,7 @@ impl<'a> Driver<'a> {
             pid: std::process::id(),
             build_id: self.incumbent.build_id.clone(),
             proto_min: PROTO_MIN,
-            proto_max: PROTO_MAX,
+            proto_max: self.offered_version(),
             capabilities: Capabilities::default(),
         };
         if let Err(e) = channel.send(&hello) {
@@ -433,7 +513,7 @@ impl<'a> Driver<'a> {
         }
         self.connections.push(Connection {
             channel,
-            session: Session::new(self.timing(), Instant::now()),
+            session: Session::new(self.timing(), self.offered_version(), Instant::now()),
             peer_pid: peer.pid,
         });
     }
@@ -469,6 +549,7 @@ impl<'a> Driver<'a> {
     /// resume the service. False when the lock is held by another live
     /// process, which means this incumbent was superseded.
     fn roll_back(&mut self, lock_released: bool) -> Result<bool> {
+        self.restore_moved();
         if lock_released || self.incumbent.lock.is_none() {
             match self.retake_lock() {
                 Ok(lock) => {
@@ -489,7 +570,7 @@ impl<'a> Driver<'a> {
             }
         }
         crash_point!("O_IN_RESUME");
-        self.mailbox.submit(RequestKind::Resume, None, None);
+        self.mailbox.submit(RequestKind::Resume, None, None, None);
         if let Some(Done::Resumed(Err(HookError(reason)))) = self.mailbox.wait_result() {
             if self.stopping {
                 event!(Debug, "stopping: the service did not resume ({reason})");

@@ -47,6 +47,10 @@ pub struct IncumbentConfig {
     /// The longest deadline a PrepareHandoff may set: a peer cannot keep
     /// the service drained for longer, whatever it asks.
     pub max_deadline: Duration,
+    /// The service hands its connections (and other descriptors) to its
+    /// successor when the handoff allows it: the incumbent offers protocol
+    /// v2 (docs/protocol.md).
+    pub moves_descriptors: bool,
 }
 
 impl Default for IncumbentConfig {
@@ -58,6 +62,7 @@ impl Default for IncumbentConfig {
             relock: Duration::from_secs(2),
             deadline_slack: Duration::from_secs(2),
             max_deadline: Duration::from_secs(600),
+            moves_descriptors: false,
         }
     }
 }
@@ -223,6 +228,7 @@ impl Incumbent {
                 RequestKind::Ended(outcome.as_ref().ok().copied()),
                 None,
                 None,
+                None,
             );
             outcome
         })
@@ -266,7 +272,7 @@ impl Incumbent {
                 // sees it can read the outcome without waiting.
                 let ended = RequestKind::Ended(outcome.as_ref().ok().copied());
                 let _ = report.send(outcome);
-                mailbox.submit(ended, None, None);
+                mailbox.submit(ended, None, None, None);
             });
         let thread = match spawned {
             Ok(thread) => thread,

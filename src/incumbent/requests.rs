@@ -49,6 +49,7 @@ pub enum Done {
 pub struct Request {
     kind: RequestKind,
     deadline: Option<Instant>,
+    moves: Option<u32>,
     sender: Option<Sender>,
     reply: Option<Reply>,
 }
@@ -69,10 +70,16 @@ impl Request {
         self.deadline
     }
 
+    /// A drain that may move descriptors: at most how many.
+    pub fn moves(&self) -> Option<u32> {
+        self.moves
+    }
+
     /// The context the [`Service`] hooks take (drain and seal only).
     pub fn context(&self) -> Option<HookContext<'_>> {
         Some(HookContext {
             deadline: self.deadline?,
+            moves: self.moves,
             sender: self.sender.as_ref()?,
         })
     }
@@ -255,7 +262,13 @@ pub fn mailbox() -> Result<(Mailbox, Requests)> {
 impl Mailbox {
     /// Hand the service a request; when it has gone, the request fails at
     /// once (its drop).
-    pub fn submit(&self, kind: RequestKind, deadline: Option<Instant>, sender: Option<Sender>) {
+    pub fn submit(
+        &self,
+        kind: RequestKind,
+        deadline: Option<Instant>,
+        moves: Option<u32>,
+        sender: Option<Sender>,
+    ) {
         let reply = match kind {
             RequestKind::Ended(_) => None,
             _ => Some(Reply {
@@ -266,6 +279,7 @@ impl Mailbox {
         let request = Request {
             kind,
             deadline,
+            moves,
             sender,
             reply,
         };

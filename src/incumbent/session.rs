@@ -6,8 +6,10 @@
 use std::time::{Duration, Instant};
 
 use crate::log::Level;
-use crate::protocol::{describe, negotiate_version, HandoffId, Message, PROTO_MAX, PROTO_MIN};
-use crate::service::{DrainReport, HookError, SealReport};
+use crate::protocol::{
+    check_item, describe, negotiate_version, HandoffId, Message, PROTO_MIN, PROTO_MOVES,
+};
+use crate::service::{DrainReport, HookError, MovedItem, SealReport};
 
 /// The clocks a session keeps.
 #[derive(Debug, Clone, Copy)]
@@ -50,11 +52,13 @@ enum Stage {
         until: Instant,
     },
     Idle,
-    /// `hook` runs for handoff `id`.
+    /// `hook` runs for handoff `id`; a drain that may move at most
+    /// `moves` descriptors (protocol v2) has `Some`.
     Hooking {
         id: HandoffId,
         hook: Hook,
         deadline: Instant,
+        moves: Option<u32>,
         abandoned: Option<Abandon>,
     },
     Drained {
@@ -97,7 +101,12 @@ pub enum Action {
         hook: Hook,
         handoff_id: HandoffId,
         budget: Duration,
+        moves: Option<u32>,
     },
+    /// Send these Item frames, each with its descriptor (after Moving,
+    /// before Drained); remember each descriptor's file status flags so a
+    /// rollback can restore them.
+    SendItems(Vec<MovedItem>),
     /// The seal succeeded: release the data-dir lock (before the
     /// SealComplete that follows; invariant 2).
     ReleaseLock,
@@ -124,11 +133,17 @@ pub struct Session {
     timing: Timing,
     last_heard: Instant,
     last_sent: Instant,
+    /// The highest version our Hello offered, and the one negotiated.
+    offered: u16,
+    version: u16,
+    /// A Transfer for the next PrepareHandoff: (its handoff, items_max).
+    transfer: Option<(HandoffId, u32)>,
 }
 
 impl Session {
-    /// A session whose Hello was sent at `now`.
-    pub fn new(timing: Timing, now: Instant) -> Session {
+    /// A session whose Hello, offering versions up to `offered`, was sent
+    /// at `now`.
+    pub fn new(timing: Timing, offered: u16, now: Instant) -> Session {
         Session {
             stage: Stage::Greeting {
                 until: now + timing.hello,
@@ -136,6 +151,9 @@ impl Session {
             timing,
             last_heard: now,
             last_sent: now,
+            offered,
+            version: PROTO_MIN,
+            transfer: None,
         }
     }
 
@@ -245,11 +263,12 @@ impl Session {
                     ..
                 },
             ) => match negotiate_version(
-                (PROTO_MIN, PROTO_MAX),
+                (PROTO_MIN, self.offered),
                 (proto_version_chosen, proto_version_chosen),
             ) {
                 Ok(version) => {
                     self.stage = Stage::Idle;
+                    self.version = version;
                     vec![Action::SetVersion(version)]
                 }
                 Err(e) => self.fail(e.to_string()),
@@ -267,6 +286,16 @@ impl Session {
             (_, Message::Heartbeat { .. }) => vec![Action::Heartbeat],
             (
                 Stage::Idle,
+                Message::Transfer {
+                    handoff_id,
+                    items_max,
+                },
+            ) if self.version >= PROTO_MOVES => {
+                self.transfer = Some((handoff_id, items_max));
+                vec![]
+            }
+            (
+                Stage::Idle,
                 Message::PrepareHandoff {
                     handoff_id,
                     deadline_ms,
@@ -280,22 +309,33 @@ impl Session {
                     ));
                 }
                 let asked = Duration::from_millis(deadline_ms).min(self.timing.max_deadline);
+                let moves = self
+                    .transfer
+                    .take()
+                    .filter(|(id, _)| *id == handoff_id)
+                    .map(|(_, items_max)| items_max);
                 self.stage = Stage::Hooking {
                     id: handoff_id,
                     hook: Hook::Drain,
                     deadline: now + asked + self.timing.deadline_slack,
+                    moves,
                     abandoned: None,
                 };
                 vec![Action::RunHook {
                     hook: Hook::Drain,
                     handoff_id,
                     budget: asked.min(Duration::from_millis(drain_grace_ms)),
+                    moves,
                 }]
             }
             (Stage::Idle, Message::Abort { .. } | Message::ResumeAfterAbort { .. }) => vec![],
             (
                 Stage::Hooking {
-                    id, hook, deadline, ..
+                    id,
+                    hook,
+                    deadline,
+                    moves,
+                    ..
                 },
                 Message::Abort { handoff_id, .. } | Message::ResumeAfterAbort { handoff_id },
             ) if handoff_id == id => {
@@ -303,6 +343,7 @@ impl Session {
                     id,
                     hook,
                     deadline,
+                    moves,
                     abandoned: Some(Abandon::Aborted),
                 };
                 vec![]
@@ -315,12 +356,14 @@ impl Session {
                     id: handoff_id,
                     hook: Hook::Seal,
                     deadline,
+                    moves: None,
                     abandoned: None,
                 };
                 vec![Action::RunHook {
                     hook: Hook::Seal,
                     handoff_id,
                     budget,
+                    moves: None,
                 }]
             }
             (
@@ -353,6 +396,7 @@ impl Session {
             id,
             hook: Hook::Drain,
             deadline,
+            moves,
             abandoned,
         } = self.stage.clone()
         else {
@@ -360,13 +404,24 @@ impl Session {
             return vec![];
         };
         match (abandoned, result) {
-            (None, Ok(report)) => {
-                self.stage = Stage::Drained { id, deadline };
-                vec![Action::Send(Message::Drained {
-                    open_conns_remaining: report.open_conns_remaining,
-                    accept_closed: report.accept_closed,
-                })]
-            }
+            (None, Ok(report)) => match check_moved(&report.moved, moves) {
+                Err(reason) => self.end_hook(id, Some(Abandon::Failed(reason))),
+                Ok(()) => {
+                    self.stage = Stage::Drained { id, deadline };
+                    let drained = Action::Send(Message::Drained {
+                        open_conns_remaining: report.open_conns_remaining,
+                        accept_closed: report.accept_closed,
+                    });
+                    if moves.is_none() {
+                        return vec![drained];
+                    }
+                    let moving = Action::Send(Message::Moving {
+                        handoff_id: id,
+                        items: report.moved.len() as u32,
+                    });
+                    vec![moving, Action::SendItems(report.moved), drained]
+                }
+            },
             (None, Err(HookError(reason))) => self.end_hook(
                 id,
                 Some(Abandon::Failed(format!(
@@ -383,6 +438,7 @@ impl Session {
             hook: Hook::Seal,
             deadline,
             abandoned,
+            ..
         } = self.stage.clone()
         else {
             debug_assert!(false, "a seal result without a seal");
@@ -539,6 +595,24 @@ impl Session {
     }
 }
 
+/// Whether the drain's moved items fit what the handoff allows.
+fn check_moved(moved: &[MovedItem], moves: Option<u32>) -> Result<(), String> {
+    match moves {
+        None if moved.is_empty() => Ok(()),
+        None => Err(format!(
+            "the service moved {} descriptor(s), but this handoff does not move descriptors",
+            moved.len()
+        )),
+        Some(max) if moved.len() as u64 > u64::from(max) => Err(format!(
+            "the service moved {} descriptors; the successor can hold {max}",
+            moved.len()
+        )),
+        Some(_) => moved.iter().try_for_each(|item| {
+            check_item(&item.name, &item.unread, &item.unwritten, &item.state)
+        }),
+    }
+}
+
 fn aborted(id: HandoffId) -> Action {
     Action::Log(
         Level::Info,
@@ -589,7 +663,7 @@ mod tests {
         fn greeting() -> At {
             let now = Instant::now();
             At {
-                session: Session::new(timing(), now),
+                session: Session::new(timing(), PROTO_MOVES, now),
                 now,
                 id: HandoffId::random(),
             }
@@ -598,6 +672,38 @@ mod tests {
         fn idle() -> At {
             let mut at = At::greeting();
             assert_eq!(at.feed(Input::Message(ack())), [Action::SetVersion(1)]);
+            at
+        }
+
+        /// Idle on a connection that negotiated v2.
+        fn idle_v2() -> At {
+            let mut at = At::greeting();
+            let ack = Message::HelloAck {
+                proto_version_chosen: PROTO_MOVES,
+                handoff_id: HandoffId::random(),
+            };
+            assert_eq!(at.feed(Input::Message(ack)), [Action::SetVersion(2)]);
+            at
+        }
+
+        /// Draining a handoff that may move up to 10 descriptors.
+        fn draining_moves() -> At {
+            let mut at = At::idle_v2();
+            let id = at.id;
+            assert!(at
+                .message(Message::Transfer {
+                    handoff_id: id,
+                    items_max: 10,
+                })
+                .is_empty());
+            assert!(matches!(
+                at.message(prepare(id, 60_000))[..],
+                [Action::RunHook {
+                    hook: Hook::Drain,
+                    moves: Some(10),
+                    ..
+                }]
+            ));
             at
         }
 
@@ -774,7 +880,8 @@ mod tests {
             [Action::RunHook {
                 hook: Hook::Drain,
                 handoff_id: id,
-                budget: 5 * SECOND
+                budget: 5 * SECOND,
+                moves: None,
             }]
         );
         assert_eq!(at.session.handoff(), Some(id));
@@ -1025,5 +1132,116 @@ mod tests {
         assert!(at.message(Message::Heartbeat { ts_ms: 1 }).is_empty());
         assert!(at.later(100 * SECOND).is_empty());
         assert_eq!(at.session.next_timer(), None);
+    }
+
+    fn moved(n: usize) -> Vec<MovedItem> {
+        (0..n)
+            .map(|i| MovedItem {
+                kind: crate::protocol::ItemKind::Connection,
+                name: "kv".into(),
+                fd: 100 + i as i32,
+                unread: b"GET k".to_vec(),
+                unwritten: Vec::new(),
+                state: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn drained_with(items: Vec<MovedItem>) -> Input {
+        Input::Drained(Ok(DrainReport {
+            moved: items,
+            ..DrainReport::default()
+        }))
+    }
+
+    #[test]
+    fn a_transfer_makes_the_next_drain_move_descriptors() {
+        let mut at = At::draining_moves();
+        let id = at.id;
+        let items = moved(3);
+        assert_eq!(
+            at.feed(drained_with(items.clone())),
+            [
+                Action::Send(Message::Moving {
+                    handoff_id: id,
+                    items: 3
+                }),
+                Action::SendItems(items),
+                Action::Send(Message::Drained {
+                    open_conns_remaining: 0,
+                    accept_closed: false
+                }),
+            ]
+        );
+        // Moved, then aborted: the descriptors come back with the rollback.
+        assert_eq!(
+            at.message(Message::Abort {
+                handoff_id: id,
+                reason: "successor died".into()
+            })[1..],
+            [ROLL_BACK_HELD]
+        );
+    }
+
+    #[test]
+    fn a_moving_drain_with_nothing_to_move_still_says_so() {
+        let mut at = At::draining_moves();
+        let id = at.id;
+        assert_eq!(
+            at.feed(drained_with(Vec::new()))[..2],
+            [
+                Action::Send(Message::Moving {
+                    handoff_id: id,
+                    items: 0
+                }),
+                Action::SendItems(Vec::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_transfer_nothing_moves() {
+        // A Transfer for another handoff does not count.
+        let mut at = At::idle_v2();
+        let id = at.id;
+        at.message(Message::Transfer {
+            handoff_id: HandoffId::random(),
+            items_max: 10,
+        });
+        assert!(matches!(
+            at.message(prepare(id, 60_000))[..],
+            [Action::RunHook { moves: None, .. }]
+        ));
+        let actions = at.feed(drained_with(moved(1)));
+        assert_eq!(actions[0], ROLL_BACK_HELD);
+        assert!(closed_for(
+            &actions,
+            &["moved 1 descriptor(s)", "does not move descriptors"]
+        ));
+    }
+
+    #[test]
+    fn a_transfer_on_a_v1_connection_is_a_protocol_error() {
+        let mut at = At::idle();
+        let id = at.id;
+        let actions = at.message(Message::Transfer {
+            handoff_id: id,
+            items_max: 10,
+        });
+        assert!(closed_for(&actions, &["unexpected Transfer"]));
+    }
+
+    #[test]
+    fn a_drain_that_moves_more_than_the_successor_holds_rolls_back() {
+        let mut at = At::draining_moves();
+        let actions = at.feed(drained_with(moved(11)));
+        assert_eq!(actions[0], ROLL_BACK_HELD);
+        assert!(closed_for(&actions, &["moved 11", "can hold 10"]));
+
+        let mut at = At::draining_moves();
+        let mut big = moved(1);
+        big[0].state = vec![0; crate::protocol::MAX_ITEM_BYTES];
+        let actions = at.feed(drained_with(big));
+        assert!(closed_for(&actions, &["more than 1048000"]));
     }
 }
