@@ -31,6 +31,7 @@ impl Service for Hooks {
         Ok(DrainReport {
             open_conns_remaining: self.0.drain(),
             accept_closed: true,
+            ..DrainReport::default()
         })
     }
 
