@@ -395,6 +395,11 @@
 #define HANDOFF_CAUSE_CANCELLED 10
 
 /**
+ * More descriptors would move than the successor can hold (protocol v2).
+ */
+#define HANDOFF_CAUSE_LIMIT 11
+
+/**
  * The result of every fallible function. `HANDOFF_OK` is 0; each failure
  * has its own stable value.
  */

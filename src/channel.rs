@@ -156,7 +156,8 @@ impl Channel {
         })
     }
 
-    fn version(&self) -> u16 {
+    /// The version frames are sent with (the negotiated one, once set).
+    pub fn version(&self) -> u16 {
         *self
             .sender
             .version

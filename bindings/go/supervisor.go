@@ -169,6 +169,7 @@ const (
 	CauseIO         Cause = C.HANDOFF_CAUSE_IO
 	CauseJournal    Cause = C.HANDOFF_CAUSE_JOURNAL
 	CauseCancelled  Cause = C.HANDOFF_CAUSE_CANCELLED
+	CauseLimit      Cause = C.HANDOFF_CAUSE_LIMIT
 )
 
 // Outcome is the result of a handoff that reached the incumbent.

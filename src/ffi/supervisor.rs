@@ -437,6 +437,8 @@ pub const HANDOFF_CAUSE_IO: u32 = 8;
 pub const HANDOFF_CAUSE_JOURNAL: u32 = 9;
 /// `handoff_supervisor_cancel`.
 pub const HANDOFF_CAUSE_CANCELLED: u32 = 10;
+/// More descriptors would move than the successor can hold (protocol v2).
+pub const HANDOFF_CAUSE_LIMIT: u32 = 11;
 
 fn step_code(phase: HandoffPhase) -> u32 {
     match phase {
@@ -461,6 +463,7 @@ fn cause_code(cause: Cause) -> u32 {
         Cause::Io => HANDOFF_CAUSE_IO,
         Cause::Journal => HANDOFF_CAUSE_JOURNAL,
         Cause::Cancelled => HANDOFF_CAUSE_CANCELLED,
+        Cause::Limit => HANDOFF_CAUSE_LIMIT,
     }
 }
 

@@ -47,6 +47,8 @@ pub enum Cause {
     Journal,
     /// The supervisor's owner cancelled the handoff.
     Cancelled,
+    /// More would move than the successor can hold (its descriptor limit).
+    Limit,
 }
 
 impl Cause {
@@ -62,6 +64,7 @@ impl Cause {
             Cause::Io => "io",
             Cause::Journal => "journal",
             Cause::Cancelled => "cancelled",
+            Cause::Limit => "limit",
         }
     }
 }

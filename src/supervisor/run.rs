@@ -3,11 +3,11 @@
 //! deadline, the peer's liveness, heartbeats to the incumbent while the
 //! successor works, the successor's death, and cancellation.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::channel::{enable_passcred, Channel};
+use crate::channel::{enable_passcred, Channel, Incoming};
 use crate::crash::crash_point;
 use crate::error::Error;
 use crate::journal::{Journal, Phase};
@@ -15,7 +15,7 @@ use crate::log::event;
 use crate::pidfd::PidFd;
 use crate::poll;
 use crate::protocol::now_unix_ms;
-use crate::protocol::{describe, HandoffId, Message, Side};
+use crate::protocol::{describe, HandoffId, Message, Side, MAX_ITEMS_PER_BATCH, PROTO_MOVES};
 use crate::spawn::{describe_status, spawn, ChildProcess};
 
 use super::abort::{Abort, Cause, Party};
@@ -23,6 +23,14 @@ use super::hello::accept_hello;
 use super::{HandoffPhase, PhaseEvent, PhaseTimings, SpawnSpec, Supervisor};
 
 type Step<T> = std::result::Result<T, Abort>;
+
+/// A message a wait returned: who the kernel says sent it (a successor's)
+/// and, for an Item, its descriptor.
+struct Answer {
+    message: Message,
+    pid: Option<u32>,
+    descriptor: Option<OwnedFd>,
+}
 
 /// How long a successor that closed its control connection has to be seen
 /// dead, so that the rollback's reason says how it ended.
@@ -140,6 +148,7 @@ impl<'a> Run<'a> {
         self.spawn_successor(spec, incumbent, deadline)?;
         self.journal(Phase::Negotiating)?;
         crash_point!("S_AFTER_N_HELLO");
+        let items_max = self.offer_transfer(incumbent, deadline)?;
         self.timings.spawn = phase.elapsed();
         self.phase_done(HandoffPhase::Spawn);
 
@@ -159,6 +168,10 @@ impl<'a> Run<'a> {
         // The drain's budget gets slack for the frames in flight; the whole
         // handoff ends at its deadline, not a second later.
         let drain_deadline = (phase + spec.drain_grace + timeouts.wire_slack).min(deadline);
+        let moved = match items_max {
+            Some(max) => Some(self.forward_items(incumbent, max, drain_deadline)?),
+            None => None,
+        };
         match self.wait(incumbent, Peer::Incumbent, drain_deadline, "Drained")? {
             Message::Drained { .. } => {}
             other => return Err(self.unexpected(Peer::Incumbent, "Drained", &other)),
@@ -224,6 +237,19 @@ impl<'a> Run<'a> {
             }
         }
         crash_point!("S_AFTER_BEGIN");
+        if let Some(moved) = moved {
+            match self.wait(incumbent, Peer::Successor, deadline, "Adopted")? {
+                Message::Adopted { handoff_id, items } if handoff_id == id && items == moved => {}
+                Message::Adopted { items, .. } => {
+                    return Err(self.abort(
+                        Party::Successor,
+                        Cause::Protocol,
+                        format!("the successor adopted {items} of the {moved} moved item(s)"),
+                    ))
+                }
+                other => return Err(self.unexpected(Peer::Successor, "Adopted", &other)),
+            }
+        }
         match self.wait(incumbent, Peer::Successor, deadline, "Ready")? {
             Message::Ready { handoff_id, .. } if handoff_id == id => {}
             other => return Err(self.unexpected(Peer::Successor, "Ready", &other)),
@@ -262,6 +288,119 @@ impl<'a> Run<'a> {
         )
     }
 
+    /// When both peers speak v2: the successor's Capacity, then Transfer
+    /// to the incumbent (docs/protocol.md). The most that may move, or None
+    /// for a v1 handoff (the drain closes connections).
+    fn offer_transfer(&mut self, incumbent: &mut Channel, deadline: Instant) -> Step<Option<u32>> {
+        let successor_version = self.successor_channel.as_ref().map_or(0, Channel::version);
+        if incumbent.version() < PROTO_MOVES || successor_version < PROTO_MOVES {
+            return Ok(None);
+        }
+        let by = (Instant::now() + self.supervisor.timeouts.hello).min(deadline);
+        let items_max = match self.wait(incumbent, Peer::Successor, by, "Capacity")? {
+            Message::Capacity { descriptors } => descriptors,
+            other => return Err(self.unexpected(Peer::Successor, "Capacity", &other)),
+        };
+        incumbent
+            .send(&Message::Transfer {
+                handoff_id: self.handoff_id,
+                items_max,
+            })
+            .map_err(|e| self.send_failed(Peer::Incumbent, "Transfer", e))?;
+        Ok(Some(items_max))
+    }
+
+    /// The incumbent's Moving and Items, passed on to the successor batch
+    /// by batch as they arrive; our copies close once sent. How many moved.
+    fn forward_items(
+        &mut self,
+        incumbent: &mut Channel,
+        items_max: u32,
+        deadline: Instant,
+    ) -> Step<u32> {
+        let id = self.handoff_id;
+        let items = match self.wait(incumbent, Peer::Incumbent, deadline, "Moving")? {
+            Message::Moving { handoff_id, items } if handoff_id == id => items,
+            other => return Err(self.unexpected(Peer::Incumbent, "Moving", &other)),
+        };
+        if items > items_max {
+            return Err(self.abort(
+                Party::Successor,
+                Cause::Limit,
+                format!(
+                    "the incumbent moves {items} descriptor(s); the successor can hold {items_max} \
+                     (raise its RLIMIT_NOFILE)"
+                ),
+            ));
+        }
+        self.send_successor(&Message::Moving {
+            handoff_id: id,
+            items,
+        })?;
+        let mut forwarded = 0u32;
+        while forwarded < items {
+            let first = self.wait_answer(incumbent, Peer::Incumbent, deadline, "Item")?;
+            let mut batch = vec![self.item(first, forwarded)?];
+            // Whatever else is already here goes in the same batch.
+            while batch.len() < MAX_ITEMS_PER_BATCH && forwarded + (batch.len() as u32) < items {
+                match incumbent.next_incoming() {
+                    Ok(Some(Incoming {
+                        message,
+                        descriptor,
+                    })) => {
+                        let answer = Answer {
+                            message,
+                            pid: None,
+                            descriptor,
+                        };
+                        batch.push(self.item(answer, forwarded + batch.len() as u32)?);
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(self.abort(
+                            Party::Incumbent,
+                            Cause::Protocol,
+                            format!("moving descriptors: {e}"),
+                        ))
+                    }
+                }
+            }
+            let frames: Vec<_> = batch
+                .iter()
+                .map(|(message, fd)| (message.clone(), fd.as_raw_fd()))
+                .collect();
+            let sent = self
+                .successor_channel
+                .as_ref()
+                .expect("handshake done")
+                .sender()
+                .send_items(&frames);
+            sent.map_err(|e| self.send_failed(Peer::Successor, "Item", e))?;
+            forwarded += batch.len() as u32;
+        }
+        Ok(forwarded)
+    }
+
+    /// An Item frame with its descriptor, the `seq`-th one.
+    fn item(&self, answer: Answer, seq: u32) -> Step<(Message, OwnedFd)> {
+        match (answer.message, answer.descriptor) {
+            (message @ Message::Item { seq: got, .. }, Some(fd)) if got == seq => Ok((message, fd)),
+            (Message::Item { seq: got, .. }, Some(_)) => Err(self.abort(
+                Party::Incumbent,
+                Cause::Protocol,
+                format!("Item {got} where Item {seq} was due"),
+            )),
+            (other, _) => Err(self.unexpected(Peer::Incumbent, "Item", &other)),
+        }
+    }
+
+    fn send_successor(&self, message: &Message) -> Step<()> {
+        let channel = self.successor_channel.as_ref().expect("handshake done");
+        channel
+            .send(message)
+            .map_err(|e| self.send_failed(Peer::Successor, message.kind().name(), e))
+    }
+
     fn spawn_successor(
         &mut self,
         spec: &SpawnSpec,
@@ -297,7 +436,11 @@ impl<'a> Run<'a> {
         self.successor_channel = Some(channel);
         crash_point!("S_AFTER_SPAWN");
         let hello_by = (Instant::now() + self.supervisor.timeouts.hello).min(deadline);
-        let (hello, sender) = self.wait_attested(incumbent, Peer::Successor, hello_by, "Hello")?;
+        let Answer {
+            message: hello,
+            pid: sender,
+            ..
+        } = self.wait_answer(incumbent, Peer::Successor, hello_by, "Hello")?;
         // Invariant 9: the Hello must come from the child we spawned, as the
         // kernel attests, not merely claim its pid.
         if sender != Some(pid) {
@@ -318,6 +461,8 @@ impl<'a> Run<'a> {
         acked.map_err(|e| self.send_failed(Peer::Successor, "HelloAck", e))
     }
 
+    /// The next message from `from` (see [`Run::wait_answer`]); one that
+    /// brings a descriptor has no place here.
     fn wait(
         &mut self,
         incumbent: &mut Channel,
@@ -325,8 +470,18 @@ impl<'a> Run<'a> {
         deadline: Instant,
         what: &str,
     ) -> Step<Message> {
-        self.wait_attested(incumbent, from, deadline, what)
-            .map(|(message, _)| message)
+        let answer = self.wait_answer(incumbent, from, deadline, what)?;
+        if answer.descriptor.is_some() {
+            return Err(self.abort(
+                from.party(),
+                Cause::Protocol,
+                format!(
+                    "expected {what}, got {} with a descriptor",
+                    describe(&answer.message)
+                ),
+            ));
+        }
+        Ok(answer.message)
     }
 
     /// The next message from `from` other than a heartbeat (or seal
@@ -335,19 +490,23 @@ impl<'a> Run<'a> {
     /// (a successor may preload its state before its Hello, and opens it
     /// after Begin), and the successor's death, the peer's silence, the
     /// deadline and a cancellation each end the wait at once.
-    fn wait_attested(
+    fn wait_answer(
         &mut self,
         incumbent: &mut Channel,
         from: Peer,
         deadline: Instant,
         what: &str,
-    ) -> Step<(Message, Option<u32>)> {
+    ) -> Step<Answer> {
         let timeouts = self.supervisor.timeouts;
         let mut last_frame = Instant::now();
         let mut next_beat = Instant::now() + timeouts.heartbeat;
         loop {
             match self.take_message(incumbent, from) {
-                Ok(Some((Message::Heartbeat { .. } | Message::SealProgress { .. }, _))) => {
+                Ok(Some(Answer {
+                    message: Message::Heartbeat { .. } | Message::SealProgress { .. },
+                    descriptor: None,
+                    ..
+                })) => {
                     last_frame = Instant::now();
                     continue;
                 }
@@ -383,8 +542,12 @@ impl<'a> Run<'a> {
                 // (before we read it) was authoritative from its Ready on:
                 // a Ready already sent binds, whatever followed it.
                 if from == Peer::Successor {
-                    if let Some(answer) = self.buffered_answer() {
-                        return Ok((answer, None));
+                    if let Some(message) = self.buffered_answer() {
+                        return Ok(Answer {
+                            message,
+                            pid: None,
+                            descriptor: None,
+                        });
                     }
                 }
                 return Err(self.successor_death(Duration::ZERO).unwrap_or_else(|| {
@@ -482,21 +645,30 @@ impl<'a> Run<'a> {
         &mut self,
         incumbent: &mut Channel,
         from: Peer,
-    ) -> crate::Result<Option<(Message, Option<u32>)>> {
+    ) -> crate::Result<Option<Answer>> {
+        let from_incumbent = |incoming: Incoming| Answer {
+            message: incoming.message,
+            pid: None,
+            descriptor: incoming.descriptor,
+        };
         match from {
             Peer::Incumbent => {
-                if let Some(message) = incumbent.next_message()? {
-                    return Ok(Some((message, None)));
+                if let Some(incoming) = incumbent.next_incoming()? {
+                    return Ok(Some(from_incumbent(incoming)));
                 }
                 incumbent.fill()?;
-                Ok(incumbent.next_message()?.map(|m| (m, None)))
+                Ok(incumbent.next_incoming()?.map(from_incumbent))
             }
             Peer::Successor => {
                 let Some(channel) = self.successor_channel.as_mut() else {
                     return Ok(None);
                 };
                 match channel.recv_attested(Instant::now()) {
-                    Ok(answer) => Ok(Some(answer)),
+                    Ok((message, pid)) => Ok(Some(Answer {
+                        message,
+                        pid,
+                        descriptor: None,
+                    })),
                     Err(Error::Timeout) => Ok(None),
                     Err(e) => Err(e),
                 }

@@ -150,6 +150,7 @@ class Cause(IntEnum):
     IO = 8
     JOURNAL = 9
     CANCELLED = 10
+    LIMIT = 11
 
 
 def _enum(kind: type[_E], value: int, fallback: _E) -> _E:
