@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::fdpass::{recv_with_descriptors, send_with_descriptors, Received};
 use crate::frame::{encode_frame, FrameReader};
 use crate::poll::{wait_fd, Wait};
-use crate::protocol::{Message, MessageKind, MAX_ITEMS_PER_BATCH, PROTO_MAX, PROTO_MOVES};
+use crate::protocol::{Message, MessageKind, MAX_ITEMS_PER_BATCH, PROTO_MIN, PROTO_MOVES};
 
 /// How long a blocked send may wait for the peer to make room.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -145,7 +145,9 @@ impl Channel {
         Ok(Channel {
             sender: Sender {
                 stream: Arc::clone(&stream),
-                version: Arc::new(Mutex::new(PROTO_MAX)),
+                // Until negotiation: v1, unless the owner stamps its Hello
+                // with a higher version it offers.
+                version: Arc::new(Mutex::new(PROTO_MIN)),
                 lock: Arc::new(Mutex::new(())),
             },
             stream,

@@ -12,9 +12,10 @@ use crate::error::{Error, Result};
 
 /// Lowest protocol version this build speaks.
 pub const PROTO_MIN: u16 = 1;
-/// Highest protocol version this build speaks. Stays 1 until every role
-/// can move descriptors: a build offers v2 only when it can keep its word.
-pub const PROTO_MAX: u16 = 1;
+/// Highest protocol version this build speaks. The supervisor offers it;
+/// an incumbent or successor offers v2 only when its service moves or
+/// adopts descriptors (docs/protocol.md, "Negotiation").
+pub const PROTO_MAX: u16 = 2;
 /// The version that adds the messages moving descriptors.
 pub const PROTO_MOVES: u16 = 2;
 /// Most descriptors one `sendmsg` may carry (the kernel's SCM_MAX_FD).
@@ -306,8 +307,8 @@ impl MessageKind {
         }
     }
 
-    /// The message of this kind with every field zero or empty, except that
-    /// a `Hello` announces this build's version range.
+    /// The message of this kind with every field zero or empty, except the
+    /// versions: a `Hello` announces 1..=1, a `HelloAck` chooses 1.
     pub fn default_message(self) -> Message {
         let id = HandoffId::default();
         match self {
@@ -316,11 +317,11 @@ impl MessageKind {
                 pid: 0,
                 build_id: Vec::new(),
                 proto_min: PROTO_MIN,
-                proto_max: PROTO_MAX,
+                proto_max: PROTO_MIN,
                 capabilities: Capabilities::default(),
             },
             MessageKind::HelloAck => Message::HelloAck {
-                proto_version_chosen: PROTO_MAX,
+                proto_version_chosen: PROTO_MIN,
                 handoff_id: id,
             },
             MessageKind::PrepareHandoff => Message::PrepareHandoff {

@@ -420,12 +420,7 @@ const PLACEMENT_FAILED: i32 = -1;
 
 /// The soft RLIMIT_NOFILE.
 fn descriptor_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct we pass.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+    crate::sys::descriptor_limits().ok().map(|(soft, _)| soft)
 }
 
 /// Out of descriptors while passing `listeners` (and a control socket).

@@ -17,11 +17,38 @@ use crate::lock::DataDirLock;
 use crate::log::event;
 use crate::poll::{wait_fd, Wait};
 use crate::protocol::{
-    negotiate_version, Capabilities, HandoffId, Message, Side, PROTO_MAX, PROTO_MIN,
+    describe, negotiate_version, Capabilities, HandoffId, ItemKind, Message, Side, PROTO_MIN,
+    PROTO_MOVES,
 };
 
 /// How long the supervisor has to answer our Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Descriptors kept free for the service's own use (its files, accepted
+/// clients) when it says how many moved ones it can take.
+const DESCRIPTOR_RESERVE: usize = 64;
+
+/// A descriptor the incumbent moved to us (protocol v2), ours from
+/// [`Successor::adopt_items`] on: a connection goes on with `unwritten`
+/// written first, then `unread` processed, then the socket read.
+#[derive(Debug)]
+pub struct AdoptedItem {
+    pub kind: ItemKind,
+    pub name: String,
+    pub fd: OwnedFd,
+    pub unread: Vec<u8>,
+    pub unwritten: Vec<u8>,
+    pub state: Vec<u8>,
+}
+
+/// What moves in this handoff, as far as it has come.
+#[derive(Debug, Default)]
+struct Moves {
+    /// Moving's count, once it came.
+    announced: Option<u32>,
+    received: Vec<AdoptedItem>,
+    /// The service has taken them (after its lock).
+    adopted: bool,
+}
 
 /// What the successor announces in Ready.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +70,10 @@ pub struct Successor {
     channel: Channel,
     listeners: Listeners,
     stage: Stage,
+    /// The service takes moved descriptors: offer protocol v2.
+    adopts: bool,
+    /// Some once the handshake chose v2.
+    moves: Option<Moves>,
 }
 
 impl Successor {
@@ -52,7 +83,22 @@ impl Successor {
             channel: Channel::new(UnixStream::from(control))?,
             listeners,
             stage: Stage::New,
+            adopts: false,
+            moves: None,
         })
+    }
+
+    /// The service adopts the descriptors an incumbent moves (its
+    /// connections, named descriptors): the handshake offers protocol v2.
+    /// Before the handshake.
+    pub fn set_adopts_descriptors(&mut self, adopts: bool) -> Result<()> {
+        if self.stage != Stage::New {
+            return Err(Error::WrongState(
+                "adopting descriptors is decided before the handshake".into(),
+            ));
+        }
+        self.adopts = adopts;
+        Ok(())
     }
 
     /// The handoff id, once the supervisor has answered our Hello.
@@ -68,12 +114,13 @@ impl Successor {
         if self.stage != Stage::New {
             return Err(Error::WrongState("handshake already done".into()));
         }
+        self.channel.set_version(self.offered_version());
         self.channel.send(&Message::Hello {
             role: Side::Successor,
             pid: std::process::id(),
             build_id: build_id.to_vec(),
             proto_min: PROTO_MIN,
-            proto_max: PROTO_MAX,
+            proto_max: self.offered_version(),
             capabilities: Capabilities::default(),
         })?;
         let deadline = Instant::now() + HELLO_TIMEOUT;
@@ -93,11 +140,25 @@ impl Successor {
                 }
             }
         };
-        negotiate_version((PROTO_MIN, PROTO_MAX), (version, version))?;
+        negotiate_version((PROTO_MIN, self.offered_version()), (version, version))?;
         self.channel.set_version(version);
+        if version >= PROTO_MOVES {
+            self.channel.send(&Message::Capacity {
+                descriptors: descriptor_capacity(),
+            })?;
+            self.moves = Some(Moves::default());
+        }
         self.stage = Stage::Handshook(handoff_id);
         crash_point!("N_AFTER_HELLO");
         Ok(handoff_id)
+    }
+
+    fn offered_version(&self) -> u16 {
+        if self.adopts {
+            PROTO_MOVES
+        } else {
+            PROTO_MIN
+        }
     }
 
     /// Wait for Begin: the incumbent has sealed and released the lock. An
@@ -144,21 +205,61 @@ impl Successor {
             }
         };
         loop {
-            let message = match self.channel.next_message()? {
-                Some(message) => message,
+            let incoming = match self.channel.next_incoming()? {
+                Some(incoming) => incoming,
                 None => match self.channel.fill()? {
                     Filled::Some => continue,
                     Filled::Nothing => return Ok(false),
                 },
             };
-            match message {
-                Message::Begin { handoff_id } if handoff_id == expected => break,
-                Message::Heartbeat { .. } => {}
-                Message::Abort { reason, .. } => return Err(Error::Aborted(reason)),
-                other => {
+            match (incoming.message, incoming.descriptor, self.moves.as_mut()) {
+                (Message::Begin { handoff_id }, None, moves) if handoff_id == expected => {
+                    if let Some(moves) = moves {
+                        let announced = moves.announced.unwrap_or(0) as usize;
+                        if moves.received.len() != announced {
+                            return Err(Error::Protocol(format!(
+                                "Begin with {} of the {announced} moved item(s) received",
+                                moves.received.len()
+                            )));
+                        }
+                    }
+                    break;
+                }
+                (Message::Heartbeat { .. }, None, _) => {}
+                (Message::Abort { reason, .. }, None, _) => return Err(Error::Aborted(reason)),
+                (Message::Moving { handoff_id, items }, None, Some(moves))
+                    if handoff_id == expected && moves.announced.is_none() =>
+                {
+                    moves.announced = Some(items);
+                }
+                (
+                    Message::Item {
+                        seq,
+                        kind,
+                        name,
+                        unread,
+                        unwritten,
+                        state,
+                    },
+                    Some(fd),
+                    Some(moves),
+                ) if seq as usize == moves.received.len()
+                    && moves.announced.is_some_and(|n| seq < n) =>
+                {
+                    // Held, neither read nor written, until the lock is ours.
+                    moves.received.push(AdoptedItem {
+                        kind,
+                        name,
+                        fd,
+                        unread,
+                        unwritten,
+                        state,
+                    });
+                }
+                (other, _, _) => {
                     return Err(Error::Protocol(format!(
                         "expected Begin for {expected}, got {}",
-                        other.kind().name()
+                        describe(&other)
                     )))
                 }
             }
@@ -166,6 +267,29 @@ impl Successor {
         crash_point!("N_AFTER_BEGIN");
         self.stage = Stage::Begun(expected);
         Ok(true)
+    }
+
+    /// The descriptors the incumbent moved, with their state, for the
+    /// service to adopt: only after Begin, and only with the data-dir lock
+    /// in hand (invariant 5: nothing is read or written before). Empty when
+    /// nothing moved; once only.
+    pub fn adopt_items(&mut self, lock: &DataDirLock) -> Result<Vec<AdoptedItem>> {
+        let _ = lock; // the proof that the lock is ours
+        if !matches!(self.stage, Stage::Begun(_)) {
+            return Err(Error::WrongState(
+                "moved items are adopted after Begin".into(),
+            ));
+        }
+        match self.moves.as_mut() {
+            None => Ok(Vec::new()),
+            Some(moves) if moves.adopted => Err(Error::WrongState(
+                "the moved items were adopted already".into(),
+            )),
+            Some(moves) => {
+                moves.adopted = true;
+                Ok(std::mem::take(&mut moves.received))
+            }
+        }
     }
 
     /// The inherited listeners; only after Begin, since before it they are
@@ -210,7 +334,20 @@ impl Successor {
         let Stage::Begun(handoff_id) = self.stage else {
             return Err(Error::WrongState("Ready is announced after Begin".into()));
         };
+        if let Some(moves) = &self.moves {
+            let announced = moves.announced.unwrap_or(0);
+            if announced > 0 && !moves.adopted {
+                return Err(Error::WrongState(format!(
+                    "{announced} moved item(s) not adopted: adopt_items before Ready"
+                )));
+            }
+        }
         let control = ControlSocket::bind(control_path)?;
+        // Only in a handoff that moved (Moving came): the supervisor then
+        // waits for it before Ready.
+        if let Some(items) = self.moves.as_ref().and_then(|m| m.announced) {
+            self.channel.send(&Message::Adopted { handoff_id, items })?;
+        }
         self.channel.send(&Message::Ready {
             handoff_id,
             listening_on: readiness.listening_on,
@@ -240,4 +377,15 @@ impl Drop for HeartbeatGuard {
             let _ = thread.join();
         }
     }
+}
+
+/// How many moved descriptors this process can take in: its soft limit
+/// raised to the hard one, less what is open and a reserve.
+fn descriptor_capacity() -> u32 {
+    let limit = match crate::sys::raise_descriptor_limit() {
+        Ok(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
+        Err(_) => 0,
+    };
+    let free = limit.saturating_sub(crate::sys::open_descriptors() + DESCRIPTOR_RESERVE);
+    u32::try_from(free).unwrap_or(u32::MAX)
 }

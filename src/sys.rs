@@ -142,3 +142,50 @@ pub fn is_cloexec(fd: RawFd) -> io::Result<bool> {
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
     Ok(flags & libc::FD_CLOEXEC != 0)
 }
+
+/// The soft and hard RLIMIT_NOFILE (RLIM_INFINITY as u64::MAX).
+pub fn descriptor_limits() -> io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    Ok((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard one (as far as the kernel's
+/// nr_open lets it), and answer the soft limit now in force.
+pub fn raise_descriptor_limit() -> io::Result<u64> {
+    let (soft, hard) = descriptor_limits()?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    if check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) }).is_err() {
+        // An infinite hard limit may be above nr_open: leave it as it was.
+        return Ok(soft);
+    }
+    Ok(hard)
+}
+
+/// Descriptors this process has open (from /proc/self/fd, less the one
+/// reading it).
+pub fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
+}
+
+/// Descriptors this process may still open (usize::MAX when unlimited or
+/// unknown).
+pub fn free_descriptors() -> usize {
+    match descriptor_limits() {
+        Ok((soft, _)) if soft != libc::RLIM_INFINITY => usize::try_from(soft)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(open_descriptors()),
+        _ => usize::MAX,
+    }
+}

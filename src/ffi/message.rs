@@ -4,7 +4,7 @@ use super::args::{arg_bytes, arg_mut, arg_ref, Out};
 use super::fields::{slot, slot_mut, wrong_type, SlotMut, SlotRef};
 use super::{boundary, handoff_error, handoff_status, Failure, HANDOFF_MSG_INVALID};
 use crate::frame::{decode_frame, encode_frame_into, Frame};
-use crate::protocol::{HandoffId, ItemKind, MessageKind, Side, PROTO_MAX};
+use crate::protocol::{HandoffId, ItemKind, MessageKind, Side, PROTO_MIN};
 use crate::Error;
 
 /// One protocol message and the protocol version of its frame. Created by
@@ -38,7 +38,7 @@ pub unsafe extern "C" fn handoff_message_new(
         let kind = MessageKind::from_index(kind)
             .ok_or_else(|| Failure::invalid(format!("unknown message kind {kind} (0..=18)")))?;
         out.write(handoff_message::boxed(Frame {
-            version: PROTO_MAX.max(kind.since_version()),
+            version: PROTO_MIN.max(kind.since_version()),
             message: kind.default_message(),
         }));
         Ok(())

@@ -489,6 +489,8 @@ impl<'a> Driver<'a> {
             proto_max: self.offered_version(),
             capabilities: Capabilities::default(),
         };
+        // Before negotiation a frame carries the sender's highest version.
+        channel.set_version(self.offered_version());
         if let Err(e) = channel.send(&hello) {
             event!(
                 Debug,

@@ -293,14 +293,18 @@ impl<'a> Run<'a> {
     /// for a v1 handoff (the drain closes connections).
     fn offer_transfer(&mut self, incumbent: &mut Channel, deadline: Instant) -> Step<Option<u32>> {
         let successor_version = self.successor_channel.as_ref().map_or(0, Channel::version);
-        if incumbent.version() < PROTO_MOVES || successor_version < PROTO_MOVES {
+        if successor_version < PROTO_MOVES {
             return Ok(None);
         }
+        // A v2 successor says its Capacity whatever the incumbent speaks.
         let by = (Instant::now() + self.supervisor.timeouts.hello).min(deadline);
         let items_max = match self.wait(incumbent, Peer::Successor, by, "Capacity")? {
             Message::Capacity { descriptors } => descriptors,
             other => return Err(self.unexpected(Peer::Successor, "Capacity", &other)),
         };
+        if incumbent.version() < PROTO_MOVES {
+            return Ok(None);
+        }
         incumbent
             .send(&Message::Transfer {
                 handoff_id: self.handoff_id,

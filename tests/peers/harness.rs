@@ -17,13 +17,15 @@ use std::time::{Duration, Instant, SystemTime};
 use handoff::lock::{DataDirLock, LockState};
 use handoff::spawn::ChildProcess;
 
-/// The two peer services (examples declared in Cargo.toml).
+/// The peer services (examples declared in Cargo.toml).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Impl {
     /// tests/peers/our_service.rs, on libhandoff.
     Ours,
     /// tests/peers/beyond_service.rs, on the reference crate.
     Beyond,
+    /// tests/peers/mover_service.rs: connections and table move (v2).
+    Mover,
 }
 
 impl Impl {
@@ -32,6 +34,7 @@ impl Impl {
         match self {
             Impl::Ours => "peer-ours",
             Impl::Beyond => "peer-beyond",
+            Impl::Mover => "peer-mover",
         }
     }
 
@@ -40,6 +43,7 @@ impl Impl {
         match self {
             Impl::Ours => "ours",
             Impl::Beyond => "beyond",
+            Impl::Mover => "mover",
         }
     }
 }
@@ -79,7 +83,8 @@ fn build_peers() -> Result<(), String> {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .arg("build")
         .args(["--example", Impl::Ours.program()])
-        .args(["--example", Impl::Beyond.program()]);
+        .args(["--example", Impl::Beyond.program()])
+        .args(["--example", Impl::Mover.program()]);
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -130,10 +135,12 @@ fn peers_fresh() -> bool {
             None => return false,
         }
     }
-    [Impl::Ours, Impl::Beyond].into_iter().all(|which| {
-        modified(&profile_dir().join("examples").join(which.program()))
-            .is_some_and(|built| built > newest)
-    })
+    [Impl::Ours, Impl::Beyond, Impl::Mover]
+        .into_iter()
+        .all(|which| {
+            modified(&profile_dir().join("examples").join(which.program()))
+                .is_some_and(|built| built > newest)
+        })
 }
 
 /// The path of a peer program, built on first use.

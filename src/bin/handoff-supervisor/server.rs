@@ -34,7 +34,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(shared: Shared, config: Arc<Config>, events: Sender<Event>) -> Context {
-        let connections = Connections::new(free_descriptors());
+        let connections = Connections::new(handoff::sys::free_descriptors());
         log!(
             Debug,
             &[],
@@ -91,24 +91,6 @@ impl Context {
         }
         None
     }
-}
-
-/// Descriptors this process may still open.
-fn free_descriptors() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct we pass.
-    #[allow(unsafe_code)]
-    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
-    if !known || limit.rlim_cur == libc::RLIM_INFINITY {
-        return usize::MAX;
-    }
-    usize::try_from(limit.rlim_cur)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(open)
 }
 
 /// A descriptor held in reserve: when accept finds the table full, it is

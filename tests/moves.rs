@@ -1,0 +1,267 @@
+//! Protocol v2 end to end: client connections and a named descriptor (an
+//! in-memory table in a memfd) move from the incumbent to its successor
+//! (docs/protocol.md), with real processes (tests/peers/mover_service.rs,
+//! example `peer-mover`), our supervisor, real TCP connections and real
+//! descriptor passing.
+//!
+//! Checked: an idle connection, a pipelining one and one holding half a
+//! request line stay open across handoffs (no EOF, no reset, no resend),
+//! each answered by every generation in turn, every answer right and in
+//! order; the table moves without a disk; a successor that exits after
+//! adopting what moved rolls back with every connection going on with the
+//! incumbent, nothing lost, nothing answered twice; and a v1 peer still
+//! gets v1 (the connections closed by the drain).
+
+#[path = "peers/harness.rs"]
+mod harness;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use handoff::spawn::Command;
+use handoff::supervisor::{Cause, Party, SpawnSpec, Supervisor};
+use harness::{peer_args, peer_binary, wait_serving, Impl, Procs};
+
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Service {
+    procs: Procs,
+    _tmp: tempfile::TempDir,
+    data_dir: PathBuf,
+    control: PathBuf,
+    addr: SocketAddr,
+    supervisor: Supervisor,
+}
+
+impl Service {
+    fn start() -> (Service, u32) {
+        Service::start_as(Impl::Mover)
+    }
+
+    /// The first generation is `which`.
+    fn start_as(which: Impl) -> (Service, u32) {
+        let tmp = tempfile::Builder::new()
+            .prefix("moves-")
+            .tempdir()
+            .expect("tempdir");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local_addr");
+        let control = tmp.path().join("control.sock");
+        let supervisor = Supervisor::new(&control)
+            .with_listener("kv", OwnedFd::from(listener))
+            .expect("add listener")
+            .with_journal(tmp.path().join("journal/state.bin"));
+        let mut service = Service {
+            procs: Procs::default(),
+            data_dir: tmp.path().join("data"),
+            control,
+            addr,
+            supervisor,
+            _tmp: tmp,
+        };
+        let child = service
+            .supervisor
+            .spawn_cold(&service.spec(which, &[]).command)
+            .expect("spawn_cold");
+        let pid = service.procs.add_ours(child);
+        service.wait_serving(pid, which);
+        (service, pid)
+    }
+
+    fn spec(&self, which: Impl, extra: &[&str]) -> SpawnSpec {
+        let mut args = peer_args(&self.data_dir, &self.control);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        SpawnSpec {
+            command: Command {
+                binary: peer_binary(which),
+                args: args.into_iter().map(Into::into).collect(),
+                env: Vec::new(),
+            },
+            deadline: Duration::from_secs(30),
+            drain_grace: Duration::from_secs(10),
+        }
+    }
+
+    fn wait_serving(&self, pid: u32, which: Impl) {
+        wait_serving(self.addr, &self.data_dir, &self.control, None, pid, which);
+    }
+
+    /// A committed handoff to `which`: the new pid (the old one exited 0).
+    fn hand_off(&mut self, old: u32, which: Impl) -> u32 {
+        let outcome = self
+            .supervisor
+            .perform_handoff(&self.spec(which, &[]))
+            .expect("perform_handoff");
+        let new = outcome.successor.map(|child| self.procs.add_ours(child));
+        assert!(outcome.committed, "rolled back: {:?}", outcome.abort_reason);
+        assert_eq!(
+            self.procs.wait_exit(old, EXIT_TIMEOUT),
+            Ok(0),
+            "the old incumbent"
+        );
+        let new = new.expect("a committed outcome has its successor");
+        self.wait_serving(new, which);
+        new
+    }
+}
+
+/// A kept client connection.
+struct Client {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Client { stream, reader }
+    }
+
+    fn send(&mut self, bytes: &str) {
+        self.stream
+            .write_all(bytes.as_bytes())
+            .unwrap_or_else(|e| panic!("sending {bytes:?}: {e}"));
+    }
+
+    /// The next answer line; an EOF or a reset fails the test.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => panic!("the connection was closed (EOF)"),
+            Ok(_) => line.trim_end().to_string(),
+            Err(e) => panic!("reading an answer: {e}"),
+        }
+    }
+
+    fn ask(&mut self, request: &str) -> String {
+        self.send(&format!("{request}\n"));
+        self.line()
+    }
+
+    /// Who answers PING on this connection.
+    fn pid(&mut self) -> u32 {
+        let answer = self.ask("PING");
+        let mut words = answer.split(' ');
+        assert_eq!(words.next(), Some("PONG"), "{answer:?}");
+        words.next().and_then(|p| p.parse().ok()).expect("a pid")
+    }
+}
+
+/// Every kind of kept connection, and the table, across four handoffs.
+#[test]
+fn connections_and_an_in_memory_table_survive_handoffs() {
+    let (mut service, mut pid) = Service::start();
+    let mut idle = Client::connect(service.addr);
+    let mut pipelining = Client::connect(service.addr);
+    let mut half = Client::connect(service.addr);
+    assert_eq!(idle.pid(), pid);
+    assert_eq!(pipelining.pid(), pid);
+    assert_eq!(half.pid(), pid);
+    let mut written = 0;
+    for generation in 0..4 {
+        // Pipelined: requests sent, answers not yet read, when the handoff
+        // comes; then read back in order.
+        for i in 0..20 {
+            pipelining.send(&format!("SET k{} v{}\n", written + i, written + i));
+        }
+        // Half a request line, completed after the handoff.
+        half.send("GET k");
+        let new = service.hand_off(pid, Impl::Mover);
+        assert_ne!(new, pid);
+        for _ in 0..20 {
+            assert_eq!(pipelining.line(), "OK");
+        }
+        written += 20;
+        half.send("0\n");
+        assert_eq!(half.line(), "VALUE v0", "generation {generation}");
+        // Every connection is served by the new process now.
+        assert_eq!(idle.pid(), new, "the idle connection");
+        assert_eq!(pipelining.pid(), new, "the pipelining connection");
+        assert_eq!(half.pid(), new, "the half-line connection");
+        // The table came along in its memfd: every write reads back.
+        for i in 0..written {
+            assert_eq!(pipelining.ask(&format!("GET k{i}")), format!("VALUE v{i}"));
+        }
+        pid = new;
+    }
+}
+
+/// The successor exits after it adopted the connections and the table,
+/// before Ready: the handoff rolls back, and every connection goes on with
+/// the incumbent with nothing lost or answered twice; the next handoff
+/// moves them again.
+#[test]
+fn a_successor_that_exits_after_adopting_rolls_everything_back() {
+    let (mut service, pid) = Service::start();
+    let mut pipelining = Client::connect(service.addr);
+    let mut half = Client::connect(service.addr);
+    assert_eq!(pipelining.ask("SET before 1"), "OK");
+    for i in 0..10 {
+        pipelining.send(&format!("SET p{i} {i}\n"));
+    }
+    half.send("GET bef");
+    let outcome = service
+        .supervisor
+        .perform_handoff(&service.spec(Impl::Mover, &["--exit-after-adopt"]))
+        .expect("perform_handoff");
+    assert!(
+        !outcome.committed,
+        "a successor that exited before Ready committed"
+    );
+    let abort = outcome.abort.expect("a reason");
+    assert_eq!(abort.party, Party::Successor, "{abort:?}");
+    assert_eq!(abort.cause, Cause::Exited, "{abort:?}");
+    // The incumbent answers everything, once, in order.
+    for _ in 0..10 {
+        assert_eq!(pipelining.line(), "OK");
+    }
+    half.send("ore\n");
+    assert_eq!(half.line(), "VALUE 1");
+    assert_eq!(pipelining.pid(), pid);
+    assert_eq!(half.pid(), pid);
+    for i in 0..10 {
+        assert_eq!(pipelining.ask(&format!("GET p{i}")), format!("VALUE {i}"));
+    }
+    let new = service.hand_off(pid, Impl::Mover);
+    assert_eq!(pipelining.pid(), new);
+    assert_eq!(half.ask("GET p9"), "VALUE 9");
+}
+
+/// A successor that speaks v1 (peer-ours): nothing moves, the mover's
+/// drain closes its connections as in v1, and the handoff commits.
+#[test]
+fn a_v1_successor_gets_a_v1_handoff() {
+    let (mut service, pid) = Service::start();
+    let mut client = Client::connect(service.addr);
+    assert_eq!(client.pid(), pid);
+    let new = service.hand_off(pid, Impl::Ours);
+    let mut rest = String::new();
+    assert_eq!(
+        client
+            .reader
+            .read_line(&mut rest)
+            .expect("an EOF, not a reset"),
+        0,
+        "a v1 drain closes the connection"
+    );
+    assert_eq!(Client::connect(service.addr).pid(), new);
+}
+
+/// A v1 incumbent (peer-ours) and a v2 successor: nothing moves (the v2
+/// successor's Capacity is taken and goes no further), the handoff commits,
+/// and the next one, v2 on both sides, moves the connections.
+#[test]
+fn a_v1_incumbent_hands_off_to_a_v2_successor() {
+    let (mut service, pid) = Service::start_as(Impl::Ours);
+    let mover = service.hand_off(pid, Impl::Mover);
+    let mut client = Client::connect(service.addr);
+    assert_eq!(client.pid(), mover);
+    let next = service.hand_off(mover, Impl::Mover);
+    assert_eq!(client.pid(), next, "the connection moved");
+}
