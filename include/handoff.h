@@ -260,6 +260,14 @@
 
 #define HANDOFF_SERVE_STOPPED 3
 
+#define HANDOFF_ITEM_PART_NAME 0
+
+#define HANDOFF_ITEM_PART_UNREAD 1
+
+#define HANDOFF_ITEM_PART_UNWRITTEN 2
+
+#define HANDOFF_ITEM_PART_STATE 3
+
 #define HANDOFF_PHASE_NEGOTIATING 0
 
 #define HANDOFF_PHASE_DRAINING 1
@@ -576,6 +584,13 @@ typedef struct handoff_incumbent handoff_incumbent;
 typedef struct handoff_inherited handoff_inherited;
 
 /**
+ * What moved to this successor, from `handoff_successor_adopt`; freed with
+ * `handoff_items_free`, which closes every descriptor not taken. Not
+ * synchronised: one thread at a time.
+ */
+typedef struct handoff_items handoff_items;
+
+/**
  * A held data-dir lock: `<data_dir>/.handoff.lock` under an exclusive
  * flock, the holder's pid in `<data_dir>/.handoff.pidfile`. Created by
  * `handoff_lock_acquire` or `handoff_lock_acquire_with_retry`, owned by the
@@ -757,6 +772,17 @@ handoff_status handoff_incumbent_set_liveness_timeout(struct handoff_incumbent *
                                                       struct handoff_error **err);
 
 /**
+ * Whether the service hands its connections (and other descriptors) to
+ * its successor when the handoff allows it (protocol v2): the incumbent
+ * then offers v2, and a drain request says how many may move
+ * (`handoff_hook_move_limit`). Default false. Before
+ * `handoff_incumbent_start` or `_start_loop`.
+ */
+handoff_status handoff_incumbent_set_moves_descriptors(struct handoff_incumbent *incumbent,
+                                                       bool moves,
+                                                       struct handoff_error **err);
+
+/**
  * The lock generation of the current tenure: a fencing token to stamp
  * writes with. Safe to call from any thread while serving; 0 for NULL.
  */
@@ -841,6 +867,42 @@ handoff_status handoff_incumbent_stop(struct handoff_incumbent *incumbent,
  * nothing.
  */
 void handoff_incumbent_free(struct handoff_incumbent *incumbent);
+
+/**
+ * How many items moved (0 for NULL).
+ */
+size_t handoff_items_count(const struct handoff_items *items);
+
+/**
+ * Item `index`'s kind (`HANDOFF_ITEM_*`); `UINT32_MAX` for NULL or an index
+ * out of range.
+ */
+uint32_t handoff_items_kind(const struct handoff_items *items, size_t index);
+
+/**
+ * Item `index`'s descriptor, handed to the caller (who closes it: never
+ * `shutdown`, which would end the connection for the incumbent too if the
+ * handoff rolled back). Close-on-exec. -1 for NULL, an index out of range
+ * or a descriptor already taken.
+ */
+int handoff_items_take_fd(struct handoff_items *items, size_t index);
+
+/**
+ * One part of item `index` (`HANDOFF_ITEM_PART_NAME`, `_UNREAD`,
+ * `_UNWRITTEN`, `_STATE`): `*data` points into the collection (valid until it is
+ * freed; not NUL-terminated), `*len` its length. False (and nothing
+ * written) for NULL, an index out of range or an unknown part.
+ */
+bool handoff_items_bytes(const struct handoff_items *items,
+                         size_t index,
+                         uint32_t part,
+                         const uint8_t **data,
+                         size_t *len);
+
+/**
+ * Free the collection, closing every descriptor not taken. NULL is a no-op.
+ */
+void handoff_items_free(struct handoff_items *items);
 
 /**
  * Replace the journal at `path` durably (write `<path>.tmp`, fsync, rename,
@@ -1232,6 +1294,41 @@ handoff_status handoff_hook_set_drained(struct handoff_hook_context *ctx,
                                         struct handoff_error **err);
 
 /**
+ * For a drain: how many descriptors may move to the successor (0 when
+ * this handoff moves none: a peer speaks v1, or the service did not ask
+ * with `handoff_incumbent_set_moves_descriptors`; close the connections
+ * then, as without protocol v2). 0 for NULL and other requests.
+ */
+uint32_t handoff_hook_move_limit(const struct handoff_hook_context *ctx);
+
+/**
+ * For a drain that moves (`handoff_hook_move_limit` > 0): hand `fd` to the
+ * successor as an item of `kind` (`HANDOFF_ITEM_*`) named `name` (UTF-8,
+ * at most 255 bytes), with the bytes read and not processed (`unread`),
+ * produced and not written (`unwritten`) and the service's own `state`
+ * (together at most 1,048,000 bytes; each pointer may be NULL when its
+ * length is 0). Copied; the descriptor is not. The service keeps `fd`
+ * open and neither reads nor writes it until the outcome: on
+ * `HANDOFF_REQUEST_ENDED` (committed) it closes it, never `shutdown`; on
+ * `HANDOFF_REQUEST_RESUME` it is the service's again (its file status
+ * flags restored) and the service carries on from the state it kept.
+ * Refused (nothing recorded): `HANDOFF_ERR_WRONG_STATE` when this drain
+ * moves nothing or the limit is reached, `HANDOFF_ERR_INVALID_ARGUMENT`
+ * for a bad kind, name, size or descriptor.
+ */
+handoff_status handoff_hook_move(struct handoff_hook_context *ctx,
+                                 uint32_t kind,
+                                 const char *name,
+                                 int fd,
+                                 const uint8_t *unread,
+                                 size_t unread_len,
+                                 const uint8_t *unwritten,
+                                 size_t unwritten_len,
+                                 const uint8_t *state,
+                                 size_t state_len,
+                                 struct handoff_error **err);
+
+/**
  * For a seal: append the last revision of the next shard.
  */
 handoff_status handoff_hook_push_revision(struct handoff_hook_context *ctx,
@@ -1296,6 +1393,29 @@ const char *handoff_status_name(int32_t status);
 handoff_status handoff_successor_new(struct handoff_inherited *inherited,
                                      struct handoff_successor **out,
                                      struct handoff_error **err);
+
+/**
+ * Whether the service adopts the descriptors an incumbent moves (its
+ * client connections and named descriptors: protocol v2,
+ * docs/protocol.md); then the handshake offers v2. Before
+ * `handoff_successor_handshake` (after it: `HANDOFF_ERR_WRONG_STATE`).
+ */
+handoff_status handoff_successor_set_adopts_descriptors(struct handoff_successor *successor,
+                                                        bool adopts,
+                                                        struct handoff_error **err);
+
+/**
+ * After Begin, holding the data-dir lock `lock` (nothing moved is read or
+ * written before): what the incumbent moved, in its order, in `*items`
+ * (owned by the caller, freed with `handoff_items_free`; empty when
+ * nothing moved). Once per handoff; every item must be adopted before
+ * `handoff_successor_announce_ready`. For each connection, write its
+ * unwritten bytes first, then process its unread ones, then read it.
+ */
+handoff_status handoff_successor_adopt(struct handoff_successor *successor,
+                                       const struct handoff_lock *lock,
+                                       struct handoff_items **items,
+                                       struct handoff_error **err);
 
 /**
  * Send Hello (with `build_id`, copied) and wait up to 5 s for HelloAck.

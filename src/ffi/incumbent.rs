@@ -324,6 +324,29 @@ pub unsafe extern "C" fn handoff_incumbent_set_liveness_timeout(
     })
 }
 
+/// Whether the service hands its connections (and other descriptors) to
+/// its successor when the handoff allows it (protocol v2): the incumbent
+/// then offers v2, and a drain request says how many may move
+/// (`handoff_hook_move_limit`). Default false. Before
+/// `handoff_incumbent_start` or `_start_loop`.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_incumbent_set_moves_descriptors(
+    incumbent: *mut handoff_incumbent,
+    moves: bool,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live incumbent.
+        let bound = unsafe { handle_mut(incumbent) }?.bound()?;
+        let config = IncumbentConfig {
+            moves_descriptors: moves,
+            ..bound.config()
+        };
+        bound.set_config(config);
+        Ok(())
+    })
+}
+
 /// The lock generation of the current tenure: a fencing token to stamp
 /// writes with. Safe to call from any thread while serving; 0 for NULL.
 #[no_mangle]

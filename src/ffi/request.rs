@@ -7,7 +7,8 @@ use std::ffi::{c_char, CStr};
 use super::args::{arg_bytes, arg_mut};
 use super::{boundary, handoff_error, handoff_status, Failure};
 use crate::incumbent::{Request, RequestKind};
-use crate::service::{DrainReport, SealReport};
+use crate::protocol::{check_item, ItemKind};
+use crate::service::{DrainReport, MovedItem, SealReport};
 
 /// Nothing is waiting.
 pub const HANDOFF_REQUEST_NONE: u32 = 0;
@@ -143,6 +144,94 @@ pub unsafe extern "C" fn handoff_hook_set_drained(
         ctx.request_of(RequestKind::Drain, "handoff_hook_set_drained")?;
         ctx.drained.open_conns_remaining = open_conns_remaining;
         ctx.drained.accept_closed = accept_closed;
+        Ok(())
+    })
+}
+
+/// For a drain: how many descriptors may move to the successor (0 when
+/// this handoff moves none: a peer speaks v1, or the service did not ask
+/// with `handoff_incumbent_set_moves_descriptors`; close the connections
+/// then, as without protocol v2). 0 for NULL and other requests.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_hook_move_limit(ctx: *const handoff_hook_context) -> u32 {
+    // SAFETY: NULL or a live context (header contract).
+    unsafe { ctx.as_ref() }
+        .and_then(|c| c.request.as_ref())
+        .filter(|r| r.kind() == RequestKind::Drain)
+        .and_then(Request::moves)
+        .unwrap_or(0)
+}
+
+/// For a drain that moves (`handoff_hook_move_limit` > 0): hand `fd` to the
+/// successor as an item of `kind` (`HANDOFF_ITEM_*`) named `name` (UTF-8,
+/// at most 255 bytes), with the bytes read and not processed (`unread`),
+/// produced and not written (`unwritten`) and the service's own `state`
+/// (together at most 1,048,000 bytes; each pointer may be NULL when its
+/// length is 0). Copied; the descriptor is not. The service keeps `fd`
+/// open and neither reads nor writes it until the outcome: on
+/// `HANDOFF_REQUEST_ENDED` (committed) it closes it, never `shutdown`; on
+/// `HANDOFF_REQUEST_RESUME` it is the service's again (its file status
+/// flags restored) and the service carries on from the state it kept.
+/// Refused (nothing recorded): `HANDOFF_ERR_WRONG_STATE` when this drain
+/// moves nothing or the limit is reached, `HANDOFF_ERR_INVALID_ARGUMENT`
+/// for a bad kind, name, size or descriptor.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_hook_move(
+    ctx: *mut handoff_hook_context,
+    kind: u32,
+    name: *const c_char,
+    fd: std::ffi::c_int,
+    unread: *const u8,
+    unread_len: usize,
+    unwritten: *const u8,
+    unwritten_len: usize,
+    state: *const u8,
+    state_len: usize,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live context, a NUL-terminated name and readable bytes
+        // of the lengths given (header contract).
+        let (ctx, unread, unwritten, state) = unsafe {
+            (
+                arg_mut(ctx, "ctx")?,
+                arg_bytes(unread, unread_len, "unread")?,
+                arg_bytes(unwritten, unwritten_len, "unwritten")?,
+                arg_bytes(state, state_len, "state")?,
+            )
+        };
+        if name.is_null() {
+            return Err(Failure::invalid("name is NULL"));
+        }
+        // SAFETY: non-NULL and NUL-terminated by contract.
+        let name = unsafe { CStr::from_ptr(name) }
+            .to_str()
+            .map_err(|_| Failure::invalid("name is not UTF-8"))?;
+        let kind = ItemKind::from_index(kind)
+            .ok_or_else(|| Failure::invalid(format!("unknown item kind {kind} (0 or 1)")))?;
+        if fd < 0 {
+            return Err(Failure::invalid(format!("descriptor {fd}")));
+        }
+        check_item(name, unread, unwritten, state).map_err(Failure::invalid)?;
+        let limit = ctx
+            .request_of(RequestKind::Drain, "handoff_hook_move")?
+            .moves()
+            .unwrap_or(0);
+        if ctx.drained.moved.len() >= limit as usize {
+            return Err(wrong_state(if limit == 0 {
+                "this handoff moves no descriptors (close the connection instead)".to_string()
+            } else {
+                format!("the successor can hold {limit} moved descriptor(s); this is one more")
+            }));
+        }
+        ctx.drained.moved.push(MovedItem {
+            kind,
+            name: name.to_string(),
+            fd,
+            unread: unread.to_vec(),
+            unwritten: unwritten.to_vec(),
+            state: state.to_vec(),
+        });
         Ok(())
     })
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::args::{arg_bytes, arg_mut, arg_path, arg_ref, Out};
 use super::listeners::{inherited_mut, take_listener};
 use super::{
-    boundary, handoff_error, handoff_incumbent, handoff_inherited, handoff_lock, handoff_message,
-    handoff_status, Failure,
+    boundary, handoff_error, handoff_incumbent, handoff_inherited, handoff_items, handoff_lock,
+    handoff_message, handoff_status, Failure,
 };
 use crate::incumbent::Incumbent;
 use crate::protocol::Message;
@@ -61,6 +61,50 @@ pub unsafe extern "C" fn handoff_successor_new(
         out.write(Box::into_raw(Box::new(handoff_successor {
             inner: Some(successor),
             heartbeats: None,
+        })));
+        Ok(())
+    })
+}
+
+/// Whether the service adopts the descriptors an incumbent moves (its
+/// client connections and named descriptors: protocol v2,
+/// docs/protocol.md); then the handshake offers v2. Before
+/// `handoff_successor_handshake` (after it: `HANDOFF_ERR_WRONG_STATE`).
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_set_adopts_descriptors(
+    successor: *mut handoff_successor,
+    adopts: bool,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: a live successor.
+        let succ = unsafe { arg_mut(successor, "successor") }?;
+        succ.live()?.set_adopts_descriptors(adopts)?;
+        Ok(())
+    })
+}
+
+/// After Begin, holding the data-dir lock `lock` (nothing moved is read or
+/// written before): what the incumbent moved, in its order, in `*items`
+/// (owned by the caller, freed with `handoff_items_free`; empty when
+/// nothing moved). Once per handoff; every item must be adopted before
+/// `handoff_successor_announce_ready`. For each connection, write its
+/// unwritten bytes first, then process its unread ones, then read it.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_successor_adopt(
+    successor: *mut handoff_successor,
+    lock: *const handoff_lock,
+    items: *mut *mut handoff_items,
+    err: *mut *mut handoff_error,
+) -> handoff_status {
+    boundary(err, || {
+        // SAFETY: live handles (header contract).
+        let (succ, lock) = unsafe { (arg_mut(successor, "successor")?, arg_ref(lock, "lock")?) };
+        let out = Out::new(items, "items")?;
+        let lock = lock.check_held()?;
+        let adopted = succ.live()?.adopt_items(lock)?;
+        out.write(Box::into_raw(Box::new(handoff_items {
+            items: adopted.into_iter().map(Into::into).collect(),
         })));
         Ok(())
     })

@@ -181,6 +181,26 @@ static void bad_input(void)
     CHECK(handoff_successor_control_fd(NULL) == -1);
     CHECK_ERR(handoff_successor_poll_begin(NULL, &begun, &err), &err, HANDOFF_ERR_NULL_POINTER);
     CHECK(begun);
+    /* Protocol v2's moves. */
+    CHECK(handoff_hook_move_limit(NULL) == 0);
+    CHECK_ERR(handoff_hook_move(NULL, HANDOFF_ITEM_CONNECTION, "kv", 0, NULL, 0, NULL, 0, NULL, 0,
+                                &err),
+              &err, HANDOFF_ERR_NULL_POINTER);
+    CHECK_ERR(handoff_incumbent_set_moves_descriptors(NULL, true, &err), &err,
+              HANDOFF_ERR_NULL_POINTER);
+    CHECK_ERR(handoff_successor_set_adopts_descriptors(NULL, true, &err), &err,
+              HANDOFF_ERR_NULL_POINTER);
+    handoff_items *items = (handoff_items *)(void *)&begun;
+    CHECK_ERR(handoff_successor_adopt(NULL, NULL, &items, &err), &err, HANDOFF_ERR_NULL_POINTER);
+    CHECK(items == (handoff_items *)(void *)&begun);
+    const uint8_t *data = NULL;
+    size_t len = 7;
+    CHECK(handoff_items_count(NULL) == 0);
+    CHECK(handoff_items_kind(NULL, 0) == UINT32_MAX);
+    CHECK(handoff_items_take_fd(NULL, 0) == -1);
+    CHECK(!handoff_items_bytes(NULL, 0, HANDOFF_ITEM_PART_NAME, &data, &len));
+    CHECK(data == NULL && len == 7);
+    handoff_items_free(NULL);
 }
 
 void test_requests(void)
@@ -222,6 +242,19 @@ void test_requests(void)
     CHECK_ERR(handoff_hook_push_revision(ctx, 1, &err), &err, HANDOFF_ERR_WRONG_STATE);
     CHECK_ERR(handoff_hook_seal_progress(ctx, 1, 2, 3, &err), &err, HANDOFF_ERR_WRONG_STATE);
     CHECK_OK(handoff_hook_set_drained(ctx, 0, true, &err), &err);
+    /* A v1 handoff moves nothing: the service closes its connections. */
+    CHECK(handoff_hook_move_limit(ctx) == 0);
+    CHECK_ERR(handoff_hook_move(ctx, HANDOFF_ITEM_CONNECTION, "kv", 0, NULL, 0, NULL, 0, NULL, 0,
+                                &err),
+              &err, HANDOFF_ERR_WRONG_STATE);
+    CHECK_ERR(handoff_hook_move(ctx, 9, "kv", 0, NULL, 0, NULL, 0, NULL, 0, &err), &err,
+              HANDOFF_ERR_INVALID_ARGUMENT);
+    CHECK_ERR(handoff_hook_move(ctx, HANDOFF_ITEM_CONNECTION, "kv", -1, NULL, 0, NULL, 0, NULL, 0,
+                                &err),
+              &err, HANDOFF_ERR_INVALID_ARGUMENT);
+    CHECK_ERR(handoff_hook_move(ctx, HANDOFF_ITEM_CONNECTION, "kv", 0, NULL, 3, NULL, 0, NULL, 0,
+                                &err),
+              &err, HANDOFF_ERR_NULL_POINTER);
     /* Waiting while holding a request could never end. */
     uint32_t outcome = 0;
     CHECK_ERR(handoff_incumbent_wait(inc, -1, &outcome, &err), &err, HANDOFF_ERR_WRONG_STATE);
