@@ -1313,8 +1313,9 @@ uint32_t handoff_hook_move_limit(const struct handoff_hook_context *ctx);
  * `HANDOFF_REQUEST_RESUME` it is the service's again (its file status
  * flags restored) and the service carries on from the state it kept.
  * Refused (nothing recorded): `HANDOFF_ERR_WRONG_STATE` when this drain
- * moves nothing or the limit is reached, `HANDOFF_ERR_INVALID_ARGUMENT`
- * for a bad kind, name, size or descriptor.
+ * moves nothing, `HANDOFF_ERR_INVALID_ARGUMENT` for a bad kind, name, size
+ * or descriptor. More than the limit rolls the handoff back before
+ * anything moves (the supervisor names the successor's limit).
  */
 handoff_status handoff_hook_move(struct handoff_hook_context *ctx,
                                  uint32_t kind,

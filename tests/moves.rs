@@ -109,9 +109,8 @@ impl Service {
     }
 }
 
-/// A kept client connection.
+/// A kept client connection (one descriptor: 10,000 of them fit).
 struct Client {
-    stream: TcpStream,
     reader: BufReader<TcpStream>,
 }
 
@@ -119,12 +118,14 @@ impl Client {
     fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Client { stream, reader }
+        Client {
+            reader: BufReader::new(stream),
+        }
     }
 
     fn send(&mut self, bytes: &str) {
-        self.stream
+        let mut stream: &TcpStream = self.reader.get_ref();
+        stream
             .write_all(bytes.as_bytes())
             .unwrap_or_else(|e| panic!("sending {bytes:?}: {e}"));
     }
@@ -264,4 +265,90 @@ fn a_v1_incumbent_hands_off_to_a_v2_successor() {
     assert_eq!(client.pid(), mover);
     let next = service.hand_off(mover, Impl::Mover);
     assert_eq!(client.pid(), next, "the connection moved");
+}
+
+/// 10,000 idle connections move in one handoff (40 batches of at most 253
+/// descriptors): every one stays open and is answered by the successor.
+#[test]
+fn ten_thousand_idle_connections_move_in_one_handoff() {
+    const IDLE: usize = 10_000;
+    let limit = handoff::sys::raise_descriptor_limit().expect("RLIMIT_NOFILE");
+    assert!(
+        limit >= IDLE as u64 + 1024,
+        "RLIMIT_NOFILE hard limit {limit} is below what this test needs (ulimit -Hn)"
+    );
+    let (mut service, pid) = Service::start();
+    let mut idle = Vec::with_capacity(IDLE);
+    for batch in 0..IDLE / 100 {
+        let mut clients: Vec<Client> = (0..100).map(|_| Client::connect(service.addr)).collect();
+        for client in &mut clients {
+            client.send("PING\n");
+        }
+        for client in &mut clients {
+            assert!(client.line().starts_with("PONG "), "batch {batch}");
+        }
+        idle.extend(clients);
+    }
+    let new = service.hand_off(pid, Impl::Mover);
+    for client in &mut idle {
+        client.send("PING\n");
+    }
+    for (n, client) in idle.iter_mut().enumerate() {
+        let answer = client.line();
+        assert_eq!(answer, format!("PONG {new} mover"), "connection {n}");
+    }
+}
+
+/// A successor whose descriptor limit (hard, so it cannot raise it) is too
+/// low for what would move: the handoff aborts after the incumbent said how
+/// many, before it gives anything up, naming the limit; every connection
+/// goes on with the incumbent.
+#[test]
+fn a_successor_that_cannot_hold_the_connections_aborts_the_handoff() {
+    const CLIENTS: usize = 300;
+    let (mut service, pid) = Service::start();
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| Client::connect(service.addr))
+        .collect();
+    for client in &mut clients {
+        assert_eq!(client.pid(), pid);
+    }
+    let mut spec = service.spec(Impl::Mover, &[]);
+    let binary = spec.command.binary.clone();
+    let mut script = format!("ulimit -n 128 && exec '{}'", binary.display());
+    for arg in &spec.command.args {
+        script.push_str(&format!(" '{}'", arg.to_string_lossy()));
+    }
+    spec.command.binary = "/bin/sh".into();
+    spec.command.args = vec!["-c".into(), script.into()];
+    let outcome = service
+        .supervisor
+        .perform_handoff(&spec)
+        .expect("perform_handoff");
+    assert!(
+        !outcome.committed,
+        "committed a successor that cannot hold its connections"
+    );
+    let abort = outcome.abort.expect("a reason");
+    assert_eq!(
+        (abort.party, abort.cause),
+        (Party::Successor, Cause::Limit),
+        "{abort:?}"
+    );
+    assert!(
+        abort
+            .detail
+            .contains(&format!("moves {} descriptor(s)", CLIENTS + 1))
+            && abort.detail.contains("RLIMIT_NOFILE"),
+        "{}",
+        abort.detail
+    );
+    for client in &mut clients {
+        assert_eq!(client.pid(), pid, "after the rollback");
+    }
+    // With a limit that holds them, the next handoff moves them all.
+    let new = service.hand_off(pid, Impl::Mover);
+    for client in &mut clients {
+        assert_eq!(client.pid(), new);
+    }
 }

@@ -173,8 +173,9 @@ pub unsafe extern "C" fn handoff_hook_move_limit(ctx: *const handoff_hook_contex
 /// `HANDOFF_REQUEST_RESUME` it is the service's again (its file status
 /// flags restored) and the service carries on from the state it kept.
 /// Refused (nothing recorded): `HANDOFF_ERR_WRONG_STATE` when this drain
-/// moves nothing or the limit is reached, `HANDOFF_ERR_INVALID_ARGUMENT`
-/// for a bad kind, name, size or descriptor.
+/// moves nothing, `HANDOFF_ERR_INVALID_ARGUMENT` for a bad kind, name, size
+/// or descriptor. More than the limit rolls the handoff back before
+/// anything moves (the supervisor names the successor's limit).
 #[no_mangle]
 pub unsafe extern "C" fn handoff_hook_move(
     ctx: *mut handoff_hook_context,
@@ -217,12 +218,12 @@ pub unsafe extern "C" fn handoff_hook_move(
             .request_of(RequestKind::Drain, "handoff_hook_move")?
             .moves()
             .unwrap_or(0);
-        if ctx.drained.moved.len() >= limit as usize {
-            return Err(wrong_state(if limit == 0 {
-                "this handoff moves no descriptors (close the connection instead)".to_string()
-            } else {
-                format!("the successor can hold {limit} moved descriptor(s); this is one more")
-            }));
+        // More than the limit is recorded: the supervisor then aborts the
+        // handoff naming the successor's limit, before anything moves.
+        if limit == 0 {
+            return Err(wrong_state(
+                "this handoff moves no descriptors (close the connection instead)",
+            ));
         }
         ctx.drained.moved.push(MovedItem {
             kind,

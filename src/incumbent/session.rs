@@ -61,9 +61,12 @@ enum Stage {
         moves: Option<u32>,
         abandoned: Option<Abandon>,
     },
+    /// Drained; `sealable` false when more would move than the successor
+    /// holds: only the supervisor's abort (or the deadline) follows.
     Drained {
         id: HandoffId,
         deadline: Instant,
+        sealable: bool,
     },
     /// The lock is released and SealComplete sent: only Commit or a
     /// rollback follow.
@@ -348,9 +351,14 @@ impl Session {
                 };
                 vec![]
             }
-            (Stage::Drained { id, deadline }, Message::SealRequest { handoff_id })
-                if handoff_id == id =>
-            {
+            (
+                Stage::Drained {
+                    id,
+                    deadline,
+                    sealable: true,
+                },
+                Message::SealRequest { handoff_id },
+            ) if handoff_id == id => {
                 let budget = deadline.saturating_duration_since(now);
                 self.stage = Stage::Hooking {
                     id: handoff_id,
@@ -407,18 +415,47 @@ impl Session {
             (None, Ok(report)) => match check_moved(&report.moved, moves) {
                 Err(reason) => self.end_hook(id, Some(Abandon::Failed(reason))),
                 Ok(()) => {
-                    self.stage = Stage::Drained { id, deadline };
                     let drained = Action::Send(Message::Drained {
                         open_conns_remaining: report.open_conns_remaining,
                         accept_closed: report.accept_closed,
                     });
-                    if moves.is_none() {
+                    let Some(max) = moves else {
+                        self.stage = Stage::Drained {
+                            id,
+                            deadline,
+                            sealable: true,
+                        };
                         return vec![drained];
-                    }
+                    };
                     let moving = Action::Send(Message::Moving {
                         handoff_id: id,
                         items: report.moved.len() as u32,
                     });
+                    if report.moved.len() as u64 > u64::from(max) {
+                        // Said, not sent: the supervisor aborts, naming the
+                        // limit, before anything leaves (docs/protocol.md).
+                        self.stage = Stage::Drained {
+                            id,
+                            deadline,
+                            sealable: false,
+                        };
+                        return vec![
+                            Action::Log(
+                                Level::Warn,
+                                format!(
+                                    "handoff {id}: {} descriptor(s) to move, the successor \
+                                     holds {max}: waiting for the abort",
+                                    report.moved.len()
+                                ),
+                            ),
+                            moving,
+                        ];
+                    }
+                    self.stage = Stage::Drained {
+                        id,
+                        deadline,
+                        sealable: true,
+                    };
                     vec![moving, Action::SendItems(report.moved), drained]
                 }
             },
@@ -595,16 +632,13 @@ impl Session {
     }
 }
 
-/// Whether the drain's moved items fit what the handoff allows.
+/// Whether the drain's moved items are allowed at all and each fits the
+/// limits (too many for the successor is the supervisor's to refuse).
 fn check_moved(moved: &[MovedItem], moves: Option<u32>) -> Result<(), String> {
     match moves {
         None if moved.is_empty() => Ok(()),
         None => Err(format!(
             "the service moved {} descriptor(s), but this handoff does not move descriptors",
-            moved.len()
-        )),
-        Some(max) if moved.len() as u64 > u64::from(max) => Err(format!(
-            "the service moved {} descriptors; the successor can hold {max}",
             moved.len()
         )),
         Some(_) => moved.iter().try_for_each(|item| {
@@ -1232,11 +1266,28 @@ mod tests {
     }
 
     #[test]
-    fn a_drain_that_moves_more_than_the_successor_holds_rolls_back() {
+    fn a_drain_that_moves_more_than_the_successor_holds_waits_for_the_abort() {
         let mut at = At::draining_moves();
+        let id = at.id;
         let actions = at.feed(drained_with(moved(11)));
-        assert_eq!(actions[0], ROLL_BACK_HELD);
-        assert!(closed_for(&actions, &["moved 11", "can hold 10"]));
+        // Moving says how many; nothing is sent, no Drained, no seal.
+        assert_eq!(
+            actions[1..],
+            [Action::Send(Message::Moving {
+                handoff_id: id,
+                items: 11
+            })]
+        );
+        let refused = at.message(Message::SealRequest { handoff_id: id });
+        assert!(closed_for(&refused, &["unexpected SealRequest"]));
+
+        let mut at = At::draining_moves();
+        let id = at.id;
+        at.feed(drained_with(moved(11)));
+        assert_eq!(
+            at.message(Message::ResumeAfterAbort { handoff_id: id })[1..],
+            [ROLL_BACK_HELD]
+        );
 
         let mut at = At::draining_moves();
         let mut big = moved(1);
