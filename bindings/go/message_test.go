@@ -27,8 +27,8 @@ func TestNewMessageHasTheLibrarysDefaults(t *testing.T) {
 			t.Errorf("NewMessage(%v): %#v, %v", kind, m, err)
 		}
 	}
-	if _, err := NewMessage(14); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("NewMessage(14): %v, want ErrInvalidArgument", err)
+	if _, err := NewMessage(19); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("NewMessage(19): %v, want ErrInvalidArgument", err)
 	}
 	if KindSealComplete.String() != "SealComplete" || MessageKind(99).String() != "MessageKind(99)" {
 		t.Errorf("kind names: %q %q", KindSealComplete, MessageKind(99))

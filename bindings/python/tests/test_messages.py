@@ -1,5 +1,5 @@
-"""The 14 messages against the golden vectors (tests/vectors/README.md), and
-the message, frame and reader APIs."""
+"""The 14 messages of v1 and the 5 of v2 against the golden vectors
+(tests/vectors/README.md), and the message, frame and reader APIs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from conftest import VECTORS
 import handoff
 from handoff.messages import (
     Abort,
+    Adopted,
     Begin,
+    Capacity,
     Commit,
     Drained,
     Field,
@@ -20,9 +22,12 @@ from handoff.messages import (
     Heartbeat,
     Hello,
     HelloAck,
+    Item,
+    ItemKind,
     Message,
     MessageHandle,
     MessageKind,
+    Moving,
     PrepareHandoff,
     Ready,
     ResumeAfterAbort,
@@ -31,6 +36,7 @@ from handoff.messages import (
     SealProgress,
     SealRequest,
     Side,
+    Transfer,
     decode,
     decode_frame,
     kind_name,
@@ -75,9 +81,44 @@ GOLDEN: dict[str, Message] = {
 }
 
 
+# Protocol v2's, from the same README ("Protocol v2").
+GOLDEN_V2: dict[str, Message] = {
+    "14_capacity.bin": Capacity(descriptors=10000),
+    "15_transfer.bin": Transfer(handoff_id=ID, items_max=65535),
+    "16_moving.bin": Moving(handoff_id=ID, items=300),
+    "17_item_connection.bin": Item(
+        seq=7,
+        item_kind=ItemKind.CONNECTION,
+        name="kv",
+        unread=b"GET k",
+        unwritten=b"VALUE v\n",
+        state=b"\x01\x00\xff",
+    ),
+    "17_item_descriptor.bin": Item(
+        seq=0, item_kind=ItemKind.DESCRIPTOR, name="snapshot", state=b"memfd:table"
+    ),
+    "18_adopted.bin": Adopted(handoff_id=ID, items=300),
+}
+
+
 def test_every_kind_has_a_golden_vector() -> None:
-    assert sorted(m.KIND for m in GOLDEN.values()) == list(MessageKind)
+    kinds = {m.KIND for m in [*GOLDEN.values(), *GOLDEN_V2.values()]}
+    assert sorted(kinds) == list(MessageKind)
     assert sorted(p.name for p in (VECTORS / "frames").glob("*.bin")) == sorted(GOLDEN)
+    assert sorted(p.name for p in (VECTORS / "v2").glob("*.bin")) == sorted(GOLDEN_V2)
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_V2))
+def test_v2_vectors_both_ways(name: str) -> None:
+    frame = (VECTORS / "v2" / name).read_bytes()
+    assert GOLDEN_V2[name].encode() == frame
+    message, consumed = decode_frame(frame)
+    assert consumed == len(frame)
+    assert message == GOLDEN_V2[name]
+    assert message.proto_version == 2
+    # A v2 message does not exist in a v1 frame.
+    with pytest.raises(handoff.UnknownMessageError):
+        decode(frame[:4] + b"\x01\x00" + frame[6:])
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
@@ -189,8 +230,8 @@ def test_message_handle_field_api() -> None:
         handle.clear_list(Field.LISTENING_ON)
         assert handle.to_message() == Ready(advertised_revision_per_shard=(5,))
     with pytest.raises(handoff.InvalidArgumentError):
-        MessageHandle.new(14)
-    assert kind_name(14) is None
+        MessageHandle.new(19)
+    assert kind_name(19) is None
 
 
 def test_proto_version_is_carried() -> None:

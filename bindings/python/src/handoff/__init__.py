@@ -66,7 +66,7 @@ from .journal import Journal, Phase, delete_journal, read_journal, write_journal
 from .listeners import Inherited, ListenerKind, detect
 from .lock import Lock, LockHolder, lock_holder
 from .log import LogLevel, forward_to_logging, set_log_callback
-from .messages import FrameReader, Message, MessageHandle, MessageKind, Side
+from .messages import FrameReader, ItemKind, Message, MessageHandle, MessageKind, Side
 from .request import HookContext, Request, RequestKind, ServeOutcome
 from .successor import Successor
 from .supervisor import (
@@ -115,6 +115,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidUtf8Error",
     "IoError",
+    "ItemKind",
     "Journal",
     "JournalCorruptError",
     "LibraryNotFoundError",

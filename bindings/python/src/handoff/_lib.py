@@ -85,6 +85,10 @@ class handoff_inherited(Structure):
     """Opaque ``struct handoff_inherited``."""
 
 
+class handoff_items(Structure):
+    """Opaque ``struct handoff_items``."""
+
+
 class handoff_lock(Structure):
     """Opaque ``struct handoff_lock``."""
 
@@ -177,6 +181,7 @@ SUP = P(handoff_supervisor)
 OUTC = P(handoff_outcome)
 RDR = P(handoff_frame_reader)
 HOOK = P(handoff_hook_context)
+ITEMS = P(handoff_items)
 
 FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     # errors and version
@@ -188,6 +193,23 @@ FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     # hooks
     "handoff_hook_time_left_ms": (c_uint64, (HOOK,)),
     "handoff_hook_set_drained": (status, (HOOK, c_uint32, c_bool, ERR)),
+    "handoff_hook_move_limit": (c_uint32, (HOOK,)),
+    "handoff_hook_move": (
+        status,
+        (
+            HOOK,
+            c_uint32,
+            c_char_p,
+            c_int,
+            BYTES,
+            c_size_t,
+            BYTES,
+            c_size_t,
+            BYTES,
+            c_size_t,
+            ERR,
+        ),
+    ),
     "handoff_hook_push_revision": (status, (HOOK, c_uint64, ERR)),
     "handoff_hook_set_fingerprint": (status, (HOOK, BYTES, c_size_t, ERR)),
     "handoff_hook_seal_progress": (status, (HOOK, c_uint32, c_uint32, c_uint64, ERR)),
@@ -195,6 +217,7 @@ FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "handoff_hook_complete": (status, (HOOK, c_int32, ERR)),
     # incumbent
     "handoff_incumbent_bind": (status, (c_char_p, LOCK, P(INC), ERR)),
+    "handoff_incumbent_set_moves_descriptors": (status, (INC, c_bool, ERR)),
     "handoff_incumbent_set_build_id": (status, (INC, BYTES, c_size_t, ERR)),
     "handoff_incumbent_set_liveness_timeout": (status, (INC, c_uint32, ERR)),
     "handoff_incumbent_generation": (c_uint64, (INC,)),
@@ -270,6 +293,13 @@ FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "handoff_successor_wait_for_begin": (status, (SUCC, c_uint32, ERR)),
     "handoff_successor_control_fd": (c_int, (SUCC,)),
     "handoff_successor_poll_begin": (status, (SUCC, P(c_bool), ERR)),
+    "handoff_successor_set_adopts_descriptors": (status, (SUCC, c_bool, ERR)),
+    "handoff_successor_adopt": (status, (SUCC, LOCK, P(ITEMS), ERR)),
+    "handoff_items_count": (c_size_t, (ITEMS,)),
+    "handoff_items_kind": (c_uint32, (ITEMS, c_size_t)),
+    "handoff_items_take_fd": (c_int, (ITEMS, c_size_t)),
+    "handoff_items_bytes": (c_bool, (ITEMS, c_size_t, c_uint32, P(c_void_p), P(c_size_t))),
+    "handoff_items_free": (None, (ITEMS,)),
     "handoff_successor_take_listener": (status, (SUCC, c_char_p, c_uint32, P(c_int), ERR)),
     "handoff_successor_start_heartbeats": (status, (SUCC, ERR)),
     "handoff_successor_announce_ready": (

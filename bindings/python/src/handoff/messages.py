@@ -77,6 +77,19 @@ class MessageKind(IntEnum):
     ABORT = 11
     RESUME_AFTER_ABORT = 12
     HEARTBEAT = 13
+    # Protocol v2 (docs/protocol.md): the messages that move descriptors.
+    CAPACITY = 14
+    TRANSFER = 15
+    MOVING = 16
+    ITEM = 17
+    ADOPTED = 18
+
+
+class ItemKind(IntEnum):
+    """``Item.kind`` (``HANDOFF_ITEM_*``): what a moved descriptor is."""
+
+    CONNECTION = 0
+    DESCRIPTOR = 1
 
 
 class Side(IntEnum):
@@ -114,6 +127,15 @@ class Field(IntEnum):
     ADVERTISED_REVISION_PER_SHARD = 23
     REASON = 24
     TS_MS = 25
+    DESCRIPTORS = 26
+    ITEMS_MAX = 27
+    ITEMS = 28
+    SEQ = 29
+    ITEM_KIND = 30
+    NAME = 31
+    UNREAD = 32
+    UNWRITTEN = 33
+    STATE = 34
 
 
 def kind_name(kind: int) -> str | None:
@@ -326,7 +348,8 @@ _T = TypeVar("_T", bound="Message")
 
 @dataclass(frozen=True, kw_only=True)
 class Message:
-    """A protocol message. Subclasses are the 14 kinds.
+    """A protocol message. Subclasses are the 14 kinds of v1 and the 5 that
+    protocol v2 adds.
 
     ``proto_version`` is the version of the frame the message came in (or
     will be encoded with); it is not part of the message itself.
@@ -583,6 +606,67 @@ class Heartbeat(Message):
     KIND = MessageKind.HEARTBEAT
     _FIELDS = _fields(ts_ms=(Field.TS_MS, _UINT))
     ts_ms: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity(Message):
+    """14 (v2): N → S: how many descriptors N can take in."""
+
+    KIND = MessageKind.CAPACITY
+    _FIELDS = _fields(descriptors=(Field.DESCRIPTORS, _UINT))
+    descriptors: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transfer(Message):
+    """15 (v2): S → O: this handoff moves descriptors, at most ``items_max``."""
+
+    KIND = MessageKind.TRANSFER
+    _FIELDS = _fields(handoff_id=(Field.HANDOFF_ID, _ID), items_max=(Field.ITEMS_MAX, _UINT))
+    handoff_id: uuid.UUID
+    items_max: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Moving(Message):
+    """16 (v2): O → S → N: this many Item frames follow."""
+
+    KIND = MessageKind.MOVING
+    _FIELDS = _fields(handoff_id=(Field.HANDOFF_ID, _ID), items=(Field.ITEMS, _UINT))
+    handoff_id: uuid.UUID
+    items: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Item(Message):
+    """17 (v2): O → S → N: one moved descriptor's description (the
+    descriptor itself travels beside the frame, SCM_RIGHTS)."""
+
+    KIND = MessageKind.ITEM
+    _FIELDS = _fields(
+        seq=(Field.SEQ, _UINT),
+        item_kind=(Field.ITEM_KIND, _UINT),
+        name=(Field.NAME, _STR),
+        unread=(Field.UNREAD, _BYTES),
+        unwritten=(Field.UNWRITTEN, _BYTES),
+        state=(Field.STATE, _BYTES),
+    )
+    seq: int = 0
+    item_kind: int = ItemKind.CONNECTION
+    name: str = ""
+    unread: bytes = b""
+    unwritten: bytes = b""
+    state: bytes = b""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Adopted(Message):
+    """18 (v2): N → S: how many moved items N adopted."""
+
+    KIND = MessageKind.ADOPTED
+    _FIELDS = _fields(handoff_id=(Field.HANDOFF_ID, _ID), items=(Field.ITEMS, _UINT))
+    handoff_id: uuid.UUID
+    items: int = 0
 
 
 def decode_frame(buf: bytes) -> tuple[Message, int]:
