@@ -274,6 +274,28 @@ func (l *load) finish() *tally {
 	return l.t
 }
 
+// waitAcked blocks until n more writes are acknowledged than when called,
+// so that each phase of a test is known to have served some (not a time).
+func (l *load) waitAcked(t *testing.T, n int) {
+	t.Helper()
+	l.t.Lock()
+	target := len(l.t.acks) + n
+	l.t.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l.t.Lock()
+		got := len(l.t.acks)
+		l.t.Unlock()
+		if got >= target {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d writes acknowledged in 30 s", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (l *load) stopped() bool {
 	select {
 	case <-l.stop:

@@ -145,11 +145,11 @@ func TestGoToGoHandoffsUnderLoad(t *testing.T) {
 	c.start(c.kvGo(t), "go")
 	generations := []uint64{c.probe(0)}
 	l := startLoad(c.addr)
-	time.Sleep(300 * time.Millisecond)
+	l.waitAcked(t, 40)
 	for n := 1; n <= 3; n++ {
 		c.handOff(c.kvGo(t), "go")
 		c.newer(&generations, n)
-		time.Sleep(300 * time.Millisecond)
+		l.waitAcked(t, 40)
 	}
 	tl := l.finish()
 	tl.check(t, generations)
@@ -174,13 +174,13 @@ func testGoToOtherAndBack(t *testing.T, other func(*cluster) SpawnSpec, tag stri
 	}
 	generations := []uint64{c.probe(0)}
 	l := startLoad(c.addr)
-	time.Sleep(300 * time.Millisecond)
+	l.waitAcked(t, 40)
 	c.handOff(otherSpec, tag)
 	c.newer(&generations, 1)
-	time.Sleep(300 * time.Millisecond)
+	l.waitAcked(t, 40)
 	c.handOff(c.kvGo(t), "go")
 	c.newer(&generations, 2)
-	time.Sleep(300 * time.Millisecond)
+	l.waitAcked(t, 40)
 	tl := l.finish()
 	tl.check(t, generations)
 	c.checkReads(tl.acks)
@@ -204,7 +204,7 @@ func TestGoIncumbentRollsBackAnAbortedHandoff(t *testing.T) {
 	c.start(c.kvGo(t), "go")
 	generations := []uint64{c.probe(0)}
 	l := startLoad(c.addr)
-	time.Sleep(300 * time.Millisecond)
+	l.waitAcked(t, 40)
 
 	blocker := filepath.Join(c.dir, "not-a-dir")
 	must(t, os.WriteFile(blocker, nil, 0o600))
@@ -225,11 +225,11 @@ func TestGoIncumbentRollsBackAnAbortedHandoff(t *testing.T) {
 		t.Fatalf("after the rollback PING answered by %d (%v), want %d", pid, err, c.incumbent.process.Pid)
 	}
 	c.newer(&generations, 1) // the lock was taken back: a new tenure
-	time.Sleep(300 * time.Millisecond)
+	l.waitAcked(t, 40)
 
 	c.handOff(c.kvGo(t), "go")
 	c.newer(&generations, 2)
-	time.Sleep(300 * time.Millisecond)
+	l.waitAcked(t, 40)
 	tl := l.finish()
 	tl.check(t, generations)
 	c.checkReads(tl.acks)

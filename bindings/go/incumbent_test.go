@@ -60,12 +60,8 @@ func TestIncumbentLifecycleInProcess(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	if _, err := inc.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Wait with a short context: %v", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("Wait overran its context by %v", d)
 	}
 	// Stop from another goroutine ends a Wait.
 	var wg sync.WaitGroup

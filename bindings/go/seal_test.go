@@ -289,8 +289,9 @@ func TestSupervisorRefusalsAndRecovery(t *testing.T) {
 	// A slow successor keeps the first handoff running while a second is
 	// asked for.
 	slow := helperSpec(c, "ok", report)
+	started := filepath.Join(c.dir, "slow-started")
 	slow.Binary = "/bin/sh"
-	slow.Args = []string{"-c", "sleep 2"}
+	slow.Args = []string{"-c", "touch '" + started + "'; sleep 2"}
 	slow.Deadline = 1500 * time.Millisecond
 	done := make(chan *Outcome)
 	go func() {
@@ -300,7 +301,15 @@ func TestSupervisorRefusalsAndRecovery(t *testing.T) {
 		}
 		done <- o
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// The first handoff runs once its successor has started.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow successor never started")
+		}
+	}
 	if _, err := c.sup.PerformHandoff(helperSpec(c, "ok", report)); !errors.Is(err, ErrHandoffInProgress) {
 		t.Errorf("a second handoff: %v, want ErrHandoffInProgress", err)
 	}

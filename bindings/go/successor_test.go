@@ -57,6 +57,11 @@ func successorStepsHelper() int {
 	err = successor.WaitForBegin(ctx)
 	cancel()
 	r.FirstWait, r.FirstWaitCtx = statusOf(err), errors.Is(err, context.DeadlineExceeded)
+	// Tell the test the first wait is over (it sends nothing until then).
+	if err := os.WriteFile(os.Getenv("HELPER_FIRST_WAIT_DONE"), nil, 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	err = successor.WaitForBegin(ctx)
 	cancel()
@@ -98,6 +103,8 @@ type fakeSupervisor struct {
 	t      *testing.T
 	conn   *os.File
 	reader *FrameReader
+	// firstWaitDone appears once the successor's first WaitForBegin gave up.
+	firstWaitDone string
 }
 
 func (s *fakeSupervisor) send(m Message) {
@@ -146,7 +153,8 @@ func startSuccessorSteps(t *testing.T) (*exec.Cmd, *fakeSupervisor, io.Reader, s
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(cleanEnv(), helperVariable+"=successor-steps", childGORACE,
 		"HANDOFF_ROLE=successor", "HANDOFF_SOCK_FD=4", "LISTEN_FDS=1", "LISTEN_FDNAMES=kv",
-		"HELPER_DATA="+data, "HELPER_CONTROL="+control)
+		"HELPER_DATA="+data, "HELPER_CONTROL="+control,
+		"HELPER_FIRST_WAIT_DONE="+filepath.Join(dir, "first-wait-done"))
 	cmd.ExtraFiles = []*os.File{listener, theirs}
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
@@ -163,7 +171,8 @@ func startSuccessorSteps(t *testing.T) (*exec.Cmd, *fakeSupervisor, io.Reader, s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { reader.Close() })
-	return cmd, &fakeSupervisor{t: t, conn: ours, reader: reader}, stdout, data, control
+	sup := &fakeSupervisor{t: t, conn: ours, reader: reader, firstWaitDone: filepath.Join(dir, "first-wait-done")}
+	return cmd, sup, stdout, data, control
 }
 
 // handshake answers the successor's Hello and checks it.
@@ -174,9 +183,16 @@ func (s *fakeSupervisor) handshake(pid int, id HandoffID) {
 		s.t.Fatalf("Hello: got %#v, want %#v", hello, want)
 	}
 	s.send(HelloAck{ProtoVersionChosen: 1, HandoffID: id})
-	// The successor's first wait for Begin gives up meanwhile (its context
-	// ends); the handoff goes on.
-	time.Sleep(600 * time.Millisecond)
+	// The successor's first wait for Begin gives up (its context ends)
+	// before anything more is sent; the handoff goes on.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(s.firstWaitDone); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatal("the successor's first WaitForBegin never ended")
+		}
+	}
 	s.send(Heartbeat{TsMS: uint64(time.Now().UnixMilli())})
 }
 

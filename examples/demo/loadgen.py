@@ -85,6 +85,19 @@ class LoadGenerator:
         for thread in self._threads:
             thread.start()
 
+    def wait_acknowledged(self, n: int, timeout: float = 30.0) -> None:
+        """Until ``n`` more writes are acknowledged than when called."""
+        with self._lock:
+            target = len(self.results.acknowledged) + n
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if len(self.results.acknowledged) >= target:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {n} writes acknowledged in {timeout} s")
+            time.sleep(0.005)
+
     def stop(self) -> Results:
         self._stop.set()
         for thread in self._threads:

@@ -38,10 +38,10 @@ def test_handoff_between(first: str, second: str, tmp_path: Path) -> None:
             assert pong_tag(port) == first
             load = loadgen.LoadGenerator(("127.0.0.1", port), fresh=2, persistent=2)
             load.start()
-            time.sleep(0.3)
+            load.wait_acknowledged(10)
             handoff = demo.trigger(config, binaries[second], second, time.monotonic())
             demo.wait_for_service(port, 10)
-            time.sleep(0.3)
+            load.wait_acknowledged(10)
             results = load.stop()
             lost = loadgen.verify(("127.0.0.1", port), results.acknowledged)
             assert handoff.committed, handoff.detail

@@ -73,6 +73,20 @@ class Load:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def wait_acked(self, n: int, timeout: float = 30.0) -> None:
+        """Until ``n`` more writes are acknowledged than when called (so a
+        phase of a test is known to have served some, whatever the time)."""
+        with self._lock:
+            target = len(self.acked) + n
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if len(self.acked) >= target or self.failures:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {n} writes acknowledged in {timeout} s")
+            time.sleep(0.005)
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:

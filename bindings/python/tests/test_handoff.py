@@ -4,8 +4,6 @@ readable afterwards."""
 
 from __future__ import annotations
 
-import time
-
 from conftest import KvCluster, reap
 from kvclient import Load, request
 
@@ -35,9 +33,9 @@ def test_python_to_python_under_load(cluster: KvCluster) -> None:
     first = cluster.spawn_cold("py")
     assert _tag_and_pid(cluster.port) == ("python", first)
     with Load(cluster.port) as load:
-        time.sleep(0.3)
+        load.wait_acked(15)
         second = _commit(cluster, "py", first)
-        time.sleep(0.3)
+        load.wait_acked(15)
     assert load.failures == [], cluster.logs()
     assert len(load.acked) >= 30, "the load did not run"
     assert load.unreadable() == []
@@ -50,12 +48,12 @@ def test_python_to_python_under_load(cluster: KvCluster) -> None:
 def test_python_to_c_and_back(cluster: KvCluster) -> None:
     first = cluster.spawn_cold("py")
     with Load(cluster.port) as load:
-        time.sleep(0.2)
+        load.wait_acked(10)
         second = _commit(cluster, "c", first)
-        time.sleep(0.2)
+        load.wait_acked(10)
         assert _tag_and_pid(cluster.port) == ("c", second)
         third = _commit(cluster, "py", second)
-        time.sleep(0.2)
+        load.wait_acked(10)
     assert load.failures == [], cluster.logs()
     assert len(load.acked) >= 30, "the load did not run"
     assert load.unreadable() == [], cluster.logs()
@@ -68,7 +66,7 @@ def test_seal_that_raises_rolls_back(cluster: KvCluster) -> None:
     assert request(cluster.port, "SET before x") == "OK 1"
     with Load(cluster.port, fresh=1, persistent=1) as load:
         outcome = cluster.handoff("py")
-        time.sleep(0.2)
+        load.wait_acked(5)  # the incumbent serves on after the rollback
     assert not outcome.committed
     assert outcome.successor_pid is None
     assert outcome.abort_reason is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -147,10 +146,8 @@ def test_incumbent_and_detect_cycles_leak_nothing(fast_tmp: Path) -> None:
                 inc.start(Quiet())
                 inc.stop()
 
-    started = time.monotonic()
     _no_leak(cycle)
     assert handoff.callbacks._registry == {}
-    assert time.monotonic() - started < 30
 
 
 def test_garbage_collection_frees(fast_tmp: Path) -> None:
