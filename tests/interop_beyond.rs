@@ -256,3 +256,18 @@ fn beyond_supervisor_hands_off_between_implementations() {
     let pid = service.beyond_handoff(&supervisor, pid, Impl::Ours);
     service.beyond_handoff(&supervisor, pid, Impl::Beyond);
 }
+
+/// A service that moves its connections when it can (protocol v2,
+/// tests/peers/mover_service.rs) under the reference supervisor, which
+/// speaks v1 only: every handoff is a v1 one (its Hello offers 1..=2, the
+/// reference chooses 1), so the drain closes the kept connection, as
+/// `check_handed_off` asserts, and nothing of v2 reaches the reference.
+#[test]
+fn beyond_supervisor_hands_off_a_v2_service_in_v1() {
+    let mut service = Service::new();
+    let supervisor = service.beyond_supervisor();
+    let mut pid = service.cold_start_std(Impl::Mover);
+    for _ in 0..2 {
+        pid = service.beyond_handoff(&supervisor, pid, Impl::Mover);
+    }
+}
