@@ -283,28 +283,33 @@ impl MessageKind {
         self as u32
     }
 
-    pub fn name(self) -> &'static str {
+    /// The name, NUL-terminated for C (the one table of names).
+    pub fn c_name(self) -> &'static std::ffi::CStr {
         match self {
-            MessageKind::Hello => "Hello",
-            MessageKind::HelloAck => "HelloAck",
-            MessageKind::PrepareHandoff => "PrepareHandoff",
-            MessageKind::Drained => "Drained",
-            MessageKind::SealRequest => "SealRequest",
-            MessageKind::SealProgress => "SealProgress",
-            MessageKind::SealComplete => "SealComplete",
-            MessageKind::SealFailed => "SealFailed",
-            MessageKind::Begin => "Begin",
-            MessageKind::Ready => "Ready",
-            MessageKind::Commit => "Commit",
-            MessageKind::Abort => "Abort",
-            MessageKind::ResumeAfterAbort => "ResumeAfterAbort",
-            MessageKind::Heartbeat => "Heartbeat",
-            MessageKind::Capacity => "Capacity",
-            MessageKind::Transfer => "Transfer",
-            MessageKind::Moving => "Moving",
-            MessageKind::Item => "Item",
-            MessageKind::Adopted => "Adopted",
+            MessageKind::Hello => c"Hello",
+            MessageKind::HelloAck => c"HelloAck",
+            MessageKind::PrepareHandoff => c"PrepareHandoff",
+            MessageKind::Drained => c"Drained",
+            MessageKind::SealRequest => c"SealRequest",
+            MessageKind::SealProgress => c"SealProgress",
+            MessageKind::SealComplete => c"SealComplete",
+            MessageKind::SealFailed => c"SealFailed",
+            MessageKind::Begin => c"Begin",
+            MessageKind::Ready => c"Ready",
+            MessageKind::Commit => c"Commit",
+            MessageKind::Abort => c"Abort",
+            MessageKind::ResumeAfterAbort => c"ResumeAfterAbort",
+            MessageKind::Heartbeat => c"Heartbeat",
+            MessageKind::Capacity => c"Capacity",
+            MessageKind::Transfer => c"Transfer",
+            MessageKind::Moving => c"Moving",
+            MessageKind::Item => c"Item",
+            MessageKind::Adopted => c"Adopted",
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.c_name().to_str().expect("ASCII names")
     }
 
     /// The message of this kind with every field zero or empty, except the

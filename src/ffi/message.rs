@@ -132,25 +132,7 @@ pub unsafe extern "C" fn handoff_message_kind(msg: *const handoff_message) -> u3
 /// Static; never free it.
 #[no_mangle]
 pub extern "C" fn handoff_message_kind_name(kind: u32) -> *const std::ffi::c_char {
-    const NAMES: [&std::ffi::CStr; 14] = [
-        c"Hello",
-        c"HelloAck",
-        c"PrepareHandoff",
-        c"Drained",
-        c"SealRequest",
-        c"SealProgress",
-        c"SealComplete",
-        c"SealFailed",
-        c"Begin",
-        c"Ready",
-        c"Commit",
-        c"Abort",
-        c"ResumeAfterAbort",
-        c"Heartbeat",
-    ];
-    NAMES
-        .get(kind as usize)
-        .map_or(std::ptr::null(), |name| name.as_ptr())
+    MessageKind::from_index(kind).map_or(std::ptr::null(), |k| k.c_name().as_ptr())
 }
 
 /// The protocol version of the message's frame (decoded, or the one it will

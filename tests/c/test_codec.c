@@ -63,7 +63,7 @@ static void one_vector(const vector_spec *spec)
     decoded = decode_ok(file.data, file.len, file.len);
     if (decoded) {
         CHECK_U64(handoff_message_kind(decoded), spec->kind);
-        CHECK_U64(handoff_message_proto_version(decoded), 1);
+        CHECK_U64(handoff_message_proto_version(decoded), VECTOR_VERSION(spec));
         name = handoff_message_kind_name(handoff_message_kind(decoded));
         CHECK(name != NULL && strcmp(name, spec->name) == 0);
         check_fields(decoded, spec);
@@ -120,6 +120,18 @@ static void one_vector(const vector_spec *spec)
             free(want);
         }
         free(bytes);
+    }
+    /* a v2 message never goes out in a v1 frame, nor decodes from one */
+    if (VECTOR_VERSION(spec) == 2 &&
+        CHECK_OK(handoff_message_set_proto_version(built, 1, &err), &err)) {
+        uint8_t buf[512];
+        size_t written = 0;
+        uint8_t *v1 = copy_bytes(file.data, file.len, 0);
+        CHECK_ERR(handoff_message_encode(built, buf, sizeof buf, &written, &err), &err,
+                  HANDOFF_ERR_ENCODE);
+        v1[4] = 1;
+        expect_decode_error(v1, file.len, HANDOFF_ERR_UNKNOWN_MESSAGE, "a v2 message, v1 frame");
+        free(v1);
     }
     handoff_message_free(built);
     blob_free(&file);

@@ -517,7 +517,7 @@ static void new_defaults(void)
         if (!CHECK_OK(handoff_message_new(spec->kind, &msg, &err), &err))
             continue;
         CHECK_U64(handoff_message_kind(msg), spec->kind);
-        CHECK_U64(handoff_message_proto_version(msg), 1);
+        CHECK_U64(handoff_message_proto_version(msg), VECTOR_VERSION(spec));
         for (i = 0; i < spec->nfields; i++) {
             const field_value *f = &spec->fields[i];
             uint64_t u = U64_SENTINEL;

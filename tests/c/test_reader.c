@@ -33,7 +33,7 @@ static void expect_message(handoff_frame_reader *reader, size_t v)
     bool got = false;
     if (CHECK_OK(handoff_frame_reader_next(reader, &msg, &got, &err), &err) && CHECK(got) &&
         CHECK(msg != NULL)) {
-        CHECK_U64(handoff_message_proto_version(msg), 1);
+        CHECK_U64(handoff_message_proto_version(msg), VECTOR_VERSION(&VECTORS[v]));
         check_fields(msg, &VECTORS[v]);
     }
     if (got)

@@ -1,4 +1,4 @@
-/* The expected field values of the 14 frame vectors (tests/vectors/README.md)
+/* The expected field values of the frame vectors, v1 and v2 (tests/vectors/README.md)
  * and the helpers that read, build and encode them through the C ABI. */
 #include "vectors.h"
 
@@ -21,6 +21,10 @@ static const uint8_t FINGERPRINT[32] = {
 static const uint64_t LAST_REVISIONS[] = {0, 1, 300, UINT64_MAX};
 static const char *const LISTENING_ON[] = {"tcp://127.0.0.1:8080", "unix:/run/x.sock"};
 static const uint64_t ADVERTISED[] = {7, 8};
+static const uint8_t ITEM_NAME[] = "kv";
+static const uint8_t ITEM_UNREAD[] = "GET k";
+static const uint8_t ITEM_UNWRITTEN[] = "VALUE v\n";
+static const uint8_t ITEM_STATE[] = {0x01, 0x00, 0xff};
 
 #define UINT(f, maximum, value) {.field = (f), .type = T_UINT, .max = (maximum), .u = (value)}
 #define BOOL(f, value) {.field = (f), .type = T_BOOL, .b = (value)}
@@ -69,6 +73,21 @@ const vector_spec VECTORS[KIND_COUNT] = {
     {HANDOFF_MSG_RESUME_AFTER_ABORT, "ResumeAfterAbort", "frames/12_resume_after_abort.bin", 1, {ID}},
     {HANDOFF_MSG_HEARTBEAT, "Heartbeat", "frames/13_heartbeat.bin", 1,
      {UINT(HANDOFF_FIELD_TS_MS, UINT64_MAX, UINT64_C(1764000000123))}},
+    {HANDOFF_MSG_CAPACITY, "Capacity", "v2/14_capacity.bin", 1,
+     {UINT(HANDOFF_FIELD_DESCRIPTORS, U32_MAX, 10000)}},
+    {HANDOFF_MSG_TRANSFER, "Transfer", "v2/15_transfer.bin", 2,
+     {ID, UINT(HANDOFF_FIELD_ITEMS_MAX, U32_MAX, 65535)}},
+    {HANDOFF_MSG_MOVING, "Moving", "v2/16_moving.bin", 2,
+     {ID, UINT(HANDOFF_FIELD_ITEMS, U32_MAX, 300)}},
+    {HANDOFF_MSG_ITEM, "Item", "v2/17_item_connection.bin", 6,
+     {UINT(HANDOFF_FIELD_SEQ, U32_MAX, 7),
+      UINT(HANDOFF_FIELD_ITEM_KIND, 1, HANDOFF_ITEM_CONNECTION),
+      STR(HANDOFF_FIELD_NAME, ITEM_NAME),
+      BYTES(HANDOFF_FIELD_UNREAD, T_BYTES, ITEM_UNREAD, sizeof ITEM_UNREAD - 1),
+      BYTES(HANDOFF_FIELD_UNWRITTEN, T_BYTES, ITEM_UNWRITTEN, sizeof ITEM_UNWRITTEN - 1),
+      BYTES(HANDOFF_FIELD_STATE, T_BYTES, ITEM_STATE, sizeof ITEM_STATE)}},
+    {HANDOFF_MSG_ADOPTED, "Adopted", "v2/18_adopted.bin", 2,
+     {ID, UINT(HANDOFF_FIELD_ITEMS, U32_MAX, 300)}},
 };
 
 const field_value *spec_field(const vector_spec *spec, uint32_t field)
@@ -176,7 +195,7 @@ handoff_message *build_message(const vector_spec *spec)
         return NULL;
     CHECK(msg != NULL);
     CHECK_U64(handoff_message_kind(msg), spec->kind);
-    CHECK_U64(handoff_message_proto_version(msg), 1);
+    CHECK_U64(handoff_message_proto_version(msg), VECTOR_VERSION(spec));
     for (i = 0; i < spec->nfields; i++)
         set_field(msg, &spec->fields[i]);
     return msg;

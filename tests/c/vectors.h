@@ -1,6 +1,7 @@
 /*
  * The expected contents of tests/vectors/ (see its README.md), as data: for
- * each of the 14 frames, every field of the message with its type and value.
+ * each of the 14 v1 frames and the 5 of v2 (the Item one: its connection
+ * vector), every field of the message with its type and value.
  * The tables list *every* field each message kind has; test_fields.c checks
  * that every field not listed answers HANDOFF_ERR_NO_SUCH_FIELD, so a field
  * missing here would show up as a failure.
@@ -10,10 +11,12 @@
 
 #include "check.h"
 
-#define KIND_COUNT 14
+#define KIND_COUNT 19
+/* The frame version of a kind's vector: 2 for the kinds v2 adds. */
+#define VECTOR_VERSION(spec) ((spec)->kind >= HANDOFF_MSG_CAPACITY ? 2u : 1u)
 #define MAX_FIELDS 6
 /* Field numbers run 1..LAST_FIELD; 0 is not a field. */
-#define LAST_FIELD HANDOFF_FIELD_TS_MS
+#define LAST_FIELD HANDOFF_FIELD_STATE
 
 typedef enum {
     T_UINT,      /* get_uint / set_uint */
