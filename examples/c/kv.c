@@ -105,6 +105,7 @@ struct conn {
     bool eof;         /* the peer closed its side */
     bool discarding;  /* inside an overlong line: skip to its newline */
     bool lingering;   /* shut down for writing; reading and discarding */
+    bool moved;       /* handed to the successor: untouched until the outcome */
     uint64_t linger_until;
     uint64_t served;         /* lines answered */
     uint64_t drain_answered; /* lines answered since the drain began */
@@ -431,7 +432,7 @@ static size_t live_conns(const struct server *s)
 {
     size_t n = 0;
     for (size_t i = 0; i < s->nconns; i++)
-        n += !s->conns[i]->lingering;
+        n += !s->conns[i]->lingering && !s->conns[i]->moved;
     return n;
 }
 
@@ -471,10 +472,54 @@ static void accept_some(struct server *s)
 
 /* ---- handoff requests, carried out by the event loop -------------------------- */
 
+/* A drain that may move descriptors (protocol v2): every connection goes to
+ * the successor at once, with its partial line and its unsent answers
+ * (made durable first), instead of being drained. A connection whose peer
+ * closed is not moved. */
+static void move_conns(struct server *s)
+{
+    handoff_hook_context *r = s->drain;
+    s->drain = NULL;
+    if (kvlog_sync(&s->log) != 0)
+        fatal("fsync %s: %s", s->log.path, strerror(errno));
+    size_t moved = 0;
+    for (size_t i = 0; i < s->nconns; i++) {
+        struct conn *c = s->conns[i];
+        if (c->dead || c->lingering)
+            continue;
+        conn_flush(c);
+        if (c->eof || c->dead) {
+            c->dead = true;
+            continue;
+        }
+        uint8_t state = c->discarding; /* inside an overlong line */
+        handoff_error *err = NULL;
+        handoff_status st = handoff_hook_move(
+            r, HANDOFF_ITEM_CONNECTION, "kv", c->fd, (const uint8_t *)c->in, c->in_len,
+            (const uint8_t *)c->out + c->out_off, out_pending(c), &state, 1, &err);
+        if (st != HANDOFF_OK) {
+            report("handoff_hook_move", st, err);
+            for (size_t j = 0; j < i; j++)
+                s->conns[j]->moved = false;
+            complete(r, "cannot move a connection");
+            return;
+        }
+        c->moved = true;
+        moved++;
+    }
+    reap_conns(s);
+    say("moving %zu connection(s) to the successor", moved);
+    complete(r, NULL);
+}
+
 static void drain_step(struct server *s)
 {
     if (s->drain == NULL)
         return;
+    if (handoff_hook_move_limit(s->drain) > 0) {
+        move_conns(s);
+        return;
+    }
     uint64_t now = now_ms();
     bool late = now >= s->drain_deadline;
     for (size_t i = 0; i < s->nconns; i++) {
@@ -546,6 +591,12 @@ static void ended(struct server *s)
     s->finished = true;
     s->accepting = false;
     s->drain = NULL;
+    /* The successor has the moved connections: close our copies (never
+     * shutdown, which would end them for the successor too). */
+    for (size_t i = 0; i < s->nconns; i++)
+        if (s->conns[i]->moved)
+            s->conns[i]->dead = true;
+    reap_conns(s);
     if (st != HANDOFF_OK) {
         report("handoff_incumbent_wait", st, err);
         s->exit_code = 1;
@@ -599,6 +650,9 @@ static void resume(struct server *s, handoff_hook_context *r)
         s->exit_code = 1;
         return;
     }
+    /* Moved connections are ours again, flags restored by the library. */
+    for (size_t i = 0; i < s->nconns; i++)
+        s->conns[i]->moved = false;
     s->accepting = true;
     say("resumed after an aborted handoff (generation %llu)",
         (unsigned long long)handoff_incumbent_generation(s->inc));
@@ -653,6 +707,10 @@ static void serve(struct server *s)
 {
     struct pollfd *pfds = NULL;
     size_t pfds_cap = 0;
+    /* Adopted connections: their carried output goes first (the loop
+     * flushes it), then their carried input is answered. */
+    for (size_t i = 0; i < s->nconns; i++)
+        process_input(s, s->conns[i]);
     for (;;) {
         if (s->finished && s->nconns == 0)
             break;
@@ -681,6 +739,10 @@ static void serve(struct server *s)
             wake_at = s->accept_resume_at;
         for (size_t i = 0; i < polled; i++) {
             struct conn *c = s->conns[i];
+            if (c->moved) {
+                pfds[n++] = (struct pollfd){.fd = -1}; /* poll skips it */
+                continue;
+            }
             short events = 0;
             if (!c->eof && (c->lingering || out_pending(c) < OUT_HIGH))
                 events |= POLLIN;
@@ -726,6 +788,8 @@ static void serve(struct server *s)
         now = now_ms();
         for (size_t i = 0; i < s->nconns; i++) {
             struct conn *c = s->conns[i];
+            if (c->moved)
+                continue;
             conn_flush(c);
             if (c->lingering && (c->eof || now >= c->linger_until))
                 c->dead = true;
@@ -1000,6 +1064,48 @@ static int preload_state(struct server *s)
     return 0;
 }
 
+/* What the incumbent moved, taken with the lock held; served from Ready on. */
+static int adopt_conns(struct server *s, handoff_successor *succ, const handoff_lock *lock)
+{
+    handoff_items *items = NULL;
+    handoff_error *err = NULL;
+    handoff_status st = handoff_successor_adopt(succ, lock, &items, &err);
+    if (st != HANDOFF_OK) {
+        report("handoff_successor_adopt", st, err);
+        return -1;
+    }
+    size_t count = handoff_items_count(items);
+    for (size_t i = 0; i < count; i++) {
+        const uint8_t *unread = NULL, *unwritten = NULL, *state = NULL;
+        size_t unread_len = 0, unwritten_len = 0, state_len = 0;
+        if (handoff_items_kind(items, i) != HANDOFF_ITEM_CONNECTION ||
+            !handoff_items_bytes(items, i, HANDOFF_ITEM_PART_UNREAD, &unread, &unread_len) ||
+            !handoff_items_bytes(items, i, HANDOFF_ITEM_PART_UNWRITTEN, &unwritten,
+                                 &unwritten_len) ||
+            !handoff_items_bytes(items, i, HANDOFF_ITEM_PART_STATE, &state, &state_len) ||
+            unread_len > IN_CAP) {
+            say("error: moved item %zu is not a connection this service can take", i);
+            handoff_items_free(items);
+            return -1;
+        }
+        int fd = handoff_items_take_fd(items, i);
+        int flags = fcntl(fd, F_GETFL);
+        if (flags >= 0 && !(flags & O_NONBLOCK))
+            fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+        add_conn(s, fd);
+        struct conn *c = s->conns[s->nconns - 1];
+        memcpy(c->in, unread, unread_len);
+        c->in_len = unread_len;
+        c->discarding = state_len > 0 && state[0] != 0;
+        if (unwritten_len > 0)
+            out_append(c, (const char *)unwritten, unwritten_len);
+    }
+    handoff_items_free(items);
+    if (count > 0)
+        say("adopted %zu connection(s)", count);
+    return 0;
+}
+
 /* Successor: preload, handshake, Begin, then (and only then) listener, lock,
  * the rest of the log, Ready. -1 on failure; before Begin nothing in the
  * data dir was written. */
@@ -1019,6 +1125,11 @@ static int start_successor(struct server *s, handoff_inherited *inherited)
 
     if (preload_state(s) != 0)
         goto out;
+    st = handoff_successor_set_adopts_descriptors(succ, true, &err);
+    if (st != HANDOFF_OK) {
+        report("handoff_successor_set_adopts_descriptors", st, err);
+        goto out;
+    }
     st = handoff_successor_handshake(succ, (const uint8_t *)BUILD_ID, strlen(BUILD_ID), NULL,
                                      &err);
     if (st != HANDOFF_OK) {
@@ -1049,6 +1160,8 @@ static int start_successor(struct server *s, handoff_inherited *inherited)
         goto out;
     }
     if (open_state(s, lock) != 0)
+        goto out;
+    if (adopt_conns(s, succ, lock) != 0)
         goto out;
     describe_listener(s);
 
@@ -1169,7 +1282,9 @@ int main(int argc, char **argv)
         report("handoff_incumbent_set_build_id", st, err);
         goto done;
     }
-    st = handoff_incumbent_start_loop(s.inc, &err);
+    st = handoff_incumbent_set_moves_descriptors(s.inc, true, &err);
+    if (st == HANDOFF_OK)
+        st = handoff_incumbent_start_loop(s.inc, &err);
     if (st != HANDOFF_OK) {
         report("handoff_incumbent_start_loop", st, err);
         goto done;
