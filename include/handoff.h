@@ -774,8 +774,8 @@ handoff_status handoff_incumbent_set_liveness_timeout(struct handoff_incumbent *
 /**
  * Whether the service hands its connections (and other descriptors) to
  * its successor when the handoff allows it (protocol v2): the incumbent
- * then offers v2, and a drain request says how many may move
- * (`handoff_hook_move_limit`). Default false. Before
+ * then offers v2, and a drain request says whether it moves
+ * (`handoff_hook_moves`). Default false. Before
  * `handoff_incumbent_start` or `_start_loop`.
  */
 handoff_status handoff_incumbent_set_moves_descriptors(struct handoff_incumbent *incumbent,
@@ -1294,15 +1294,26 @@ handoff_status handoff_hook_set_drained(struct handoff_hook_context *ctx,
                                         struct handoff_error **err);
 
 /**
- * For a drain: how many descriptors may move to the successor (0 when
- * this handoff moves none: a peer speaks v1, or the service did not ask
- * with `handoff_incumbent_set_moves_descriptors`; close the connections
- * then, as without protocol v2). 0 for NULL and other requests.
+ * For a drain: whether it moves descriptors (protocol v2, both peers
+ * speak it and the service asked with
+ * `handoff_incumbent_set_moves_descriptors`). Then hand over every
+ * connection the service keeps with `handoff_hook_move` instead of closing
+ * it; otherwise close them, as without protocol v2. False for NULL and
+ * other requests.
+ */
+bool handoff_hook_moves(const struct handoff_hook_context *ctx);
+
+/**
+ * For a drain that moves: how many descriptors the successor can hold (it
+ * may be 0). Moving more is not refused here: the supervisor then aborts
+ * the handoff naming the successor's limit before anything moves, and the
+ * service keeps every connection. 0 for NULL, other requests and a drain
+ * that moves nothing.
  */
 uint32_t handoff_hook_move_limit(const struct handoff_hook_context *ctx);
 
 /**
- * For a drain that moves (`handoff_hook_move_limit` > 0): hand `fd` to the
+ * For a drain that moves (`handoff_hook_moves`): hand `fd` to the
  * successor as an item of `kind` (`HANDOFF_ITEM_*`) named `name` (UTF-8,
  * at most 255 bytes), with the bytes read and not processed (`unread`),
  * produced and not written (`unwritten`) and the service's own `state`

@@ -259,8 +259,9 @@ impl Bench {
 
 /// 10,000 idle keep-alive connections (each answered once, then silent)
 /// held by the C service, then a handoff C -> C under a prober opening a
-/// fresh connection per request: it commits, the drain closes every idle
-/// connection (each client reads EOF), no fresh connection fails.
+/// fresh connection per request: it commits, every idle connection moved to
+/// the successor (protocol v2: each answers its next PING with the
+/// successor's pid, none was closed), no fresh connection fails.
 #[test]
 fn a_handoff_with_ten_thousand_idle_connections() {
     const IDLE: usize = 10_000;
@@ -336,16 +337,26 @@ fn a_handoff_with_ten_thousand_idle_connections() {
         bench.log_tail()
     );
     let successor = bench.reaper.keep(outcome.successor.unwrap());
-    // Every idle connection was closed by the drain: its client reads EOF.
-    let closing = Instant::now();
+    // Every idle connection moved: the successor answers it.
+    let pong = format!("PONG {successor} c\n");
+    let asking = Instant::now();
     for stream in &idle {
-        let mut rest = [0u8; 64];
-        let n = (&*stream)
-            .read(&mut rest)
-            .expect("an idle connection must be closed, not reset");
-        assert_eq!(n, 0, "unexpected bytes on an idle connection");
+        (&*stream)
+            .write_all(b"PING\n")
+            .expect("an idle connection must stay open");
     }
-    let eof_secs = closing.elapsed().as_secs_f64();
+    for stream in &idle {
+        let mut answer = [0u8; 64];
+        let n = (&*stream)
+            .read(&mut answer)
+            .expect("an answer on a moved connection");
+        assert_eq!(
+            String::from_utf8_lossy(&answer[..n]),
+            pong,
+            "a moved connection must be answered by the successor"
+        );
+    }
+    let answer_secs = asking.elapsed().as_secs_f64();
     drop(idle);
     assert_eq!(
         bench.reaper.wait_exit(incumbent, Duration::from_secs(20)),
@@ -365,7 +376,8 @@ fn a_handoff_with_ten_thousand_idle_connections() {
     show(&format!(
         "\n10,000 idle connections: opened in {open_secs:.1}s, the incumbent held {held} descriptors; \
          handoff committed in {:.0} ms (drain {:.0} ms, seal {:.0} ms, ready {:.0} ms) vs {:.0} ms \
-         with none idle; every idle client read EOF ({eof_secs:.2}s after the commit); \
+         with none idle; every idle connection moved and answered by the successor \
+         ({answer_secs:.2}s for all); \
          {answered} fresh-connection PINGs during it, 0 failed\n",
         t.total.as_secs_f64() * 1e3,
         t.drain.as_secs_f64() * 1e3,
@@ -438,12 +450,14 @@ fn a_handoff_at_the_descriptor_limit() {
         let mut verdicts = Vec::new();
         if lang == Lang::C {
             // A successor that cannot start (its data directory cannot be
-            // made): rolled back, the incumbent unchanged, still at its limit.
+            // made): rolled back, the incumbent unchanged, still at its limit
+            // (the connections it had moved taken back). It has room for
+            // them, so it fails for its own reason, not for its limit.
             let broken = bench.launcher(
                 lang,
                 "kv-c-broken.sh",
                 LaunchOptions {
-                    nofile: Some(LIMIT),
+                    nofile: Some(4 * LIMIT),
                     extra_args: vec!["--data-dir".into(), "/proc/no-such-dir/kv".into()],
                     ..LaunchOptions::default()
                 },
@@ -476,8 +490,39 @@ fn a_handoff_at_the_descriptor_limit() {
             verdicts.push(format!("rolled back in {secs:.2}s ({reason}), then "));
         }
 
+        // A service that moves its connections: a successor at the same
+        // limit cannot hold them (its capacity leaves room for its own
+        // use); the handoff rolls back naming that limit before anything
+        // moved, and the next successor, given room, takes them all.
+        let moves = lang.moves_connections();
+        let target = if moves {
+            let outcome = bench.supervisor.perform_handoff(&spec(&launcher)).unwrap();
+            assert!(
+                !outcome.committed,
+                "{}: moved connections to a successor that cannot hold them\n{}",
+                lang.tag(),
+                bench.log_tail()
+            );
+            let abort = outcome.abort.expect("a rollback has a reason");
+            assert!(
+                abort.party == Party::Successor && abort.cause == Cause::Limit,
+                "{}: the rollback must name the successor's limit: {abort:?}",
+                lang.tag()
+            );
+            verdicts.push(format!("rolled back ({}), then ", abort.detail));
+            bench.launcher(
+                lang,
+                &format!("kv-{}-roomy.sh", lang.short()),
+                LaunchOptions {
+                    nofile: Some(4 * LIMIT),
+                    ..LaunchOptions::default()
+                },
+            )
+        } else {
+            launcher.clone()
+        };
         let started = Instant::now();
-        let result = bench.supervisor.perform_handoff(&spec(&launcher));
+        let result = bench.supervisor.perform_handoff(&spec(&target));
         let secs = started.elapsed().as_secs_f64();
         let verdict = match &result {
             Ok(outcome) if outcome.committed => "committed".to_string(),
@@ -510,12 +555,25 @@ fn a_handoff_at_the_descriptor_limit() {
             _ => first,
         };
 
-        // The clients accepted before: closed by the drain when committed
-        // (they read EOF); after a rollback they still hold the incumbent's
-        // descriptors, and close them now, as real clients eventually do.
+        // The clients accepted before: moved to the successor, or closed by
+        // the drain (they read EOF).
         let (accepted, queued): (Vec<_>, Vec<_>) =
             clients.into_iter().partition(|client| client.answered);
-        if committed {
+        if moves {
+            let pong = format!("PONG {serving} {}\n", lang.tag());
+            for Client { mut reader, .. } in accepted {
+                let stream = reader.get_ref();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                (&*stream).write_all(b"PING\n").unwrap_or_else(|e| {
+                    panic!("{}: a moved connection was closed: {e}", lang.tag())
+                });
+                let mut answer = String::new();
+                reader.read_line(&mut answer).unwrap();
+                assert_eq!(answer, pong, "{}: a moved connection", lang.tag());
+            }
+        } else {
             for Client { mut reader, .. } in accepted {
                 reader
                     .get_ref()
@@ -530,8 +588,6 @@ fn a_handoff_at_the_descriptor_limit() {
                 });
                 assert_eq!(n, 0, "{}: {rest:?} on a drained connection", lang.tag());
             }
-        } else {
-            drop(accepted);
         }
         // Every queued client is answered, by whoever serves now; each
         // closes its connection once answered, freeing a descriptor.

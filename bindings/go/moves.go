@@ -40,8 +40,22 @@ func (i *Incumbent) SetMovesDescriptors(moves bool) error {
 	return err
 }
 
-// MoveLimit is how many descriptors a drain may move (0: this handoff moves
-// none; close the connections as without protocol v2).
+// Moves says whether this drain moves descriptors (both peers speak protocol
+// v2): then Move every connection the service keeps instead of closing it;
+// otherwise close them as without v2.
+func (r *Request) Moves() bool {
+	var moves bool
+	_ = r.with(func(ctx *C.handoff_hook_context) error {
+		moves = bool(C.handoff_hook_moves(ctx))
+		return nil
+	})
+	return moves
+}
+
+// MoveLimit is how many descriptors the successor can hold in a drain that
+// moves (it may be 0). Moving more is not refused here: the supervisor then
+// aborts the handoff naming the successor's limit, and the service keeps
+// every connection.
 func (r *Request) MoveLimit() uint32 {
 	var limit uint32
 	_ = r.with(func(ctx *C.handoff_hook_context) error {

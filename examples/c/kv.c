@@ -136,6 +136,7 @@ struct server {
     uint64_t drain_deadline;
 
     bool finished;      /* serving ended (committed/superseded): step down */
+    bool sealed;        /* the log is fsynced and its descriptor kept for a resume */
     int exit_code;
 };
 
@@ -474,8 +475,9 @@ static void accept_some(struct server *s)
 
 /* A drain that may move descriptors (protocol v2): every connection goes to
  * the successor at once, with its partial line and its unsent answers
- * (made durable first), instead of being drained. A connection whose peer
- * closed is not moved. */
+ * (made durable first), instead of being drained. One whose peer closed
+ * its side moves too: the successor writes what is owed, reads the end of
+ * file and closes it. */
 static void move_conns(struct server *s)
 {
     handoff_hook_context *r = s->drain;
@@ -488,10 +490,8 @@ static void move_conns(struct server *s)
         if (c->dead || c->lingering)
             continue;
         conn_flush(c);
-        if (c->eof || c->dead) {
-            c->dead = true;
+        if (c->dead)
             continue;
-        }
         uint8_t state = c->discarding; /* inside an overlong line */
         handoff_error *err = NULL;
         handoff_status st = handoff_hook_move(
@@ -516,7 +516,7 @@ static void drain_step(struct server *s)
 {
     if (s->drain == NULL)
         return;
-    if (handoff_hook_move_limit(s->drain) > 0) {
+    if (handoff_hook_moves(s->drain)) {
         move_conns(s);
         return;
     }
@@ -621,7 +621,9 @@ static void ended(struct server *s)
 static void seal(struct server *s, handoff_hook_context *r)
 {
     uint64_t records = s->log.records;
-    if (kvlog_close(&s->log) != 0) {
+    /* fsynced, not closed: a resume at the descriptor limit closes this one
+     * to reopen the log by its path (a successor may have replaced it). */
+    if (kvlog_sync(&s->log) != 0) {
         char reason[256];
         snprintf(reason, sizeof reason, "fsync/close %s: %s", s->log.path, strerror(errno));
         say("seal failed: %s", reason);
@@ -635,6 +637,7 @@ static void seal(struct server *s, handoff_hook_context *r)
         complete(r, "cannot report the revision");
         return;
     }
+    s->sealed = true;
     say("sealed at revision %llu", (unsigned long long)records);
     complete(r, NULL);
 }
@@ -642,17 +645,21 @@ static void seal(struct server *s, handoff_hook_context *r)
 static void resume(struct server *s, handoff_hook_context *r)
 {
     char reason[256];
-    if (s->log.fd < 0 &&
-        reopen_log(s, handoff_incumbent_generation(s->inc), reason, sizeof reason) != 0) {
-        say("cannot reopen the log to resume: %s", reason);
-        complete(r, reason);
-        s->finished = true;
-        s->exit_code = 1;
-        return;
-    }
-    /* Moved connections are ours again, flags restored by the library. */
+    /* Moved connections are ours again, flags restored by the library (and
+     * closed by the step-down below if the log cannot be reopened). */
     for (size_t i = 0; i < s->nconns; i++)
         s->conns[i]->moved = false;
+    if (s->sealed) {
+        s->sealed = false;
+        (void)kvlog_close(&s->log); /* already fsynced by the seal */
+        if (reopen_log(s, handoff_incumbent_generation(s->inc), reason, sizeof reason) != 0) {
+            say("cannot reopen the log to resume: %s", reason);
+            complete(r, reason);
+            s->finished = true;
+            s->exit_code = 1;
+            return;
+        }
+    }
     s->accepting = true;
     say("resumed after an aborted handoff (generation %llu)",
         (unsigned long long)handoff_incumbent_generation(s->inc));

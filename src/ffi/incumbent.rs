@@ -326,8 +326,8 @@ pub unsafe extern "C" fn handoff_incumbent_set_liveness_timeout(
 
 /// Whether the service hands its connections (and other descriptors) to
 /// its successor when the handoff allows it (protocol v2): the incumbent
-/// then offers v2, and a drain request says how many may move
-/// (`handoff_hook_move_limit`). Default false. Before
+/// then offers v2, and a drain request says whether it moves
+/// (`handoff_hook_moves`). Default false. Before
 /// `handoff_incumbent_start` or `_start_loop`.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_incumbent_set_moves_descriptors(

@@ -148,21 +148,37 @@ pub unsafe extern "C" fn handoff_hook_set_drained(
     })
 }
 
-/// For a drain: how many descriptors may move to the successor (0 when
-/// this handoff moves none: a peer speaks v1, or the service did not ask
-/// with `handoff_incumbent_set_moves_descriptors`; close the connections
-/// then, as without protocol v2). 0 for NULL and other requests.
+/// For a drain: whether it moves descriptors (protocol v2, both peers
+/// speak it and the service asked with
+/// `handoff_incumbent_set_moves_descriptors`). Then hand over every
+/// connection the service keeps with `handoff_hook_move` instead of closing
+/// it; otherwise close them, as without protocol v2. False for NULL and
+/// other requests.
+#[no_mangle]
+pub unsafe extern "C" fn handoff_hook_moves(ctx: *const handoff_hook_context) -> bool {
+    // SAFETY: NULL or a live context (header contract).
+    drain_moves(unsafe { ctx.as_ref() }).is_some()
+}
+
+/// For a drain that moves: how many descriptors the successor can hold (it
+/// may be 0). Moving more is not refused here: the supervisor then aborts
+/// the handoff naming the successor's limit before anything moves, and the
+/// service keeps every connection. 0 for NULL, other requests and a drain
+/// that moves nothing.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_hook_move_limit(ctx: *const handoff_hook_context) -> u32 {
     // SAFETY: NULL or a live context (header contract).
-    unsafe { ctx.as_ref() }
-        .and_then(|c| c.request.as_ref())
-        .filter(|r| r.kind() == RequestKind::Drain)
-        .and_then(Request::moves)
-        .unwrap_or(0)
+    drain_moves(unsafe { ctx.as_ref() }).unwrap_or(0)
 }
 
-/// For a drain that moves (`handoff_hook_move_limit` > 0): hand `fd` to the
+/// A drain's move limit when it moves descriptors.
+fn drain_moves(ctx: Option<&handoff_hook_context>) -> Option<u32> {
+    ctx.and_then(|c| c.request.as_ref())
+        .filter(|r| r.kind() == RequestKind::Drain)
+        .and_then(Request::moves)
+}
+
+/// For a drain that moves (`handoff_hook_moves`): hand `fd` to the
 /// successor as an item of `kind` (`HANDOFF_ITEM_*`) named `name` (UTF-8,
 /// at most 255 bytes), with the bytes read and not processed (`unread`),
 /// produced and not written (`unwritten`) and the service's own `state`
@@ -214,13 +230,13 @@ pub unsafe extern "C" fn handoff_hook_move(
             return Err(Failure::invalid(format!("descriptor {fd}")));
         }
         check_item(name, unread, unwritten, state).map_err(Failure::invalid)?;
-        let limit = ctx
-            .request_of(RequestKind::Drain, "handoff_hook_move")?
-            .moves()
-            .unwrap_or(0);
         // More than the limit is recorded: the supervisor then aborts the
         // handoff naming the successor's limit, before anything moves.
-        if limit == 0 {
+        if ctx
+            .request_of(RequestKind::Drain, "handoff_hook_move")?
+            .moves()
+            .is_none()
+        {
             return Err(wrong_state(
                 "this handoff moves no descriptors (close the connection instead)",
             ));

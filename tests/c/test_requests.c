@@ -182,6 +182,7 @@ static void bad_input(void)
     CHECK_ERR(handoff_successor_poll_begin(NULL, &begun, &err), &err, HANDOFF_ERR_NULL_POINTER);
     CHECK(begun);
     /* Protocol v2's moves. */
+    CHECK(!handoff_hook_moves(NULL));
     CHECK(handoff_hook_move_limit(NULL) == 0);
     CHECK_ERR(handoff_hook_move(NULL, HANDOFF_ITEM_CONNECTION, "kv", 0, NULL, 0, NULL, 0, NULL, 0,
                                 &err),
@@ -243,6 +244,7 @@ void test_requests(void)
     CHECK_ERR(handoff_hook_seal_progress(ctx, 1, 2, 3, &err), &err, HANDOFF_ERR_WRONG_STATE);
     CHECK_OK(handoff_hook_set_drained(ctx, 0, true, &err), &err);
     /* A v1 handoff moves nothing: the service closes its connections. */
+    CHECK(!handoff_hook_moves(ctx));
     CHECK(handoff_hook_move_limit(ctx) == 0);
     CHECK_ERR(handoff_hook_move(ctx, HANDOFF_ITEM_CONNECTION, "kv", 0, NULL, 0, NULL, 0, NULL, 0,
                                 &err),

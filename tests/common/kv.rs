@@ -37,6 +37,12 @@ impl Lang {
         }
     }
 
+    /// Whether the service hands its connections to a successor that
+    /// adopts them (protocol v2) instead of closing them in the drain.
+    pub fn moves_connections(self) -> bool {
+        matches!(self, Lang::C)
+    }
+
     /// The language `n` places after this one in C, Python, Go.
     pub fn after(self, n: usize) -> Lang {
         let at = LANGS.iter().position(|&l| l == self).unwrap_or(0);

@@ -193,6 +193,7 @@ FUNCTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     # hooks
     "handoff_hook_time_left_ms": (c_uint64, (HOOK,)),
     "handoff_hook_set_drained": (status, (HOOK, c_uint32, c_bool, ERR)),
+    "handoff_hook_moves": (c_bool, (HOOK,)),
     "handoff_hook_move_limit": (c_uint32, (HOOK,)),
     "handoff_hook_move": (
         status,
