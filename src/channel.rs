@@ -5,6 +5,7 @@
 //! the bytes (v2 Item frames) is never dropped unseen.
 #![allow(unsafe_code)]
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -17,6 +18,9 @@ use crate::fdpass::{recv_with_descriptors, send_with_descriptors, Received};
 use crate::frame::{encode_frame, FrameReader};
 use crate::poll::{wait_fd, Wait};
 use crate::protocol::{Message, MessageKind, MAX_ITEMS_PER_BATCH, PROTO_MIN, PROTO_MOVES};
+
+/// Bytes per `recvmsg`: a whole batch of Items (253 small frames) in one.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// How long a blocked send may wait for the peer to make room.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,12 +48,13 @@ impl Sender {
     /// [`MAX_ITEMS_PER_BATCH`] per `sendmsg` (docs/protocol.md). The
     /// descriptors are numbers the caller keeps open for the call (a closed
     /// one fails the send with EBADF).
-    pub fn send_items(&self, items: &[(Message, RawFd)]) -> Result<()> {
+    pub fn send_items<M: Borrow<Message>>(&self, items: &[(M, RawFd)]) -> Result<()> {
         let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
         for batch in items.chunks(MAX_ITEMS_PER_BATCH) {
             let mut bytes = Vec::new();
             let mut fds = Vec::with_capacity(batch.len());
             for (message, fd) in batch {
+                let message = message.borrow();
                 if message.kind() != MessageKind::Item {
                     return Err(Error::Encode(format!(
                         "{} carries no descriptor",
@@ -295,7 +300,7 @@ impl Channel {
     /// Read what the socket holds without waiting. [`Error::PeerClosed`]
     /// at the end of the stream.
     pub fn fill(&mut self) -> Result<Filled> {
-        let mut chunk = [0u8; 4096];
+        let mut chunk = [0u8; READ_CHUNK];
         let mut filled = Filled::Nothing;
         loop {
             match self.read_some(&mut chunk).map(|r| r.len) {
@@ -331,7 +336,7 @@ impl Channel {
     /// been set on this socket before the peer wrote).
     pub fn recv_attested(&mut self, deadline: Instant) -> Result<(Message, Option<u32>)> {
         while self.reader.buffered() == 0 {
-            let mut chunk = [0u8; 4096];
+            let mut chunk = [0u8; READ_CHUNK];
             match self.read_some(&mut chunk) {
                 Ok(Received { len: 0, .. }) => return Err(Error::PeerClosed { mid_frame: false }),
                 Ok(Received { pid, .. }) => self.attested = pid,

@@ -371,7 +371,7 @@ impl<'a> Run<'a> {
             }
             let frames: Vec<_> = batch
                 .iter()
-                .map(|(message, fd)| (message.clone(), fd.as_raw_fd()))
+                .map(|(message, fd)| (message, fd.as_raw_fd()))
                 .collect();
             let sent = self
                 .successor_channel

@@ -209,12 +209,13 @@ impl Service {
     fn drain(&mut self, moves: Option<u32>) -> DrainReport {
         self.accepting = false;
         let mut moved = Vec::new();
-        for conn in self.conns.iter_mut().filter(|c| !c.closed) {
-            conn.read();
-            conn.work(&mut self.table);
-        }
         self.conns.retain(|c| !c.closed);
         if moves.is_none() {
+            // v1: answer what was asked before the drain, then close.
+            for conn in &mut self.conns {
+                conn.read();
+                conn.work(&mut self.table);
+            }
             self.conns.clear(); // v1: the successor gets no connections
             return DrainReport {
                 accept_closed: true,
