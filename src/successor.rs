@@ -287,6 +287,7 @@ impl Successor {
             )),
             Some(moves) => {
                 moves.adopted = true;
+                crash_point!("N_AFTER_ADOPT");
                 Ok(std::mem::take(&mut moves.received))
             }
         }

@@ -76,7 +76,7 @@ use crash::{
     become_subreaper, check_recovery, committed_pid, crash_build, describe_exit,
     old_incumbent_exit, phase_name, ping, run_with_listener, show, stable_fd_profile,
     wait_fd_profile, After, Case, CrashBuild, FdProfile, Run, Who, World, BOUNDARY_CASES,
-    HOOK_CASES,
+    HOOK_CASES, MOVE_CASES,
 };
 use handoff::journal::Journal;
 use handoff::lock::{DataDirLock, LockState};
@@ -645,6 +645,19 @@ fn rows() -> Vec<Row> {
                 incumbent,
                 successor,
             });
+        }
+    }
+    // The steps only a handoff that moves connections has, with every pair
+    // of services that both move them.
+    for incumbent in LANGS.into_iter().filter(|l| l.moves_connections()) {
+        for successor in LANGS.into_iter().filter(|l| l.moves_connections()) {
+            for case in MOVE_CASES.iter().filter(|c| c.point.contains(only.as_str())) {
+                rows.push(Row {
+                    case,
+                    incumbent,
+                    successor,
+                });
+            }
         }
     }
     rows

@@ -381,6 +381,7 @@ impl<'a> Run<'a> {
                 .send_items(&frames);
             sent.map_err(|e| self.send_failed(Peer::Successor, "Item", e))?;
             forwarded += batch.len() as u32;
+            crash_point!("S_MID_ITEMS");
         }
         Ok(forwarded)
     }

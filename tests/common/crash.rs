@@ -690,6 +690,34 @@ pub const BOUNDARY_CASES: &[Case] = &[
     ),
 ];
 
+/// The steps of a handoff that moves connections (protocol v2), for the
+/// pairs of services that both move them (kv::Lang::moves_connections).
+pub const MOVE_CASES: &[Case] = &[
+    // S dies with the first batch of Items forwarded: N sees its
+    // socketpair close and exits; O, its connections not yet given up,
+    // resumes with them.
+    case(
+        "S_MID_ITEMS",
+        Who::S,
+        Some(Phase::Negotiating),
+        Run::Killed,
+        After::OldResumes,
+    ),
+    // O dies with its Items sent, before Drained: rolled back; its
+    // connections die with it (N never read them); nobody serves until
+    // the cold restart.
+    case(
+        "O_AFTER_ITEMS",
+        Who::O,
+        None,
+        Run::RolledBack(&["Drained", "Item"]),
+        After::NobodyServes,
+    ),
+    // N dies having adopted the connections, before Ready: rolled back; O
+    // takes its copies back and serves them.
+    case("N_AFTER_ADOPT", Who::N, None, N_KILLED, After::OldResumes),
+];
+
 /// A crash inside each of the incumbent's hooks (the example services
 /// have real ones; the no-op service's do nothing).
 pub const HOOK_CASES: &[Case] = &[
