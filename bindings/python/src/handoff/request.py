@@ -179,7 +179,8 @@ class HookContext:
 class Request(HookContext):
     """A request taken by the service's own loop, to complete exactly once.
 
-    Fill in the report with the setters (:meth:`set_drained` for a drain;
+    Fill in the report with the setters (:meth:`set_drained`, and
+    :meth:`move` when :attr:`move_limit` allows it, for a drain;
     :meth:`push_revision`, :meth:`seal_progress`, :meth:`set_fingerprint`
     for a seal), then :meth:`complete` it, or :meth:`fail` it with a reason.
     Heartbeats go on meanwhile, so a drain may take many loop iterations
