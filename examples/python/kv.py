@@ -2,6 +2,7 @@
 """kv-py: a key-value server over TCP that hands itself off with libhandoff.
 
     kv.py --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] [--verbose]
+          [--no-moves]
 
 The same contract as examples/c (examples/README.md): line protocol, log
 format, handoff behaviour; either can take over from the other.
@@ -13,8 +14,17 @@ fileno()): when it is readable the loop takes the request (drain, seal,
 resume, or the end of serving), carries it out across as many iterations
 as it needs and completes it. No thread, lock or wake pipe of our own.
 
+When both sides of a handoff speak protocol v2, the connections are not
+drained: each moves to the successor with its half-received line, its
+answers not yet written (made durable first) and its overlong-line state,
+and the client never sees a close (examples/README.md, "Moving
+connections"). ``--no-moves`` takes part as protocol v1 instead: the drain
+closes the connections and a successor adopts nothing.
+
 ``--fail-seal`` (for tests) makes the seal raise, so every handoff rolls
-back and this process keeps serving.
+back and this process keeps serving. ``--exit-after-adopt`` (for tests)
+makes a successor exit after adopting what moved and before Ready, so the
+handoff rolls back after the descriptors moved.
 
 Every open of the log (cold start, successor, resume_after_abort) happens
 with the data-dir lock held and before serving, and may compact it (kvlog).
@@ -37,7 +47,9 @@ from dataclasses import dataclass, field
 
 import handoff
 from handoff import (
+    AdoptedItem,
     Incumbent,
+    ItemKind,
     Lock,
     LockHeldError,
     Request,
@@ -98,6 +110,7 @@ class Conn:
     eof: bool = False  # the peer closed its side
     discarding: bool = False  # inside an overlong line: skip to its newline
     lingering: bool = False  # shut down for writing; reading and discarding
+    moved: bool = False  # handed to the successor: untouched until the outcome
     linger_until: int = 0
     served: int = 0  # lines answered
     drain_answered: int = 0  # lines answered since the drain began
@@ -109,13 +122,15 @@ class Server:
     """The service, on the main thread: connections, the log, the table and
     the handoff's requests."""
 
-    def __init__(self, data_dir: str, control_path: str, fail_seal: bool) -> None:
-        self.data_dir = data_dir
-        self.control_path = control_path
-        self.fail_seal = fail_seal
+    def __init__(self, options: argparse.Namespace) -> None:
+        self.data_dir: str = options.data_dir
+        self.control_path: str = options.control_socket
+        self.fail_seal: bool = options.fail_seal
+        self.moves: bool = not options.no_moves
+        self.exit_after_adopt: bool = options.exit_after_adopt
         self.listener: socket.socket | None = None
         self.listen_url = "tcp://?:0"
-        self.log = KvLog(data_dir)
+        self.log = KvLog(self.data_dir)
         self.table: dict[bytes, bytes] = {}
         self.inc: Incumbent | None = None
         self.conns: list[Conn] = []
@@ -261,7 +276,7 @@ class Server:
         self.conns = kept
 
     def live_conns(self) -> int:
-        return sum(1 for c in self.conns if not c.lingering)
+        return sum(1 for c in self.conns if not c.lingering and not c.moved)
 
     def accept_some(self) -> None:
         """Accept what is waiting. The listener's O_NONBLOCK flag is shared
@@ -297,6 +312,52 @@ class Server:
             self.conns.append(Conn(sock, sock.fileno()))
 
     # -- handoff requests, carried out by the event loop --------------------------
+
+    def move_conns(self, request: Request) -> None:
+        """A drain that moves (protocol v2): every connection goes to the
+        successor at once, between two requests, with its partial line, its
+        answers not yet written and whether it is inside an overlong line;
+        none is drained. A connection whose peer closed and that has nothing
+        left to write is closed instead."""
+        self.accepting = False
+        # The answers that move acknowledge writes: durable first.
+        self.sync_log()
+        moving = []
+        for conn in self.conns:
+            if conn.dead or conn.lingering:
+                continue
+            self.conn_flush(conn)
+            if conn.dead or (conn.eof and not conn.out):
+                conn.dead = True
+            else:
+                moving.append(conn)
+        self.reap_conns()
+        try:
+            for conn in moving:
+                request.move(
+                    ItemKind.CONNECTION,
+                    "kv",
+                    conn.sock,
+                    unread=bytes(conn.inbuf),
+                    unwritten=bytes(conn.out),
+                    state=b"\x01" if conn.discarding else b"\x00",
+                )
+                conn.moved = True
+        except handoff.HandoffError as e:
+            # Items leave only with a completed drain: nothing has moved.
+            for conn in moving:
+                conn.moved = False
+            say(f"cannot move a connection: {e} ({e.status_name})")
+            request.fail(f"cannot move a connection: {e}")
+            return
+        unwritten = sum(len(conn.out) for conn in moving)
+        unread = sum(len(conn.inbuf) for conn in moving)
+        say(
+            f"moving {len(moving)} connection(s) to the successor:"
+            f" {unwritten} byte(s) unwritten, {unread} unread"
+        )
+        request.set_drained(open_conns_remaining=0, accept_closed=True)
+        request.complete()
 
     def drain_step(self) -> None:
         if self.draining is None:
@@ -394,7 +455,9 @@ class Server:
                 say(f"{request.kind.name.lower()} failed:\n{traceback.format_exc()}")
 
     def carry_out(self, request: Request) -> None:
-        if request.kind is RequestKind.DRAIN:
+        if request.kind is RequestKind.DRAIN and request.move_limit > 0:
+            self.move_conns(request)
+        elif request.kind is RequestKind.DRAIN:
             grace = min(request.time_left_ms // 2, DRAIN_GRACE_MS)
             say(f"draining {self.live_conns()} connection(s)")
             self.accepting = False
@@ -436,14 +499,27 @@ class Server:
                 request.fail(reason)
                 self.finished, self.exit_code = True, 1
                 return
+        # The moved connections are ours again, their file status flags
+        # restored by the library, their state as we kept it.
+        taken_back = sum(1 for c in self.conns if c.moved)
+        for conn in self.conns:
+            conn.moved = False
         self.accepting = True
-        say(f"resumed after an aborted handoff (generation {self.inc.generation})")
+        say(
+            f"resumed after an aborted handoff (generation {self.inc.generation}),"
+            f" {taken_back} moved connection(s) taken back"
+        )
 
     def step_down(self, outcome: ServeOutcome | None) -> None:
         """Serving has ended (None: it failed); finish what lingers, then exit."""
         self.finished = True
         self.accepting = False
         self.draining = None
+        # Our copies of the moved connections: closed, never shut down,
+        # which would end them for the successor too.
+        for conn in self.conns:
+            conn.dead = conn.dead or conn.moved
+        self.reap_conns()
         if outcome == ServeOutcome.COMMITTED:
             say("handoff committed: stepping down")
             self.exit_code = 0
@@ -463,6 +539,11 @@ class Server:
     def serve(self) -> None:
         assert self.listener is not None and self.inc is not None
         listen_fd = self.listener.fileno()
+        # Adopted connections: their carried output goes first, then their
+        # carried input is answered (after this iteration's fsync).
+        for conn in self.conns:
+            self.conn_flush(conn)
+            self.process_input(conn)
         while True:
             if self.finished and not self.conns:
                 break
@@ -480,7 +561,7 @@ class Server:
             if polled_listener:
                 poller.register(listen_fd, POLLIN)
             wake_at = now + TICK_MS
-            polled = list(self.conns)
+            polled = [conn for conn in self.conns if not conn.moved]
             for conn in polled:
                 events = 0
                 if not conn.eof and (conn.lingering or len(conn.out) < OUT_HIGH):
@@ -518,6 +599,8 @@ class Server:
 
             now = now_ms()
             for conn in self.conns:
+                if conn.moved:  # this iteration's drain moved it: hands off
+                    continue
                 self.conn_flush(conn)
                 if (
                     conn.lingering
@@ -570,6 +653,7 @@ class Server:
             succ = inherited.successor()
         with succ:
             self.preload_log()
+            succ.set_adopts_descriptors(self.moves)
             succ.handshake(BUILD_ID)
             try:
                 succ.wait_for_begin(BEGIN_TIMEOUT)
@@ -582,6 +666,11 @@ class Server:
             # Invariant 5: nothing is written before the lock is held.
             with Lock.acquire(self.data_dir, timeout=SUCCESSOR_LOCK_TIMEOUT) as lock:
                 self.open_log(lock.generation)  # goes on from the preload
+                self.adopt_conns(succ, lock)
+                if self.exit_after_adopt:
+                    raise StartupError(
+                        "exiting after adopting, as asked (--exit-after-adopt)"
+                    )
                 self.describe_listener()
                 self.inc = succ.announce_ready(
                     self.control_path,
@@ -595,6 +684,22 @@ class Server:
             f" {self.log.records} record(s)"
         )
 
+    def adopt_conns(self, succ: handoff.Successor, lock: Lock) -> None:
+        """What the incumbent moved, taken with the lock held and the log
+        open; served from Ready on (serve() writes the carried output
+        first). Anything this service cannot take fails the start-up, and
+        the handoff rolls back."""
+        items = succ.adopt(lock)
+        try:
+            conns = [adopted_conn(item) for item in items]
+        except StartupError:
+            for item in items:
+                item.close()  # close, never shutdown: they go back
+            raise
+        self.conns.extend(conns)
+        if conns:
+            say(f"adopted {len(conns)} connection(s)")
+
     def install_signals(self) -> None:
         """From here on SIGTERM/SIGINT stop the service cleanly (before, the
         default action is right: a successor killed before Ready leaves
@@ -607,6 +712,7 @@ class Server:
         assert self.inc is not None
         self.install_signals()
         self.inc.set_build_id(BUILD_ID)
+        self.inc.set_moves_descriptors(self.moves)
         self.inc.start_loop()
         self.accepting = True
         self.serve()
@@ -636,6 +742,25 @@ class Server:
 
 class StartupError(Exception):
     """Start-up failed; the message says why."""
+
+
+def adopted_conn(item: AdoptedItem) -> Conn:
+    """A moved connection as ours: its partial line, its answers not yet
+    written, and whether it is inside an overlong line (state: one byte,
+    examples/README.md)."""
+    if item.kind is not ItemKind.CONNECTION or len(item.unread) > IN_CAP:
+        raise StartupError(
+            f"moved item {item.name!r} ({item.kind.name}, {len(item.unread)} bytes unread)"
+            " is not a connection this service can take"
+        )
+    sock = item.socket  # non-blocking, as adopted
+    return Conn(
+        sock,
+        sock.fileno(),
+        discarding=item.state[:1] not in (b"", b"\x00"),
+        out=bytearray(item.unwritten),
+        inbuf=bytearray(item.unread),
+    )
 
 
 def bind_listener(url: str) -> socket.socket:
@@ -702,6 +827,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--fail-seal", action="store_true", help="(tests) make every seal fail"
     )
+    parser.add_argument(
+        "--no-moves",
+        action="store_true",
+        help="hand off as protocol v1: close connections at a drain, adopt nothing",
+    )
+    parser.add_argument(
+        "--exit-after-adopt",
+        action="store_true",
+        help="(tests) as a successor, exit after adopting, before Ready",
+    )
     return parser.parse_args(argv)
 
 
@@ -710,7 +845,7 @@ def main(argv: list[str]) -> int:
     options = parse_args(argv)  # exits 2 on a usage error
     VERBOSE = options.verbose
     handoff.set_log_callback(on_library_event)
-    server = Server(options.data_dir, options.control_socket, options.fail_seal)
+    server = Server(options)
     code = 1
     try:
         inherited = handoff.detect()

@@ -167,3 +167,44 @@ class Load:
             for key, answer in zip(keys, answers, strict=True)
             if answer != f"VALUE {self.acked[key]}"
         ]
+
+
+class Kept:
+    """A client connection kept across handoffs: an end of file or a reset
+    fails the test, and nothing is ever resent."""
+
+    def __init__(self, port: int, rcvbuf: int | None = None, timeout: float = 20.0) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            # Before connecting, so that the window stays this small.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)  # a bound on a wait, never an assertion
+        self.sock.connect(("127.0.0.1", port))
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, data: str) -> None:
+        self.sock.sendall(data.encode())
+
+    def line(self) -> str:
+        answer = self.reader.readline()
+        if not answer.endswith(b"\n"):
+            raise ConnectionError(f"the connection was closed (EOF) after {answer!r}")
+        return answer[:-1].decode()
+
+    def ask(self, line: str) -> str:
+        self.send(line + "\n")
+        return self.line()
+
+    def pid(self) -> int:
+        """Who answers PING on this connection."""
+        words = self.ask("PING").split()
+        assert words[0] == "PONG", words
+        return int(words[1])
+
+    def at_eof(self) -> bool:
+        """Whether the server closed the connection (cleanly: a reset raises)."""
+        return self.reader.read(1) == b""
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()

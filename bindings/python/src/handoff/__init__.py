@@ -12,6 +12,9 @@ exceptions, context managers, descriptors for event loops, and callbacks.
   own loop watches (``selectors``, asyncio), or calls a service's
   ``drain``, ``seal`` and ``resume_after_abort`` (:mod:`handoff.callbacks`).
 - :class:`Successor` is the successor's side of a handoff.
+- :mod:`handoff.moves`: with protocol v2 the incumbent's client connections
+  (and other descriptors) move to the successor with their state
+  (:meth:`HookContext.move`, :meth:`Successor.adopt`, :class:`AdoptedItem`).
 - :class:`Supervisor` owns the listeners and performs handoffs.
 - :mod:`handoff.messages` and :mod:`handoff.journal` are the protocol's
   messages and the supervisor's journal, encoded by the library.
@@ -24,7 +27,7 @@ or the system's library path (see :mod:`handoff._lib`).
 
 from __future__ import annotations
 
-from . import callbacks, errors, journal, log, messages
+from . import callbacks, errors, journal, log, messages, moves
 from ._lib import LibraryNotFoundError, library_path
 from ._lib import lib as _load
 from .callbacks import Service
@@ -67,6 +70,7 @@ from .listeners import Inherited, ListenerKind, detect
 from .lock import Lock, LockHolder, lock_holder
 from .log import LogLevel, forward_to_logging, set_log_callback
 from .messages import FrameReader, ItemKind, Message, MessageHandle, MessageKind, Side
+from .moves import AdoptedItem, Descriptor
 from .request import HookContext, Request, RequestKind, ServeOutcome
 from .successor import Successor
 from .supervisor import (
@@ -97,9 +101,11 @@ def status_name(status: int) -> str | None:
 
 __all__ = [
     "AbortedError",
+    "AdoptedItem",
     "BufferTooSmallError",
     "Cause",
     "DecodeError",
+    "Descriptor",
     "EncodeError",
     "EnvironmentVariableError",
     "FrameMalformedError",
@@ -167,6 +173,7 @@ __all__ = [
     "lock_holder",
     "log",
     "messages",
+    "moves",
     "read_journal",
     "set_log_callback",
     "status_name",

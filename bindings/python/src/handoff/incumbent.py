@@ -91,6 +91,16 @@ class Incumbent(Managed):
         ms = to_ms(timeout, "timeout", minimum=1)
         check(_lib.lib().handoff_incumbent_set_liveness_timeout, self._handle, ms)
 
+    def set_moves_descriptors(self, moves: bool) -> None:
+        """Whether the service hands its connections (and other
+        descriptors) to its successor when the handoff allows it (protocol
+        v2, docs/protocol.md): the incumbent then offers v2, and a drain's
+        :attr:`Request.move_limit <handoff.HookContext.move_limit>` says
+        how many may move (see :meth:`Request.move
+        <handoff.HookContext.move>`). Default False. Before
+        :meth:`start_loop` or :meth:`start`."""
+        check(_lib.lib().handoff_incumbent_set_moves_descriptors, self._handle, bool(moves))
+
     @property
     def generation(self) -> int:
         """The lock generation of the current tenure: a fencing token to

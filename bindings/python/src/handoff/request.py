@@ -16,8 +16,9 @@ from types import TracebackType
 from typing import Any
 
 from . import _lib
-from ._managed import Managed
+from ._managed import Managed, encode_str
 from .errors import HandoffError, HookFailedError, WrongStateError, check
+from .moves import Descriptor, ItemKind, descriptor_of
 
 __all__ = ["HookContext", "Request", "RequestKind", "ServeOutcome", "failure_reason"]
 
@@ -90,6 +91,65 @@ class HookContext:
             accept_closed,
         )
 
+    @property
+    def move_limit(self) -> int:
+        """For a drain: how many descriptors may move to the successor
+        (protocol v2). 0 when this handoff moves none (a peer speaks v1, or
+        the service did not ask with :meth:`Incumbent.set_moves_descriptors
+        <handoff.Incumbent.set_moves_descriptors>`): close the connections
+        then, as without protocol v2. 0 for a seal."""
+        return int(_lib.lib().handoff_hook_move_limit(self._live()))
+
+    def move(
+        self,
+        kind: ItemKind,
+        name: str,
+        descriptor: Descriptor,
+        *,
+        unread: bytes = b"",
+        unwritten: bytes = b"",
+        state: bytes = b"",
+    ) -> None:
+        """For a drain that moves (:attr:`move_limit` > 0): hand
+        ``descriptor`` to the successor as an item of ``kind`` named
+        ``name`` (UTF-8, at most 255 bytes), with the bytes read and not
+        processed (``unread``), produced and not written (``unwritten``;
+        any write they acknowledge must be durable first) and the service's
+        own ``state`` (together at most 1,048,000 bytes).
+
+        ``descriptor`` is a :class:`socket.socket` for a
+        :attr:`ItemKind.CONNECTION` (or anything with ``fileno()``), or a
+        descriptor number for a named :attr:`ItemKind.DESCRIPTOR` such as
+        a memfd. The bytes are copied, the descriptor is not: keep the
+        socket (or descriptor) open and neither read nor write it until
+        the outcome. Once serving ends committed (an ENDED request), close
+        it, never ``shutdown()``, which would end the connection for the
+        successor too; on a RESUME it is the service's again (the library
+        restored its file status flags, O_NONBLOCK included): carry on from
+        the state kept for it.
+
+        Refused, with nothing recorded: :class:`WrongStateError` when this
+        drain moves nothing, :class:`InvalidArgumentError` for a bad kind,
+        name, size or descriptor (a closed socket). Moving more than
+        :attr:`move_limit` is recorded: the handoff then rolls back before
+        anything moves, the supervisor naming the successor's limit."""
+        fd = descriptor_of(descriptor)
+        raw_name = encode_str(name, "an item name")
+        unread, unwritten, state = bytes(unread), bytes(unwritten), bytes(state)
+        check(
+            _lib.lib().handoff_hook_move,
+            self._live(),
+            int(kind),
+            raw_name,
+            fd,
+            unread,
+            len(unread),
+            unwritten,
+            len(unwritten),
+            state,
+            len(state),
+        )
+
     def push_revision(self, revision: int) -> None:
         """For a seal: append the last revision of the next shard."""
         check(_lib.lib().handoff_hook_push_revision, self._live(), revision)
@@ -119,7 +179,8 @@ class HookContext:
 class Request(HookContext):
     """A request taken by the service's own loop, to complete exactly once.
 
-    Fill in the report with the setters (:meth:`set_drained` for a drain;
+    Fill in the report with the setters (:meth:`set_drained`, and
+    :meth:`move` when :attr:`move_limit` allows it, for a drain;
     :meth:`push_revision`, :meth:`seal_progress`, :meth:`set_fingerprint`
     for a seal), then :meth:`complete` it, or :meth:`fail` it with a reason.
     Heartbeats go on meanwhile, so a drain may take many loop iterations

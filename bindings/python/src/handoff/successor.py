@@ -6,6 +6,7 @@ A typical successor::
     inherited = handoff.detect()
     with inherited.successor() as succ:
         inherited.close()
+        succ.set_adopts_descriptors(True)  # optional: connections move (v2)
         succ.handshake(b"my-build")
         succ.wait_for_begin(60)          # AbortedError/PeerClosedError: exit
                                          # (in asyncio: await succ.wait_for_begin_async(60))
@@ -13,6 +14,7 @@ A typical successor::
         listener = succ.take_listener("web")
         lock = handoff.Lock.acquire(data_dir, timeout=5)
         ...                              # open the sealed state
+        moved = succ.adopt(lock)         # AdoptedItems; served after Ready
         incumbent = succ.announce_ready(control_path, lock,
                                         listening_on=["tcp://127.0.0.1:8080"])
     incumbent.start_loop()
@@ -37,10 +39,11 @@ from ctypes import byref, c_bool, c_int
 from . import _aio, _lib
 from ._managed import Managed, PathLike, encode_path, encode_str, to_ms
 from ._sockets import ListenerKind, socket_from_fd
-from .errors import TimedOutError, WrongStateError, check
+from .errors import NullPointerError, TimedOutError, WrongStateError, check
 from .incumbent import Incumbent
 from .lock import Lock
 from .messages import MessageHandle, Ready
+from .moves import AdoptedItem, take_items
 
 __all__ = ["Successor"]
 
@@ -55,6 +58,13 @@ class Successor(Managed):
 
     _FREE = "handoff_successor_free"
     _WHAT = "successor"
+
+    def set_adopts_descriptors(self, adopts: bool) -> None:
+        """Whether the service adopts the descriptors an incumbent moves
+        (its client connections and named descriptors: protocol v2,
+        docs/protocol.md); the handshake then offers v2, and :meth:`adopt`
+        gives what moved. Default False. Before :meth:`handshake`."""
+        check(_lib.lib().handoff_successor_set_adopts_descriptors, self._handle, bool(adopts))
 
     def handshake(self, build_id: bytes = b"") -> uuid.UUID:
         """Send Hello (announcing ``build_id``) and wait up to 5 s for
@@ -129,6 +139,29 @@ class Successor(Managed):
             byref(fd),
         )
         return socket_from_fd(fd.value)
+
+    def adopt(self, lock: Lock, *, blocking: bool = False) -> list[AdoptedItem]:
+        """What the incumbent moved, in its order (empty when nothing
+        moved): after Begin, holding the data-dir ``lock`` (nothing moved
+        is read or written before), once per handoff and before
+        :meth:`announce_ready`, which refuses to announce Ready unless
+        every item moved was adopted.
+
+        Each connection comes as a :class:`socket.socket`
+        (:attr:`AdoptedItem.socket`), non-blocking unless ``blocking``;
+        any other descriptor stays in its item until taken with
+        :meth:`AdoptedItem.open` or :meth:`AdoptedItem.detach`. For each
+        connection, write its ``unwritten`` bytes first, then process its
+        ``unread`` ones, then read it, and only once Ready is announced.
+        If this raises, every descriptor that moved is closed."""
+        if lock is None:
+            raise NullPointerError("adopting needs the held data-dir lock, not None")
+        items = ctypes.POINTER(_lib.handoff_items)()
+        check(_lib.lib().handoff_successor_adopt, self._handle, lock._handle, byref(items))
+        try:
+            return take_items(items, blocking)
+        finally:
+            _lib.lib().handoff_items_free(items)
 
     def announce_ready(
         self,
