@@ -651,7 +651,10 @@ fn rows() -> Vec<Row> {
     // of services that both move them.
     for incumbent in LANGS.into_iter().filter(|l| l.moves_connections()) {
         for successor in LANGS.into_iter().filter(|l| l.moves_connections()) {
-            for case in MOVE_CASES.iter().filter(|c| c.point.contains(only.as_str())) {
+            for case in MOVE_CASES
+                .iter()
+                .filter(|c| c.point.contains(only.as_str()))
+            {
                 rows.push(Row {
                     case,
                     incumbent,

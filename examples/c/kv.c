@@ -2,7 +2,10 @@
  * kv-c: a key-value server over TCP that hands itself off with libhandoff.
  *
  *   kv-c --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] [--max-conns N]
- *        [--verbose]
+ *        [--no-moves] [--verbose]
+ *
+ * Its client connections move to a successor that adopts them (protocol
+ * v2), unless --no-moves: then a handoff closes them, as in protocol v1.
  *
  * One thread runs a poll(2) event loop that owns every connection, the log
  * and the table. libhandoff serves the control socket on a thread of its
@@ -60,6 +63,7 @@
 static long g_pid;
 static bool g_verbose;
 static size_t g_max_conns = DEFAULT_MAX_CONNS;
+static bool g_moves = true; /* hand connections over / adopt them (v2) */
 
 static void say(const char *fmt, ...)
 {
@@ -828,7 +832,7 @@ struct options {
 static void usage(FILE *to)
 {
     fprintf(to, "usage: kv-c --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] "
-                "[--max-conns N] [--verbose]\n");
+                "[--max-conns N] [--no-moves] [--verbose]\n");
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -840,6 +844,10 @@ static int parse_args(int argc, char **argv, struct options *o)
         const char **slots[] = {&o->data_dir, &o->control_socket, &o->listen, &o->max_conns};
         if (strcmp(arg, "--verbose") == 0) {
             g_verbose = true;
+            continue;
+        }
+        if (strcmp(arg, "--no-moves") == 0) {
+            g_moves = false;
             continue;
         }
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -1132,7 +1140,7 @@ static int start_successor(struct server *s, handoff_inherited *inherited)
 
     if (preload_state(s) != 0)
         goto out;
-    st = handoff_successor_set_adopts_descriptors(succ, true, &err);
+    st = handoff_successor_set_adopts_descriptors(succ, g_moves, &err);
     if (st != HANDOFF_OK) {
         report("handoff_successor_set_adopts_descriptors", st, err);
         goto out;
@@ -1289,7 +1297,7 @@ int main(int argc, char **argv)
         report("handoff_incumbent_set_build_id", st, err);
         goto done;
     }
-    st = handoff_incumbent_set_moves_descriptors(s.inc, true, &err);
+    st = handoff_incumbent_set_moves_descriptors(s.inc, g_moves, &err);
     if (st == HANDOFF_OK)
         st = handoff_incumbent_start_loop(s.inc, &err);
     if (st != HANDOFF_OK) {

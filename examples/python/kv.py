@@ -455,7 +455,7 @@ class Server:
                 say(f"{request.kind.name.lower()} failed:\n{traceback.format_exc()}")
 
     def carry_out(self, request: Request) -> None:
-        if request.kind is RequestKind.DRAIN and request.move_limit > 0:
+        if request.kind is RequestKind.DRAIN and request.moves:
             self.move_conns(request)
         elif request.kind is RequestKind.DRAIN:
             grace = min(request.time_left_ms // 2, DRAIN_GRACE_MS)

@@ -92,12 +92,21 @@ class HookContext:
         )
 
     @property
+    def moves(self) -> bool:
+        """For a drain: whether it moves descriptors (protocol v2: both
+        peers speak it and the service asked with
+        :meth:`Incumbent.set_moves_descriptors
+        <handoff.Incumbent.set_moves_descriptors>`). Then :meth:`move`
+        every connection the service keeps instead of closing it; otherwise
+        close them, as without protocol v2. False for a seal."""
+        return bool(_lib.lib().handoff_hook_moves(self._live()))
+
+    @property
     def move_limit(self) -> int:
-        """For a drain: how many descriptors may move to the successor
-        (protocol v2). 0 when this handoff moves none (a peer speaks v1, or
-        the service did not ask with :meth:`Incumbent.set_moves_descriptors
-        <handoff.Incumbent.set_moves_descriptors>`): close the connections
-        then, as without protocol v2. 0 for a seal."""
+        """For a drain that moves: how many descriptors the successor can
+        hold (it may be 0; moving more rolls the handoff back naming that
+        limit, the service keeping every connection). 0 when the drain
+        moves nothing, and for a seal."""
         return int(_lib.lib().handoff_hook_move_limit(self._live()))
 
     def move(
@@ -110,7 +119,7 @@ class HookContext:
         unwritten: bytes = b"",
         state: bytes = b"",
     ) -> None:
-        """For a drain that moves (:attr:`move_limit` > 0): hand
+        """For a drain that moves (:attr:`moves`): hand
         ``descriptor`` to the successor as an item of ``kind`` named
         ``name`` (UTF-8, at most 255 bytes), with the bytes read and not
         processed (``unread``), produced and not written (``unwritten``;
