@@ -727,7 +727,7 @@ pub const HOOK_CASES: &[Case] = &[
         "O_IN_DRAIN",
         Who::O,
         None,
-        Run::RolledBack(&["Drained"]),
+        Run::RolledBack(&["Drained", "Moving"]),
         After::NobodyServes,
     ),
     // O dies inside its seal hook, holding the lock (the kernel frees it).
