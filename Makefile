@@ -135,6 +135,7 @@ test-python: build venv
 	$(PY_VENV)/bin/ruff check bindings/python examples/python
 	$(PY_VENV)/bin/ruff format --check bindings/python examples/python
 	cd examples/demo && $(PY_VENV)/bin/ruff check . && $(PY_VENV)/bin/ruff format --check .
+	cd examples/demo && $(PY_VENV)/bin/mypy --strict demo.py loadgen.py report.py test_pairs.py test_report.py
 	$(PY_VENV)/bin/mypy --strict bindings/python/src/handoff
 	cd examples/python && $(PY_VENV)/bin/mypy --strict kv.py kvlog.py test_kvlog.py
 	$(PY_VENV)/bin/python -m pytest -q examples/python/test_kvlog.py
@@ -163,14 +164,15 @@ test-go: build examples-go
 
 # The demo: handoff-supervisor hands the key-value service off between its
 # C, Python and Go implementations under load (examples/demo). test-demo runs
-# a shorter demo and the nine ordered pairs of implementations.
+# a shorter demo, the report's verdict on made-up runs (test_report.py) and
+# the nine ordered pairs of implementations.
 .PHONY: demo test-demo
 demo: build venv
 	$(PYTHON) examples/demo/demo.py
 
 test-demo: build venv
 	$(PYTHON) examples/demo/demo.py --handoffs 3 --report $(CURDIR)/target/demo-test.svg
-	$(PY_VENV)/bin/python -m pytest -q examples/demo/test_pairs.py
+	$(PY_VENV)/bin/python -m pytest -q examples/demo/test_report.py examples/demo/test_pairs.py
 
 # The comparison of handoff libraries under load (benches/compare, written
 # up in docs/benchmarks.md): libhandoff (kv-c, kv-go), beyond-handoff 0.1.4,

@@ -7,7 +7,11 @@
 //!   reset connection, or no answer within the timeout, is a failure;
 //! * persistent clients keep one connection; when the server closes it
 //!   between requests (a drain does), the client reconnects and resends
-//!   the request once, as HTTP clients do, which is not a failure;
+//!   the request once, as HTTP clients do, which is not a failure; every
+//!   time the server closed or reset a persistent client's connection (end
+//!   of file, ECONNRESET, EPIPE: on a request, or found by a last look when
+//!   the load stops) is counted apart, as a kept connection closed
+//!   ([`Results::closed`]), whether or not a resend followed;
 //! * each client alternates `SET key value` and `GET key` on [`KEYS`] keys
 //!   of its own, round robin, with a new value each time (so the services'
 //!   logs are mostly overwritten records, which they compact, and the state
@@ -94,6 +98,13 @@ pub struct Results {
     /// Every key written, and what it may read back as.
     pub keys: HashMap<String, Expected>,
     pub resent: u64,
+    /// When (`now_ns`) the server was seen to have closed or reset a
+    /// persistent client's connection (end of file, ECONNRESET, EPIPE), one
+    /// entry per connection: on a request (resent or not), or at the stop.
+    pub closed: Vec<u64>,
+    /// How the first of those were seen, each at its time in seconds on
+    /// the run's clock (that of the processes.log files).
+    pub closed_examples: Vec<String>,
     pub examples: Vec<String>,
 }
 
@@ -208,6 +219,20 @@ impl Client {
         }
     }
 
+    /// The server closed or reset this persistent client's connection.
+    fn closed(&mut self, how: impl FnOnce() -> String) {
+        let at = now_ns();
+        self.results.closed.push(at);
+        if self.results.closed_examples.len() < 10 {
+            let how = how();
+            self.results.closed_examples.push(format!(
+                "{:.6} s: {}: {how}",
+                at as f64 / 1e9,
+                self.prefix
+            ));
+        }
+    }
+
     /// Whether `answer` is right for `request`; remembers acknowledged SETs.
     fn check(&mut self, key: &str, value: Option<&str>, answer: &str) -> Outcome {
         match value {
@@ -313,6 +338,16 @@ impl Client {
                         break;
                     }
                     Err(failure) => {
+                        if classify(&failure) == Outcome::Reset {
+                            self.closed(|| {
+                                format!(
+                                    "{} on a {} connection: {}",
+                                    request.trim(),
+                                    if reused { "kept" } else { "new" },
+                                    describe(&failure)
+                                )
+                            });
+                        }
                         // A kept connection closed between requests:
                         // reconnect and resend once. Anything on a new
                         // connection is a failure.
@@ -342,7 +377,32 @@ impl Client {
                 None => {}
             }
         }
+        if let Some(stream) = kept {
+            // A close since the last answer has not been seen yet: look.
+            if let Some(how) = closed_by_peer(&stream) {
+                self.closed(|| format!("at the stop: {how}"));
+            }
+        }
         self.results
+    }
+}
+
+/// Whether the server closed or reset `stream` (no request outstanding):
+/// how, or None while it is open.
+fn closed_by_peer(stream: &TcpStream) -> Option<String> {
+    if let Err(e) = stream.set_nonblocking(true) {
+        return Some(format!("cannot look: {e}"));
+    }
+    let mut byte = [0u8; 1];
+    loop {
+        return match stream.peek(&mut byte) {
+            Ok(0) => Some("end of file".into()),
+            // Bytes nobody asked for: open, but not quiet.
+            Ok(_) => None,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => None,
+            Err(e) => Some(e.to_string()),
+        };
     }
 }
 
@@ -382,6 +442,12 @@ impl LoadGenerator {
             all.acknowledged += results.acknowledged;
             all.keys.extend(results.keys);
             all.resent += results.resent;
+            all.closed.extend(results.closed);
+            for example in results.closed_examples {
+                if all.closed_examples.len() < 10 {
+                    all.closed_examples.push(example);
+                }
+            }
             for example in results.examples {
                 if all.examples.len() < 10 {
                     all.examples.push(example);
@@ -389,6 +455,7 @@ impl LoadGenerator {
             }
         }
         all.samples.sort_by_key(|s| s.start);
+        all.closed.sort_unstable();
         all
     }
 }

@@ -16,7 +16,11 @@
 //! For each system, in turn: calibration (flat out, no handoff: the load
 //! the machine sustains), steady state (paced at `--load` of the first
 //! system's calibration, no handoff), K handoffs under that load (one every
-//! `--interval-ms`), then a ramp of handoff rates. Writes the results as
+//! `--interval-ms`), then a ramp of handoff rates. Besides failed requests
+//! and lost writes it counts, for the persistent clients, the kept
+//! connections the server closed (a drain closes them, a handoff that moves
+//! them does not) apart from the resends, and their p99 steady and during
+//! the handoffs. Writes the results as
 //! JSON and renders them as markdown and SVG (docs/benchmarks.md with
 //! `--publish`). Run through `make bench` (which builds everything):
 //!
@@ -297,6 +301,29 @@ fn latency(samples: &[&Sample]) -> Value {
         "p99_ms": ms(quantile(&values, 0.99)),
         "max_ms": ms(values.last().copied().unwrap_or(0)),
     })
+}
+
+/// The persistent clients' kept connections that the server closed or
+/// reset (loadgen.rs, `Results::closed`) in a part of the run, and how the
+/// first were seen.
+fn kept_closed(results: &loadgen::Results) -> Value {
+    json!({
+        "total": results.closed.len(),
+        "examples": results.closed_examples,
+    })
+}
+
+/// p99 during the handoffs ÷ steady p99, when both were measured.
+fn ratio(during: &Value, steady: &Value) -> Value {
+    match (during.as_f64(), steady.as_f64()) {
+        (Some(d), Some(s)) if s > 0.0 => json!((d / s * 100.0).round() / 100.0),
+        _ => Value::Null,
+    }
+}
+
+/// The persistent clients' samples of `samples`.
+fn persistent<'a>(samples: &[&'a Sample]) -> Vec<&'a Sample> {
+    samples.iter().copied().filter(|s| !s.fresh).collect()
 }
 
 fn failures(samples: &[Sample]) -> Value {
@@ -634,11 +661,14 @@ fn handoff_stats(segment: &Segment) -> Value {
         },
         "latency_during": latency(&inside),
         "latency_between": latency(&outside),
+        "latency_persistent_during": latency(&persistent(&inside)),
+        "latency_persistent_between": latency(&persistent(&outside)),
         "requests": segment.results.samples.len(),
         "throughput": throughput(segment),
         "failures": failures(&segment.results.samples),
         "failure_examples": segment.results.examples,
         "resent": segment.results.resent,
+        "kept_closed": kept_closed(&segment.results),
         "writes": lost_json(segment),
         "drift": segment.drift,
     })
@@ -727,10 +757,14 @@ fn run_system(
                 .iter()
                 .filter(|s| s.start >= steady.from && s.end <= steady.to)
                 .collect();
+            let steady_persistent = persistent(&steady_samples);
             let steady_json = json!({
                 "throughput": throughput(&steady),
                 "latency": latency(&steady_samples),
+                "latency_persistent": latency(&steady_persistent),
                 "failures": failures(&steady.results.samples),
+                "resent": steady.results.resent,
+                "kept_closed": kept_closed(&steady.results),
                 "writes": lost_json(&steady),
             });
             (max, calibration_failures, target, steady_json)
@@ -756,12 +790,26 @@ fn run_system(
         );
         let main_json = handoff_stats(&main);
         eprintln!(
-            "compare: {name}: {} committed, {} failed requests, {} lost writes, duration p50 {} ms",
+            "compare: {name}: {} committed, {} failed requests, {} lost writes, {} kept connections \
+             closed, {} resent, duration p50 {} ms",
             main_json["committed"],
             main_json["failures"]["total"],
             main_json["writes"]["lost"],
+            main_json["kept_closed"]["total"],
+            main_json["resent"],
             main_json["duration"]["p50_ms"]
         );
+        for example in main_json["kept_closed"]["examples"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(3)
+        {
+            eprintln!(
+                "compare:   kept connection closed: {}",
+                example.as_str().unwrap_or("?")
+            );
+        }
         main_json
     })?;
     let mut ramp = Vec::new();
@@ -797,18 +845,32 @@ fn run_system(
                 "rollbacks": stats["rollbacks"],
                 "failures": stats["failures"]["total"],
                 "lost": stats["writes"]["lost"],
+                "kept_closed": stats["kept_closed"]["total"],
+                "resent": stats["resent"],
                 "duration_p50_ms": stats["duration"]["p50_ms"],
                 "zero_errors": zero,
             })
         })?;
         ramp.push(step);
     }
+    // The persistent clients in one place: what the handoffs did to their
+    // connections, and their p99 steady and during the handoffs.
+    let steady_p99 = &steady_json["latency_persistent"]["p99_ms"];
+    let during_p99 = &main_json["latency_persistent_during"]["p99_ms"];
+    let persistent = json!({
+        "kept_closed": main_json["kept_closed"]["total"],
+        "resent": main_json["resent"],
+        "p99_steady_ms": steady_p99,
+        "p99_during_ms": during_p99,
+        "p99_during_over_steady": ratio(during_p99, steady_p99),
+    });
     Ok(json!({
         "name": name,
         "calibration": { "throughput": max, "failures": calibration_failures },
         "rate": target,
         "steady": steady_json,
         "handoffs": main_json,
+        "persistent": persistent,
         "ramp": ramp,
     }))
 }

@@ -41,6 +41,19 @@ fn num(v: &Value) -> String {
     }
 }
 
+/// A ratio as `1.23×`, or `–` when it was not measured.
+fn times(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x.is_finite() => format!("{x:.2}×"),
+        _ => "–".into(),
+    }
+}
+
+/// The persistent clients' p99 during the handoffs ÷ their steady p99.
+fn persistent_ratio(system: &Value) -> f64 {
+    f(&system["persistent"]["p99_during_ms"]) / f(&system["persistent"]["p99_steady_ms"])
+}
+
 fn failures_cell(failures: &Value) -> String {
     let total = failures["total"].as_u64().unwrap_or(0);
     if total == 0 {
@@ -88,9 +101,11 @@ pub fn summary(results: &Value) -> String {
             continue;
         }
         let h = &s["handoffs"];
+        let p = &s["persistent"];
         let _ = writeln!(
             out,
-            "{:<14} {}/{} handoffs, {} failed requests, {} lost writes, duration p50 {} ms p99 {} ms, gap max {} ms, p99 steady {} ms during {} ms",
+            "{:<14} {}/{} handoffs, {} failed requests, {} lost writes, duration p50 {} ms p99 {} ms, gap max {} ms, p99 steady {} ms during {} ms; \
+             persistent clients: {} kept connections closed, {} resent, p99 steady {} ms during {} ms ({})",
             s["name"].as_str().unwrap_or("?"),
             h["committed"],
             h["attempted"],
@@ -101,6 +116,11 @@ pub fn summary(results: &Value) -> String {
             num(&h["gap"]["max_ms"]),
             num(&s["steady"]["latency"]["p99_ms"]),
             num(&h["latency_during"]["p99_ms"]),
+            num(&p["kept_closed"]),
+            num(&p["resent"]),
+            num(&p["p99_steady_ms"]),
+            num(&p["p99_during_ms"]),
+            times(&p["p99_during_over_steady"]),
         );
     }
     out
@@ -133,12 +153,15 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
         let mut line = format!(
             "**Headline.** Over {} consecutive handoffs under {:.0} requests/s of closed-loop load, \
              libhandoff (the C example service) failed {} requests and lost {} of {} acknowledged writes; \
+             the handoffs closed {} of its persistent clients' connections ({} requests resent); \
              a handoff took {} ms at the median (p99 {} ms)",
             h["committed"],
             rate,
             h["failures"]["total"],
             num(&h["writes"]["lost"]),
             h["writes"]["acknowledged"],
+            num(&c["persistent"]["kept_closed"]),
+            num(&c["persistent"]["resent"]),
             num(&h["duration"]["p50_ms"]),
             num(&h["duration"]["p99_ms"]),
         );
@@ -231,6 +254,31 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
             s["handoffs"]["requests"], s["handoffs"]["resent"]
         )
     });
+    row(
+        &mut md,
+        "kept connections closed by the handoffs (persistent clients)",
+        &|s| {
+            let closed = &s["persistent"]["kept_closed"];
+            if closed.as_u64() == Some(0) {
+                "**0**".into()
+            } else {
+                num(closed)
+            }
+        },
+    );
+    row(
+        &mut md,
+        "persistent clients' p99 steady / during handoffs, ms (ratio)",
+        &|s| {
+            let p = &s["persistent"];
+            format!(
+                "{} / {} ({})",
+                num(&p["p99_steady_ms"]),
+                num(&p["p99_during_ms"]),
+                times(&p["p99_during_over_steady"])
+            )
+        },
+    );
     row(&mut md, "handoff duration p50 / p99 / max, ms", &|s| {
         let d = &s["handoffs"]["duration"];
         format!(
@@ -469,6 +517,40 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
                 .join("; "),
             verdict(ratios.iter().all(|r| *r <= 2.0))
         );
+        let kept: Vec<String> = ours
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} closed, {} resent",
+                    num(&s["persistent"]["kept_closed"]),
+                    num(&s["persistent"]["resent"])
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| no kept connection closed by a handoff (persistent clients: 0 closed, 0 resent) | {} | {} |",
+            kept.join("; "),
+            verdict(ours.iter().all(|s| {
+                s["persistent"]["kept_closed"].as_u64() == Some(0)
+                    && s["persistent"]["resent"].as_u64() == Some(0)
+            }))
+        );
+        let persistent: Vec<f64> = ours.iter().map(|s| persistent_ratio(s)).collect();
+        let _ = writeln!(
+            md,
+            "| persistent clients' p99 during handoffs ≤ 2× their steady p99 | {} | {} |",
+            ours.iter()
+                .zip(&persistent)
+                .map(|(s, r)| format!(
+                    "{} ms vs {} ms: {r:.2}×",
+                    num(&s["persistent"]["p99_during_ms"]),
+                    num(&s["persistent"]["p99_steady_ms"])
+                ))
+                .collect::<Vec<_>>()
+                .join("; "),
+            verdict(persistent.iter().all(|r| *r <= 2.0))
+        );
         let theirs: Vec<(String, f64)> = ["beyond", "tableflip"]
             .iter()
             .filter_map(|n| find(results, n))
@@ -634,6 +716,19 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
         "- Latency: request start to answer. Steady state: {} s of the same paced load with no handoff. During \
          handoffs: the requests whose lifetime overlaps a handoff's trigger-to-commit window.",
         num(&o["steady_secs"])
+    );
+    let _ = writeln!(
+        md,
+        "- Kept connections closed by the handoffs: every time the server closed or reset a persistent client's \
+         connection during the K handoffs (end of file, ECONNRESET or EPIPE on a request, resent or not, or \
+         found by a last non-blocking look at each kept connection when the load stops), counted apart from \
+         the resends (a resend follows a close of a connection that had served a request; a close of the new \
+         connection it opened is counted too, and is a failure). A handoff that moves connections (libhandoff's \
+         protocol v2, when both the incumbent's service and the successor's move them) closes none; one that \
+         drains them (protocol v1, the other libraries, a restart) closes each persistent client's connection \
+         once per handoff. Persistent \
+         clients' p99: the same latency as above, of the persistent clients' requests only (a resend's \
+         reconnection included), steady state against during handoffs; the goal is a ratio of at most 2."
     );
     let _ = writeln!(
         md,

@@ -4,16 +4,27 @@ across C, Python and Go, under load, with nothing refused and nothing lost.
 Starts handoff-supervisor with the C service on 127.0.0.1, runs closed-loop
 clients (loadgen.py), triggers handoffs in the cycle C -> Python -> Go -> C,
 reads every acknowledged write back, prints a report, and draws
-demo-report.svg (latency over time, each handoff's phases as bands). Exits
-non-zero if any request failed or any acknowledged write was lost.
+demo-report.svg (latency over time, each handoff's phases as bands).
 
-    python3 examples/demo/demo.py [--handoffs 9] [--report demo-report.svg]
+The report says, for the persistent clients, how many connections stayed
+open across every handoff, how many each handoff closed, and how many times
+they reconnected; and which handoffs moved the connections (protocol v2: both
+services move them, the library's drain says "moving up to N descriptor(s)")
+and which drained them (v1: the drain closes them, and the clients reconnect
+and resend). Exits non-zero if any request failed, any acknowledged write
+was lost, or a kept connection was closed by a handoff that moved
+connections (or by one of which the log does not say, or outside any
+handoff): a v1 handoff, into or out of a service that does not move its
+connections yet, may close them.
+
+    python3 examples/demo/demo.py [--handoffs 9] [--cycle python,go,c] [--report demo-report.svg]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
@@ -31,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SUPERVISOR = ROOT / "target/release/handoff-supervisor"
 VENV_PYTHON = ROOT / "target/venv/bin/python"
 CYCLE = ["python", "go", "c"]
+KINDS = ("c", "python", "go")
 
 
 @dataclass
@@ -41,12 +54,19 @@ class Handoff:
     committed: bool = False
     phases: list[tuple[str, float]] = field(default_factory=list)
     detail: str = ""
+    handoff_id: str = ""
+    # The implementation it hands off from.
+    source: str = ""
+    # "v2": the drain moved the connections; "v1": it closed them;
+    # "unknown": the supervisor's log does not say (see drain_protocol).
+    protocol: str = "unknown"
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def service_binaries(work: Path) -> dict[str, Path]:
@@ -93,7 +113,7 @@ drain_grace_secs = 5
     return config
 
 
-def start_supervisor(config: Path, log) -> subprocess.Popen:
+def start_supervisor(config: Path, log: IO[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [SUPERVISOR, "run", "--config", config],
         stdout=log,
@@ -102,7 +122,7 @@ def start_supervisor(config: Path, log) -> subprocess.Popen:
     )
 
 
-def stop_supervisor(supervisor: subprocess.Popen) -> None:
+def stop_supervisor(supervisor: subprocess.Popen[bytes]) -> None:
     """SIGTERM (the supervisor stops the service), SIGKILL the group if stuck."""
     supervisor.send_signal(signal.SIGTERM)
     try:
@@ -143,7 +163,39 @@ def trigger(config: Path, binary: Path, target: str, epoch: float) -> Handoff:
         if len(words) == 3 and words[2] == "ms":
             handoff.phases.append((words[0], float(words[1])))
     handoff.detail = (done.stdout + done.stderr).strip().splitlines()[-1] if (done.stdout + done.stderr).strip() else ""
+    # "... (handoff ID)" ends the committed and the rolled-back lines.
+    ids = re.findall(r"\(handoff ([^ ()]+)\)$", done.stdout + done.stderr, re.MULTILINE)
+    handoff.handoff_id = ids[-1] if ids else ""
     return handoff
+
+
+def drain_protocol(log: Path, handoff_id: str) -> str:
+    """Whether handoff ``handoff_id``'s drain moved the connections ("v2")
+    or closed them ("v1"), from the library's own line in the incumbent's
+    log (every example service prints the library's info lines to stderr,
+    which goes to the supervisor's log): "handoff ID: draining (budget ...)",
+    followed by ", moving up to N descriptor(s)" when the supervisor sent the
+    incumbent a Transfer, which it does only when both services move their
+    connections (docs/protocol.md, "Protocol v2"). "unknown" when there is no
+    such line."""
+    if not handoff_id:
+        return "unknown"
+    marker = f"handoff {handoff_id}: draining"
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "unknown"
+    for line in text.splitlines():
+        if marker in line:
+            return "v2" if "moving up to" in line else "v1"
+    return "unknown"
+
+
+def describe_protocol(protocol: str) -> str:
+    return {
+        "v2": "protocol v2: connections moved",
+        "v1": "protocol v1: connections closed by the drain",
+    }.get(protocol, "protocol unknown: no drain line in the log")
 
 
 def main() -> int:
@@ -152,7 +204,15 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="clients of each kind")
     parser.add_argument("--report", default=str(ROOT / "demo-report.svg"))
     parser.add_argument("--pause", type=float, default=0.6, help="seconds between handoffs")
+    parser.add_argument(
+        "--cycle",
+        default=",".join(CYCLE),
+        help="the implementations handed off to in turn, from C (default: python,go,c; c alone: C to C)",
+    )
     args = parser.parse_args()
+    cycle = [kind.strip() for kind in args.cycle.split(",") if kind.strip()]
+    if not cycle or any(kind not in KINDS for kind in cycle):
+        parser.error(f"--cycle: a comma-separated list of {', '.join(KINDS)}")
 
     with tempfile.TemporaryDirectory(prefix="handoff-demo-") as tmp:
         work = Path(tmp)
@@ -169,16 +229,22 @@ def main() -> int:
                 load.start()
                 time.sleep(1.5)  # steady state before the first handoff
                 handoffs = []
+                serving = "c"
                 for n in range(args.handoffs):
-                    target = CYCLE[n % len(CYCLE)]
+                    target = cycle[n % len(cycle)]
                     handoff = trigger(config, binaries[target], target, epoch)
+                    handoff.source = serving
+                    handoff.protocol = drain_protocol(work / "supervisor.log", handoff.handoff_id)
                     handoffs.append(handoff)
+                    if handoff.committed:
+                        serving = target
                     phases = "  ".join(f"{name} {ms:.1f}" for name, ms in handoff.phases)
                     state = "committed" if handoff.committed else f"ROLLED BACK ({handoff.detail})"
                     answer = wait_for_service(port, 10)
                     print(
-                        f"demo: handoff {n + 1}/{args.handoffs} -> {target:<6} {state} in "
-                        f"{(handoff.ended - handoff.started) * 1000:.1f} ms [{phases}]; now {answer}"
+                        f"demo: handoff {n + 1}/{args.handoffs} {handoff.source} -> {target:<6} {state} in "
+                        f"{(handoff.ended - handoff.started) * 1000:.1f} ms ({describe_protocol(handoff.protocol)}) "
+                        f"[{phases}]; now {answer}"
                     )
                     time.sleep(args.pause)
                 time.sleep(1.0)
@@ -188,7 +254,7 @@ def main() -> int:
                 stop_supervisor(supervisor)
 
         leftovers = report.leftover_processes(work)
-        summary = report.summarize(results, handoffs, lost, epoch, leftovers)
+        summary = report.summarize(results, handoffs, lost, epoch, leftovers, args.clients)
         print(summary.text)
         report.write_svg(Path(args.report), results, handoffs, epoch)
         print(f"demo: picture of the run: {args.report}")

@@ -8,8 +8,13 @@ Clients of two kinds run until stopped:
   requests (a drain does), the client reconnects and resends the request,
   as HTTP clients do, which is not a failure.
 
-Every acknowledged SET is remembered, so that `verify()` can read each one
-back afterwards. Standard library only.
+Every connection a persistent client opens is recorded (`KeptConnection`),
+with when the server closed or reset it (end of file, ECONNRESET, EPIPE: on a
+request, or found by a last look when the load stops), so that a report can
+say how many stayed open across the handoffs, how many the handoffs closed,
+and how many times the clients reconnected (the benchmark's loadgen.rs counts
+the same). Every acknowledged SET is remembered, so that `verify()` can read
+each one back afterwards. Standard library only.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 TIMEOUT_SECS = 5.0
@@ -33,12 +39,35 @@ class Sample:
 
 
 @dataclass
+class KeptConnection:
+    """One connection of a persistent client: when it was opened, how many
+    answers came on it, and when (monotonic seconds) and how the server
+    closed or reset it (None: the client still had it open at the stop, or
+    gave up on it itself, `given_up`)."""
+
+    client: int
+    opened: float
+    answered: int = 0
+    closed: float | None = None
+    how: str = ""
+    given_up: str = ""
+
+
+@dataclass
 class Results:
     samples: list[Sample] = field(default_factory=list)
     acknowledged: dict[str, str] = field(default_factory=dict)
     resent: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
+    kept: list[KeptConnection] = field(default_factory=list)
+
+    def closed_by_server(self) -> list[KeptConnection]:
+        return [c for c in self.kept if c.closed is not None]
+
+    def reconnects(self) -> int:
+        """Connections the persistent clients opened after their first."""
+        return len(self.kept) - len({c.client for c in self.kept})
 
     def fail(self, kind: str, detail: str) -> None:
         self.failures[kind] = self.failures.get(kind, 0) + 1
@@ -125,7 +154,7 @@ class LoadGenerator:
             return None if answer in ("NOTFOUND",) or answer.startswith("VALUE ") else "wrong-answer"
         return None if answer == f"VALUE {want}" else "wrong-answer"
 
-    def _requests(self, prefix: str):
+    def _requests(self, prefix: str) -> Iterator[str]:
         n = 0
         while not self._stop.is_set():
             n += 1
@@ -150,26 +179,36 @@ class LoadGenerator:
     def _persistent_client(self, index: int) -> None:
         expected: dict[str, str] = {}
         sock: socket.socket | None = None
+        kept: KeptConnection | None = None
         buffer = bytearray()
         for request in self._requests(f"kept{index}"):
             start = time.monotonic()
             answer = None
             for attempt in range(2):
+                fresh = sock is None
                 try:
                     if sock is None:
                         sock = socket.create_connection(self.address, timeout=TIMEOUT_SECS)
                         buffer.clear()
-                        fresh = True
-                    else:
-                        fresh = False
+                        kept = KeptConnection(index, time.monotonic())
+                        with self._lock:
+                            self.results.kept.append(kept)
                     sock.sendall(request.encode() + b"\n")
                     answer = _read_line(sock, buffer)
+                    if kept is not None:
+                        kept.answered += 1
                     break
                 except (OSError, ServerClosed) as error:
                     if sock is not None:
                         sock.close()
                     sock = None
                     kind = _classify(error)
+                    if kept is not None:
+                        if kind == "reset":
+                            kept.closed, kept.how = time.monotonic(), f"{request}: {error!r}"
+                        else:
+                            kept.given_up = f"{kind}: {request}: {error!r}"
+                    kept = None
                     # A kept connection closed between requests: reconnect
                     # and resend once. Anything on a new one is a failure.
                     if not fresh and attempt == 0 and kind == "reset":
@@ -182,7 +221,25 @@ class LoadGenerator:
                 failure = self._check(request, answer, expected)
                 self._record(start, failure, f"{request} -> {answer}")
         if sock is not None:
+            # A close since the last answer has not been seen yet: look.
+            how = _closed_by_peer(sock)
+            if how is not None and kept is not None:
+                kept.closed, kept.how = time.monotonic(), f"at the stop: {how}"
             sock.close()
+
+
+def _closed_by_peer(sock: socket.socket) -> str | None:
+    """How the server closed or reset ``sock`` (no request outstanding), or
+    None while it is open."""
+    try:
+        sock.setblocking(False)
+        if sock.recv(1, socket.MSG_PEEK) == b"":
+            return "end of file"
+        return None  # bytes nobody asked for: open, if not quiet
+    except BlockingIOError:
+        return None
+    except OSError as error:
+        return repr(error)
 
 
 def verify(address: tuple[str, int], acknowledged: dict[str, str]) -> list[str]:
