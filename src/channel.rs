@@ -176,6 +176,12 @@ impl Channel {
         &self.stream
     }
 
+    /// The stream itself, unless a [`Sender`] given out still holds it.
+    pub fn into_stream(self) -> Option<UnixStream> {
+        drop(self.sender);
+        Arc::try_unwrap(self.stream).ok()
+    }
+
     /// Frames sent from now on carry `version` (after negotiation).
     pub fn set_version(&self, version: u16) {
         *self

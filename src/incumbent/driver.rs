@@ -115,7 +115,7 @@ impl<'a> Driver<'a> {
                     }
                 }
             }
-            self.connections.retain(|c| !c.session.is_closed());
+            self.drop_closed_connections();
 
             let ready = self.wait()?;
             if ready.stopped {
@@ -430,6 +430,31 @@ impl<'a> Driver<'a> {
         {
             Some(at) => self.feed(at, input),
             None => Ok(None),
+        }
+    }
+
+    /// Close the connections whose session ended. Without a spare, the first
+    /// one is shut down and kept as the spare, its slot never free: the
+    /// service's own accept, at its descriptor limit, would take a slot freed
+    /// by a close, and the next handoff could not be accepted.
+    fn drop_closed_connections(&mut self) {
+        let mut at = 0;
+        while at < self.connections.len() {
+            if !self.connections[at].session.is_closed() {
+                at += 1;
+                continue;
+            }
+            let closed = self.connections.remove(at);
+            let incumbent = &mut *self.incumbent;
+            if incumbent.spare.is_some() {
+                continue;
+            }
+            if let Some(stream) = closed.channel.into_stream() {
+                // The peer reads EOF as if it were closed.
+                if stream.shutdown(std::net::Shutdown::Both).is_ok() {
+                    incumbent.spare = Some(stream.into());
+                }
+            }
         }
     }
 

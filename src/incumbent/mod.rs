@@ -135,7 +135,7 @@ pub struct Incumbent {
     /// A descriptor kept in reserve, given up to accept a control connection
     /// when the service has used up every other one (EMFILE): a service at
     /// its descriptor limit can still be handed off, which drains it.
-    spare: Option<std::fs::File>,
+    spare: Option<std::os::fd::OwnedFd>,
 }
 
 impl Incumbent {
@@ -389,6 +389,6 @@ impl Finisher {
 }
 
 /// A descriptor to hold in reserve (close-on-exec), if one can be had.
-fn spare_descriptor() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
+fn spare_descriptor() -> Option<std::os::fd::OwnedFd> {
+    std::fs::File::open("/dev/null").ok().map(Into::into)
 }
