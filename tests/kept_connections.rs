@@ -52,7 +52,8 @@ impl Kept {
     }
 
     fn send(&mut self, bytes: &str) {
-        (&*self.reader.get_ref())
+        self.reader
+            .get_ref()
             .write_all(bytes.as_bytes())
             .unwrap_or_else(|e| panic!("a kept connection failed sending {bytes:?}: {e}"));
     }
