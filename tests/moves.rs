@@ -39,11 +39,11 @@ struct Service {
 
 impl Service {
     fn start() -> (Service, u32) {
-        Service::start_as(Impl::Mover)
+        Service::start_as(Impl::Mover, &[])
     }
 
-    /// The first generation is `which`.
-    fn start_as(which: Impl) -> (Service, u32) {
+    /// The first generation is `which`, given `extra` arguments.
+    fn start_as(which: Impl, extra: &[&str]) -> (Service, u32) {
         let tmp = tempfile::Builder::new()
             .prefix("moves-")
             .tempdir()
@@ -65,7 +65,7 @@ impl Service {
         };
         let child = service
             .supervisor
-            .spawn_cold(&service.spec(which, &[]).command)
+            .spawn_cold(&service.spec(which, extra).command)
             .expect("spawn_cold");
         let pid = service.procs.add_ours(child);
         service.wait_serving(pid, which);
@@ -234,6 +234,57 @@ fn a_successor_that_exits_after_adopting_rolls_everything_back() {
     assert_eq!(half.ask("GET p9"), "VALUE 9");
 }
 
+/// The incumbent's seal fails after its connections and its table moved
+/// to the successor: the handoff rolls back, the successor's copies are
+/// dropped, and every connection goes on with the incumbent (its pipelined
+/// requests answered once, in order; its half line completed); the next
+/// handoff moves them.
+#[test]
+fn a_seal_that_fails_after_the_descriptors_moved_rolls_everything_back() {
+    let (mut service, pid) = Service::start_as(Impl::Mover, &["--fail-first-seal"]);
+    let mut pipelining = Client::connect(service.addr);
+    let mut half = Client::connect(service.addr);
+    let mut idle = Client::connect(service.addr);
+    assert_eq!(pipelining.ask("SET before 1"), "OK");
+    assert_eq!(idle.pid(), pid);
+    for i in 0..10 {
+        pipelining.send(&format!("SET p{i} {i}\n"));
+    }
+    half.send("GET bef");
+    let outcome = service
+        .supervisor
+        .perform_handoff(&service.spec(Impl::Mover, &[]))
+        .expect("perform_handoff");
+    assert!(!outcome.committed, "committed although the seal failed");
+    let abort = outcome.abort.expect("a reason");
+    assert_eq!(
+        (abort.party, abort.cause),
+        (Party::Incumbent, Cause::SealFailed),
+        "{abort:?}"
+    );
+    assert!(abort.detail.contains("on purpose"), "{}", abort.detail);
+    if let Some(child) = outcome.successor {
+        let successor = service.procs.add_ours(child);
+        assert!(
+            service.procs.wait_exit(successor, EXIT_TIMEOUT).is_ok(),
+            "the successor given up did not exit"
+        );
+    }
+    for _ in 0..10 {
+        assert_eq!(pipelining.line(), "OK");
+    }
+    half.send("ore\n");
+    assert_eq!(half.line(), "VALUE 1");
+    assert_eq!(idle.pid(), pid, "the idle connection, after the rollback");
+    assert_eq!(pipelining.pid(), pid);
+    for i in 0..10 {
+        assert_eq!(pipelining.ask(&format!("GET p{i}")), format!("VALUE {i}"));
+    }
+    let new = service.hand_off(pid, Impl::Mover);
+    assert_eq!(idle.pid(), new, "moved by the next handoff");
+    assert_eq!(half.ask("GET p9"), "VALUE 9");
+}
+
 /// A successor that speaks v1 (peer-ours): nothing moves, the mover's
 /// drain closes its connections as in v1, and the handoff commits.
 #[test]
@@ -259,7 +310,7 @@ fn a_v1_successor_gets_a_v1_handoff() {
 /// and the next one, v2 on both sides, moves the connections.
 #[test]
 fn a_v1_incumbent_hands_off_to_a_v2_successor() {
-    let (mut service, pid) = Service::start_as(Impl::Ours);
+    let (mut service, pid) = Service::start_as(Impl::Ours, &[]);
     let mover = service.hand_off(pid, Impl::Mover);
     let mut client = Client::connect(service.addr);
     assert_eq!(client.pid(), mover);

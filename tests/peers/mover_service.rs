@@ -7,10 +7,13 @@
 //! to the successor in a memfd (a named descriptor, "table"), and every
 //! client connection with what it had sent and not yet been answered.
 //!
-//! `peer-mover --data-dir DIR --control-socket PATH [--exit-after-adopt]`;
-//! the listener `kv` is inherited. `--exit-after-adopt`: as a successor,
-//! exit after adopting what moved and before Ready (a rollback after the
-//! descriptors moved). Exits 0 once a handoff away from it committed.
+//! `peer-mover --data-dir DIR --control-socket PATH [--exit-after-adopt]
+//! [--fail-first-seal]`; the listener `kv` is inherited.
+//! `--exit-after-adopt`: as a successor, exit after adopting what moved and
+//! before Ready (a rollback after the descriptors moved).
+//! `--fail-first-seal`: the first seal this process is asked for fails (a
+//! rollback after the descriptors moved, seen by the incumbent). Exits 0
+//! once a handoff away from it committed.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -39,18 +42,21 @@ struct Args {
     data_dir: PathBuf,
     control_socket: PathBuf,
     exit_after_adopt: bool,
+    fail_first_seal: bool,
 }
 
 fn args() -> Args {
     let mut data_dir = None;
     let mut control_socket = None;
     let mut exit_after_adopt = false;
+    let mut fail_first_seal = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--data-dir" => data_dir = args.next().map(PathBuf::from),
             "--control-socket" => control_socket = args.next().map(PathBuf::from),
             "--exit-after-adopt" => exit_after_adopt = true,
+            "--fail-first-seal" => fail_first_seal = true,
             other => fail("usage", format!("unexpected argument {other:?}")),
         }
     }
@@ -59,6 +65,7 @@ fn args() -> Args {
         control_socket: control_socket
             .unwrap_or_else(|| fail("usage", "--control-socket is required")),
         exit_after_adopt,
+        fail_first_seal,
     }
 }
 
@@ -187,6 +194,8 @@ struct Service {
     accepting: bool,
     /// The memfd a drain moved, kept until the outcome.
     moved_table: Option<File>,
+    /// `--fail-first-seal`, until that seal failed.
+    fail_next_seal: bool,
 }
 
 impl Service {
@@ -264,6 +273,10 @@ impl Service {
             RequestKind::Drain => {
                 let report = self.drain(request.moves());
                 request.complete_drain(Ok(report));
+            }
+            RequestKind::Seal if self.fail_next_seal => {
+                self.fail_next_seal = false;
+                request.complete_seal(Err("seal failed on purpose (--fail-first-seal)".into()));
             }
             RequestKind::Seal => request.complete_seal(Ok(SealReport::default())),
             RequestKind::Resume => {
@@ -380,6 +393,7 @@ fn main() {
                 table: HashMap::new(),
                 accepting: true,
                 moved_table: None,
+                fail_next_seal: args.fail_first_seal,
             };
             (service, incumbent)
         }
@@ -413,6 +427,7 @@ fn main() {
                 table: HashMap::new(),
                 accepting: true,
                 moved_table: None,
+                fail_next_seal: args.fail_first_seal,
             };
             for item in successor
                 .adopt_items(&lock)
