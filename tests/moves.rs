@@ -8,9 +8,12 @@
 //! request line stay open across handoffs (no EOF, no reset, no resend),
 //! each answered by every generation in turn, every answer right and in
 //! order; the table moves without a disk; a successor that exits after
-//! adopting what moved rolls back with every connection going on with the
-//! incumbent, nothing lost, nothing answered twice; and a v1 peer still
-//! gets v1 (the connections closed by the drain).
+//! adopting what moved, or an incumbent whose seal fails after they moved,
+//! rolls back with every connection going on with the incumbent, nothing
+//! lost, nothing answered twice; clients that half-close or reset while
+//! their connection is in transit are answered and closed by whichever
+//! process keeps it, the other's copy closed too; and a v1 peer still gets
+//! v1 (the connections closed by the drain).
 
 #[path = "peers/harness.rs"]
 mod harness;
@@ -283,6 +286,122 @@ fn a_seal_that_fails_after_the_descriptors_moved_rolls_everything_back() {
     let new = service.hand_off(pid, Impl::Mover);
     assert_eq!(idle.pid(), new, "moved by the next handoff");
     assert_eq!(half.ask("GET p9"), "VALUE 9");
+}
+
+/// Clients that go away while their connections are in transit (moved by
+/// the incumbent, received by the successor, not yet adopted): one sends a
+/// request and half-closes, one half-closes idle, one resets. Whichever
+/// process ends up with them (the successor on a commit, the incumbent on
+/// a rollback) answers what was asked and closes them: the client reads
+/// its answer then EOF, which proves that both processes closed their copy
+/// (the socket sends FIN only when its last descriptor closes). The kept
+/// connection goes on, and the next handoff still commits.
+fn clients_leaving_mid_transfer(rollback: bool) {
+    let (mut service, pid) = Service::start();
+    let addr = service.addr;
+    let mut kept = Client::connect(addr);
+    let mut asking = Client::connect(addr);
+    let mut idle = Client::connect(addr);
+    let mut resetting = Client::connect(addr);
+    assert_eq!(kept.ask("SET before 1"), "OK");
+    for client in [&mut asking, &mut idle, &mut resetting] {
+        assert_eq!(client.pid(), pid);
+    }
+    let go = service._tmp.path().join("go");
+    let waiting = service._tmp.path().join("go.waiting");
+    let go_arg = go.to_string_lossy().into_owned();
+    let mut extra = vec!["--pause-before-adopt", go_arg.as_str()];
+    if rollback {
+        extra.push("--exit-after-adopt");
+    }
+    let spec = service.spec(Impl::Mover, &extra);
+    let supervisor = &mut service.supervisor;
+    let outcome = std::thread::scope(|scope| {
+        let handoff = scope.spawn(|| supervisor.perform_handoff(&spec));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !waiting.exists() {
+            assert!(
+                std::time::Instant::now() < deadline && !handoff.is_finished(),
+                "the successor never paused before adopting"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        asking.send("GET before\n");
+        let stream = asking.reader.get_ref();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        idle.reader
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        reset(resetting);
+        std::fs::write(&go, b"").unwrap();
+        handoff.join().expect("the handoff thread")
+    })
+    .expect("perform_handoff");
+    let serving = if rollback {
+        assert!(!outcome.committed, "the successor exited before Ready");
+        if let Some(child) = outcome.successor {
+            let successor = service.procs.add_ours(child);
+            let _ = service.procs.wait_exit(successor, EXIT_TIMEOUT);
+        }
+        pid
+    } else {
+        assert!(outcome.committed, "rolled back: {:?}", outcome.abort_reason);
+        let new = service.procs.add_ours(
+            outcome
+                .successor
+                .expect("a committed outcome has its successor"),
+        );
+        assert_eq!(service.procs.wait_exit(pid, EXIT_TIMEOUT), Ok(0));
+        new
+    };
+    assert_eq!(asking.line(), "VALUE 1", "the request sent before leaving");
+    for (what, client) in [("asking", &mut asking), ("idle", &mut idle)] {
+        let mut rest = String::new();
+        assert_eq!(
+            client
+                .reader
+                .read_line(&mut rest)
+                .map_err(|e| e.to_string()),
+            Ok(0),
+            "{what}: EOF once both copies closed (got {rest:?})"
+        );
+    }
+    assert_eq!(kept.pid(), serving);
+    assert_eq!(kept.ask("GET before"), "VALUE 1");
+    let next = service.hand_off(serving, Impl::Mover);
+    assert_eq!(kept.pid(), next, "the kept connection moved again");
+}
+
+/// Close with SO_LINGER 0: the peer gets a reset, not a FIN.
+fn reset(client: Client) {
+    use std::os::fd::AsRawFd;
+    let stream = client.reader.get_ref();
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a `linger` of the size passed.
+    let set = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn clients_leaving_mid_transfer_are_dropped_by_the_successor() {
+    clients_leaving_mid_transfer(false);
+}
+
+#[test]
+fn clients_leaving_mid_transfer_are_dropped_by_the_incumbent_on_a_rollback() {
+    clients_leaving_mid_transfer(true);
 }
 
 /// A successor that speaks v1 (peer-ours): nothing moves, the mover's

@@ -8,7 +8,10 @@
 //! client connection with what it had sent and not yet been answered.
 //!
 //! `peer-mover --data-dir DIR --control-socket PATH [--exit-after-adopt]
-//! [--fail-first-seal]`; the listener `kv` is inherited.
+//! [--fail-first-seal] [--pause-before-adopt PATH]`; the listener `kv` is
+//! inherited. `--pause-before-adopt PATH`: as a successor, with the lock
+//! held and what moved received but not adopted, create `PATH.waiting` and
+//! wait until PATH exists (a test acts on the connections in transit).
 //! `--exit-after-adopt`: as a successor, exit after adopting what moved and
 //! before Ready (a rollback after the descriptors moved).
 //! `--fail-first-seal`: the first seal this process is asked for fails (a
@@ -43,6 +46,7 @@ struct Args {
     control_socket: PathBuf,
     exit_after_adopt: bool,
     fail_first_seal: bool,
+    pause_before_adopt: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -50,6 +54,7 @@ fn args() -> Args {
     let mut control_socket = None;
     let mut exit_after_adopt = false;
     let mut fail_first_seal = false;
+    let mut pause_before_adopt = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -57,6 +62,7 @@ fn args() -> Args {
             "--control-socket" => control_socket = args.next().map(PathBuf::from),
             "--exit-after-adopt" => exit_after_adopt = true,
             "--fail-first-seal" => fail_first_seal = true,
+            "--pause-before-adopt" => pause_before_adopt = args.next().map(PathBuf::from),
             other => fail("usage", format!("unexpected argument {other:?}")),
         }
     }
@@ -66,6 +72,7 @@ fn args() -> Args {
             .unwrap_or_else(|| fail("usage", "--control-socket is required")),
         exit_after_adopt,
         fail_first_seal,
+        pause_before_adopt,
     }
 }
 
@@ -157,6 +164,20 @@ fn answer(line: &str, table: &mut HashMap<String, String>) -> String {
             None => "NONE\n".into(),
         },
         _ => format!("ERR {line:?}\n"),
+    }
+}
+
+/// `--pause-before-adopt`: say so in `go.waiting`, then wait for `go`.
+fn pause_until(go: &std::path::Path) {
+    let mut waiting = go.as_os_str().to_owned();
+    waiting.push(".waiting");
+    File::create(&waiting).unwrap_or_else(|e| fail("--pause-before-adopt", e));
+    let give_up = Instant::now() + std::time::Duration::from_secs(60);
+    while !go.exists() {
+        if Instant::now() > give_up {
+            fail("--pause-before-adopt", "nobody said go within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
@@ -429,6 +450,9 @@ fn main() {
                 moved_table: None,
                 fail_next_seal: args.fail_first_seal,
             };
+            if let Some(go) = &args.pause_before_adopt {
+                pause_until(go);
+            }
             for item in successor
                 .adopt_items(&lock)
                 .unwrap_or_else(|e| fail("adopting", e))
