@@ -2,8 +2,8 @@
 (9 pairs) under handoff-supervisor, with clients running: nothing refused,
 nothing lost, the new implementation answers; the supervisor's log says
 whether the handoff moved the connections (protocol v2) or drained them
-(v1), and one that moved them closed no kept connection (C to C moves them:
-kv-c moves and adopts its connections). Run by `make test-demo`."""
+(v1), and one that moved them closed no kept connection (a pair of services
+that both move their connections must move them). Run by `make test-demo`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import report
 KINDS = ["c", "python", "go"]
 # The implementations known to move their connections (and so to hand off
 # to each other in protocol v2); a pair of others may negotiate v2 too.
-MOVE = {"c"}
+MOVE = {"c", "python"}
 
 
 def pong_tag(port: int) -> str:
