@@ -100,7 +100,8 @@ def refused_moves(drain: Request, conn: socket.socket) -> None:
 
 def move_both(drain: Request, conn: socket.socket, table: int) -> None:
     assert drain.kind is RequestKind.DRAIN
-    assert drain.moves and drain.move_limit > 0  # both sides speak v2
+    assert drain.moves
+    assert drain.move_limit > 0
     refused_moves(drain, conn)
     drain.move(ItemKind.DESCRIPTOR, "table", table, state=b"\x02")
     drain.move(
@@ -121,7 +122,8 @@ def test_a_connection_and_a_memfd_move_to_the_successor(setup: MoveSetup) -> Non
     move_both(next_request(incumbent), conn, table)
     seal = next_request(incumbent)
     assert seal.kind is RequestKind.SEAL
-    assert not seal.moves and seal.move_limit == 0
+    assert not seal.moves
+    assert seal.move_limit == 0
     with seal:
         seal.push_revision(1)
     ended = next_request(incumbent)
@@ -221,7 +223,8 @@ def test_a_v1_successor_moves_nothing(short_tmp: Path) -> None:
         incumbent.start_loop()
         running = Handoff(setup)
         drain = next_request(incumbent)
-        assert not drain.moves and drain.move_limit == 0
+        assert not drain.moves
+        assert drain.move_limit == 0
         with socket.socket() as sock, pytest.raises(handoff.WrongStateError, match="moves no"):
             drain.move(ItemKind.CONNECTION, "kv", sock)
         drain.complete()
