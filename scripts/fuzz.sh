@@ -53,16 +53,16 @@ seed() {
     journal_read)
         cp "$TOP"/tests/vectors/journal/*.bin "$dir"/ ;;
     message_decode)
-        cp "$TOP"/tests/vectors/frames/*.bin "$dir"/ ;;
+        cp "$TOP"/tests/vectors/frames/*.bin "$TOP"/tests/vectors/v2/*.bin "$dir"/ ;;
     frame_reader|ffi_decode)
         # The first byte chooses how the rest is cut into reads (0: byte by
-        # byte); the rest is a stream of frames.
-        for f in "$TOP"/tests/vectors/frames/*.bin; do
+        # byte); the rest is a stream of frames (v1's and v2's).
+        for f in "$TOP"/tests/vectors/frames/*.bin "$TOP"/tests/vectors/v2/*.bin; do
             name=$(basename "$f" .bin)
             { printf '\000'; cat "$f"; } >"$dir/$name.bytewise"
             { printf '\007'; cat "$f" "$f"; } >"$dir/$name.twice"
         done
-        { printf '\003'; cat "$TOP"/tests/vectors/frames/*.bin; } >"$dir/all-frames.stream" ;;
+        { printf '\003'; cat "$TOP"/tests/vectors/frames/*.bin "$TOP"/tests/vectors/v2/*.bin; } >"$dir/all-frames.stream" ;;
     esac
 }
 

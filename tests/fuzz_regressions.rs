@@ -30,9 +30,16 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The 14 v1 message vectors, then the 6 of v2 (v2/ also holds INDEX.txt).
 fn frames() -> Vec<(String, Vec<u8>)> {
-    let frames = files(&root().join("tests/vectors/frames"));
-    assert_eq!(frames.len(), 14, "the 14 message vectors");
+    let mut frames = files(&root().join("tests/vectors/frames"));
+    assert_eq!(frames.len(), 14, "the 14 v1 message vectors");
+    let v2: Vec<_> = files(&root().join("tests/vectors/v2"))
+        .into_iter()
+        .filter(|(name, _)| name.ends_with(".bin"))
+        .collect();
+    assert_eq!(v2.len(), 6, "the 6 v2 message vectors");
+    frames.extend(v2);
     frames
 }
 

@@ -175,7 +175,7 @@ pub fn journal_read(data: &[u8]) {
 // ---- the C ABI ---------------------------------------------------------
 
 /// Field numbers to try, past both ends of `HANDOFF_FIELD_*`.
-const FIELDS: std::ops::RangeInclusive<u32> = 0..=HANDOFF_FIELD_TS_MS + 1;
+const FIELDS: std::ops::RangeInclusive<u32> = 0..=HANDOFF_FIELD_STATE + 1;
 
 /// The message and error of one failed call, checked and freed.
 fn take_error(status: handoff_status, err: *mut handoff_error) -> String {
