@@ -37,8 +37,7 @@ func (s *server) serve(requests <-chan *handoff.Request, signals <-chan os.Signa
 		case c := <-s.retired:
 			delete(s.conns, c)
 		case c := <-s.parked:
-			delete(s.conns, c)
-			s.moved[c] = struct{}{}
+			s.parkedConn(c)
 		case <-budget:
 			s.drainOutOfTime()
 		case sig := <-signals:
@@ -161,6 +160,17 @@ func (s *server) moveParked() {
 	say("moving %d connection(s) to the successor: %d byte(s) unwritten, %d unread",
 		len(s.moved), unwritten, unread)
 	complete(s.endDrain(), "") // nothing left open, accepting closed
+}
+
+// parkedConn takes a connection that parked for a drain that moves it;
+// one that parked as that drain ended (out of time) is served on.
+func (s *server) parkedConn(c *conn) {
+	if !s.moving.Load() {
+		c.decision <- true
+		return
+	}
+	delete(s.conns, c)
+	s.moved[c] = struct{}{}
 }
 
 // drainOutOfTime fails a drain whose budget ran out: connections still
