@@ -561,3 +561,36 @@ func TestASuccessorThatDoesNotAdoptGetsThemClosed(t *testing.T) {
 		}
 	}
 }
+
+// A client that sent a backlog and closed its side (half-closed) without
+// reading: its connection moves with the answers owed, and the successor
+// writes every one of them, in order, then closes it (an end of file, no
+// reset).
+func TestAHalfClosedConnectionMovesWithItsAnswers(t *testing.T) {
+	c := newKVCluster(t)
+	c.spawnCold()
+	cl := newClients(t, c.addr) // the big values
+	k := dialKept(t, c.addr, 4096)
+	defer k.nc.Close()
+	var gets strings.Builder
+	for i := 0; i < cl.backlog; i++ {
+		fmt.Fprintf(&gets, "GET big%d\n", i%bigKeys)
+	}
+	k.send(gets.String())
+	check(t, k.nc.(*net.TCPConn).CloseWrite())
+	if got := k.line(); got != "VALUE "+bigValue(0) {
+		t.Fatalf("the first answer: %q", got)
+	}
+	c.commit()
+	if !strings.Contains(c.logOf(1), "moving 6 connection(s) to the successor") {
+		t.Errorf("the half-closed connection did not move\n%s", c.logOf(1))
+	}
+	for i := 1; i < cl.backlog; i++ {
+		if got := k.line(); got != "VALUE "+bigValue(i%bigKeys) {
+			t.Fatalf("answer %d: %.20q", i, got)
+		}
+	}
+	if err := k.atEOF(); err != nil {
+		t.Errorf("after its answers: %v, want an end of file", err)
+	}
+}
