@@ -480,9 +480,11 @@ func TestConnectionsSurviveHandoffs(t *testing.T) {
 		if moved == nil {
 			t.Fatalf("handoff %d: no move in the incumbent's log\n%s", generation, c.logs())
 		}
-		if n, _ := strconv.Atoi(moved[1]); n == 0 {
-			t.Errorf("handoff %d: the backlog's answers did not move unwritten: %s", generation, moved[0])
-		}
+		// How much of the backlog's answers moved unwritten is the
+		// kernel's to decide (the park writes what the socket takes, and a
+		// send buffer may grow meanwhile): reported, not asserted. That
+		// every answer arrived once and in order is.
+		t.Logf("handoff %d: %s", generation, moved[0])
 		if !strings.Contains(c.logOf(generation+1), "adopted 5 connection(s)") {
 			t.Errorf("handoff %d: the successor adopted no 5 connections\n%s", generation, c.logs())
 		}
