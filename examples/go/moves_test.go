@@ -596,3 +596,108 @@ func TestAHalfClosedConnectionMovesWithItsAnswers(t *testing.T) {
 		t.Errorf("after its answers: %v, want an end of file", err)
 	}
 }
+
+// inProcessIncumbent is an incumbent in this process (no service of its
+// own), under c's supervisor, that moves what the test gives it.
+func (c *kvCluster) inProcessIncumbent() (*handoff.Incumbent, <-chan *handoff.Request) {
+	c.t.Helper()
+	lock, err := handoff.AcquireLock(c.data)
+	check(c.t, err)
+	inc, err := handoff.Bind(c.control, lock)
+	lock.Close()
+	check(c.t, err)
+	c.t.Cleanup(func() { inc.Close() })
+	check(c.t, inc.SetMovesDescriptors(true))
+	requests, err := inc.StartLoop()
+	check(c.t, err)
+	return inc, requests
+}
+
+func nextRequest(t *testing.T, requests <-chan *handoff.Request, kind handoff.RequestKind) *handoff.Request {
+	t.Helper()
+	select {
+	case r := <-requests:
+		if r == nil || r.Kind() != kind {
+			t.Fatalf("request %v, want %v", r, kind)
+		}
+		return r
+	case <-time.After(time.Minute):
+		t.Fatalf("no %v request within a minute", kind)
+		return nil
+	}
+}
+
+// kv-go as a successor takes each moved connection's state as the
+// contract says: it writes the carried output first, then completes the
+// carried input (a partial line) and answers it, and skips an overlong
+// line to its end; a moved item it cannot take (not a connection) fails
+// its start-up, and the handoff rolls back.
+func TestKvGoServesWhatMovedWithItsState(t *testing.T) {
+	c := newKVCluster(t)
+	_, requests := c.inProcessIncumbent()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	check(t, err)
+	defer ln.Close()
+	pair := func() (*kept, net.Conn) {
+		k := dialKept(t, ln.Addr().String(), 0)
+		conn, err := ln.Accept()
+		check(t, err)
+		t.Cleanup(func() { conn.Close(); k.nc.Close() })
+		return k, conn
+	}
+
+	// First a successor that is given a memfd-like item it cannot take.
+	f, err := os.CreateTemp(c.dir, "table")
+	check(t, err)
+	defer f.Close()
+	done := make(chan *handoff.Outcome, 1)
+	go func() { done <- c.handoff() }()
+	drain := nextRequest(t, requests, handoff.RequestDrain)
+	check(t, drain.MoveFile("table", f, nil))
+	check(t, drain.Complete())
+	seal := nextRequest(t, requests, handoff.RequestSeal)
+	check(t, seal.PushRevision(0))
+	check(t, seal.Complete())
+	check(t, nextRequest(t, requests, handoff.RequestResume).Complete())
+	if o := <-done; o.Committed || o.AbortParty != handoff.PartySuccessor {
+		t.Fatalf("a successor given a non-connection: %+v", o)
+	}
+	if !strings.Contains(c.logOf(1), `moved item "table" (kind 1, 0 bytes unread) is not a connection this service can take`) {
+		t.Errorf("the successor's log:\n%s", c.logOf(1))
+	}
+
+	// Then connections with state.
+	half, halfConn := pair()
+	long, longConn := pair()
+	go func() { done <- c.handoff() }()
+	drain = nextRequest(t, requests, handoff.RequestDrain)
+	check(t, drain.MoveConn("kv", halfConn.(*net.TCPConn), []byte("GET ke"), []byte("VALUE carried\n"), []byte{0}))
+	check(t, drain.MoveConn("kv", longConn.(*net.TCPConn), nil, nil, []byte{1}))
+	check(t, drain.Complete())
+	seal = nextRequest(t, requests, handoff.RequestSeal)
+	check(t, seal.PushRevision(0))
+	check(t, seal.Complete())
+	o := <-done
+	if !o.Committed {
+		t.Fatalf("rolled back: %s\n%s", o.AbortReason, c.logs())
+	}
+	halfConn.Close() // committed: our copies are closed, never shut down
+	longConn.Close()
+	if got := half.line(); got != "VALUE carried" {
+		t.Errorf("the carried output: %q", got)
+	}
+	half.send("y\n")
+	if got := half.line(); got != "NOTFOUND" {
+		t.Errorf("GET key, from the carried input: %q", got)
+	}
+	long.send("still too long\n")
+	if got := long.line(); got != "ERR line too long (at most 1024 bytes)" {
+		t.Errorf("the carried overlong line: %q", got)
+	}
+	if pid := long.pid(); pid != o.Successor.Pid {
+		t.Errorf("PING answered by %d, want the successor %d", pid, o.Successor.Pid)
+	}
+	if !strings.Contains(c.logOf(2), "adopted 2 connection(s)") {
+		t.Errorf("the successor's log:\n%s", c.logOf(2))
+	}
+}
