@@ -242,7 +242,7 @@ func (s *server) seal(r *handoff.Request) {
 	complete(r, "")
 }
 
-// resume reopens the log if the seal closed it (the library has already
+// resume reopens the log if a seal took it (the library has already
 // taken the lock back), takes back the connections that moved, and
 // accepts again. The log first: a connection served on may write.
 func (s *server) resume(r *handoff.Request) {
