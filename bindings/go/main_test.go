@@ -37,6 +37,8 @@ func runHelper(mode string) int {
 		return serviceHelper()
 	case "loop-service":
 		return loopServiceHelper()
+	case "adopting":
+		return adoptingHelper()
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2

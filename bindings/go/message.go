@@ -32,6 +32,18 @@ const (
 	KindHeartbeat        = MessageKind(C.HANDOFF_MSG_HEARTBEAT)
 )
 
+// The 5 messages protocol v2 adds (docs/protocol.md), in wire order. They
+// exist only in frames of version 2 or later: Encode stamps them with 2,
+// EncodeFrame refuses them in a v1 frame, and Decode reads one in a v1
+// frame as an unknown message (ErrUnknownMessage).
+const (
+	KindCapacity = MessageKind(C.HANDOFF_MSG_CAPACITY)
+	KindTransfer = MessageKind(C.HANDOFF_MSG_TRANSFER)
+	KindMoving   = MessageKind(C.HANDOFF_MSG_MOVING)
+	KindItem     = MessageKind(C.HANDOFF_MSG_ITEM)
+	KindAdopted  = MessageKind(C.HANDOFF_MSG_ADOPTED)
+)
+
 // String is the message's name ("SealComplete").
 func (k MessageKind) String() string {
 	name := C.handoff_message_kind_name(C.uint32_t(k))
@@ -58,8 +70,9 @@ func (id HandoffID) String() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
-// Message is one of the 14 protocol messages: Hello, HelloAck, ...,
-// Heartbeat (values or pointers). Decode returns pointers (*Hello, ...).
+// Message is one of the protocol messages: v1's 14 (Hello, HelloAck, ...,
+// Heartbeat) and v2's 5 (Capacity, ..., Adopted), values or pointers.
+// Decode returns pointers (*Hello, ...).
 type Message interface {
 	Kind() MessageKind
 	// put writes the fields into a new C message of the same kind.
@@ -162,6 +175,42 @@ type Heartbeat struct {
 	TsMS uint64
 }
 
+// Capacity (14, protocol v2): how many descriptors the successor can take in.
+type Capacity struct {
+	Descriptors uint32
+}
+
+// Transfer (15, protocol v2): the supervisor tells the incumbent that this
+// handoff moves descriptors, at most ItemsMax of them.
+type Transfer struct {
+	HandoffID HandoffID
+	ItemsMax  uint32
+}
+
+// Moving (16, protocol v2): how many Item frames follow.
+type Moving struct {
+	HandoffID HandoffID
+	Items     uint32
+}
+
+// Item (17, protocol v2): one moved descriptor's description. On the wire
+// its frame carries the descriptor itself (SCM_RIGHTS); this is only the
+// frame's message.
+type Item struct {
+	Seq       uint32
+	ItemKind  ItemKind
+	Name      string
+	Unread    []byte
+	Unwritten []byte
+	State     []byte
+}
+
+// Adopted (18, protocol v2): how many items the successor adopted.
+type Adopted struct {
+	HandoffID HandoffID
+	Items     uint32
+}
+
 func (Hello) Kind() MessageKind            { return KindHello }
 func (HelloAck) Kind() MessageKind         { return KindHelloAck }
 func (PrepareHandoff) Kind() MessageKind   { return KindPrepareHandoff }
@@ -176,6 +225,11 @@ func (Commit) Kind() MessageKind           { return KindCommit }
 func (Abort) Kind() MessageKind            { return KindAbort }
 func (ResumeAfterAbort) Kind() MessageKind { return KindResumeAfterAbort }
 func (Heartbeat) Kind() MessageKind        { return KindHeartbeat }
+func (Capacity) Kind() MessageKind         { return KindCapacity }
+func (Transfer) Kind() MessageKind         { return KindTransfer }
+func (Moving) Kind() MessageKind           { return KindMoving }
+func (Item) Kind() MessageKind             { return KindItem }
+func (Adopted) Kind() MessageKind          { return KindAdopted }
 
 // Field lists: which C field each Go field is. The library validates and
 // encodes; nothing here knows the wire format.
@@ -352,6 +406,75 @@ func (r *ResumeAfterAbort) get(m cmsg) error { return m.getID(&r.HandoffID) }
 func (h Heartbeat) put(m cmsg) error  { return m.setUint(C.HANDOFF_FIELD_TS_MS, h.TsMS) }
 func (h *Heartbeat) get(m cmsg) error { return m.getUint(C.HANDOFF_FIELD_TS_MS, &h.TsMS) }
 
+func (c Capacity) put(m cmsg) error {
+	return m.setUint(C.HANDOFF_FIELD_DESCRIPTORS, uint64(c.Descriptors))
+}
+
+func (c *Capacity) get(m cmsg) error {
+	var n uint64
+	err := m.getUint(C.HANDOFF_FIELD_DESCRIPTORS, &n)
+	c.Descriptors = uint32(n)
+	return err
+}
+
+func (t Transfer) put(m cmsg) error {
+	return firstError(m.setID(t.HandoffID), m.setUint(C.HANDOFF_FIELD_ITEMS_MAX, uint64(t.ItemsMax)))
+}
+
+func (t *Transfer) get(m cmsg) error {
+	var n uint64
+	err := firstError(m.getID(&t.HandoffID), m.getUint(C.HANDOFF_FIELD_ITEMS_MAX, &n))
+	t.ItemsMax = uint32(n)
+	return err
+}
+
+func (v Moving) put(m cmsg) error {
+	return firstError(m.setID(v.HandoffID), m.setUint(C.HANDOFF_FIELD_ITEMS, uint64(v.Items)))
+}
+
+func (v *Moving) get(m cmsg) error {
+	var n uint64
+	err := firstError(m.getID(&v.HandoffID), m.getUint(C.HANDOFF_FIELD_ITEMS, &n))
+	v.Items = uint32(n)
+	return err
+}
+
+func (it Item) put(m cmsg) error {
+	return firstError(
+		m.setUint(C.HANDOFF_FIELD_SEQ, uint64(it.Seq)),
+		m.setUint(C.HANDOFF_FIELD_ITEM_KIND, uint64(it.ItemKind)),
+		m.setString(C.HANDOFF_FIELD_NAME, it.Name),
+		m.setBytes(C.HANDOFF_FIELD_UNREAD, it.Unread),
+		m.setBytes(C.HANDOFF_FIELD_UNWRITTEN, it.Unwritten),
+		m.setBytes(C.HANDOFF_FIELD_STATE, it.State),
+	)
+}
+
+func (it *Item) get(m cmsg) error {
+	var seq, kind uint64
+	err := firstError(
+		m.getUint(C.HANDOFF_FIELD_SEQ, &seq),
+		m.getUint(C.HANDOFF_FIELD_ITEM_KIND, &kind),
+		m.getString(C.HANDOFF_FIELD_NAME, &it.Name),
+		m.getBytes(C.HANDOFF_FIELD_UNREAD, &it.Unread),
+		m.getBytes(C.HANDOFF_FIELD_UNWRITTEN, &it.Unwritten),
+		m.getBytes(C.HANDOFF_FIELD_STATE, &it.State),
+	)
+	it.Seq, it.ItemKind = uint32(seq), ItemKind(kind)
+	return err
+}
+
+func (a Adopted) put(m cmsg) error {
+	return firstError(m.setID(a.HandoffID), m.setUint(C.HANDOFF_FIELD_ITEMS, uint64(a.Items)))
+}
+
+func (a *Adopted) get(m cmsg) error {
+	var n uint64
+	err := firstError(m.getID(&a.HandoffID), m.getUint(C.HANDOFF_FIELD_ITEMS, &n))
+	a.Items = uint32(n)
+	return err
+}
+
 // newDecodable is an empty message of `kind` to read fields into.
 func newDecodable(kind MessageKind) decodable {
 	switch kind {
@@ -383,6 +506,16 @@ func newDecodable(kind MessageKind) decodable {
 		return &ResumeAfterAbort{}
 	case KindHeartbeat:
 		return &Heartbeat{}
+	case KindCapacity:
+		return &Capacity{}
+	case KindTransfer:
+		return &Transfer{}
+	case KindMoving:
+		return &Moving{}
+	case KindItem:
+		return &Item{}
+	case KindAdopted:
+		return &Adopted{}
 	}
 	return nil
 }
@@ -390,7 +523,7 @@ func newDecodable(kind MessageKind) decodable {
 // Frame is a message with the protocol version of its frame.
 type Frame struct {
 	// Version is the frame's protocol version; 0 when encoding means the
-	// library's default (its highest version, 1).
+	// library's default: 1, or 2 for a message that exists only from v2 on.
 	Version uint16
 	Message Message
 }

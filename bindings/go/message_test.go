@@ -21,7 +21,7 @@ func TestNewMessageHasTheLibrarysDefaults(t *testing.T) {
 	if err != nil || m.(*HelloAck).ProtoVersionChosen != 1 {
 		t.Errorf("a new HelloAck: %#v, %v", m, err)
 	}
-	for kind := KindHello; kind <= KindHeartbeat; kind++ {
+	for kind := KindHello; kind <= KindAdopted; kind++ {
 		m, err := NewMessage(kind)
 		if err != nil || m.Kind() != kind {
 			t.Errorf("NewMessage(%v): %#v, %v", kind, m, err)

@@ -1,9 +1,28 @@
 package handoff
 
 // Protocol v2 (docs/protocol.md): descriptors that move from the incumbent
-// to its successor with their state. This is the thin layer over the C
-// ABI: descriptors as numbers the service owns (incumbent) or *os.File
-// (successor).
+// to its successor with their state. The thin layer over the C ABI takes
+// descriptors as numbers (Move) and gives them as *os.File (AdoptedItem's
+// File); on top of it, MoveConn and MoveFile take a net.Conn or an *os.File
+// and AdoptedItem.Conn gives a net.Conn.
+//
+// Who owns which copy, when:
+//
+//   - The incumbent's copy stays its own throughout: a move shares the
+//     connection (the open file description), it does not give it away.
+//     From the Move until the outcome the incumbent neither reads nor
+//     writes it (the successor may already be serving it) and keeps it
+//     open. Once serving ended committed (the requests channel closed,
+//     Wait says ServeCommitted) it closes it: Close, never CloseWrite or
+//     shutdown, which would end the connection for the successor too. On
+//     a RequestResume it is the incumbent's again, its file status flags
+//     as they were when it moved (the library restores them), to carry on
+//     from the state the incumbent kept: nothing lost, nothing answered
+//     twice.
+//   - The successor's copy is its own from Adopt on: it serves it from
+//     AnnounceReady on (first Unwritten, then Unread, then what it reads)
+//     and, if it fails before, just closes it (never shutdown: the
+//     incumbent takes the connection back).
 
 /*
 #include <stdlib.h>
@@ -12,8 +31,12 @@ package handoff
 import "C"
 
 import (
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"runtime"
+	"syscall"
 )
 
 // ItemKind is what a moved descriptor is (HANDOFF_ITEM_*).
@@ -101,15 +124,102 @@ func (s *Successor) SetAdoptsDescriptors(adopts bool) error {
 	return err
 }
 
+// MoveConn hands a client connection (a *net.TCPConn, *net.UnixConn, or
+// anything else with a descriptor) to the successor in a drain that moves
+// (Moves), as an ItemConnection named name, with the bytes read and not
+// processed (unread), produced and not written (unwritten) and the
+// service's own state for it. See Move for what the incumbent does with
+// its copy until the outcome.
+//
+// The descriptor is lent for the call through SyscallConn().Control, never
+// taken with (*net.TCPConn).File or os.File.Fd: those put the descriptor in
+// blocking mode, and the open file description (so its O_NONBLOCK flag) is
+// shared with the successor and with the incumbent's own net.Conn. A closed
+// connection is ErrInvalidArgument.
+func (r *Request) MoveConn(name string, conn syscall.Conn, unread, unwritten, state []byte) error {
+	return r.moveRaw(ItemConnection, name, conn, unread, unwritten, state)
+}
+
+// MoveFile hands any other descriptor (a memfd, an open file, a UDP
+// socket: an *os.File, *net.UDPConn, ...) to the successor as an
+// ItemDescriptor named name, with the service's state for it. Like
+// MoveConn, it lends the descriptor without changing its mode; the
+// incumbent keeps its copy as for Move.
+func (r *Request) MoveFile(name string, f syscall.Conn, state []byte) error {
+	return r.moveRaw(ItemDescriptor, name, f, nil, nil, state)
+}
+
+// moveRaw is Move with the descriptor of c, for the duration of the call.
+func (r *Request) moveRaw(kind ItemKind, name string, c syscall.Conn, unread, unwritten, state []byte) error {
+	if c == nil {
+		return newError(StatusInvalidArgument, fmt.Sprintf("item %q: no descriptor given", name))
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return newError(StatusInvalidArgument, fmt.Sprintf("item %q: %v", name, err))
+	}
+	var moved error
+	err = raw.Control(func(fd uintptr) {
+		moved = r.Move(kind, name, int(fd), unread, unwritten, state)
+	})
+	runtime.KeepAlive(c)
+	if err != nil {
+		// Control fails only when c is closed: nothing was recorded.
+		return newError(StatusInvalidArgument, fmt.Sprintf("item %q: the descriptor is closed (%v)", name, err))
+	}
+	return moved
+}
+
 // AdoptedItem is one descriptor that moved to this successor.
 type AdoptedItem struct {
 	Kind ItemKind
 	Name string
-	// File is the descriptor, the caller's to close (never shutdown).
+	// File is the descriptor (close-on-exec), the caller's to close (never
+	// shutdown); nil once Conn took it.
 	File      *os.File
 	Unread    []byte
 	Unwritten []byte
 	State     []byte
+}
+
+// Conn makes a moved connection (an ItemConnection) a net.Conn
+// (*net.TCPConn for TCP), non-blocking and close-on-exec, and closes File,
+// which it replaces (File is then nil). The net.Conn is the caller's: it
+// serves it from AnnounceReady on, and closes it (Close, never CloseWrite)
+// if it fails before. ErrWrongState for another kind of item or a File
+// already taken or closed; a descriptor that is not a socket is
+// ErrInvalidArgument (File is then left as it was).
+func (a *AdoptedItem) Conn() (net.Conn, error) {
+	if a.Kind != ItemConnection {
+		return nil, newError(StatusWrongState, fmt.Sprintf("moved item %q is not a connection (kind %d)", a.Name, a.Kind))
+	}
+	if a.File == nil {
+		return nil, newError(StatusWrongState, fmt.Sprintf("moved item %q: its descriptor was already taken", a.Name))
+	}
+	// net.FileConn works on a duplicate (close-on-exec, made non-blocking:
+	// the flag is the shared description's, as the contract asks).
+	c, err := net.FileConn(a.File)
+	if errors.Is(err, os.ErrClosed) {
+		return nil, newError(StatusWrongState, fmt.Sprintf("moved item %q: its descriptor was closed", a.Name))
+	}
+	if err != nil {
+		return nil, newError(StatusInvalidArgument, fmt.Sprintf("moved item %q is not a connection: %v", a.Name, err))
+	}
+	a.File.Close()
+	a.File = nil
+	return c, nil
+}
+
+// Close closes the item's descriptor if it was not taken (never shutdown:
+// an incumbent that takes the connection back still serves it). For a
+// successor that gives up before Ready. Idempotent.
+func (a *AdoptedItem) Close() error {
+	if a.File == nil {
+		return nil
+	}
+	err := a.File.Close()
+	a.File = nil
+	return err
 }
 
 // Adopt gives what the incumbent moved, in its order: after WaitForBegin

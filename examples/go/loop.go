@@ -36,8 +36,10 @@ func (s *server) serve(requests <-chan *handoff.Request, signals <-chan os.Signa
 			s.addConn(nc)
 		case c := <-s.retired:
 			delete(s.conns, c)
+		case c := <-s.parked:
+			s.parkedConn(c)
 		case <-budget:
-			complete(s.endDrain(), "connections still open at the end of the drain budget")
+			s.drainOutOfTime()
 		case sig := <-signals:
 			say("signal %d: shutting down", sig.(syscall.Signal))
 			s.shutDown()
@@ -56,7 +58,14 @@ func (s *server) serve(requests <-chan *handoff.Request, signals <-chan os.Signa
 func (s *server) take(r *handoff.Request) {
 	switch r.Kind() {
 	case handoff.RequestDrain:
-		s.beginDrain(r)
+		// By Moves, never by MoveLimit: a limit of 0 still moves, so that
+		// the supervisor aborts naming the successor's limit instead of the
+		// connections being closed.
+		if r.Moves() {
+			s.beginMovingDrain(r)
+		} else {
+			s.beginDrain(r)
+		}
 	case handoff.RequestSeal:
 		s.seal(r)
 	case handoff.RequestResume:
@@ -93,14 +102,108 @@ func (s *server) beginDrain(r *handoff.Request) {
 	s.drain, s.drainBudget = r, time.NewTimer(budget)
 }
 
+// beginMovingDrain (protocol v2) stops accepting, makes the log durable
+// (the answers that move may acknowledge writes) and wakes every
+// connection, which stops between two requests, writes what its socket
+// takes and parks; drainStep moves them once all have.
+func (s *server) beginMovingDrain(r *handoff.Request) {
+	s.stopAccepting()
+	if l := s.currentLog(); l != nil {
+		l.waitDurable(l.end(), fatal)
+	}
+	s.drain, s.drainBudget = r, time.NewTimer(r.TimeLeft())
+	s.moving.Store(true)
+	for c := range s.conns {
+		c.nc.SetDeadline(time.Now())
+	}
+}
+
 func (s *server) drainStep() {
 	if s.drain == nil || len(s.conns) > 0 {
+		return
+	}
+	if s.moving.Load() {
+		s.moveParked()
 		return
 	}
 	if l := s.currentLog(); l != nil {
 		l.waitDurable(l.end(), fatal)
 	}
 	complete(s.endDrain(), "") // the default report: nothing left open, accepting closed
+}
+
+// moveParked hands every parked connection to the successor with its
+// partial line, its answers not yet written and whether it is inside an
+// overlong line, and completes the drain. The connections stay parked,
+// open, until the outcome (takeBack or closeMoved).
+func (s *server) moveParked() {
+	r := s.drain
+	if l := s.currentLog(); l != nil {
+		l.waitDurable(l.end(), fatal)
+	}
+	unwritten, unread := 0, 0
+	for c := range s.moved {
+		state := []byte{0}
+		if c.discarding {
+			state[0] = 1
+		}
+		if err := r.MoveConn("kv", c.nc.(syscall.Conn), c.in, c.out, state); err != nil {
+			// Items leave only with a completed drain: nothing has moved.
+			say("cannot move a connection: %v", err)
+			s.takeBack()
+			complete(s.endDrain(), "cannot move a connection: "+err.Error())
+			return
+		}
+		unwritten += len(c.out)
+		unread += len(c.in)
+	}
+	say("moving %d connection(s) to the successor: %d byte(s) unwritten, %d unread",
+		len(s.moved), unwritten, unread)
+	complete(s.endDrain(), "") // nothing left open, accepting closed
+}
+
+// parkedConn takes a connection that parked for a drain that moves it;
+// one that parked as that drain ended (out of time) is served on.
+func (s *server) parkedConn(c *conn) {
+	if !s.moving.Load() {
+		c.decision <- true
+		return
+	}
+	delete(s.conns, c)
+	s.moved[c] = struct{}{}
+}
+
+// drainOutOfTime fails a drain whose budget ran out: connections still
+// open (v1), or not yet parked (v2: the parked ones are served on, as
+// nothing moved).
+func (s *server) drainOutOfTime() {
+	if s.moving.Load() {
+		s.takeBack()
+	}
+	complete(s.endDrain(), "connections still open at the end of the drain budget")
+}
+
+// takeBack: the parked connections are ours again (the library restored
+// their file status flags) and served on from the state they kept. How
+// many there were.
+func (s *server) takeBack() int {
+	s.moving.Store(false) // before they run: no connection parks again
+	n := len(s.moved)
+	for c := range s.moved {
+		delete(s.moved, c)
+		s.conns[c] = struct{}{}
+		c.decision <- true
+	}
+	return n
+}
+
+// closeMoved closes our copies of the moved connections (the successor
+// serves them): close, never shutdown.
+func (s *server) closeMoved() {
+	for c := range s.moved {
+		delete(s.moved, c)
+		c.decision <- false
+	}
 }
 
 func (s *server) endDrain() *handoff.Request {
@@ -111,7 +214,9 @@ func (s *server) endDrain() *handoff.Request {
 	return r
 }
 
-// seal fsyncs and closes the log, and reports the revision.
+// seal fsyncs the log and reports the revision. It keeps the file open,
+// as sealed: no write goes to it any more, and a resume reopens the log in
+// its descriptor slot (see server.sealed).
 func (s *server) seal(r *handoff.Request) {
 	s.mu.Lock()
 	l := s.log
@@ -121,8 +226,9 @@ func (s *server) seal(r *handoff.Request) {
 		complete(r, "the log is not open")
 		return
 	}
-	if err := l.close(); err != nil {
-		reason := fmt.Sprintf("fsync/close %s: %v", l.path, err)
+	s.sealed = l
+	if err := l.f.Sync(); err != nil {
+		reason := fmt.Sprintf("fsync %s: %v", l.path, err)
 		say("seal failed: %s", reason)
 		complete(r, reason)
 		return
@@ -136,11 +242,13 @@ func (s *server) seal(r *handoff.Request) {
 	complete(r, "")
 }
 
-// resume reopens the log if the seal closed it (the library has already
-// taken the lock back) and accepts again.
+// resume reopens the log if a seal took it (the library has already
+// taken the lock back), takes back the connections that moved, and
+// accepts again. The log first: a connection served on may write.
 func (s *server) resume(r *handoff.Request) {
 	s.drainDeadline.Store(nil)
 	if s.currentLog() == nil {
+		s.closeSealed()
 		// The library took the lock back under a new generation: the one
 		// a compaction stamps.
 		if err := s.openState(s.inc.Generation()); err != nil {
@@ -149,14 +257,26 @@ func (s *server) resume(r *handoff.Request) {
 			exitNow(1)
 		}
 	}
+	taken := s.takeBack()
 	s.startAccepting()
-	say("resumed after an aborted handoff (generation %d)", s.inc.Generation())
+	say("resumed after an aborted handoff (generation %d), %d moved connection(s) taken back",
+		s.inc.Generation(), taken)
 	complete(r, "")
+}
+
+// closeSealed closes the log the seal kept open (already fsynced).
+func (s *server) closeSealed() {
+	if s.sealed != nil {
+		s.sealed.f.Close()
+		s.sealed = nil
+	}
 }
 
 // ended: the library has stopped serving; say how and step down.
 func (s *server) ended() int {
 	outcome, err := s.inc.Wait(context.Background()) // at once, now
+	// Our copies of the moved connections are closed there: the successor
+	// serves them (or, serving stopped, nobody will).
 	s.shutDown()
 	code := 0
 	switch {
@@ -217,7 +337,11 @@ func (s *server) stopAccepting() {
 }
 
 func (s *server) addConn(nc net.Conn) {
-	c := &conn{nc: nc}
+	s.serve1(&conn{nc: nc})
+}
+
+// serve1 makes c live and serves it on a goroutine of its own.
+func (s *server) serve1(c *conn) {
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
 	go s.serveConn(c)
@@ -225,12 +349,15 @@ func (s *server) addConn(nc net.Conn) {
 
 // ---- stepping down ----------------------------------------------------------------
 
-// shutDown stops accepting and closes every live connection at once.
+// shutDown stops accepting and closes every live connection at once, and
+// our copies of the moved ones.
 func (s *server) shutDown() {
 	s.stopAccepting()
+	s.moving.Store(false)
 	for c := range s.conns {
 		c.nc.Close()
 	}
+	s.closeMoved()
 }
 
 // letConnsRunOut waits (a while) for every connection to end, lingering
@@ -241,6 +368,9 @@ func (s *server) letConnsRunOut() {
 		select {
 		case c := <-s.retired:
 			delete(s.conns, c)
+		case c := <-s.parked: // it parked as serving ended: close it
+			delete(s.conns, c)
+			c.decision <- false
 		case <-timeout:
 			return
 		}

@@ -1,7 +1,8 @@
 // kv-go: a key-value server over TCP that hands itself off with libhandoff,
 // through the Go binding (bindings/go).
 //
-//	kv-go --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] [--verbose]
+//	kv-go --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT]
+//	      [--no-moves] [--exit-after-adopt] [--verbose]
 //
 // It implements the contract of examples/README.md (the line protocol, the
 // log format, the lifecycle) like kv-c, so either can take over from the
@@ -10,6 +11,16 @@
 // (loop.go) owns the connections and does what the handoff asks of it
 // (drain, seal, resume), which the library hands over on a channel
 // (Incumbent.StartLoop).
+//
+// When both sides of a handoff speak protocol v2, the connections are not
+// drained: each moves to the successor with its half-received line, its
+// answers not yet written (made durable first) and its overlong-line
+// state, and its client never sees a close (examples/README.md, "Moving
+// connections"). --no-moves takes part as protocol v1 instead: the drain
+// closes the connections and a successor adopts nothing.
+// --exit-after-adopt (for tests) makes a successor exit after adopting
+// what moved and before Ready, so the handoff rolls back after the
+// descriptors moved.
 //
 // One difference from kv-c: Go's net package makes the listener
 // non-blocking when this process takes it (after Begin in a successor), and
@@ -62,6 +73,7 @@ func exitNow(code int) {
 
 type options struct {
 	dataDir, controlSocket, listen string
+	noMoves, exitAfterAdopt        bool
 }
 
 func parseArgs(args []string) (options, int) {
@@ -71,8 +83,11 @@ func parseArgs(args []string) (options, int) {
 	fs.StringVar(&o.dataDir, "data-dir", "", "")
 	fs.StringVar(&o.controlSocket, "control-socket", "", "")
 	fs.StringVar(&o.listen, "listen", "", "")
+	fs.BoolVar(&o.noMoves, "no-moves", false, "")
+	fs.BoolVar(&o.exitAfterAdopt, "exit-after-adopt", false, "")
 	fs.BoolVar(&verbose, "verbose", false, "")
-	usage := "usage: kv-go --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] [--verbose]"
+	usage := "usage: kv-go --data-dir DIR --control-socket PATH [--listen tcp://HOST:PORT] " +
+		"[--no-moves] [--exit-after-adopt] [--verbose]"
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Println(usage)
@@ -108,6 +123,7 @@ func run(o options) int {
 	defer handoff.SetLogger(nil)
 
 	s := newServer(o.dataDir)
+	s.moves, s.exitAfterAdopt = !o.noMoves, o.exitAfterAdopt
 	inherited, err := handoff.Detect()
 	if err != nil {
 		say("error: %v", err)
@@ -120,6 +136,7 @@ func run(o options) int {
 	}
 	if err != nil {
 		say("error: %v", err)
+		s.closeAdopted()
 		s.closeLog()
 		if s.inc != nil {
 			s.inc.Close()
@@ -138,11 +155,21 @@ func run(o options) int {
 		say("error: %v", err)
 		return 1
 	}
+	if err := s.inc.SetMovesDescriptors(s.moves); err != nil {
+		say("error: %v", err)
+		return 1
+	}
 	requests, err := s.inc.StartLoop()
 	if err != nil {
 		say("error: %v", err)
 		return 1
 	}
+	// From Ready on: each adopted connection writes its carried output
+	// first, then reads (serveConn).
+	for _, c := range s.adopted {
+		s.serve1(c)
+	}
+	s.adopted = nil
 	s.startAccepting()
 	code := s.serve(requests, signals)
 	// The log is closed (fsynced) before the lock goes with the incumbent.
@@ -228,6 +255,9 @@ func (s *server) startSuccessor(inherited *handoff.Inherited, o options) error {
 	if err := s.preloadState(); err != nil {
 		return err
 	}
+	if err := successor.SetAdoptsDescriptors(s.moves); err != nil {
+		return err
+	}
 	if _, err := successor.Handshake(context.Background(), []byte(buildID)); err != nil {
 		return fmt.Errorf("handshake with the supervisor: %w", err)
 	}
@@ -255,6 +285,14 @@ func (s *server) startSuccessor(inherited *handoff.Inherited, o options) error {
 	if err := s.openState(lock.Generation()); err != nil {
 		return err
 	}
+	if s.moves {
+		if err := s.adoptConns(successor, lock); err != nil {
+			return err
+		}
+	}
+	if s.exitAfterAdopt {
+		return errors.New("exiting after adopting, as asked (--exit-after-adopt)")
+	}
 	url := listenURL(s.ln)
 	ready := &handoff.Ready{
 		ListeningOn:                []string{url},
@@ -266,6 +304,59 @@ func (s *server) startSuccessor(inherited *handoff.Inherited, o options) error {
 	}
 	say("took over on %s: generation %d, %d record(s)", url, s.inc.Generation(), s.records())
 	return nil
+}
+
+// adoptConns takes what the incumbent moved, with the lock held and the
+// log open; the connections are served from Ready on (run). Anything this
+// service cannot take fails the start-up, and the handoff rolls back.
+func (s *server) adoptConns(successor *handoff.Successor, lock *handoff.Lock) error {
+	items, err := successor.Adopt(lock)
+	if err != nil {
+		return fmt.Errorf("adopting what the incumbent moved: %w", err)
+	}
+	for i := range items {
+		c, err := adoptedConn(&items[i])
+		if err != nil {
+			for j := range items {
+				items[j].Close() // close, never shutdown: they go back
+			}
+			return err
+		}
+		s.adopted = append(s.adopted, c)
+	}
+	if len(items) > 0 {
+		say("adopted %d connection(s)", len(items))
+	}
+	return nil
+}
+
+// adoptedConn is a moved connection as ours: its partial line, its answers
+// not yet written and whether it is inside an overlong line (state: one
+// byte, examples/README.md). Non-blocking, as Go's net package has it.
+func adoptedConn(item *handoff.AdoptedItem) (*conn, error) {
+	if item.Kind != handoff.ItemConnection || len(item.Unread) > maxLine+1 {
+		return nil, fmt.Errorf("moved item %q (kind %d, %d bytes unread) is not a connection this service can take",
+			item.Name, item.Kind, len(item.Unread))
+	}
+	nc, err := item.Conn()
+	if err != nil {
+		return nil, err
+	}
+	return &conn{
+		nc:         nc,
+		in:         append([]byte{}, item.Unread...),
+		out:        append([]byte{}, item.Unwritten...),
+		discarding: len(item.State) > 0 && item.State[0] != 0,
+	}, nil
+}
+
+// closeAdopted closes the adopted connections of a start-up that failed
+// (close, never shutdown: the incumbent takes them back).
+func (s *server) closeAdopted() {
+	for _, c := range s.adopted {
+		c.nc.Close()
+	}
+	s.adopted = nil
 }
 
 // listenURL is tcp://HOST:PORT, with [v6] for IPv6.

@@ -8,11 +8,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"libhandoff.dev/handoff"
@@ -41,22 +43,38 @@ type server struct {
 	mu    sync.Mutex
 	table map[string]string
 	log   *kvLog
+	// The log the seal fsynced, kept open (the loop's): a resume closes it
+	// and opens the log again by its path, in the same descriptor slot, so
+	// that a resume at the descriptor limit still can (a successor may have
+	// replaced the file meanwhile).
+	sealed *kvLog
+
+	// Protocol v2 (examples/README.md, "Moving connections"): whether
+	// handoffs move the connections (not --no-moves), and, for tests,
+	// whether a successor exits once it adopted them (--exit-after-adopt).
+	moves, exitAfterAdopt bool
+	// A successor's adopted connections, served from Ready on.
+	adopted []*conn
 
 	// A successor's preload (nil: none), used up by the next openState.
 	preload *logPreload
 
 	// The loop's own.
-	conns       map[*conn]struct{} // live: not yet lingering
+	conns       map[*conn]struct{} // live: not yet lingering, not moved
+	moved       map[*conn]struct{} // parked, handed to the successor: untouched until the outcome
 	acceptEnded chan struct{}      // closed when the accept goroutine ends; nil when not accepting
 	drain       *handoff.Request   // the drain in progress
 	drainBudget *time.Timer        // its end
 
-	// To the loop: a connection accepted, a connection no longer live.
+	// To the loop: a connection accepted, a connection no longer live, one
+	// parked for a drain that moves it.
 	accepted chan net.Conn
 	retired  chan *conn
+	parked   chan *conn
 	// From the loop to the connections: a drain's deadline, nil when none
-	// runs.
+	// runs (protocol v1); whether a drain that moves them runs (v2).
 	drainDeadline atomic.Pointer[time.Time]
+	moving        atomic.Bool
 
 	// every connection goroutine, lingering ones included
 	connWG sync.WaitGroup
@@ -64,7 +82,8 @@ type server struct {
 
 func newServer(dataDir string) *server {
 	return &server{dataDir: dataDir, table: map[string]string{}, conns: map[*conn]struct{}{},
-		accepted: make(chan net.Conn), retired: make(chan *conn)}
+		moved: map[*conn]struct{}{}, accepted: make(chan net.Conn), retired: make(chan *conn),
+		parked: make(chan *conn)}
 }
 
 // openState opens and replays the log into a fresh table, or goes on from
@@ -176,44 +195,57 @@ func (s *server) acceptLoop(done chan struct{}) {
 	}
 }
 
+// conn is one client connection, served by its own goroutine, which alone
+// touches these fields while it runs (the loop reads them only while the
+// goroutine is parked).
 type conn struct {
 	nc            net.Conn
 	in            []byte // a partial line
+	out           []byte // answers produced and not yet written
 	discarding    bool   // inside an overlong line: skip to its newline
+	eof           bool   // the client closed its side
 	served        uint64 // lines answered
 	drainAnswered uint64 // lines answered since the drain began
+	// decision, while parked for a drain that moves: true to serve on (a
+	// rollback), false to close (the successor has it).
+	decision chan bool
 }
 
+// serveConn serves c until it closes, is drained (protocol v1) or ends
+// parked (moved, protocol v2). Each turn writes what is owed, then reads
+// and answers what arrived; a drain wakes it with a deadline.
 func (s *server) serveConn(c *conn) {
 	defer s.connWG.Done()
 	buf := make([]byte, 4096)
-	var out []byte
 	for {
-		n, err := c.nc.Read(buf)
-		if n > 0 {
-			var durableAt int64
-			out = s.process(c, buf[:n], out[:0], &durableAt)
-			if len(out) > 0 {
-				// Group commit: nothing leaves before what it reports is on disk.
-				if l := s.currentLog(); l != nil && durableAt > 0 {
-					l.waitDurable(durableAt, fatal)
-				}
-				if _, werr := c.nc.Write(out); werr != nil {
-					break
-				}
-			}
+		err := s.flushOut(c)
+		if err == nil && c.eof {
+			break // answered to the end; the client closed
+		}
+		writing := err != nil
+		if err == nil {
+			err = s.readSome(c, buf)
 		}
 		if err != nil && !isTimeout(err) {
-			break // EOF or a broken connection
+			break // a broken connection
+		}
+		if s.moving.Load() {
+			if !s.park(c) {
+				return
+			}
+			continue
 		}
 		deadline := s.drainDeadline.Load()
 		if deadline == nil {
 			if err != nil {
-				c.nc.SetReadDeadline(time.Time{}) // woken by a drain since rolled back
+				s.clearDeadlines(c) // woken by a drain since rolled back
 			}
 			continue
 		}
-		// Draining: answer what was asked and close, like HTTP's
+		if writing {
+			break // draining (v1): out of time to write the answers
+		}
+		// Draining (v1): answer what was asked and close, like HTTP's
 		// Connection: close. A connection that has not sent a whole request
 		// yet gets until the deadline.
 		idle := c.served > 0 && len(c.in) == 0 && !c.discarding
@@ -226,6 +258,111 @@ func (s *server) serveConn(c *conn) {
 	}
 	s.retired <- c
 	c.nc.Close()
+}
+
+// flushOut writes c.out; what a deadline left unwritten stays in it.
+func (s *server) flushOut(c *conn) error {
+	if len(c.out) == 0 {
+		return nil
+	}
+	n, err := c.nc.Write(c.out)
+	if err == nil {
+		c.out = c.out[:0]
+		return nil
+	}
+	c.out = append(c.out[:0], c.out[n:]...)
+	return err
+}
+
+// readSome reads what arrived and answers every whole line of it into
+// c.out, durable before it returns: group commit, nothing leaves (or
+// moves) before what it reports is on disk. The client's end of file is
+// c.eof, not an error.
+func (s *server) readSome(c *conn, buf []byte) error {
+	n, err := c.nc.Read(buf)
+	if n > 0 {
+		var durableAt int64
+		c.out = s.process(c, buf[:n], c.out, &durableAt)
+		if l := s.currentLog(); l != nil && durableAt > 0 {
+			l.waitDurable(durableAt, fatal)
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		c.eof = true
+		return nil
+	}
+	return err
+}
+
+// clearDeadlines ends a rolled-back drain's deadlines on c. A drain that
+// began meanwhile set its own, which this may have just cleared: then the
+// next read is woken at once again, so the drain is seen.
+func (s *server) clearDeadlines(c *conn) {
+	c.nc.SetDeadline(time.Time{})
+	if s.moving.Load() {
+		c.nc.SetDeadline(time.Now())
+	} else if deadline := s.drainDeadline.Load(); deadline != nil {
+		c.nc.SetReadDeadline(time.Now())
+		c.nc.SetWriteDeadline(*deadline)
+	}
+}
+
+// park stops serving c between two requests for a drain that moves it
+// (protocol v2): it writes what the socket takes at once, then hands c to
+// the loop and waits for the outcome. True: the handoff rolled back and c
+// is served on, from the state it kept. False: c is closed (or was given
+// up): close, never shutdown, which would end it for the successor too.
+func (s *server) park(c *conn) bool {
+	c.nc.SetDeadline(time.Time{})
+	err := writeWhatFits(c)
+	if err != nil || (c.eof && len(c.out) == 0) {
+		// Broken, or closed by its client with nothing owed: not moved.
+		s.retired <- c
+		c.nc.Close()
+		return false
+	}
+	c.decision = make(chan bool, 1)
+	s.parked <- c
+	if <-c.decision {
+		return true
+	}
+	c.nc.Close()
+	return false
+}
+
+// writeWhatFits writes as much of c.out as the socket takes without
+// waiting: one write(2) after another on the (non-blocking) descriptor
+// until EAGAIN. Through Control, which no deadline stops.
+func writeWhatFits(c *conn) error {
+	raw, err := c.nc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	cerr := raw.Control(func(fd uintptr) {
+		written := 0
+		for written < len(c.out) {
+			n, err := syscall.Write(int(fd), c.out[written:])
+			if n > 0 {
+				written += n
+			}
+			if err == syscall.EINTR {
+				continue
+			}
+			if err == syscall.EAGAIN {
+				break
+			}
+			if err != nil {
+				werr = err
+				break
+			}
+		}
+		c.out = append(c.out[:0], c.out[written:]...)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return werr
 }
 
 // linger closes gracefully: FIN after the answers sent, then whatever
@@ -376,15 +513,18 @@ func causeOf(err error) string {
 	}
 }
 
-// closeLog fsyncs and closes the log if it is open.
+// closeLog fsyncs and closes the log if it is open, and the sealed one.
 func (s *server) closeLog() {
 	s.mu.Lock()
 	l := s.log
 	s.log = nil
 	s.mu.Unlock()
-	if l != nil {
-		if err := l.close(); err != nil {
-			say("closing the log: %v", err)
+	for _, l := range []*kvLog{l, s.sealed} {
+		if l != nil {
+			if err := l.close(); err != nil {
+				say("closing the log: %v", err)
+			}
 		}
 	}
+	s.sealed = nil
 }

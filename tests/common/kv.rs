@@ -40,7 +40,7 @@ impl Lang {
     /// Whether the service hands its connections to a successor that
     /// adopts them (protocol v2) instead of closing them in the drain.
     pub fn moves_connections(self) -> bool {
-        matches!(self, Lang::C | Lang::Python)
+        matches!(self, Lang::C | Lang::Python | Lang::Go)
     }
 
     /// The language `n` places after this one in C, Python, Go.

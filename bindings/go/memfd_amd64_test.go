@@ -1,0 +1,4 @@
+package handoff
+
+// memfd_create(2): the syscall package has no constant for it here.
+const sysMemfdCreate = 319
