@@ -36,10 +36,19 @@ pub struct Sender {
 
 impl Sender {
     pub fn send(&self, message: &Message) -> Result<()> {
+        self.send_together(std::slice::from_ref(message))
+    }
+
+    /// Several frames in one write: the peer gets all of them or, if this
+    /// process dies first, none (never the first without the rest).
+    pub fn send_together(&self, messages: &[Message]) -> Result<()> {
         let version = *self.version.lock().unwrap_or_else(|p| p.into_inner());
-        let frame = encode_frame(version, message)?;
+        let mut bytes = Vec::new();
+        for message in messages {
+            bytes.extend(encode_frame(version, message)?);
+        }
         let _one_writer = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        send_all(&self.stream, &frame)
+        send_all(&self.stream, &bytes)
     }
 }
 
@@ -197,6 +206,10 @@ impl Channel {
 
     pub fn send(&self, message: &Message) -> Result<()> {
         self.sender.send(message)
+    }
+
+    pub fn send_together(&self, messages: &[Message]) -> Result<()> {
+        self.sender.send_together(messages)
     }
 
     /// The next message, waiting until `deadline`. [`Error::Timeout`] when

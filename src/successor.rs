@@ -344,17 +344,20 @@ impl Successor {
             }
         }
         let control = ControlSocket::bind(control_path)?;
-        // Only in a handoff that moved (Moving came): the supervisor then
-        // waits for it before Ready.
+        // Adopted only in a handoff that moved (Moving came): the supervisor
+        // then waits for it before Ready. One write: a supervisor that dies
+        // as the first arrives cannot leave Ready unsent.
+        let mut frames = Vec::with_capacity(2);
         if let Some(items) = self.moves.as_ref().and_then(|m| m.announced) {
-            self.channel.send(&Message::Adopted { handoff_id, items })?;
+            frames.push(Message::Adopted { handoff_id, items });
         }
-        self.channel.send(&Message::Ready {
+        frames.push(Message::Ready {
             handoff_id,
             listening_on: readiness.listening_on,
             healthz_ok: readiness.healthz_ok,
             advertised_revision_per_shard: readiness.advertised_revision_per_shard,
-        })?;
+        });
+        self.channel.send_together(&frames)?;
         crash_point!("N_AFTER_READY");
         event!(
             Info,

@@ -15,7 +15,7 @@ and resend). Exits non-zero if any request failed, any acknowledged write
 was lost, or a kept connection was closed by a handoff that moved
 connections (or by one of which the log does not say, or outside any
 handoff): a v1 handoff, into or out of a service that does not move its
-connections yet, may close them.
+connections (one started with --no-moves), may close them.
 
     python3 examples/demo/demo.py [--handoffs 9] [--cycle python,go,c] [--report demo-report.svg]
 """

@@ -163,7 +163,7 @@ def summarize(
     )
     lines.append(
         f"  handoffs that moved the connections (protocol v2): {len(moved)}; that closed them (v1: one of "
-        f"the two services does not move them): {len(drained)}" + (f"; not said by the log: {unknown}" if unknown else "")
+        f"the two does not move them, e.g. --no-moves): {len(drained)}" + (f"; not said by the log: {unknown}" if unknown else "")
     )
     for n, (h, closed) in enumerate(zip(handoffs, kept.closed_by, strict=True)):
         protocol = {"v2": "v2, moved", "v1": "v1, drained"}.get(h.protocol, "unknown")
@@ -200,7 +200,7 @@ def summarize(
     if ok and kept.closed:
         verdict = (
             f"OK: nothing refused, nothing lost; {kept.closed} kept connection(s) closed, "
-            "all by v1 handoffs (a service that does not move its connections yet)"
+            "all by v1 handoffs (a service that does not move its connections, e.g. --no-moves)"
         )
     elif ok:
         verdict = "OK: nothing refused, nothing lost, no kept connection closed"

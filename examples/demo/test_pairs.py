@@ -23,7 +23,7 @@ import report
 KINDS = ["c", "python", "go"]
 # The implementations known to move their connections (and so to hand off
 # to each other in protocol v2); a pair of others may negotiate v2 too.
-MOVE = {"c", "python"}
+MOVE = {"c", "python", "go"}
 
 
 def pong_tag(port: int) -> str:

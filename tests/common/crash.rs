@@ -665,12 +665,18 @@ pub const BOUNDARY_CASES: &[Case] = &[
     ),
     // N dies after its handshake, while O drains or seals: rollback. Most
     // often S sees it dead while it waits for O; if N dies only after S
-    // last looked, sending Begin fails instead.
+    // last looked, sending it the next frame fails instead (Begin; in a
+    // handoff that moves, the forwarded Moving or Items).
     case(
         "N_AFTER_HELLO",
         Who::N,
         None,
-        Run::RolledBack(&["successor killed by signal 9", "Begin: "]),
+        Run::RolledBack(&[
+            "successor killed by signal 9",
+            "Begin: ",
+            "Moving: ",
+            "Item: ",
+        ]),
         After::OldResumes,
     ),
     // N exits before Ready: rollback, O re-takes the lock and resumes.
