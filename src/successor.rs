@@ -272,7 +272,8 @@ impl Successor {
     /// The descriptors the incumbent moved, with their state, for the
     /// service to adopt: only after Begin, and only with the data-dir lock
     /// in hand (invariant 5: nothing is read or written before). Empty when
-    /// nothing moved; once only.
+    /// nothing moved; once only. [`Error::Protocol`] when an item said to
+    /// be a connection is not a connected stream socket (all then closed).
     pub fn adopt_items(&mut self, lock: &DataDirLock) -> Result<Vec<AdoptedItem>> {
         let _ = lock; // the proof that the lock is ours
         if !matches!(self.stage, Stage::Begun(_)) {
@@ -287,8 +288,13 @@ impl Successor {
             )),
             Some(moves) => {
                 moves.adopted = true;
+                let received = std::mem::take(&mut moves.received);
+                // Dropped on failure: every moved descriptor closed, none given.
+                if let Some(bad) = received.iter().find_map(not_a_connection) {
+                    return Err(Error::Protocol(bad));
+                }
                 crash_point!("N_AFTER_ADOPT");
-                Ok(std::mem::take(&mut moves.received))
+                Ok(received)
             }
         }
     }
@@ -366,6 +372,28 @@ impl Successor {
         );
         Ok(Incumbent::with_control_socket(control, lock))
     }
+}
+
+/// Why a connection item's descriptor is not a connected stream socket, if
+/// it is not (an incumbent that mislabelled a memfd, a listener).
+fn not_a_connection(item: &AdoptedItem) -> Option<String> {
+    if item.kind != ItemKind::Connection {
+        return None;
+    }
+    let fd = item.fd.as_raw_fd();
+    let what = match (
+        crate::sys::socket_option(fd, libc::SOL_SOCKET, libc::SO_TYPE),
+        crate::sys::socket_option(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN),
+    ) {
+        (Ok(libc::SOCK_STREAM), Ok(0)) => return None,
+        (Err(e), _) => format!("not a socket ({e})"),
+        (Ok(libc::SOCK_STREAM), _) => "a listening socket".to_string(),
+        (Ok(other), _) => format!("a socket of type {other}, not SOCK_STREAM"),
+    };
+    Some(format!(
+        "moved item {:?} is a connection, but its descriptor is {what}",
+        item.name
+    ))
 }
 
 /// Stops the successor's heartbeats when dropped.

@@ -336,7 +336,7 @@ func TestASuccessorThatExitsAfterAdoptingRollsBack(t *testing.T) {
 }
 
 // A successor that cannot take what moved (a memfd moved as a connection:
-// AdoptedItem.Conn refuses it) and gives up leaks nothing: both moved
+// the library's Adopt refuses it, before any is taken) leaks nothing: both moved
 // descriptors are closed in it; the handoff rolls back and the memfd is
 // the incumbent's, as it was.
 func TestASuccessorThatFailsToAdoptLeaksNothing(t *testing.T) {
@@ -357,7 +357,7 @@ func TestASuccessorThatFailsToAdoptLeaksNothing(t *testing.T) {
 		t.Fatalf("outcome %+v, want a rollback by the successor", outcome)
 	}
 	r := m.readReport()
-	if !strings.Contains(r.Adopt, `moved item "kv" is not a connection`) {
+	if !strings.Contains(r.Adopt, `moved item "kv" is a connection, but its descriptor is not a socket`) {
 		t.Errorf("Adopt failed with %q", r.Adopt)
 	}
 	gone := 0
