@@ -1423,9 +1423,9 @@ handoff_status handoff_successor_set_adopts_descriptors(struct handoff_successor
  * nothing moved). Once per handoff; every item must be adopted before
  * `handoff_successor_announce_ready`. For each connection, write its
  * unwritten bytes first, then process its unread ones, then read it.
- * `HANDOFF_ERR_PROTOCOL` when an item said to be a connection is not a
- * connected stream socket (every moved descriptor is then closed, none
- * given: give up, the handoff rolls back).
+ * (An item said to be a connection whose descriptor is not a socket fails
+ * the wait for Begin instead, `HANDOFF_ERR_PROTOCOL`: give up, the handoff
+ * rolls back and every moved descriptor is closed.)
  */
 handoff_status handoff_successor_adopt(struct handoff_successor *successor,
                                        const struct handoff_lock *lock,

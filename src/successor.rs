@@ -246,15 +246,23 @@ impl Successor {
                 ) if seq as usize == moves.received.len()
                     && moves.announced.is_some_and(|n| seq < n) =>
                 {
-                    // Held, neither read nor written, until the lock is ours.
-                    moves.received.push(AdoptedItem {
+                    // Held, neither read nor written, until the lock is ours;
+                    // looked at (fstat) now, while the incumbent seals, not
+                    // in the blackout after Begin.
+                    let item = AdoptedItem {
                         kind,
                         name,
                         fd,
                         unread,
                         unwritten,
                         state,
-                    });
+                    };
+                    if let Some(bad) = not_a_connection(&item) {
+                        // Nothing of this handoff is kept: all closed now.
+                        moves.received.clear();
+                        return Err(Error::Protocol(bad));
+                    }
+                    moves.received.push(item);
                 }
                 (other, _, _) => {
                     return Err(Error::Protocol(format!(
@@ -272,8 +280,8 @@ impl Successor {
     /// The descriptors the incumbent moved, with their state, for the
     /// service to adopt: only after Begin, and only with the data-dir lock
     /// in hand (invariant 5: nothing is read or written before). Empty when
-    /// nothing moved; once only. [`Error::Protocol`] when an item said to
-    /// be a connection is not a connected stream socket (all then closed).
+    /// nothing moved; once only. (An item said to be a connection that is
+    /// not a socket fails the wait for Begin: [`Error::Protocol`].)
     pub fn adopt_items(&mut self, lock: &DataDirLock) -> Result<Vec<AdoptedItem>> {
         let _ = lock; // the proof that the lock is ours
         if !matches!(self.stage, Stage::Begun(_)) {
@@ -288,13 +296,8 @@ impl Successor {
             )),
             Some(moves) => {
                 moves.adopted = true;
-                let received = std::mem::take(&mut moves.received);
-                // Dropped on failure: every moved descriptor closed, none given.
-                if let Some(bad) = received.iter().find_map(not_a_connection) {
-                    return Err(Error::Protocol(bad));
-                }
                 crash_point!("N_AFTER_ADOPT");
-                Ok(received)
+                Ok(std::mem::take(&mut moves.received))
             }
         }
     }
@@ -374,21 +377,17 @@ impl Successor {
     }
 }
 
-/// Why a connection item's descriptor is not a connected stream socket, if
-/// it is not (an incumbent that mislabelled a memfd, a listener).
+/// Why a connection item's descriptor is not a socket, if it is not (an
+/// incumbent that mislabelled a memfd or a file). One fstat: this runs for
+/// every connection inside the blackout.
 fn not_a_connection(item: &AdoptedItem) -> Option<String> {
     if item.kind != ItemKind::Connection {
         return None;
     }
-    let fd = item.fd.as_raw_fd();
-    let what = match (
-        crate::sys::socket_option(fd, libc::SOL_SOCKET, libc::SO_TYPE),
-        crate::sys::socket_option(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN),
-    ) {
-        (Ok(libc::SOCK_STREAM), Ok(0)) => return None,
-        (Err(e), _) => format!("not a socket ({e})"),
-        (Ok(libc::SOCK_STREAM), _) => "a listening socket".to_string(),
-        (Ok(other), _) => format!("a socket of type {other}, not SOCK_STREAM"),
+    let what = match crate::sys::is_socket(item.fd.as_raw_fd()) {
+        Ok(true) => return None,
+        Ok(false) => "not a socket".to_string(),
+        Err(e) => format!("unusable ({e})"),
     };
     Some(format!(
         "moved item {:?} is a connection, but its descriptor is {what}",

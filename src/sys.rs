@@ -23,6 +23,16 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `fd` is a socket (one fstat).
+pub fn is_socket(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: `st` is a valid out-parameter of the size fstat writes; an
+    // invalid descriptor answers EBADF.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    check(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
 /// Whether the open file description behind `fd` is non-blocking.
 pub fn is_nonblocking(fd: RawFd) -> io::Result<bool> {
     Ok(file_status_flags(fd)? & libc::O_NONBLOCK != 0)

@@ -44,6 +44,7 @@ type adoptReport struct {
 	SetAdoptsAfterHandshake string
 	AdoptBeforeBegin        string
 	AdoptNil                string
+	Begin                   string // the error of a failed WaitForBegin
 	Adopt                   string // the error of a failed Adopt
 	AdoptTwice              string
 	FdsBefore, FdsAfter     []int
@@ -146,7 +147,12 @@ func adoptingHelper() int {
 	_, err = successor.Adopt(other)
 	report.AdoptBeforeBegin = statusOf(err)
 	other.Close()
+	report.FdsBefore = openFDList()
 	if err := successor.WaitForBegin(ctx); err != nil {
+		// What moved is refused as it arrives (a descriptor said to be
+		// a connection that is not a socket).
+		report.Begin = err.Error()
+		report.FdsAfter = openFDList()
 		return fail(err)
 	}
 	if err := successor.StartHeartbeats(); err != nil {

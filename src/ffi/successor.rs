@@ -90,9 +90,9 @@ pub unsafe extern "C" fn handoff_successor_set_adopts_descriptors(
 /// nothing moved). Once per handoff; every item must be adopted before
 /// `handoff_successor_announce_ready`. For each connection, write its
 /// unwritten bytes first, then process its unread ones, then read it.
-/// `HANDOFF_ERR_PROTOCOL` when an item said to be a connection is not a
-/// connected stream socket (every moved descriptor is then closed, none
-/// given: give up, the handoff rolls back).
+/// (An item said to be a connection whose descriptor is not a socket fails
+/// the wait for Begin instead, `HANDOFF_ERR_PROTOCOL`: give up, the handoff
+/// rolls back and every moved descriptor is closed.)
 #[no_mangle]
 pub unsafe extern "C" fn handoff_successor_adopt(
     successor: *mut handoff_successor,

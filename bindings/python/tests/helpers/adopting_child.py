@@ -1,6 +1,6 @@
 """Run by the tests as a successor that adopts what moved (protocol v2):
-argv[1] is the report (JSON, written once it serves, or once adopting
-failed), argv[2] the data dir, argv[3] the control socket, argv[4] a second
+argv[1] is the report (JSON, written once it serves, or once what moved
+was refused), argv[2] the data dir, argv[3] the control socket, argv[4] a second
 directory to take a lock on before Begin. Expects a memfd named "table"
 and connections; answers each connection once after Ready (its carried
 output, then ``got <its carried input and what followed up to a newline>
@@ -107,19 +107,21 @@ def main() -> int:
         report["set_adopts_after_handshake"] = raised(lambda: succ.set_adopts_descriptors(False))
         with handoff.Lock.acquire(elsewhere) as other:
             report["adopt_before_begin"] = raised(lambda: succ.adopt(other))
-        succ.wait_for_begin(30)
+        report["fds_before"] = fds()
+        try:
+            succ.wait_for_begin(30)
+        except handoff.HandoffError as e:
+            # What moved is refused as it arrives (a descriptor said to be
+            # a connection that is not a socket).
+            report["begin"] = f"{type(e).__name__}: {e}"
+            report["fds_after"] = fds()
+            write(report)
+            return 1
         succ.start_heartbeats()
         listener = succ.take_listener("kv")
         with handoff.Lock.acquire(data_dir, timeout=5) as lock:
             report["adopt_none"] = raised(lambda: succ.adopt(None))  # type: ignore[arg-type]
-            report["fds_before"] = fds()
-            try:
-                items = succ.adopt(lock)
-            except handoff.HandoffError as e:
-                report["adopt"] = f"{type(e).__name__}: {e}"
-                report["fds_after"] = fds()
-                write(report)
-                return 1
+            items = succ.adopt(lock)
             report["adopt_twice"] = raised(lambda: succ.adopt(lock))
             report["items"] = [describe(item) for item in items]
             conns = [item for item in items if item.kind is ItemKind.CONNECTION]
