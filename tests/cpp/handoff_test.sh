@@ -4,7 +4,9 @@
 #   2. a trigger whose seal throws a C++ exception: rolled back (exit 1),
 #      the incumbent resumes and serves on, the successor gives up;
 #   3. a trigger that commits: the successor serves with the loop form;
-#   4. a trigger from the loop form to a new successor: committed.
+#   4. a trigger from the loop form to a new successor: committed;
+#   5. a trigger whose loop seal throws (the handoff::request destroyed
+#      uncompleted): rolled back, resumed; then one that commits.
 #   handoff_test.sh SERVICE SUPERVISOR
 set -u
 SERVICE=$1
@@ -85,6 +87,22 @@ wait_for '^serving loop 3 '
 grep -q '^seal 2$' "$EVENTS" || fail "generation 2's loop saw no seal"
 grep -q '^error' "$EVENTS" && fail "a generation reported an error"
 echo "ok   loop form -> loop form: committed, generation 3 serves"
+
+touch "$FAIL"
+"$SUPERVISOR" trigger --config "$WORK/hpp.toml" >"$WORK/trigger4.log" 2>&1
+rc=$?
+[ $rc -eq 1 ] || fail "trigger with a throwing loop seal: exit $rc, expected 1 (rolled back)"
+grep -q 'request dropped uncompleted' "$WORK/trigger4.log" ||
+    fail "the dropped request's reason did not reach the supervisor: $(tail -1 "$WORK/trigger4.log")"
+wait_for '^seal-throws 3$'
+wait_for '^loop-caught loop seal refused$'
+wait_for '^resume 3$'
+rm -f "$FAIL"
+"$SUPERVISOR" trigger --config "$WORK/hpp.toml" >"$WORK/trigger5.log" 2>&1 ||
+    fail "trigger 5: exit $? (see $WORK/trigger5.log: $(tail -3 "$WORK/trigger5.log"))"
+wait_for '^ended 3 committed$'
+wait_for '^serving loop 4 '
+echo "ok   a loop request destroyed uncompleted failed the handoff (rolled back, resumed); the next one committed"
 
 kill "$SUP_PID"
 wait "$SUP_PID" 2>/dev/null

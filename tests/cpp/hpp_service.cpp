@@ -5,7 +5,9 @@
 //
 // A cold start serves with the callback form: its seal throws while F
 // exists (the exception must become handoff_hook_fail, and the handoff roll
-// back). A successor serves with the loop-driven form. Each generation
+// back). A successor serves with the loop-driven form; its seal throws while
+// F exists too, before completing (the handoff::request's destructor must
+// fail the request). Each generation
 // appends lines to FILE: "serving ROLE FORM GEN PID", "drain GEN",
 // "seal GEN", "seal-throws GEN", "resume GEN", "ended GEN committed".
 #include "handoff.hpp"
@@ -14,6 +16,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
+#include <stdexcept>
 #include <string>
 
 #include <poll.h>
@@ -51,6 +55,8 @@ static int serve_callbacks(handoff::incumbent &inc) {
     return out == handoff::serve_outcome::committed ? 0 : 1;
 }
 
+static std::optional<int> serve_one(handoff::incumbent &inc, const std::string &gen);
+
 static int serve_loop(handoff::incumbent &inc) {
     std::string gen = std::to_string(inc.generation());
     inc.start_loop();
@@ -66,6 +72,21 @@ static int serve_loop(handoff::incumbent &inc) {
         }
         if (!(watched.revents & POLLIN))
             continue;
+        try {
+            if (auto rc = serve_one(inc, gen))
+                return *rc;
+        } catch (const std::runtime_error &e) {
+            // The request was destroyed uncompleted on the way here: failed.
+            event(std::string("loop-caught ") + e.what());
+        }
+    }
+}
+
+// One request of the loop form; a value when serving is over. While the
+// fail-seal file exists its seal throws before completing: the request's
+// destructor fails it, and the handoff rolls back.
+static std::optional<int> serve_one(handoff::incumbent &inc, const std::string &gen) {
+    {
         handoff::request req = inc.take_request();
         switch (req.kind()) {
         case handoff::request_kind::none:
@@ -76,6 +97,10 @@ static int serve_loop(handoff::incumbent &inc) {
             req.complete();
             break;
         case handoff::request_kind::seal:
+            if (exists(fail_seal_file)) {
+                event("seal-throws " + gen);
+                throw std::runtime_error("loop seal refused");
+            }
             event("seal " + gen);
             req.push_revision(inc.generation());
             req.complete();
@@ -92,6 +117,7 @@ static int serve_loop(handoff::incumbent &inc) {
         }
         }
     }
+    return std::nullopt;
 }
 
 int main(int argc, char **argv) {
