@@ -85,8 +85,11 @@ echo "ok   callback form -> loop form: committed, generation 2 serves"
 wait_for '^ended 2 committed$'
 wait_for '^serving loop 3 '
 grep -q '^seal 2$' "$EVENTS" || fail "generation 2's loop saw no seal"
+grep -q '^adopted none$' "$EVENTS" || fail "generation 2 should have adopted nothing (the callback form moves nothing)"
+grep -q '^drain 2 moves$' "$EVENTS" || fail "generation 2's drain did not move (protocol v2)"
+grep -q '^adopted memo from gen 2$' "$EVENTS" || fail "generation 3 did not adopt generation 2's memfd"
 grep -q '^error' "$EVENTS" && fail "a generation reported an error"
-echo "ok   loop form -> loop form: committed, generation 3 serves"
+echo "ok   loop form -> loop form: committed, a memfd moved (protocol v2), generation 3 serves"
 
 touch "$FAIL"
 "$SUPERVISOR" trigger --config "$WORK/hpp.toml" >"$WORK/trigger4.log" 2>&1
@@ -102,6 +105,7 @@ rm -f "$FAIL"
     fail "trigger 5: exit $? (see $WORK/trigger5.log: $(tail -3 "$WORK/trigger5.log"))"
 wait_for '^ended 3 committed$'
 wait_for '^serving loop 4 '
+grep -q '^adopted memo from gen 3$' "$EVENTS" || fail "generation 4 did not adopt the memfd generation 3 kept through the rollback"
 echo "ok   a loop request destroyed uncompleted failed the handoff (rolled back, resumed); the next one committed"
 
 kill "$SUP_PID"

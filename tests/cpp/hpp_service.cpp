@@ -21,6 +21,7 @@
 #include <string>
 
 #include <poll.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static std::string events_path, fail_seal_file;
@@ -57,8 +58,17 @@ static int serve_callbacks(handoff::incumbent &inc) {
 
 static std::optional<int> serve_one(handoff::incumbent &inc, const std::string &gen);
 
+// The loop form moves one descriptor on a drain that moves (protocol v2): a
+// memfd called "memo", with the generation that moved it as its state.
+static int memo = -1;
+
 static int serve_loop(handoff::incumbent &inc) {
     std::string gen = std::to_string(inc.generation());
+    if (memo < 0)
+        memo = memfd_create("memo", MFD_CLOEXEC);
+    if (memo < 0)
+        throw std::runtime_error("memfd_create failed");
+    inc.set_moves_descriptors(true);
     inc.start_loop();
     event("serving loop " + gen + " " + std::to_string(getpid()));
     int fd = inc.request_fd();
@@ -93,6 +103,11 @@ static std::optional<int> serve_one(handoff::incumbent &inc, const std::string &
             break;
         case handoff::request_kind::drain:
             event("drain " + gen + (req.moves() ? " moves" : ""));
+            if (req.moves()) {
+                if (req.move_limit() < 1)
+                    throw std::runtime_error("move limit 0");
+                req.move(handoff::item_kind::descriptor, "memo", memo, {}, {}, "from gen " + gen);
+            }
             req.set_drained(0, true);
             req.complete();
             break;
@@ -113,6 +128,7 @@ static std::optional<int> serve_one(handoff::incumbent &inc, const std::string &
             auto out = inc.wait_for(std::chrono::milliseconds(0));
             bool committed = out && *out == handoff::serve_outcome::committed;
             event("ended " + gen + (committed ? " committed" : " other"));
+            close(memo); // moved: the successor's now (never shutdown)
             return committed ? 0 : 1;
         }
         }
@@ -135,6 +151,7 @@ int main(int argc, char **argv) {
         int listener = -1;
         if (inh.is_successor()) {
             handoff::successor s = handoff::successor::create(inh);
+            s.set_adopts_descriptors(true);
             s.handshake("hpp-service-1");
             try {
                 s.wait_for_begin(std::chrono::seconds(20));
@@ -146,6 +163,19 @@ int main(int argc, char **argv) {
             listener = s.take_listener("t", handoff::listener_kind::unix_stream);
             handoff::lock l = handoff::lock::acquire_with_retry(data_dir, std::chrono::seconds(5));
             handoff::items moved = s.adopt(l);
+            if (moved.size() == 0) {
+                event("adopted none");
+            } else {
+                auto name = moved.bytes(0, handoff::item_part::name);
+                auto state = moved.bytes(0, handoff::item_part::state);
+                if (moved.size() != 1 || moved.kind(0) != handoff::item_kind::descriptor || !name ||
+                    name->as_string() != "memo" || !state || moved.bytes(1, handoff::item_part::name))
+                    throw std::runtime_error("unexpected items moved");
+                event("adopted memo " + std::string(state->as_string()));
+                memo = moved.take_fd(0);
+                if (memo < 0 || moved.take_fd(0) != -1)
+                    throw std::runtime_error("take_fd");
+            }
             inc = s.announce_ready(control, std::move(l));
             if (l)
                 throw std::logic_error("the lock should have moved into the incumbent");
