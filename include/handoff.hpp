@@ -143,7 +143,8 @@ struct byte_view {
     constexpr byte_view(const std::uint8_t *d, std::size_t n) noexcept : data(d), size(n) {}
     byte_view(std::string_view s) noexcept
         : data(reinterpret_cast<const std::uint8_t *>(s.data())), size(s.size()) {}
-    byte_view(const char *s) noexcept : byte_view(std::string_view(s)) {}
+    /// A NUL-terminated string (NULL: empty).
+    byte_view(const char *s) noexcept : byte_view(s ? std::string_view(s) : std::string_view()) {}
     byte_view(const std::string &s) noexcept : byte_view(std::string_view(s)) {}
     byte_view(const std::vector<std::uint8_t> &v) noexcept : data(v.data()), size(v.size()) {}
     template <std::size_t N>
