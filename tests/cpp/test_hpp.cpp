@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -52,6 +53,8 @@ static std::vector<std::uint8_t> read_file(const std::string &path) {
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+static std::vector<std::string> temp_dirs; // removed at the end
+
 static std::string temp_dir() {
     char tmpl[] = "/tmp/handoff-hpp-XXXXXX";
     char *d = mkdtemp(tmpl);
@@ -59,6 +62,7 @@ static std::string temp_dir() {
         std::perror("mkdtemp");
         std::exit(2);
     }
+    temp_dirs.emplace_back(d);
     return d;
 }
 
@@ -152,7 +156,6 @@ static void test_lock_raii() {
         handoff::lock back(raw);
     } // destructor releases
     CHECK(!handoff::lock::holder(dir).held);
-    rmdir(dir.c_str()); // best effort
 }
 
 // Every golden frame of a directory decoded and re-encoded byte for byte;
@@ -296,6 +299,10 @@ int main(int argc, char **argv) {
     test_lock_raii();
     test_vectors();
     test_incumbent_local();
+    for (const auto &d : temp_dirs) {
+        std::error_code ec;
+        std::filesystem::remove_all(d, ec);
+    }
     if (failures) {
         std::fprintf(stderr, "%d check(s) FAILED\n", failures);
         return 1;
