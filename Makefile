@@ -82,6 +82,7 @@ soak: build venv
 
 test-c: build
 	$(MAKE) -C tests/c test
+	$(MAKE) -C tests/cpp test
 	$(MAKE) -C examples/c check
 
 # docs/reliability.md. test-sanitize (part of `make test`): kv-c built with
