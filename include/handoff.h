@@ -1101,7 +1101,7 @@ handoff_status handoff_message_encode(const struct handoff_message *msg,
                                       struct handoff_error **err);
 
 /**
- * The message's kind, its wire index (`HANDOFF_MSG_*`, 0..13);
+ * The message's kind, its wire index (`HANDOFF_MSG_*`: 0..13 in v1, 14..18 in v2);
  * `HANDOFF_MSG_INVALID` for NULL.
  */
 uint32_t handoff_message_kind(const struct handoff_message *msg);

@@ -120,7 +120,7 @@ pub unsafe extern "C" fn handoff_message_encode(
     })
 }
 
-/// The message's kind, its wire index (`HANDOFF_MSG_*`, 0..13);
+/// The message's kind, its wire index (`HANDOFF_MSG_*`: 0..13 in v1, 14..18 in v2);
 /// `HANDOFF_MSG_INVALID` for NULL.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_message_kind(msg: *const handoff_message) -> u32 {
