@@ -1495,7 +1495,10 @@ handoff_status handoff_successor_start_heartbeats(struct handoff_successor *succ
  * (healthy, nothing else to say) or a `HANDOFF_MSG_READY` message whose
  * `listening_on`, `healthz_ok` and `advertised_revision_per_shard` are sent
  * (its handoff id is ignored). Once Ready is sent this process is
- * authoritative; the successor handle is spent either way.
+ * authoritative. A refused argument (a `ready` of another kind, a lock not
+ * held, a spent successor) leaves the lock and the successor as they were;
+ * past those checks the successor is spent and the lock handle empty either
+ * way (on a failure the lock is released: step back and exit).
  */
 handoff_status handoff_successor_announce_ready(struct handoff_successor *successor,
                                                 const struct handoff_message *ready,

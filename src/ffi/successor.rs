@@ -239,7 +239,10 @@ pub unsafe extern "C" fn handoff_successor_start_heartbeats(
 /// (healthy, nothing else to say) or a `HANDOFF_MSG_READY` message whose
 /// `listening_on`, `healthz_ok` and `advertised_revision_per_shard` are sent
 /// (its handoff id is ignored). Once Ready is sent this process is
-/// authoritative; the successor handle is spent either way.
+/// authoritative. A refused argument (a `ready` of another kind, a lock not
+/// held, a spent successor) leaves the lock and the successor as they were;
+/// past those checks the successor is spent and the lock handle empty either
+/// way (on a failure the lock is released: step back and exit).
 #[no_mangle]
 pub unsafe extern "C" fn handoff_successor_announce_ready(
     successor: *mut handoff_successor,
