@@ -411,10 +411,7 @@ func (c Capacity) put(m cmsg) error {
 }
 
 func (c *Capacity) get(m cmsg) error {
-	var n uint64
-	err := m.getUint(C.HANDOFF_FIELD_DESCRIPTORS, &n)
-	c.Descriptors = uint32(n)
-	return err
+	return m.getUint32(C.HANDOFF_FIELD_DESCRIPTORS, &c.Descriptors)
 }
 
 func (t Transfer) put(m cmsg) error {
@@ -422,10 +419,7 @@ func (t Transfer) put(m cmsg) error {
 }
 
 func (t *Transfer) get(m cmsg) error {
-	var n uint64
-	err := firstError(m.getID(&t.HandoffID), m.getUint(C.HANDOFF_FIELD_ITEMS_MAX, &n))
-	t.ItemsMax = uint32(n)
-	return err
+	return firstError(m.getID(&t.HandoffID), m.getUint32(C.HANDOFF_FIELD_ITEMS_MAX, &t.ItemsMax))
 }
 
 func (v Moving) put(m cmsg) error {
@@ -433,10 +427,7 @@ func (v Moving) put(m cmsg) error {
 }
 
 func (v *Moving) get(m cmsg) error {
-	var n uint64
-	err := firstError(m.getID(&v.HandoffID), m.getUint(C.HANDOFF_FIELD_ITEMS, &n))
-	v.Items = uint32(n)
-	return err
+	return firstError(m.getID(&v.HandoffID), m.getUint32(C.HANDOFF_FIELD_ITEMS, &v.Items))
 }
 
 func (it Item) put(m cmsg) error {
@@ -451,16 +442,16 @@ func (it Item) put(m cmsg) error {
 }
 
 func (it *Item) get(m cmsg) error {
-	var seq, kind uint64
+	var kind uint32
 	err := firstError(
-		m.getUint(C.HANDOFF_FIELD_SEQ, &seq),
-		m.getUint(C.HANDOFF_FIELD_ITEM_KIND, &kind),
+		m.getUint32(C.HANDOFF_FIELD_SEQ, &it.Seq),
+		m.getUint32(C.HANDOFF_FIELD_ITEM_KIND, &kind),
 		m.getString(C.HANDOFF_FIELD_NAME, &it.Name),
 		m.getBytes(C.HANDOFF_FIELD_UNREAD, &it.Unread),
 		m.getBytes(C.HANDOFF_FIELD_UNWRITTEN, &it.Unwritten),
 		m.getBytes(C.HANDOFF_FIELD_STATE, &it.State),
 	)
-	it.Seq, it.ItemKind = uint32(seq), ItemKind(kind)
+	it.ItemKind = ItemKind(kind)
 	return err
 }
 
@@ -469,10 +460,7 @@ func (a Adopted) put(m cmsg) error {
 }
 
 func (a *Adopted) get(m cmsg) error {
-	var n uint64
-	err := firstError(m.getID(&a.HandoffID), m.getUint(C.HANDOFF_FIELD_ITEMS, &n))
-	a.Items = uint32(n)
-	return err
+	return firstError(m.getID(&a.HandoffID), m.getUint32(C.HANDOFF_FIELD_ITEMS, &a.Items))
 }
 
 // newDecodable is an empty message of `kind` to read fields into.
@@ -671,6 +659,14 @@ func (m cmsg) getUint(field C.uint32_t, v *uint64) error {
 	}
 	*v = uint64(out)
 	return nil
+}
+
+// getUint32 reads a u32 field (the library stores it as a uint that fits).
+func (m cmsg) getUint32(field C.uint32_t, v *uint32) error {
+	var wide uint64
+	err := m.getUint(field, &wide)
+	*v = uint32(wide)
+	return err
 }
 
 func (m cmsg) setBool(field C.uint32_t, v bool) error {
