@@ -33,7 +33,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Service {
     procs: Procs,
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
     data_dir: PathBuf,
     control: PathBuf,
     addr: SocketAddr,
@@ -64,7 +64,7 @@ impl Service {
             control,
             addr,
             supervisor,
-            _tmp: tmp,
+            tmp,
         };
         let child = service
             .supervisor
@@ -307,8 +307,8 @@ fn clients_leaving_mid_transfer(rollback: bool) {
     for client in [&mut asking, &mut idle, &mut resetting] {
         assert_eq!(client.pid(), pid);
     }
-    let go = service._tmp.path().join("go");
-    let waiting = service._tmp.path().join("go.waiting");
+    let go = service.tmp.path().join("go");
+    let waiting = service.tmp.path().join("go.waiting");
     let go_arg = go.to_string_lossy().into_owned();
     let mut extra = vec!["--pause-before-adopt", go_arg.as_str()];
     if rollback {
@@ -342,7 +342,10 @@ fn clients_leaving_mid_transfer(rollback: bool) {
         assert!(!outcome.committed, "the successor exited before Ready");
         if let Some(child) = outcome.successor {
             let successor = service.procs.add_ours(child);
-            let _ = service.procs.wait_exit(successor, EXIT_TIMEOUT);
+            assert!(
+                service.procs.wait_exit(successor, EXIT_TIMEOUT).is_ok(),
+                "the successor given up did not exit"
+            );
         }
         pid
     } else {
