@@ -6,6 +6,7 @@ PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR     ?= $(PREFIX)/bin
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 TARGET     := $(CURDIR)/target/release
 # A pkg-config file for using the library straight from this tree.
@@ -13,7 +14,7 @@ DEV_PC_DIR := $(CURDIR)/target/pkgconfig
 
 export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 
-.PHONY: all build lib header deps test test-rust test-c lint install clean examples
+.PHONY: all build lib header deps test test-rust test-c lint clean examples
 
 all: build
 
@@ -44,7 +45,7 @@ $(DEV_PC_DIR)/handoff.pc: Cargo.toml Makefile
 deps:
 	scripts/install-deps.sh
 
-test: deps build test-rust test-c test-sanitize test-fuzz test-crash test-python test-go test-demo lint
+test: deps build test-rust test-c test-sanitize test-fuzz test-crash test-python test-go test-demo test-deb lint
 
 # tests/limits.rs (10,000 idle connections, the descriptor limit, a short
 # soak) runs the C, Python and Go example services: hence build and venv.
@@ -197,15 +198,67 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-install: build
-	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR)
+# `make install` (PREFIX, LIBDIR, INCLUDEDIR, BINDIR, SYSTEMDUNITDIR,
+# DESTDIR): the library with its soname links, the static library, the
+# header pair, handoff.pc, handoff-supervisor and its systemd units (under
+# $(PREFIX)/lib/systemd/system, which systemd searches for /usr/local; the
+# administrator enables them). install-files is the one list of what is
+# installed: `make uninstall` and the Debian package (debian/rules) both go
+# by what it writes. Into the running system (no DESTDIR) the linker cache
+# is refreshed when LIBDIR is one the dynamic linker searches.
+.PHONY: install install-files uninstall deb test-deb
+install: install-files
+	@[ -n "$(DESTDIR)" ] || scripts/linker-cache.sh $(LIBDIR) installed
+
+install-files: lib bins
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 $(TARGET)/handoff-supervisor $(DESTDIR)$(BINDIR)/handoff-supervisor
-	install -m 0755 $(TARGET)/libhandoff.so $(DESTDIR)$(LIBDIR)/libhandoff.so.$(VERSION)
+	install -m 0644 $(TARGET)/libhandoff.so $(DESTDIR)$(LIBDIR)/libhandoff.so.$(VERSION)
 	ln -sf libhandoff.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libhandoff.so.0
 	ln -sf libhandoff.so.0 $(DESTDIR)$(LIBDIR)/libhandoff.so
 	install -m 0644 $(TARGET)/libhandoff.a $(DESTDIR)$(LIBDIR)/libhandoff.a
-	install -m 0644 include/handoff.h $(DESTDIR)$(INCLUDEDIR)/handoff.h
+	install -m 0644 include/handoff.h include/handoff.hpp $(DESTDIR)$(INCLUDEDIR)/
 	scripts/write-pc.sh $(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(VERSION) > $(DESTDIR)$(LIBDIR)/pkgconfig/handoff.pc
+	for unit in handoff-supervisor.service handoff-supervisor.socket; do \
+	    sed 's|/usr/local/bin/handoff-supervisor|$(BINDIR)/handoff-supervisor|g' examples/systemd/$$unit \
+	        > $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit && chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit; \
+	done
+
+# Removes every file install-files writes with the same variables (staged
+# under target/ to list them), and nothing else; directories stay.
+UNINSTALL_STAGE := $(CURDIR)/target/uninstall-stage
+uninstall:
+	rm -rf $(UNINSTALL_STAGE)
+	$(MAKE) --no-print-directory -s install-files DESTDIR=$(UNINSTALL_STAGE) >/dev/null
+	cd $(UNINSTALL_STAGE) && find . ! -type d | sed 's|^\.||' | while read -r f; do \
+	    if [ -e "$(DESTDIR)$$f" ] || [ -L "$(DESTDIR)$$f" ]; then rm -f "$(DESTDIR)$$f" && echo "removed $(DESTDIR)$$f"; fi; \
+	done
+	rm -rf $(UNINSTALL_STAGE)
+	@[ -n "$(DESTDIR)" ] || scripts/linker-cache.sh $(LIBDIR) uninstalled
+
+# The Debian packages libhandoff0, libhandoff-dev and handoff-supervisor
+# (debian/, debhelper) into target/deb/, from the build `make build` made.
+# MAKEFLAGS is dropped so that this make's variables (PREFIX, DESTDIR) do not
+# leak into debian/rules, which sets its own.
+DEB_DIR := $(CURDIR)/target/deb
+deb: lib bins
+	@v=$$(dpkg-parsechangelog -SVersion); [ "$$v" = "$(VERSION)" ] || \
+	    { echo "debian/changelog is at $$v, Cargo.toml at $(VERSION): add a changelog entry (dch -v $(VERSION))"; exit 1; }
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL dpkg-buildpackage -b -us -uc \
+	    --buildinfo-option=-u$(DEB_DIR) --changes-option=-u$(DEB_DIR) \
+	    --buildinfo-file=$(DEB_DIR)/handoff_$(VERSION)_$$(dpkg-architecture -qDEB_HOST_ARCH).buildinfo \
+	    --changes-file=$(DEB_DIR)/handoff_$(VERSION)_$$(dpkg-architecture -qDEB_HOST_ARCH).changes
+	ls -l $(DEB_DIR)
+
+# tests/deb: make install + make uninstall into a DESTDIR, a PREFIX the
+# linker does not search and /usr/local; then the packages installed with
+# apt, a C and a C++ program built with pkg-config against them alone, one
+# handoff under /usr/bin/handoff-supervisor, and the packages purged.
+test-deb: deb
+	tests/deb/install_uninstall.sh
+	tests/deb/packages.sh $(DEB_DIR) $(VERSION)
 
 clean:
 	$(CARGO) clean

@@ -8,6 +8,8 @@ need_apt=()
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 [ -f /usr/include/systemd/sd-daemon.h ] || need_apt+=(libsystemd-dev)
 command -v valgrind >/dev/null || need_apt+=(valgrind)
+# make deb (dpkg-buildpackage, dh); dpkg-dev comes with debhelper.
+command -v dh >/dev/null || need_apt+=(debhelper)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
