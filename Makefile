@@ -243,6 +243,8 @@ uninstall:
 # leak into debian/rules, which sets its own.
 DEB_DIR := $(CURDIR)/target/deb
 deb: lib bins
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+	    { echo "make deb needs dpkg-buildpackage and debhelper: scripts/install-deps.sh installs them"; exit 1; }
 	@v=$$(dpkg-parsechangelog -SVersion); [ "$$v" = "$(VERSION)" ] || \
 	    { echo "debian/changelog is at $$v, Cargo.toml at $(VERSION): add a changelog entry (dch -v $(VERSION))"; exit 1; }
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)
