@@ -35,8 +35,10 @@ check_tree() {
     echo "$dyn" | grep -q 'Library soname: \[libhandoff.so.0\]' || fail "the installed library's soname is not libhandoff.so.0"
     echo "$dyn" | grep -Eq 'RPATH|RUNPATH' && fail "the installed library has an rpath: $(echo "$dyn" | grep -E 'RPATH|RUNPATH')"
     pc=$lib/pkgconfig/handoff.pc
-    grep -qx "prefix=$prefix" "$pc" && grep -qx "libdir=$libdir" "$pc" && grep -qx "includedir=$prefix/include" "$pc" ||
+    if ! { grep -qx "prefix=$prefix" "$pc" && grep -qx "libdir=$libdir" "$pc" &&
+        grep -qx "includedir=$prefix/include" "$pc"; }; then
         fail "handoff.pc's directories are not the prefix's: $(head -3 "$pc" | tr '\n' ' ')"
+    fi
     grep -q rpath "$pc" && fail "the installed handoff.pc adds an rpath"
     grep -qx "ExecStart=$prefix/bin/handoff-supervisor run --config /etc/handoff/kv.toml" \
         "$root$prefix/lib/systemd/system/handoff-supervisor.service" ||
@@ -62,9 +64,10 @@ ok "make install DESTDIR=...: $installed files, soname links, no rpath; make uni
 PREFIX=$WORK/prefix
 $MAKE install PREFIX="$PREFIX" >"$WORK/install2.log" 2>&1 || { cat "$WORK/install2.log"; fail "make install PREFIX: exit $?"; }
 check_tree "" "$PREFIX" "$PREFIX/lib"
-grep -q "^$PREFIX/lib is not a directory the dynamic linker searches" "$WORK/install2.log" &&
-    grep -q "LD_LIBRARY_PATH=$PREFIX/lib" "$WORK/install2.log" ||
+if ! { grep -q "^$PREFIX/lib is not a directory the dynamic linker searches" "$WORK/install2.log" &&
+    grep -q "LD_LIBRARY_PATH=$PREFIX/lib" "$WORK/install2.log"; }; then
     fail "make install PREFIX=$PREFIX did not say the linker will not find the library: $(cat "$WORK/install2.log")"
+fi
 $MAKE uninstall PREFIX="$PREFIX" >"$WORK/uninstall2.log" 2>&1 || { cat "$WORK/uninstall2.log"; fail "make uninstall PREFIX: exit $?"; }
 left=$(files_under "$PREFIX")
 [ -z "$left" ] || fail "make uninstall PREFIX=$PREFIX left: $left"
@@ -86,5 +89,5 @@ else
     ok "make install (/usr/local): ldconfig finds libhandoff.so.0; make uninstall: gone, /usr/local as before"
 fi
 
-[ -n "${KEEP_WORK:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
+if [ -n "${KEEP_WORK:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 exit $STATUS

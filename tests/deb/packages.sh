@@ -78,19 +78,20 @@ CFLAGS_LIBS="$(pkg-config --cflags --libs handoff)"
 case $CFLAGS_LIBS in *"$TOP"* | *rpath*) fail "pkg-config points into the tree or adds an rpath: $CFLAGS_LIBS" ;; esac
 
 KV_SRCS=("$TOP"/examples/c/kv.c "$TOP"/examples/c/kvlog.c "$TOP"/examples/c/kvmap.c)
-# shellcheck disable=SC2046,SC2086 # pkg-config's words are separate arguments
+# shellcheck disable=SC2086 # pkg-config's words are separate arguments
 cc -std=c99 -O2 "${KV_SRCS[@]}" $CFLAGS_LIBS -o "$WORK/kv-c" 2>"$WORK/cc.log" ||
     fail "cc kv-c with pkg-config: $(cat "$WORK/cc.log")"
 dyn=$(readelf -d "$WORK/kv-c")
 grep -q 'Shared library: \[libhandoff.so.0\]' <<<"$dyn" || fail "kv-c does not record libhandoff.so.0: $(grep NEEDED <<<"$dyn")"
 grep -Eq 'RPATH|RUNPATH' <<<"$dyn" && fail "kv-c has an rpath: $(grep -E 'RPATH|RUNPATH' <<<"$dyn")"
 resolved=$(ldd "$WORK/kv-c" | sed -n 's/^\s*libhandoff.so.0 => \(\S*\) .*/\1/p')
-[ -n "$resolved" ] && [ "$(realpath "$resolved")" = "$(realpath "$LIBDIR/libhandoff.so.$VERSION")" ] ||
+if [ -z "$resolved" ] || [ "$(realpath "$resolved")" != "$(realpath "$LIBDIR/libhandoff.so.$VERSION")" ]; then
     fail "ldd kv-c: libhandoff.so.0 => '${resolved:-not found}', not $LIBDIR: $(ldd "$WORK/kv-c")"
+fi
 ok "kv-c built with pkg-config alone: NEEDED libhandoff.so.0, no rpath, ldd: libhandoff.so.0 => $resolved"
 
 STATIC_LIBS=$(pkg-config --static --libs handoff | sed 's/-lhandoff\b/-Wl,-Bstatic -lhandoff -Wl,-Bdynamic/')
-# shellcheck disable=SC2086
+# shellcheck disable=SC2046,SC2086
 cc -std=c99 -O2 "${KV_SRCS[@]}" $(pkg-config --cflags handoff) $STATIC_LIBS -o "$WORK/kv-c-static" 2>"$WORK/cc-static.log" ||
     fail "cc kv-c with the static library ($STATIC_LIBS): $(cat "$WORK/cc-static.log")"
 ldd "$WORK/kv-c-static" | grep -q libhandoff && fail "kv-c-static still needs libhandoff.so: $(ldd "$WORK/kv-c-static")"
@@ -102,13 +103,14 @@ c++ -std=c++17 -D_DEFAULT_SOURCE -D_XOPEN_SOURCE=700 "$TOP/tests/cpp/hpp_service
 ok "a C++17 service built with handoff.hpp found through handoff.pc"
 
 # 3. A handoff under the installed supervisor: shared kv-c -> static kv-c.
-[ -f /lib/systemd/system/handoff-supervisor.service ] && [ -f /lib/systemd/system/handoff-supervisor.socket ] ||
-    fail "the systemd units are not in /lib/systemd/system"
+for unit in handoff-supervisor.service handoff-supervisor.socket; do
+    [ -f /lib/systemd/system/$unit ] || fail "$unit is not in /lib/systemd/system"
+done
 grep -q '^ExecStart=/usr/bin/handoff-supervisor run ' /lib/systemd/system/handoff-supervisor.service ||
     fail "the packaged unit does not run /usr/bin/handoff-supervisor: $(grep ExecStart /lib/systemd/system/handoff-supervisor.service)"
 SUPERVISOR=/usr/bin/handoff-supervisor
 CONFIG=$WORK/kv.toml
-for attempt in 1 2 3 4 5; do
+for _ in 1 2 3 4 5; do
     PORT=$((20000 + RANDOM % 20000))
     cat >"$CONFIG" <<TOML
 [service]
