@@ -210,7 +210,13 @@ lint:
 install: install-files
 	@[ -n "$(DESTDIR)" ] || scripts/linker-cache.sh $(LIBDIR) installed
 
-install-files: lib bins
+# Built by `make build`, never by install-files: `sudo make install` must not
+# run cargo as root (another HOME, so another registry: a rebuild).
+INSTALL_FROM := $(TARGET)/libhandoff.so $(TARGET)/libhandoff.a $(TARGET)/handoff-supervisor
+install-files:
+	@for f in $(INSTALL_FROM); do \
+	    [ -f "$$f" ] || { echo "$$f is missing: run make build first (as yourself, not as root)"; exit 1; }; \
+	done
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) \
 	    $(DESTDIR)$(SYSTEMDUNITDIR)
 	install -m 0755 $(TARGET)/handoff-supervisor $(DESTDIR)$(BINDIR)/handoff-supervisor
