@@ -254,7 +254,7 @@ deb: lib bins
 	@v=$$(dpkg-parsechangelog -SVersion); [ "$$v" = "$(VERSION)" ] || \
 	    { echo "debian/changelog is at $$v, Cargo.toml at $(VERSION): add a changelog entry (dch -v $(VERSION))"; exit 1; }
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)
-	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL dpkg-buildpackage -b -us -uc \
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL dpkg-buildpackage -b -us -uc --post-clean \
 	    --buildinfo-option=-u$(DEB_DIR) --changes-option=-u$(DEB_DIR) \
 	    --buildinfo-file=$(DEB_DIR)/handoff_$(VERSION)_$$(dpkg-architecture -qDEB_HOST_ARCH).buildinfo \
 	    --changes-file=$(DEB_DIR)/handoff_$(VERSION)_$$(dpkg-architecture -qDEB_HOST_ARCH).changes

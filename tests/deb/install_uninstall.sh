@@ -80,11 +80,13 @@ elif ls /usr/local/lib/libhandoff* /usr/local/bin/handoff-supervisor /usr/local/
     fail "libhandoff is already installed in /usr/local: this test installs and uninstalls it there (run make uninstall first)"
 else
     before=$(files_under /usr/local)
+    trap '$MAKE uninstall >/dev/null 2>&1; exit 1' INT TERM
     $MAKE install >"$WORK/install3.log" 2>&1 || { cat "$WORK/install3.log"; fail "make install: exit $?"; }
     ldconfig -p | grep -q 'libhandoff.so.0 (.*) => /usr/local/lib/libhandoff.so.0$' ||
         fail "after make install the linker cache has no /usr/local/lib/libhandoff.so.0: $(cat "$WORK/install3.log")"
     $MAKE uninstall >"$WORK/uninstall3.log" 2>&1 || { cat "$WORK/uninstall3.log"; fail "make uninstall: exit $?"; }
     ldconfig -p | grep -q libhandoff && fail "after make uninstall the linker cache still has $(ldconfig -p | grep libhandoff)"
+    trap - INT TERM
     [ "$(files_under /usr/local)" = "$before" ] || fail "make uninstall did not leave /usr/local as it was"
     ok "make install (/usr/local): ldconfig finds libhandoff.so.0; make uninstall: gone, /usr/local as before"
 fi

@@ -29,7 +29,9 @@ purge() {
     $SUDO dpkg --purge "${PACKAGES[@]}" >"$WORK/purge.log" 2>&1
 }
 
+# To stderr: it also runs inside $(...).
 fail() {
+    exec 1>&2
     echo "FAIL Debian packages: $*"
     [ -f "$WORK/supervisor.log" ] && { echo "--- supervisor"; tail -20 "$WORK/supervisor.log"; }
     [ -n "$SUP_PID" ] && kill "$SUP_PID" 2>/dev/null && wait "$SUP_PID" 2>/dev/null
@@ -38,6 +40,7 @@ fail() {
     exit 1
 }
 ok() { echo "ok   $*"; }
+trap 'fail "interrupted"' INT TERM
 
 # kv LINE: one request to the service, its one-line answer on stdout.
 kv() {
@@ -144,21 +147,31 @@ TOML
     grep -q 'in use' "$WORK/supervisor.log" || fail "$SUPERVISOR run exited"
 done
 [ -n "$SUP_PID" ] || fail "no free port in 5 tries"
-before=$(kv PING)
-[[ $before == PONG* ]] || fail "the service does not answer PING: '$before'"
+# serving_pid: the pid PING names, which must be a child of our supervisor
+# (not some other service on that port).
+serving_pid() {
+    local pong pid
+    pong=$(kv PING)
+    [[ $pong == PONG* ]] || fail "the service does not answer PING: '$pong'"
+    pid=${pong#PONG }
+    pid=${pid%% *}
+    [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = "$SUP_PID" ] || fail "'$pong' on port $PORT is not our supervisor's child"
+    echo "$pid"
+}
+before=$(serving_pid) || exit 1
 [[ $(kv "SET debian packaged") == OK* ]] || fail "SET before the handoff"
 "$SUPERVISOR" trigger --config "$CONFIG" --binary "$WORK/kv-c-static" >"$WORK/trigger.log" 2>&1 ||
     fail "trigger: exit $? ($(tail -3 "$WORK/trigger.log"))"
 grep -q '^committed in ' "$WORK/trigger.log" || fail "trigger did not commit: $(cat "$WORK/trigger.log")"
-after=$(kv PING)
-[[ $after == PONG* && $after != "$before" ]] || fail "after the handoff PING answers '$after' (before: '$before')"
+after=$(serving_pid) || exit 1
+[ "$after" != "$before" ] || fail "after the handoff pid $before still serves"
 [ "$(kv "GET debian")" = "VALUE packaged" ] || fail "the write before the handoff is lost: GET answers '$(kv "GET debian")'"
 kill -TERM "$SUP_PID"
 wait "$SUP_PID"
 rc=$?
 SUP_PID=
 [ $rc -eq 0 ] || fail "$SUPERVISOR exited $rc on SIGTERM"
-ok "$SUPERVISOR handed kv-c off to kv-c-static: committed ($before -> $after), the write kept"
+ok "$SUPERVISOR handed kv-c off to kv-c-static: committed (pid $before -> $after), the write kept"
 
 # 4. Purge.
 purge || fail "dpkg --purge: $(tail -5 "$WORK/purge.log")"
