@@ -129,16 +129,16 @@ PY_VENV := $(CURDIR)/target/venv
 .PHONY: venv test-python
 venv:
 	$(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install -q --force-reinstall --no-deps ./bindings/python
-	$(PY_VENV)/bin/pip install -q -r bindings/python/requirements-dev.txt
+	$(PY_VENV)/bin/python -m pip install -q --force-reinstall --no-deps ./bindings/python
+	$(PY_VENV)/bin/python -m pip install -q -r bindings/python/requirements-dev.txt
 
 test-python: build venv
 	$(PY_VENV)/bin/ruff check bindings/python examples/python
 	$(PY_VENV)/bin/ruff format --check bindings/python examples/python
 	cd examples/demo && $(PY_VENV)/bin/ruff check . && $(PY_VENV)/bin/ruff format --check .
-	cd examples/demo && $(PY_VENV)/bin/mypy --strict demo.py loadgen.py report.py test_pairs.py test_report.py
-	$(PY_VENV)/bin/mypy --strict bindings/python/src/handoff
-	cd examples/python && $(PY_VENV)/bin/mypy --strict kv.py kvlog.py test_kvlog.py
+	cd examples/demo && $(PY_VENV)/bin/python -m mypy --strict demo.py loadgen.py report.py test_pairs.py test_report.py
+	$(PY_VENV)/bin/python -m mypy --strict bindings/python/src/libhandoff
+	cd examples/python && $(PY_VENV)/bin/python -m mypy --strict kv.py kvlog.py test_kvlog.py
 	$(PY_VENV)/bin/python -m pytest -q examples/python/test_kvlog.py
 	cd bindings/python && HANDOFF_LIBRARY=$(TARGET)/libhandoff.so $(PY_VENV)/bin/python -m pytest -q
 

@@ -93,7 +93,7 @@ class KvCluster:
     Every generation's stderr goes to ``<dir>/gen-N.log``."""
 
     def __init__(self, root: Path) -> None:
-        import handoff
+        import libhandoff
 
         self.root = root
         self.data_dir = root / "data"
@@ -101,7 +101,7 @@ class KvCluster:
         self.journal = root / "journal" / "state.bin"
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
         self.port = self.listener.getsockname()[1]
-        self.supervisor = handoff.Supervisor(self.control)
+        self.supervisor = libhandoff.Supervisor(self.control)
         self.supervisor.add_listener("kv", self.listener)
         self.supervisor.set_journal(self.journal)
         self.supervisor.set_timeouts(kill_grace=1.0)
@@ -110,7 +110,7 @@ class KvCluster:
 
     def spec(self, impl: str, *extra: str, drain_grace: float = 10.0):
         """How to run one generation of ``impl`` ("py" or "c")."""
-        import handoff
+        import libhandoff
 
         if impl == "py":
             command = [sys.executable, str(KV_PY)]
@@ -129,7 +129,9 @@ class KvCluster:
         log = self.root / f"gen-{self.generation}-{impl}.log"
         # exec keeps the pid (LISTEN_PID) and the inherited descriptors.
         script = f"exec {shlex.join(command)} 2>>{shlex.quote(str(log))}"
-        return handoff.SpawnSpec("/bin/sh", ["-c", script], deadline=30.0, drain_grace=drain_grace)
+        return libhandoff.SpawnSpec(
+            "/bin/sh", ["-c", script], deadline=30.0, drain_grace=drain_grace
+        )
 
     def spawn_cold(self, impl: str, *extra: str) -> int:
         with self.spec(impl, *extra) as spec:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import handoff
+import libhandoff
 
 PROBE = (
-    "import handoff\n"
+    "import libhandoff\n"
     "try:\n"
-    "    print(handoff.library_path())\n"
-    "except handoff.LibraryNotFoundError as e:\n"
+    "    print(libhandoff.library_path())\n"
+    "except libhandoff.LibraryNotFoundError as e:\n"
     "    print('NOT FOUND'); print(e)\n"
 )
 
@@ -44,21 +44,21 @@ def _run(env_changes: dict[str, str | None], pythonpath: Path | None = None) -> 
 def package_copy(short_tmp: Path) -> Path:
     """The handoff package copied to a directory of its own, with a copy of
     the library inside it."""
-    source = Path(handoff.__file__).resolve().parent
-    shutil.copytree(source, short_tmp / "handoff", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(handoff.library_path(), short_tmp / "handoff" / "libhandoff.so")
+    source = Path(libhandoff.__file__).resolve().parent
+    shutil.copytree(source, short_tmp / "libhandoff", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(libhandoff.library_path(), short_tmp / "libhandoff" / "libhandoff.so")
     return short_tmp
 
 
 def test_handoff_library_variable_wins(package_copy: Path) -> None:
-    real = handoff.library_path()
+    real = libhandoff.library_path()
     out = _run({"HANDOFF_LIBRARY": real}, package_copy)
     assert out.strip() == real
 
 
 def test_the_package_copy_comes_next(package_copy: Path) -> None:
     out = _run({"HANDOFF_LIBRARY": None}, package_copy)
-    assert out.strip() == str(package_copy / "handoff" / "libhandoff.so")
+    assert out.strip() == str(package_copy / "libhandoff" / "libhandoff.so")
 
 
 @pytest.mark.skipif(
