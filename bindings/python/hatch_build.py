@@ -12,12 +12,13 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
+from hatchling.builders.config import BuilderConfig
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 BINARIES_VARIABLE = "HANDOFF_WHEEL_BINARIES"
 
 
-class BundleBinariesHook(BuildHookInterface):  # type: ignore[type-arg]
+class BundleBinariesHook(BuildHookInterface[BuilderConfig]):
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:

@@ -41,13 +41,21 @@ def _run(env_changes: dict[str, str | None], pythonpath: Path | None = None) -> 
 
 
 @pytest.fixture
-def package_copy(short_tmp: Path) -> Path:
-    """The handoff package copied to a directory of its own, with a copy of
-    the library inside it."""
+def package_without_library(short_tmp: Path) -> Path:
+    """The package copied to a directory of its own, without the copy of
+    the library an installed wheel carries."""
     source = Path(libhandoff.__file__).resolve().parent
-    shutil.copytree(source, short_tmp / "libhandoff", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(libhandoff.library_path(), short_tmp / "libhandoff" / "libhandoff.so")
+    ignore = shutil.ignore_patterns("__pycache__", "libhandoff.so*")
+    shutil.copytree(source, short_tmp / "libhandoff", ignore=ignore)
     return short_tmp
+
+
+@pytest.fixture
+def package_copy(package_without_library: Path) -> Path:
+    """As package_without_library, with a copy of the library inside it."""
+    inside = package_without_library / "libhandoff" / "libhandoff.so"
+    shutil.copy(libhandoff.library_path(), inside)
+    return package_without_library
 
 
 def test_handoff_library_variable_wins(package_copy: Path) -> None:
@@ -65,9 +73,9 @@ def test_the_package_copy_comes_next(package_copy: Path) -> None:
     ctypes.util.find_library("handoff") is not None,
     reason="libhandoff is installed on this system's library path",
 )
-def test_not_found_names_every_place_tried(short_tmp: Path) -> None:
-    bogus = str(short_tmp / "nowhere" / "libhandoff.so")
-    out = _run({"HANDOFF_LIBRARY": bogus})
+def test_not_found_names_every_place_tried(package_without_library: Path) -> None:
+    bogus = str(package_without_library / "nowhere" / "libhandoff.so")
+    out = _run({"HANDOFF_LIBRARY": bogus}, package_without_library)
     lines = out.splitlines()
     assert lines[0] == "NOT FOUND"
     text = "\n".join(lines[1:])

@@ -57,8 +57,9 @@ class LibraryNotFoundError(ImportError):
         self.tried = tried
         lines = "\n".join(f"  {place}: {reason}" for place, reason in tried)
         super().__init__(
-            "cannot load libhandoff (set HANDOFF_LIBRARY to the path of libhandoff.so);"
-            f" tried:\n{lines}"
+            "cannot load libhandoff.so: set HANDOFF_LIBRARY to its path, install the"
+            " libhandoff wheel (it carries a copy) or put the library on the system's"
+            f" library path (make install); tried:\n{lines}"
         )
 
 
