@@ -69,17 +69,30 @@ def test_the_package_copy_comes_next(package_copy: Path) -> None:
     assert out.strip() == str(package_copy / "libhandoff" / "libhandoff.so")
 
 
-@pytest.mark.skipif(
+NOT_ON_THE_SYSTEM = pytest.mark.skipif(
     ctypes.util.find_library("handoff") is not None,
     reason="libhandoff is installed on this system's library path",
 )
-def test_not_found_names_every_place_tried(package_without_library: Path) -> None:
-    bogus = str(package_without_library / "nowhere" / "libhandoff.so")
-    out = _run({"HANDOFF_LIBRARY": bogus}, package_without_library)
+
+
+def _not_found(out: str) -> str:
     lines = out.splitlines()
     assert lines[0] == "NOT FOUND"
     text = "\n".join(lines[1:])
     assert "set HANDOFF_LIBRARY" in text
-    assert f"$HANDOFF_LIBRARY={bogus}: no such file" in text
     assert "package copy" in text
     assert "system library path (libhandoff.so.0)" in text
+    return text
+
+
+@NOT_ON_THE_SYSTEM
+def test_not_found_names_every_place_tried(package_without_library: Path) -> None:
+    bogus = str(package_without_library / "nowhere" / "libhandoff.so")
+    text = _not_found(_run({"HANDOFF_LIBRARY": bogus}, package_without_library))
+    assert f"$HANDOFF_LIBRARY={bogus}: no such file" in text
+
+
+@NOT_ON_THE_SYSTEM
+def test_not_found_says_the_variable_is_not_set(package_without_library: Path) -> None:
+    text = _not_found(_run({"HANDOFF_LIBRARY": None}, package_without_library))
+    assert "$HANDOFF_LIBRARY: not set" in text

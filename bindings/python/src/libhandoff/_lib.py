@@ -384,6 +384,8 @@ def lib() -> ctypes.CDLL:
         if _loaded is not None:
             return _loaded
         tried: list[tuple[str, str]] = []
+        if not os.environ.get("HANDOFF_LIBRARY"):
+            tried.append(("$HANDOFF_LIBRARY", "not set"))
         for place, target in _candidates():
             if os.sep in target and not os.path.exists(target):
                 tried.append((place, "no such file"))
