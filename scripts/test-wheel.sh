@@ -24,8 +24,10 @@ trap 'rm -rf "$work"' EXIT
 unset HANDOFF_LIBRARY LD_LIBRARY_PATH PYTHONPATH
 cd "$work"
 
-"$python" -m venv venv
-venv/bin/python -m pip install -q "$wheel" "$pytest_pin"
+# Without a pip of its own (seeding one takes longer than the install):
+# this pip installs into it, as the venv's own would.
+"$python" -m venv --without-pip venv
+"$python" -m pip --python venv/bin/python install -q --disable-pip-version-check "$wheel" "$pytest_pin"
 
 # The library comes from inside the installed package.
 loaded=$(venv/bin/python -c 'import libhandoff; print(libhandoff.library_path())')
