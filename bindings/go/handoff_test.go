@@ -101,10 +101,10 @@ func kvPython(t *testing.T) (python, script string, env []string) {
 		"PYTHONPATH=" + filepath.Join(root, "bindings", "python", "src"),
 		"HANDOFF_LIBRARY=" + filepath.Join(root, "target", "release", "libhandoff.so"),
 	}
-	check := exec.Command(python, "-c", "import handoff")
+	check := exec.Command(python, "-c", "import libhandoff")
 	check.Env = append(os.Environ(), env...)
 	if out, err := check.CombinedOutput(); err != nil {
-		t.Skipf("SKIPPED: the Python package handoff (bindings/python) cannot be imported (%v: %s): "+
+		t.Skipf("SKIPPED: the Python package libhandoff (bindings/python) cannot be imported (%v: %s): "+
 			"the Go→Python handoff is not tested", err, strings.TrimSpace(string(out)))
 	}
 	return python, script, env

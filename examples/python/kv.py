@@ -45,8 +45,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-import handoff
-from handoff import (
+import libhandoff
+from kvlog import FatalLogError, KvLog, LogFormatError, item_valid
+from libhandoff import (
     AdoptedItem,
     Incumbent,
     ItemKind,
@@ -56,7 +57,6 @@ from handoff import (
     RequestKind,
     ServeOutcome,
 )
-from kvlog import FatalLogError, KvLog, LogFormatError, item_valid
 
 BUILD_ID = b"kv-py"
 TAG = "python"
@@ -91,8 +91,8 @@ def now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
-def on_library_event(level: handoff.LogLevel, message: str) -> None:
-    if level > handoff.LogLevel.INFO and not VERBOSE:
+def on_library_event(level: libhandoff.LogLevel, message: str) -> None:
+    if level > libhandoff.LogLevel.INFO and not VERBOSE:
         return
     names = {1: "error", 2: "warn", 3: "info", 4: "debug"}
     print(
@@ -343,7 +343,7 @@ class Server:
                     state=b"\x01" if conn.discarding else b"\x00",
                 )
                 conn.moved = True
-        except handoff.HandoffError as e:
+        except libhandoff.HandoffError as e:
             # Items leave only with a completed drain: nothing has moved.
             for conn in moving:
                 conn.moved = False
@@ -441,7 +441,7 @@ class Server:
         while not self.finished:
             try:
                 request = self.inc.take_request()
-            except handoff.HandoffError as e:
+            except libhandoff.HandoffError as e:
                 say(f"error: serving failed: {e} ({e.status_name})")
                 self.step_down(None)
                 return
@@ -628,7 +628,7 @@ class Server:
             host = f"[{host}]"
         self.listen_url = f"tcp://{host}:{port}"
 
-    def start_cold(self, inherited: handoff.Inherited, listen: str | None) -> None:
+    def start_cold(self, inherited: libhandoff.Inherited, listen: str | None) -> None:
         with inherited:
             if "kv" in inherited.listener_names:
                 self.listener = inherited.take_listener("kv")
@@ -648,7 +648,7 @@ class Server:
             f" {self.log.records} record(s)"
         )
 
-    def start_successor(self, inherited: handoff.Inherited) -> None:
+    def start_successor(self, inherited: libhandoff.Inherited) -> None:
         with inherited:
             succ = inherited.successor()
         with succ:
@@ -657,7 +657,7 @@ class Server:
             succ.handshake(BUILD_ID)
             try:
                 succ.wait_for_begin(BEGIN_TIMEOUT)
-            except handoff.HandoffError as e:
+            except libhandoff.HandoffError as e:
                 # ABORTED, PEER_CLOSED or TIMEOUT: the handoff is over; leave
                 # the data dir alone.
                 raise StartupError(f"the handoff did not begin: {e}") from e
@@ -684,7 +684,7 @@ class Server:
             f" {self.log.records} record(s)"
         )
 
-    def adopt_conns(self, succ: handoff.Successor, lock: Lock) -> None:
+    def adopt_conns(self, succ: libhandoff.Successor, lock: Lock) -> None:
         """What the incumbent moved, taken with the lock held and the log
         open; served from Ready on (serve() writes the carried output
         first). Anything this service cannot take fails the start-up, and
@@ -844,11 +844,11 @@ def main(argv: list[str]) -> int:
     global VERBOSE
     options = parse_args(argv)  # exits 2 on a usage error
     VERBOSE = options.verbose
-    handoff.set_log_callback(on_library_event)
+    libhandoff.set_log_callback(on_library_event)
     server = Server(options)
     code = 1
     try:
-        inherited = handoff.detect()
+        inherited = libhandoff.detect()
         if inherited.is_successor:
             server.start_successor(inherited)
         else:
@@ -859,13 +859,13 @@ def main(argv: list[str]) -> int:
         say(f"error: {e}")
     except FatalLogError as e:
         say(f"fatal: {e}")
-    except handoff.HandoffError as e:
+    except libhandoff.HandoffError as e:
         say(f"error: {e} ({e.status_name})")
     except OSError as e:
         say(f"error: {e}")
     finally:
         server.free()
-        handoff.set_log_callback(None)
+        libhandoff.set_log_callback(None)
     return code
 
 

@@ -21,13 +21,29 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-def _find_repo() -> Path:
+def _enclosing_repo() -> Path | None:
     for candidate in [HERE, *HERE.parents]:
         if (candidate / "include" / "handoff.h").is_file():
             return candidate
-    raise RuntimeError("run the tests inside the libhandoff repository (no include/handoff.h)")
+    return None
 
 
+def _find_repo() -> Path:
+    """The tree these tests sit in or, for a copy of them run against an
+    installed wheel (scripts/test-wheel.sh), $HANDOFF_SOURCE_TREE: the
+    header, the vectors and the examples are read from there."""
+    if IN_TREE is not None:
+        return IN_TREE
+    given = os.environ.get("HANDOFF_SOURCE_TREE")
+    if given and (Path(given) / "include" / "handoff.h").is_file():
+        return Path(given)
+    raise RuntimeError(
+        "run the tests inside the libhandoff repository, or set HANDOFF_SOURCE_TREE to it"
+        f" (no include/handoff.h above {HERE} or in {given!r})"
+    )
+
+
+IN_TREE = _enclosing_repo()
 REPO = _find_repo()
 HEADER = REPO / "include" / "handoff.h"
 VECTORS = REPO / "tests" / "vectors"
@@ -36,8 +52,9 @@ KV_C = REPO / "examples" / "c" / "build" / "kv-c"
 # The Python example's modules (kvlog) are tested directly too.
 sys.path.append(str(KV_PY.parent))
 
-# Use the tree's library unless told otherwise (the Makefile sets it too).
-if "HANDOFF_LIBRARY" not in os.environ:
+# In the tree, use its library unless told otherwise (the Makefile sets it
+# too); a copy run against an installed wheel loads the wheel's own.
+if IN_TREE is not None and "HANDOFF_LIBRARY" not in os.environ:
     built = REPO / "target" / "release" / "libhandoff.so"
     if built.exists():
         os.environ["HANDOFF_LIBRARY"] = str(built)
@@ -93,7 +110,7 @@ class KvCluster:
     Every generation's stderr goes to ``<dir>/gen-N.log``."""
 
     def __init__(self, root: Path) -> None:
-        import handoff
+        import libhandoff
 
         self.root = root
         self.data_dir = root / "data"
@@ -101,7 +118,7 @@ class KvCluster:
         self.journal = root / "journal" / "state.bin"
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=512)
         self.port = self.listener.getsockname()[1]
-        self.supervisor = handoff.Supervisor(self.control)
+        self.supervisor = libhandoff.Supervisor(self.control)
         self.supervisor.add_listener("kv", self.listener)
         self.supervisor.set_journal(self.journal)
         self.supervisor.set_timeouts(kill_grace=1.0)
@@ -110,7 +127,7 @@ class KvCluster:
 
     def spec(self, impl: str, *extra: str, drain_grace: float = 10.0):
         """How to run one generation of ``impl`` ("py" or "c")."""
-        import handoff
+        import libhandoff
 
         if impl == "py":
             command = [sys.executable, str(KV_PY)]
@@ -129,7 +146,9 @@ class KvCluster:
         log = self.root / f"gen-{self.generation}-{impl}.log"
         # exec keeps the pid (LISTEN_PID) and the inherited descriptors.
         script = f"exec {shlex.join(command)} 2>>{shlex.quote(str(log))}"
-        return handoff.SpawnSpec("/bin/sh", ["-c", script], deadline=30.0, drain_grace=drain_grace)
+        return libhandoff.SpawnSpec(
+            "/bin/sh", ["-c", script], deadline=30.0, drain_grace=drain_grace
+        )
 
     def spawn_cold(self, impl: str, *extra: str) -> int:
         with self.spec(impl, *extra) as spec:

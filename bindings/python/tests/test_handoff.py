@@ -7,7 +7,7 @@ from __future__ import annotations
 from conftest import KvCluster, reap
 from kvclient import Load, request
 
-import handoff
+import libhandoff
 
 
 def _commit(cluster: KvCluster, impl: str, previous: int) -> int:
@@ -41,7 +41,7 @@ def test_python_to_python_under_load(cluster: KvCluster) -> None:
     assert load.unreadable() == []
     assert _tag_and_pid(cluster.port) == ("python", second)
     # The journal is cleared after a commit; the generation went up.
-    assert handoff.read_journal(cluster.journal) is None
+    assert libhandoff.read_journal(cluster.journal) is None
     assert request(cluster.port, "SET after handoff") == "OK 2"
 
 
@@ -72,9 +72,9 @@ def test_seal_that_raises_rolls_back(cluster: KvCluster) -> None:
     assert outcome.abort_reason is not None
     assert "RuntimeError: seal failed on purpose" in outcome.abort_reason
     assert (outcome.abort_step, outcome.abort_party, outcome.abort_cause) == (
-        handoff.Step.SEAL,
-        handoff.Party.INCUMBENT,
-        handoff.Cause.SEAL_FAILED,
+        libhandoff.Step.SEAL,
+        libhandoff.Party.INCUMBENT,
+        libhandoff.Cause.SEAL_FAILED,
     )
     assert load.failures == [], cluster.logs()
     # The incumbent still answers, with its data and its lock (the seal
@@ -88,4 +88,4 @@ def test_seal_that_raises_rolls_back(cluster: KvCluster) -> None:
     assert "Traceback" in log
     assert "RuntimeError: seal failed on purpose" in log
     assert "resumed after an aborted handoff" in log
-    assert handoff.read_journal(cluster.journal) is None
+    assert libhandoff.read_journal(cluster.journal) is None

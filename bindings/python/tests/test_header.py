@@ -9,10 +9,10 @@ from ctypes import POINTER
 
 from conftest import HEADER
 
-import handoff
-from handoff import _lib
-from handoff.errors import STATUS_CLASSES
-from handoff.messages import Field, MessageKind, Side
+import libhandoff
+from libhandoff import _lib
+from libhandoff.errors import STATUS_CLASSES
+from libhandoff.messages import Field, MessageKind, Side
 
 
 def _header_text() -> str:
@@ -134,7 +134,7 @@ def test_statuses_match_the_header() -> None:
     failures = {name: value for name, value in statuses.items() if value != 0}
     assert {cls.STATUS_NAME: value for value, cls in STATUS_CLASSES.items()} == failures
     for name, value in statuses.items():
-        assert handoff.status_name(value) == name
+        assert libhandoff.status_name(value) == name
 
 
 def test_constants_match_the_header() -> None:
@@ -142,19 +142,25 @@ def test_constants_match_the_header() -> None:
     assert {f"HANDOFF_MSG_{k.name}": k.value for k in MessageKind} == kinds
     assert {f"HANDOFF_FIELD_{f.name}": f.value for f in Field} == _defines("HANDOFF_FIELD_")
     assert {f"HANDOFF_SIDE_{s.name}": s.value for s in Side} == _defines("HANDOFF_SIDE_")
-    assert {f"HANDOFF_PHASE_{p.name}": p.value for p in handoff.Phase} == _defines("HANDOFF_PHASE_")
-    assert {f"HANDOFF_LISTENER_{k.name}": k.value for k in handoff.ListenerKind} == _defines(
+    assert {f"HANDOFF_PHASE_{p.name}": p.value for p in libhandoff.Phase} == _defines(
+        "HANDOFF_PHASE_"
+    )
+    assert {f"HANDOFF_LISTENER_{k.name}": k.value for k in libhandoff.ListenerKind} == _defines(
         "HANDOFF_LISTENER_"
     )
-    assert {f"HANDOFF_LOG_{lv.name}": lv.value for lv in handoff.LogLevel} == _defines(
+    assert {f"HANDOFF_LOG_{lv.name}": lv.value for lv in libhandoff.LogLevel} == _defines(
         "HANDOFF_LOG_"
     )
-    assert {f"HANDOFF_SERVE_{o.name}": o.value for o in handoff.ServeOutcome} == _defines(
+    assert {f"HANDOFF_SERVE_{o.name}": o.value for o in libhandoff.ServeOutcome} == _defines(
         "HANDOFF_SERVE_"
     )
-    assert {f"HANDOFF_STEP_{s.name}": s.value for s in handoff.Step} == _defines("HANDOFF_STEP_")
-    assert {f"HANDOFF_PARTY_{p.name}": p.value for p in handoff.Party} == _defines("HANDOFF_PARTY_")
-    assert {f"HANDOFF_CAUSE_{c.name}": c.value for c in handoff.Cause} == _defines("HANDOFF_CAUSE_")
+    assert {f"HANDOFF_STEP_{s.name}": s.value for s in libhandoff.Step} == _defines("HANDOFF_STEP_")
+    assert {f"HANDOFF_PARTY_{p.name}": p.value for p in libhandoff.Party} == _defines(
+        "HANDOFF_PARTY_"
+    )
+    assert {f"HANDOFF_CAUSE_{c.name}": c.value for c in libhandoff.Cause} == _defines(
+        "HANDOFF_CAUSE_"
+    )
 
 
 def test_struct_layouts_match_the_header() -> None:

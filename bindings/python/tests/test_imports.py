@@ -8,9 +8,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import handoff
+import libhandoff
 
-PACKAGE = Path(handoff.__file__).resolve().parent
+PACKAGE = Path(libhandoff.__file__).resolve().parent
 
 
 def _imports_of(path: Path) -> set[str]:

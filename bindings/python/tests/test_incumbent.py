@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import HERE, reap
 
-import handoff
-from handoff import HookContext, Incumbent, Lock, ServeOutcome, SpawnSpec, Supervisor
+import libhandoff
+from libhandoff import HookContext, Incumbent, Lock, ServeOutcome, SpawnSpec, Supervisor
 
 SUCCESSOR_CHILD = HERE / "helpers" / "successor_child.py"
 
@@ -86,7 +86,7 @@ class Setup:
             time.sleep(0.01)
         return json.loads(self.report.read_text())
 
-    def perform(self) -> handoff.Outcome:
+    def perform(self) -> libhandoff.Outcome:
         with self.spec() as spec:
             outcome = self.supervisor.perform_handoff(spec)
         if outcome.successor_pid:
@@ -128,7 +128,7 @@ def test_commit_to_a_python_successor(setup: Setup) -> None:
     assert 0 < service.time_left <= 5
     # A hook context is valid only during its callback.
     assert service.ctx is not None
-    with pytest.raises(handoff.WrongStateError, match="during its callback"):
+    with pytest.raises(libhandoff.WrongStateError, match="during its callback"):
         service.ctx.push_revision(1)
     # The callbacks ran on the library's thread, not on this one.
     assert threading.get_ident() not in service.threads
@@ -142,27 +142,27 @@ def test_commit_to_a_python_successor(setup: Setup) -> None:
     assert report["generation"] == setup.generation + 1
     assert report["incumbent_generation"] == setup.generation + 1
     assert report["lock_after_ready"] is False
-    assert handoff.lock_holder(setup.data) == (True, outcome.successor_pid)
+    assert libhandoff.lock_holder(setup.data) == (True, outcome.successor_pid)
 
 
 def test_a_seal_that_raises_rolls_back(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
     boom = RuntimeError("disk on fire")
     service = RecordingService(fail={"seal": boom})
     setup.incumbent.start(service)
-    with caplog.at_level(logging.ERROR, logger="handoff"):
+    with caplog.at_level(logging.ERROR, logger="libhandoff"):
         outcome = setup.perform()
     assert not outcome.committed
     assert outcome.abort_reason is not None
     assert "RuntimeError: disk on fire" in outcome.abort_reason
     assert service.calls == ["drain", "seal", "resume_after_abort"]
     # Logged with its traceback, and kept for the caller.
-    records = [r for r in caplog.records if r.name == "handoff"]
+    records = [r for r in caplog.records if r.name == "libhandoff"]
     assert any(r.exc_info and r.exc_info[1] is boom for r in records)
     assert setup.incumbent.callback_errors == (boom,)
     # Still the incumbent, with the lock it never released.
     assert setup.incumbent.wait(0) is None
     assert setup.incumbent.generation == setup.generation
-    assert handoff.lock_holder(setup.data) == (True, os.getpid())
+    assert libhandoff.lock_holder(setup.data) == (True, os.getpid())
     # And it can still hand off once the service behaves.
     del service.fail["seal"]
     outcome = setup.perform()
@@ -171,13 +171,13 @@ def test_a_seal_that_raises_rolls_back(setup: Setup, caplog: pytest.LogCaptureFi
 
 
 def test_a_deliberate_hook_failure(setup: Setup, caplog: pytest.LogCaptureFixture) -> None:
-    service = RecordingService(fail={"drain": handoff.HookFailedError("not now")})
+    service = RecordingService(fail={"drain": libhandoff.HookFailedError("not now")})
     setup.incumbent.start(service)
-    with caplog.at_level(logging.WARNING, logger="handoff"):
+    with caplog.at_level(logging.WARNING, logger="libhandoff"):
         outcome = setup.perform()
     assert not outcome.committed
     assert service.calls == ["drain", "resume_after_abort"]
-    warnings = [r for r in caplog.records if r.name == "handoff"]
+    warnings = [r for r in caplog.records if r.name == "libhandoff"]
     assert [r.levelno for r in warnings] == [logging.WARNING]
     assert "not now" in warnings[0].getMessage()
     assert warnings[0].exc_info is None
@@ -209,7 +209,7 @@ def test_the_service_stays_alive_until_destroy(setup: Setup) -> None:
     # Serving ended: the library called destroy, which let the service go.
     gc.collect()
     assert ref() is None
-    assert handoff.callbacks._registry == {}
+    assert libhandoff.callbacks._registry == {}
     setup.incumbent.close()
 
 
@@ -217,24 +217,24 @@ def test_stop_and_start_errors(setup: Setup) -> None:
     with pytest.raises(TypeError, match="drain"):
         setup.incumbent.start(object())  # type: ignore[arg-type]
     setup.incumbent.start(RecordingService())
-    with pytest.raises(handoff.WrongStateError):
+    with pytest.raises(libhandoff.WrongStateError):
         setup.incumbent.start(RecordingService())
-    with pytest.raises(handoff.WrongStateError):
+    with pytest.raises(libhandoff.WrongStateError):
         setup.incumbent.set_build_id(b"too late")
-    assert len(handoff.callbacks._registry) == 1  # the failed start left nothing
+    assert len(libhandoff.callbacks._registry) == 1  # the failed start left nothing
     setup.incumbent.stop()
     assert setup.incumbent.wait(0) is ServeOutcome.STOPPED
-    assert handoff.callbacks._registry == {}
+    assert libhandoff.callbacks._registry == {}
     # Nobody serves the control socket now.
     setup.supervisor.set_timeouts(hello=0.3)
-    with pytest.raises(handoff.IoError):
+    with pytest.raises(libhandoff.IoError):
         setup.perform()
 
 
 def test_no_incumbent_means_the_handoff_never_started(short_tmp: Path) -> None:
     with Supervisor(short_tmp / "nobody.ctl") as sup, SpawnSpec("/bin/true") as spec:
         sup.set_timeouts(hello=0.3)
-        with pytest.raises(handoff.IoError, match=r"nobody\.ctl"):
+        with pytest.raises(libhandoff.IoError, match=r"nobody\.ctl"):
             sup.perform_handoff(spec)
 
 
@@ -242,14 +242,14 @@ def test_exiting_while_serving_is_clean(short_tmp: Path) -> None:
     # An incumbent never closed, a log callback never reset: the interpreter
     # stops both at exit, before the library's threads could call into it.
     script = (
-        "import handoff, sys\n"
+        "import libhandoff, sys\n"
         "class S:\n"
         "    def drain(self, ctx): pass\n"
         "    def seal(self, ctx): pass\n"
         "    def resume_after_abort(self): pass\n"
-        "handoff.forward_to_logging()\n"
-        f"lock = handoff.Lock.acquire({str(short_tmp / 'data')!r})\n"
-        f"inc = handoff.Incumbent.bind({str(short_tmp / 'ctl')!r}, lock)\n"
+        "libhandoff.forward_to_logging()\n"
+        f"lock = libhandoff.Lock.acquire({str(short_tmp / 'data')!r})\n"
+        f"inc = libhandoff.Incumbent.bind({str(short_tmp / 'ctl')!r}, lock)\n"
         "inc.start(S())\n"
         "print('serving', flush=True)\n"
         "sys.exit(3)\n"
@@ -259,4 +259,4 @@ def test_exiting_while_serving_is_clean(short_tmp: Path) -> None:
     )
     assert result.stdout == "serving\n"
     assert result.returncode == 3, result.stderr
-    assert handoff.lock_holder(short_tmp / "data") == (False, 0)
+    assert libhandoff.lock_holder(short_tmp / "data") == (False, 0)

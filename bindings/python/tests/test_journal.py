@@ -8,8 +8,8 @@ import uuid
 import pytest
 from conftest import VECTORS
 
-import handoff
-from handoff import Journal, Phase
+import libhandoff
+from libhandoff import Journal, Phase
 
 ID = uuid.UUID("5a1e00ff-1020-4080-90a0-b0c0d0e0f001")
 NAMES = [
@@ -40,7 +40,7 @@ def test_every_phase_has_a_vector() -> None:
 @pytest.mark.parametrize("n", range(6))
 def test_write_produces_the_golden_bytes(n: int, short_tmp) -> None:
     path = short_tmp / "sub" / "state.bin"  # the directory is created
-    handoff.write_journal(path, golden(n))
+    libhandoff.write_journal(path, golden(n))
     assert path.read_bytes() == (VECTORS / "journal" / NAMES[n]).read_bytes()
     assert not (short_tmp / "sub" / "state.bin.tmp").exists()
 
@@ -49,7 +49,7 @@ def test_write_produces_the_golden_bytes(n: int, short_tmp) -> None:
 def test_read_gives_every_field(n: int, short_tmp) -> None:
     path = short_tmp / "state.bin"
     shutil.copy(VECTORS / "journal" / NAMES[n], path)
-    journal = handoff.read_journal(path)
+    journal = libhandoff.read_journal(path)
     assert journal == golden(n)
     assert journal is not None
     assert journal.phase is Phase(n)
@@ -58,26 +58,26 @@ def test_read_gives_every_field(n: int, short_tmp) -> None:
 
 def test_missing_delete_and_replace(short_tmp) -> None:
     path = short_tmp / "state.bin"
-    assert handoff.read_journal(path) is None
-    handoff.delete_journal(path)  # idempotent
+    assert libhandoff.read_journal(path) is None
+    libhandoff.delete_journal(path)  # idempotent
     golden(0).write(path)
     golden(3).write(path)
-    assert handoff.read_journal(path) == golden(3)
-    handoff.delete_journal(path)
+    assert libhandoff.read_journal(path) == golden(3)
+    libhandoff.delete_journal(path)
     assert not path.exists()
-    assert handoff.read_journal(path) is None
+    assert libhandoff.read_journal(path) is None
 
 
 def test_corrupt_journal_names_the_file(short_tmp) -> None:
     path = short_tmp / "state.bin"
     path.write_bytes(b"\x10garbage")
-    with pytest.raises(handoff.JournalCorruptError, match=r"state\.bin"):
-        handoff.read_journal(path)
+    with pytest.raises(libhandoff.JournalCorruptError, match=r"state\.bin"):
+        libhandoff.read_journal(path)
 
 
 def test_a_phase_out_of_range_writes_nothing(short_tmp) -> None:
     path = short_tmp / "state.bin"
     bad = Journal(ID, 6, 1, None, 0)  # type: ignore[arg-type]
-    with pytest.raises(handoff.InvalidArgumentError):
-        handoff.write_journal(path, bad)
+    with pytest.raises(libhandoff.InvalidArgumentError):
+        libhandoff.write_journal(path, bad)
     assert not path.exists()

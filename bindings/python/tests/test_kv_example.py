@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, KvCluster, reap
 from kvclient import pipeline, request
 
-import handoff
+import libhandoff
 
 FOO_BAR = bytes.fromhex("13000000137ce6da01010000000000000003000300666f6f626172")
 FOO_BAZ = bytes.fromhex("13000000a12284410102000000000000000300030066 6f 6f 62 61 7a")
@@ -98,7 +98,7 @@ def test_sigterm_stops_cleanly(cluster: KvCluster) -> None:
     os.kill(pid, signal.SIGTERM)
     assert reap(pid, 15) == 0
     cluster.children.remove(pid)
-    assert handoff.lock_holder(cluster.data_dir) == (False, 0)
+    assert libhandoff.lock_holder(cluster.data_dir) == (False, 0)
     assert "exiting with status 0" in cluster.logs()
     # The next generation finds the write.
     cluster.spawn_cold("py")

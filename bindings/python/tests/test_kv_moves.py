@@ -16,7 +16,7 @@ import pytest
 from conftest import KvCluster, reap
 from kvclient import Kept, pipeline, request
 
-from handoff import Party
+from libhandoff import Party
 
 BIG_KEYS = 10
 

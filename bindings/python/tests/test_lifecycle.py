@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import open_fds
 
-import handoff
-from handoff import (
+import libhandoff
+from libhandoff import (
     FrameReader,
     Incumbent,
     Lock,
@@ -21,16 +21,16 @@ from handoff import (
     SpawnSpec,
     Supervisor,
 )
-from handoff.messages import Begin, Field
+from libhandoff.messages import Begin, Field
 
 CYCLES = 1000
 
 
 class Quiet:
-    def drain(self, ctx: handoff.HookContext) -> None:
+    def drain(self, ctx: libhandoff.HookContext) -> None:
         pass
 
-    def seal(self, ctx: handoff.HookContext) -> None:
+    def seal(self, ctx: libhandoff.HookContext) -> None:
         pass
 
     def resume_after_abort(self) -> None:
@@ -53,7 +53,7 @@ def _use_after_close_cases(root: Path) -> list[tuple[str, object, Callable[[obje
         ("reader next", FrameReader(), lambda o: o.next()),  # type: ignore[attr-defined]
         ("supervisor", Supervisor(root / "s.ctl"), lambda o: o.set_journal("/tmp/j")),  # type: ignore[attr-defined]
         ("spec", SpawnSpec("/bin/true"), lambda o: o.add_arg("x")),  # type: ignore[attr-defined]
-        ("inherited", handoff.detect(), lambda o: o.listener_names),  # type: ignore[attr-defined]
+        ("inherited", libhandoff.detect(), lambda o: o.listener_names),  # type: ignore[attr-defined]
         ("incumbent", incumbent, lambda o: o.start(Quiet())),  # type: ignore[attr-defined]
         (
             "incumbent wait",
@@ -67,10 +67,10 @@ def test_use_after_close_raises(short_tmp: Path) -> None:
     for what, obj, use in _use_after_close_cases(short_tmp):
         obj.close()  # type: ignore[attr-defined]
         assert obj.closed, what  # type: ignore[attr-defined]
-        with pytest.raises(handoff.WrongStateError, match="closed"):
+        with pytest.raises(libhandoff.WrongStateError, match="closed"):
             use(obj)
         obj.close()  # type: ignore[attr-defined]  # idempotent
-        with pytest.raises(handoff.WrongStateError), obj:  # type: ignore[attr-defined]
+        with pytest.raises(libhandoff.WrongStateError), obj:  # type: ignore[attr-defined]
             pass
 
 
@@ -84,7 +84,7 @@ def test_with_closes(short_tmp: Path) -> None:
     # A lock left by an exception is still released.
     with pytest.raises(ValueError, match="boom"), Lock.acquire(short_tmp / "d"):
         raise ValueError("boom")
-    assert handoff.lock_holder(short_tmp / "d") == (False, 0)
+    assert libhandoff.lock_holder(short_tmp / "d") == (False, 0)
 
 
 def _no_leak(cycle: Callable[[int], None], cycles: int = CYCLES) -> None:
@@ -116,7 +116,7 @@ def test_message_cycles_leak_nothing() -> None:
     def cycle(_: int) -> None:
         with MessageHandle.new(MessageKind.BEGIN) as handle:
             handle.encode()
-        handoff.messages.decode(frame)
+        libhandoff.messages.decode(frame)
         with FrameReader() as reader:
             reader.feed(frame)
             reader.next()
@@ -139,7 +139,7 @@ def test_supervisor_cycles_leak_nothing(fast_tmp: Path) -> None:
 
 def test_incumbent_and_detect_cycles_leak_nothing(fast_tmp: Path) -> None:
     def cycle(i: int) -> None:
-        with handoff.detect():
+        with libhandoff.detect():
             pass
         with Lock.acquire(fast_tmp / "data") as lock, Incumbent.bind(fast_tmp / "ctl", lock) as inc:
             if i % 10 == 0:  # a serve thread too, now and then
@@ -147,7 +147,7 @@ def test_incumbent_and_detect_cycles_leak_nothing(fast_tmp: Path) -> None:
                 inc.stop()
 
     _no_leak(cycle)
-    assert handoff.callbacks._registry == {}
+    assert libhandoff.callbacks._registry == {}
 
 
 def test_garbage_collection_frees(fast_tmp: Path) -> None:
@@ -163,6 +163,6 @@ def test_garbage_collection_frees(fast_tmp: Path) -> None:
 
     with listener:
         _no_leak(cycle, 200)
-    assert handoff.lock_holder(fast_tmp / "data") == (False, 0)
-    assert handoff.lock_holder(fast_tmp / "data2") == (False, 0)
-    assert handoff.callbacks._registry == {}
+    assert libhandoff.lock_holder(fast_tmp / "data") == (False, 0)
+    assert libhandoff.lock_holder(fast_tmp / "data2") == (False, 0)
+    assert libhandoff.callbacks._registry == {}

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import HERE, reap
 
-import handoff
+import libhandoff
 
 DETECT_CHILD = HERE / "helpers" / "detect_child.py"
-VARS = list(handoff.listeners.SUCCESSOR_VARIABLES)
+VARS = list(libhandoff.listeners.SUCCESSOR_VARIABLES)
 
 
 def _spawn_detect(root: Path, *flags: str) -> tuple[dict, socket.socket]:
@@ -30,12 +30,12 @@ def _spawn_detect(root: Path, *flags: str) -> tuple[dict, socket.socket]:
     local.listen()
     report_path = root / "report.json"
     try:
-        with handoff.Supervisor(root / "ctl") as sup:
+        with libhandoff.Supervisor(root / "ctl") as sup:
             for name, sock in (("kv", tcp), ("dgram", udp), ("local", local)):
                 sup.add_listener(name, sock)
             sup.add_listener("blocking", blocking.fileno())
             args = [str(DETECT_CHILD), str(report_path), *flags]
-            with handoff.SpawnSpec(sys.executable, args) as spec:
+            with libhandoff.SpawnSpec(sys.executable, args) as spec:
                 pid = sup.spawn_cold(spec)
         assert reap(pid, 20) == 0
         report = json.loads(report_path.read_text())
@@ -74,14 +74,14 @@ def test_cold_start_with_listeners(short_tmp: Path, flags: tuple[str, ...]) -> N
 
 def _detect_in_child(env: dict[str, str], setup: str = "") -> dict:
     script = (
-        "import json, os, handoff\n"
+        "import json, os, libhandoff\n"
         f"{setup}\n"
         "out = {}\n"
         "try:\n"
-        "    with handoff.detect() as inh:\n"
+        "    with libhandoff.detect() as inh:\n"
         "        out['names'] = inh.listener_names\n"
         "        out['successor'] = inh.is_successor\n"
-        "except handoff.HandoffError as e:\n"
+        "except libhandoff.HandoffError as e:\n"
         "    out['error'] = type(e).__name__\n"
         "    out['message'] = str(e)\n"
         f"out['env_left'] = [v for v in {VARS!r} if v in os.environ]\n"

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-import handoff
-from handoff import Lock, lock_holder
+import libhandoff
+from libhandoff import Lock, lock_holder
 
 
 def test_generation_goes_up_on_every_acquire(short_tmp) -> None:
@@ -28,10 +28,10 @@ def test_held_lock_refuses_a_second_holder(short_tmp) -> None:
         assert lock.held
         assert lock_holder(short_tmp) == (True, os.getpid())
         assert (short_tmp / ".handoff.pidfile").read_text() == f"{os.getpid()}\n"
-        with pytest.raises(handoff.LockHeldError):
+        with pytest.raises(libhandoff.LockHeldError):
             Lock.acquire(short_tmp)
         started = time.monotonic()
-        with pytest.raises(handoff.LockHeldError):
+        with pytest.raises(libhandoff.LockHeldError):
             Lock.acquire(short_tmp, timeout=0.2)
         # A lower bound, not a performance claim: the retry really waited.
         assert time.monotonic() - started >= 0.15
@@ -44,8 +44,8 @@ def test_held_lock_refuses_a_second_holder(short_tmp) -> None:
 
 def test_another_process_holding_the_lock(short_tmp) -> None:
     script = (
-        "import handoff, sys, time\n"
-        f"lock = handoff.Lock.acquire({str(short_tmp)!r})\n"
+        "import libhandoff, sys, time\n"
+        f"lock = libhandoff.Lock.acquire({str(short_tmp)!r})\n"
         "print(lock.generation, flush=True)\n"
         "sys.stdin.readline()\n"
     )
@@ -57,7 +57,7 @@ def test_another_process_holding_the_lock(short_tmp) -> None:
         assert child.stdin is not None
         assert child.stdout.readline().strip() == "1"
         assert lock_holder(short_tmp) == (True, child.pid)
-        with pytest.raises(handoff.LockHeldError, match=str(child.pid)):
+        with pytest.raises(libhandoff.LockHeldError, match=str(child.pid)):
             Lock.acquire(short_tmp)
         child.stdin.write("\n")
         child.stdin.flush()
@@ -73,9 +73,9 @@ def test_release_consumes_the_lock(short_tmp) -> None:
     lock = Lock.acquire(short_tmp)
     lock.release()
     assert lock.closed
-    with pytest.raises(handoff.WrongStateError):
+    with pytest.raises(libhandoff.WrongStateError):
         lock.release()
-    with pytest.raises(handoff.WrongStateError):
+    with pytest.raises(libhandoff.WrongStateError):
         _ = lock.generation
     lock.close()  # idempotent
 
@@ -83,12 +83,12 @@ def test_release_consumes_the_lock(short_tmp) -> None:
 def test_a_lock_moved_into_an_incumbent_is_empty(short_tmp) -> None:
     lock = Lock.acquire(short_tmp / "data")
     generation = lock.generation
-    with handoff.Incumbent.bind(short_tmp / "ctl", lock) as incumbent:
+    with libhandoff.Incumbent.bind(short_tmp / "ctl", lock) as incumbent:
         assert not lock.held
         assert lock.generation == 0
         assert incumbent.generation == generation
-        with pytest.raises(handoff.WrongStateError):
-            handoff.Incumbent.bind(short_tmp / "ctl2", lock)
+        with pytest.raises(libhandoff.WrongStateError):
+            libhandoff.Incumbent.bind(short_tmp / "ctl2", lock)
         lock.close()
         assert lock_holder(short_tmp / "data") == (True, os.getpid())
     assert lock_holder(short_tmp / "data") == (False, 0)

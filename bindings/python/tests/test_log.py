@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-import handoff
-from handoff import Incumbent, Lock, LogLevel
+import libhandoff
+from libhandoff import Incumbent, Lock, LogLevel
 
 
 class Quiet:
-    def drain(self, ctx: handoff.HookContext) -> None:
+    def drain(self, ctx: libhandoff.HookContext) -> None:
         pass
 
-    def seal(self, ctx: handoff.HookContext) -> None:
+    def seal(self, ctx: libhandoff.HookContext) -> None:
         pass
 
     def resume_after_abort(self) -> None:
@@ -30,23 +30,23 @@ def _serve_briefly(root: Path) -> None:
 
 
 def test_events_reach_logging(short_tmp: Path, caplog: pytest.LogCaptureFixture) -> None:
-    handoff.forward_to_logging()
+    libhandoff.forward_to_logging()
     try:
-        with caplog.at_level(logging.DEBUG, logger="handoff.library"):
+        with caplog.at_level(logging.DEBUG, logger="libhandoff.library"):
             _serve_briefly(short_tmp)
     finally:
-        handoff.set_log_callback(None)
-    messages = [r.getMessage() for r in caplog.records if r.name == "handoff.library"]
+        libhandoff.set_log_callback(None)
+    messages = [r.getMessage() for r in caplog.records if r.name == "libhandoff.library"]
     assert any("serving control socket" in m and str(short_tmp) in m for m in messages)
 
 
 def test_a_callback_gets_level_and_message(short_tmp: Path) -> None:
     events: list[tuple[LogLevel, str]] = []
-    handoff.set_log_callback(lambda level, message: events.append((level, message)))
+    libhandoff.set_log_callback(lambda level, message: events.append((level, message)))
     try:
         _serve_briefly(short_tmp)
     finally:
-        handoff.set_log_callback(None)
+        libhandoff.set_log_callback(None)
     assert events
     assert all(isinstance(level, LogLevel) for level, _ in events)
     count = len(events)
@@ -63,10 +63,10 @@ def test_a_raising_callback_is_reported_not_fatal(
     def broken(level: LogLevel, message: str) -> None:
         raise ValueError("broken log sink")
 
-    handoff.set_log_callback(broken)
+    libhandoff.set_log_callback(broken)
     try:
         _serve_briefly(short_tmp)
     finally:
-        handoff.set_log_callback(None)
+        libhandoff.set_log_callback(None)
     assert seen
     assert all(isinstance(e, ValueError) for e in seen)

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from conftest import HERE, reap
 
-import handoff
-from handoff import Cause, Outcome, Party, SpawnSpec, Supervisor
+import libhandoff
+from libhandoff import Cause, Outcome, Party, SpawnSpec, Supervisor
 
 SERVICES = {
     "selectors": HERE / "helpers" / "selectors_service.py",
@@ -229,7 +229,7 @@ def test_a_handoff_cancelled_mid_drain_resumes(cluster: LoopCluster, driver: str
     # never began, so it never wrote anything.
     assert ping(cluster.port) == (old, 1)
     assert cluster.state() == {"owner": old, "generation": 1}
-    assert handoff.lock_holder(cluster.data) == (True, old)
+    assert libhandoff.lock_holder(cluster.data) == (True, old)
     # And it hands off when asked again (the drain is not held any more).
     with cluster.handoff_running(driver) as result:
         pass
@@ -257,5 +257,5 @@ def test_a_successor_stopped_while_waiting_for_begin(cluster: LoopCluster, drive
     # The incumbent serves on (under a new generation if it had sealed and
     # so released the lock); the successor never wrote the data directory.
     assert ping(cluster.port)[0] == old
-    assert handoff.lock_holder(cluster.data) == (True, old)
+    assert libhandoff.lock_holder(cluster.data) == (True, old)
     assert cluster.state() == {"owner": old, "generation": 1}

@@ -9,8 +9,8 @@ import uuid
 import pytest
 from conftest import VECTORS
 
-import handoff
-from handoff.messages import (
+import libhandoff
+from libhandoff.messages import (
     Abort,
     Adopted,
     Begin,
@@ -117,7 +117,7 @@ def test_v2_vectors_both_ways(name: str) -> None:
     assert message == GOLDEN_V2[name]
     assert message.proto_version == 2
     # A v2 message does not exist in a v1 frame.
-    with pytest.raises(handoff.UnknownMessageError):
+    with pytest.raises(libhandoff.UnknownMessageError):
         decode(frame[:4] + b"\x01\x00" + frame[6:])
 
 
@@ -173,29 +173,29 @@ def test_round_trip_of_unusual_values() -> None:
 def test_incomplete_frames_say_what_they_need() -> None:
     frame = (VECTORS / "frames" / "06_seal_complete.bin").read_bytes()
     for cut in (0, 3, 4, len(frame) - 1):
-        with pytest.raises(handoff.IncompleteError) as info:
+        with pytest.raises(libhandoff.IncompleteError) as info:
             decode(frame[:cut])
         assert info.value.needed == (4 if cut < 4 else len(frame))
         assert info.value.status_name == "HANDOFF_ERR_INCOMPLETE"
 
 
 def test_malformed_frames_raise_their_status() -> None:
-    with pytest.raises(handoff.FrameMalformedError):
+    with pytest.raises(libhandoff.FrameMalformedError):
         decode(struct.pack("<I", 1) + b"\x01")
-    with pytest.raises(handoff.FrameTooLargeError):
+    with pytest.raises(libhandoff.FrameTooLargeError):
         decode(struct.pack("<I", 2**20 + 1) + b"\x01\x00")
-    with pytest.raises(handoff.UnknownMessageError):
+    with pytest.raises(libhandoff.UnknownMessageError):
         decode(struct.pack("<IHB", 3, 1, 14))
-    with pytest.raises(handoff.DecodeError):
+    with pytest.raises(libhandoff.DecodeError):
         decode(struct.pack("<IHB", 3, 1, 1))  # HelloAck without its fields
 
 
 def test_values_out_of_range_are_refused() -> None:
-    with pytest.raises(handoff.InvalidArgumentError):
+    with pytest.raises(libhandoff.InvalidArgumentError):
         Hello(pid=2**32).encode()
-    with pytest.raises(handoff.InvalidArgumentError):
+    with pytest.raises(libhandoff.InvalidArgumentError):
         HelloAck(handoff_id=ID, proto_version_chosen=2**16).encode()
-    with pytest.raises(handoff.InvalidArgumentError):
+    with pytest.raises(libhandoff.InvalidArgumentError):
         SealComplete(handoff_id=ID, data_dir_fingerprint=b"short").encode()
     with pytest.raises(OverflowError):
         Heartbeat(ts_ms=2**64).encode()
@@ -211,13 +211,13 @@ def test_message_handle_field_api() -> None:
         handle.set_bytes(Field.ERROR, "disk full: écrit".encode())
         assert handle.get_bytes(Field.ERROR) == "disk full: écrit".encode()
         assert handle.encode() == (VECTORS / "frames" / "07_seal_failed.bin").read_bytes()
-        with pytest.raises(handoff.NoSuchFieldError, match="SealFailed"):
+        with pytest.raises(libhandoff.NoSuchFieldError, match="SealFailed"):
             handle.get_uint(Field.PID)
-        with pytest.raises(handoff.WrongFieldTypeError):
+        with pytest.raises(libhandoff.WrongFieldTypeError):
             handle.get_uint(Field.ERROR)
-        with pytest.raises(handoff.InvalidUtf8Error):
+        with pytest.raises(libhandoff.InvalidUtf8Error):
             handle.set_bytes(Field.ERROR, b"\xff\xfe")
-        with pytest.raises(handoff.InvalidArgumentError):
+        with pytest.raises(libhandoff.InvalidArgumentError):
             handle.set_bytes(Field.HANDOFF_ID, b"15 bytes only..")
     with MessageHandle.new(MessageKind.READY) as handle:
         handle.push_bytes(Field.LISTENING_ON, b"tcp://[::1]:1")
@@ -225,11 +225,11 @@ def test_message_handle_field_api() -> None:
         assert handle.list_len(Field.LISTENING_ON) == 1
         assert handle.get_list_bytes(Field.LISTENING_ON, 0) == b"tcp://[::1]:1"
         assert handle.get_list_uint(Field.ADVERTISED_REVISION_PER_SHARD, 0) == 5
-        with pytest.raises(handoff.OutOfRangeError):
+        with pytest.raises(libhandoff.OutOfRangeError):
             handle.get_list_uint(Field.ADVERTISED_REVISION_PER_SHARD, 1)
         handle.clear_list(Field.LISTENING_ON)
         assert handle.to_message() == Ready(advertised_revision_per_shard=(5,))
-    with pytest.raises(handoff.InvalidArgumentError):
+    with pytest.raises(libhandoff.InvalidArgumentError):
         MessageHandle.new(19)
     assert kind_name(19) is None
 
@@ -264,6 +264,6 @@ def test_frame_reader_reports_a_bad_body_and_goes_on() -> None:
     with FrameReader() as reader:
         reader.feed(struct.pack("<IHB", 3, 1, 1))  # a HelloAck without fields
         reader.feed(Begin(handoff_id=ID).encode())
-        with pytest.raises(handoff.DecodeError):
+        with pytest.raises(libhandoff.DecodeError):
             reader.next()
         assert reader.next() == Begin(handoff_id=ID)

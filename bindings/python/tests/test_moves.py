@@ -18,8 +18,8 @@ from conftest import HERE
 from test_incumbent import Setup
 from test_request import Handoff, next_request
 
-import handoff
-from handoff import Cause, ItemKind, Party, Request, RequestKind, ServeOutcome, SpawnSpec
+import libhandoff
+from libhandoff import Cause, ItemKind, Party, Request, RequestKind, ServeOutcome, SpawnSpec
 
 ADOPTING_CHILD = HERE / "helpers" / "adopting_child.py"
 TABLE = "k1 v1\nk2 v2\n"
@@ -82,13 +82,13 @@ def refused_moves(drain: Request, conn: socket.socket) -> None:
     """Every bad move is refused before anything is recorded."""
     closed = socket.socket()
     closed.close()
-    with pytest.raises(handoff.InvalidArgumentError, match="closed"):
+    with pytest.raises(libhandoff.InvalidArgumentError, match="closed"):
         drain.move(ItemKind.CONNECTION, "kv", closed)
-    with pytest.raises(handoff.InvalidArgumentError, match="255"):
+    with pytest.raises(libhandoff.InvalidArgumentError, match="255"):
         drain.move(ItemKind.CONNECTION, "x" * 256, conn)
-    with pytest.raises(handoff.InvalidArgumentError, match="kind"):
+    with pytest.raises(libhandoff.InvalidArgumentError, match="kind"):
         drain.move(7, "kv", conn)  # type: ignore[arg-type]
-    with pytest.raises(handoff.InvalidArgumentError, match="1048000"):
+    with pytest.raises(libhandoff.InvalidArgumentError, match="1048000"):
         drain.move(ItemKind.CONNECTION, "kv", conn, state=bytes(1_048_001))
     with pytest.raises(ValueError, match="NUL"):
         drain.move(ItemKind.CONNECTION, "k\0v", conn)
@@ -113,7 +113,7 @@ def move_both(drain: Request, conn: socket.socket, table: int) -> None:
 def test_a_connection_and_a_memfd_move_to_the_successor(setup: MoveSetup) -> None:
     incumbent = setup.incumbent
     incumbent.start_loop()
-    with pytest.raises(handoff.WrongStateError):
+    with pytest.raises(libhandoff.WrongStateError):
         incumbent.set_moves_descriptors(False)  # only before starting
     client, conn = setup.connection()
     conn.setblocking(True)  # the successor's socket comes non-blocking all the same
@@ -228,7 +228,7 @@ def test_a_v1_successor_moves_nothing(short_tmp: Path) -> None:
         drain = next_request(incumbent)
         assert not drain.moves
         assert drain.move_limit == 0
-        with socket.socket() as sock, pytest.raises(handoff.WrongStateError, match="moves no"):
+        with socket.socket() as sock, pytest.raises(libhandoff.WrongStateError, match="moves no"):
             drain.move(ItemKind.CONNECTION, "kv", sock)
         drain.complete()
         with next_request(incumbent) as seal:
@@ -240,26 +240,26 @@ def test_a_v1_successor_moves_nothing(short_tmp: Path) -> None:
 
 
 def test_a_context_moves_only_while_it_is_valid() -> None:
-    ctx = handoff.HookContext(None)
-    with pytest.raises(handoff.WrongStateError):
+    ctx = libhandoff.HookContext(None)
+    with pytest.raises(libhandoff.WrongStateError):
         _ = ctx.move_limit
-    with pytest.raises(handoff.WrongStateError), socket.socket() as sock:
+    with pytest.raises(libhandoff.WrongStateError), socket.socket() as sock:
         ctx.move(ItemKind.CONNECTION, "kv", sock)
 
 
 def test_an_adopted_descriptor_is_owned_until_taken() -> None:
     read, write = os.pipe()
-    item = handoff.AdoptedItem(ItemKind.DESCRIPTOR, "pipe", read)
+    item = libhandoff.AdoptedItem(ItemKind.DESCRIPTOR, "pipe", read)
     os.write(write, b"x")
     os.close(write)
     with item.open("rb", buffering=0) as pipe:
         assert pipe.read(1) == b"x"
-    with pytest.raises(handoff.WrongStateError, match="taken"):
+    with pytest.raises(libhandoff.WrongStateError, match="taken"):
         item.detach()
     # A descriptor never taken is closed with its item: the pipe's last
     # writer gone, its reader sees the end of file.
     read, write = os.pipe()
-    kept = handoff.AdoptedItem(ItemKind.DESCRIPTOR, "pipe", write)
+    kept = libhandoff.AdoptedItem(ItemKind.DESCRIPTOR, "pipe", write)
     del kept
     assert os.read(read, 1) == b""
     os.close(read)

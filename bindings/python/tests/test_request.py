@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from test_incumbent import RecordingService, Setup
 
-import handoff
-from handoff import Cause, Incumbent, Outcome, Request, RequestKind, ServeOutcome
+import libhandoff
+from libhandoff import Cause, Incumbent, Outcome, Request, RequestKind, ServeOutcome
 
 
 @pytest.fixture
@@ -62,12 +62,12 @@ def test_a_request_is_completed_once_and_a_failed_seal_resumes(setup: Setup) -> 
     drain = next_request(incumbent)
     assert (drain.kind, drain.done, drain.outcome) == (RequestKind.DRAIN, False, None)
     assert 0 < drain.time_left <= 5
-    with pytest.raises(handoff.WrongStateError):
+    with pytest.raises(libhandoff.WrongStateError):
         drain.push_revision(1)  # a seal's setter on a drain
     drain.set_drained(0, True)
     drain.complete()
     assert drain.done
-    with pytest.raises(handoff.WrongStateError, match="already completed"):
+    with pytest.raises(libhandoff.WrongStateError, match="already completed"):
         drain.complete()
     seal = next_request(incumbent)
     assert seal.kind is RequestKind.SEAL
@@ -86,7 +86,7 @@ def test_a_request_is_completed_once_and_a_failed_seal_resumes(setup: Setup) -> 
     # Still serving, with the lock it never released.
     assert incumbent.wait(0) is None
     assert incumbent.take_request() is None
-    assert handoff.lock_holder(setup.data) == (True, os.getpid())
+    assert libhandoff.lock_holder(setup.data) == (True, os.getpid())
     assert incumbent.generation == setup.generation
 
 
@@ -107,7 +107,7 @@ def test_a_committed_handoff_ends_with_ended(setup: Setup) -> None:
     assert kinds == [RequestKind.DRAIN, RequestKind.SEAL, RequestKind.ENDED]
     assert request.outcome is ServeOutcome.COMMITTED
     assert request.done  # nothing to complete
-    with pytest.raises(handoff.WrongStateError):
+    with pytest.raises(libhandoff.WrongStateError):
         request.complete()
     assert incumbent.take_request() is None  # nothing after ENDED
     assert incumbent.wait(0) is ServeOutcome.COMMITTED
@@ -119,22 +119,22 @@ def test_a_held_request_is_spent_when_the_incumbent_closes(setup: Setup) -> None
     running = Handoff(setup)
     drain = next_request(incumbent)
     # Serving cannot end while the loop holds a request: only wait(0).
-    with pytest.raises(handoff.WrongStateError, match="complete the request"):
+    with pytest.raises(libhandoff.WrongStateError, match="complete the request"):
         incumbent.wait(1)
     incumbent.close()  # stops serving: the drain we held fails
     assert not running.join().committed
-    with pytest.raises(handoff.WrongStateError, match="closed"):
+    with pytest.raises(libhandoff.WrongStateError, match="closed"):
         drain.complete()
 
 
 def test_descriptor_and_requests_belong_to_the_loop_form(setup: Setup) -> None:
     incumbent = setup.incumbent
-    with pytest.raises(handoff.WrongStateError, match="start_loop"):
+    with pytest.raises(libhandoff.WrongStateError, match="start_loop"):
         incumbent.fileno()
     incumbent.start(RecordingService())  # the callback form
-    with pytest.raises(handoff.WrongStateError, match="start_loop"):
+    with pytest.raises(libhandoff.WrongStateError, match="start_loop"):
         incumbent.fileno()
-    with pytest.raises(handoff.WrongStateError):
+    with pytest.raises(libhandoff.WrongStateError):
         incumbent.take_request()
-    with pytest.raises(handoff.WrongStateError):
+    with pytest.raises(libhandoff.WrongStateError):
         incumbent.start_loop()

@@ -16,17 +16,17 @@ import socket
 import sys
 from collections.abc import Callable
 
-import handoff
-from handoff import AdoptedItem, ItemKind
+import libhandoff
+from libhandoff import AdoptedItem, ItemKind
 
 PID = os.getpid()
 
 
 class Service:
-    def drain(self, ctx: handoff.HookContext) -> None:
+    def drain(self, ctx: libhandoff.HookContext) -> None:
         pass
 
-    def seal(self, ctx: handoff.HookContext) -> None:
+    def seal(self, ctx: libhandoff.HookContext) -> None:
         pass
 
     def resume_after_abort(self) -> None:
@@ -100,17 +100,17 @@ def answer(sock: socket.socket, item: AdoptedItem) -> None:
 def main() -> int:
     data_dir, control, elsewhere = sys.argv[2], sys.argv[3], sys.argv[4]
     report: dict[str, object] = {}
-    inherited = handoff.detect()
+    inherited = libhandoff.detect()
     with inherited, inherited.successor() as succ:
         succ.set_adopts_descriptors(True)
         succ.handshake(b"adopting-child")
         report["set_adopts_after_handshake"] = raised(lambda: succ.set_adopts_descriptors(False))
-        with handoff.Lock.acquire(elsewhere) as other:
+        with libhandoff.Lock.acquire(elsewhere) as other:
             report["adopt_before_begin"] = raised(lambda: succ.adopt(other))
         report["fds_before"] = fds()
         try:
             succ.wait_for_begin(30)
-        except handoff.HandoffError as e:
+        except libhandoff.HandoffError as e:
             # What moved is refused as it arrives (a descriptor said to be
             # a connection that is not a socket).
             report["begin"] = f"{type(e).__name__}: {e}"
@@ -119,7 +119,7 @@ def main() -> int:
             return 1
         succ.start_heartbeats()
         listener = succ.take_listener("kv")
-        with handoff.Lock.acquire(data_dir, timeout=5) as lock:
+        with libhandoff.Lock.acquire(data_dir, timeout=5) as lock:
             report["adopt_none"] = raised(lambda: succ.adopt(None))  # type: ignore[arg-type]
             items = succ.adopt(lock)
             report["adopt_twice"] = raised(lambda: succ.adopt(lock))

@@ -20,11 +20,11 @@ import sys
 
 import loopsvc
 
-import handoff
-from handoff import RequestKind
+import libhandoff
+from libhandoff import RequestKind
 
 
-async def wait_for_begin(successor: handoff.Successor) -> bool:
+async def wait_for_begin(successor: libhandoff.Successor) -> bool:
     """True once Begin came, False when SIGTERM cancelled the wait."""
     loop = asyncio.get_running_loop()
     waiting = asyncio.ensure_future(successor.wait_for_begin_async(30))
@@ -40,7 +40,7 @@ async def wait_for_begin(successor: handoff.Successor) -> bool:
 
 class Server:
     def __init__(
-        self, options: loopsvc.Options, listener: socket.socket, incumbent: handoff.Incumbent
+        self, options: loopsvc.Options, listener: socket.socket, incumbent: libhandoff.Incumbent
     ) -> None:
         self.options = options
         self.listener = listener
@@ -80,7 +80,7 @@ class Server:
                 elif request.kind is RequestKind.RESUME:
                     await self.accept(True)
 
-    async def hold(self, drain: handoff.Request) -> None:
+    async def hold(self, drain: libhandoff.Request) -> None:
         iterations = 0
         while not loopsvc.drain_released(self.options):
             iterations += 1
@@ -91,7 +91,7 @@ class Server:
 
 async def main() -> int:
     options = loopsvc.parse_args()
-    inherited = handoff.detect()
+    inherited = libhandoff.detect()
     if inherited.is_successor:
         successor = loopsvc.handshake(options, inherited)
         if not await wait_for_begin(successor):

@@ -10,9 +10,9 @@ import os
 import socket
 import sys
 
-import handoff
+import libhandoff
 
-VARS = handoff.listeners.SUCCESSOR_VARIABLES
+VARS = libhandoff.listeners.SUCCESSOR_VARIABLES
 
 
 def flags(sock: socket.socket) -> dict[str, bool]:
@@ -26,7 +26,7 @@ def main() -> None:
     report: dict[str, object] = {"before": sorted(v for v in VARS if v in os.environ)}
     if "--default-timeout" in sys.argv:
         socket.setdefaulttimeout(5.0)
-    with handoff.detect() as inherited:
+    with libhandoff.detect() as inherited:
         libc = ctypes.CDLL(None)
         libc.getenv.restype = ctypes.c_char_p
         report["after_python"] = sorted(v for v in VARS if v in os.environ)
@@ -42,18 +42,18 @@ def main() -> None:
         }
         try:
             inherited.take_listener("kv")
-        except handoff.ListenerError as e:
+        except libhandoff.ListenerError as e:
             report["second_take"] = type(e).__name__
         try:
-            inherited.take_listener("dgram", handoff.ListenerKind.TCP)
-        except handoff.ListenerError as e:
+            inherited.take_listener("dgram", libhandoff.ListenerKind.TCP)
+        except libhandoff.ListenerError as e:
             report["wrong_kind"] = type(e).__name__
-        udp = inherited.take_listener("dgram", handoff.ListenerKind.UDP)
+        udp = inherited.take_listener("dgram", libhandoff.ListenerKind.UDP)
         report["udp"] = {"family": udp.family.name, "type": udp.type.name}
-        unix = inherited.take_listener("local", handoff.ListenerKind.UNIX)
+        unix = inherited.take_listener("local", libhandoff.ListenerKind.UNIX)
         report["unix"] = {"family": unix.family.name, "path": unix.getsockname()}
         report["blocking_listener"] = flags(inherited.take_listener("blocking"))
-        report["second_detect_names"] = handoff.detect().listener_names
+        report["second_detect_names"] = libhandoff.detect().listener_names
     with open(sys.argv[1] + ".tmp", "w") as out:
         json.dump(report, out)
     os.rename(sys.argv[1] + ".tmp", sys.argv[1])

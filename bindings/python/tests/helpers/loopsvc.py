@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import handoff
+import libhandoff
 
 BUILD_ID = b"loop-svc"
 TICK = 0.05  # seconds between loop iterations while nothing happens
@@ -58,7 +58,7 @@ def drain_released(options: Options) -> bool:
     return options.hold_drain_until is None or options.hold_drain_until.exists()
 
 
-def answer(line: bytes, incumbent: handoff.Incumbent) -> bytes:
+def answer(line: bytes, incumbent: libhandoff.Incumbent) -> bytes:
     if line.strip() == b"PING":
         return f"PONG {PID} {incumbent.generation}\n".encode()
     return b"ERR unknown command\n"
@@ -79,19 +79,19 @@ def listen_url(listener: socket.socket) -> str:
 
 
 def cold_start(
-    options: Options, inherited: handoff.Inherited
-) -> tuple[socket.socket, handoff.Incumbent]:
+    options: Options, inherited: libhandoff.Inherited
+) -> tuple[socket.socket, libhandoff.Incumbent]:
     with inherited:
         listener = inherited.take_listener("svc")
-    lock = handoff.Lock.acquire(options.data_dir, timeout=2)
+    lock = libhandoff.Lock.acquire(options.data_dir, timeout=2)
     with lock:
         claim(options, lock.generation)
-        incumbent = handoff.Incumbent.bind(options.control, lock)
+        incumbent = libhandoff.Incumbent.bind(options.control, lock)
     report(options, "serving", generation=incumbent.generation)
     return listener, incumbent
 
 
-def handshake(options: Options, inherited: handoff.Inherited) -> handoff.Successor:
+def handshake(options: Options, inherited: libhandoff.Inherited) -> libhandoff.Successor:
     with inherited:
         successor = inherited.successor()
     successor.handshake(BUILD_ID)
@@ -100,13 +100,13 @@ def handshake(options: Options, inherited: handoff.Inherited) -> handoff.Success
 
 
 def take_over(
-    options: Options, successor: handoff.Successor
-) -> tuple[socket.socket, handoff.Incumbent]:
+    options: Options, successor: libhandoff.Successor
+) -> tuple[socket.socket, libhandoff.Incumbent]:
     """After Begin: the listener, the lock, the data directory, Ready."""
     with successor:
         successor.start_heartbeats()
         listener = successor.take_listener("svc")
-        with handoff.Lock.acquire(options.data_dir, timeout=5) as lock:
+        with libhandoff.Lock.acquire(options.data_dir, timeout=5) as lock:
             sealed_revision = claim(options, lock.generation)
             incumbent = successor.announce_ready(
                 options.control,

@@ -20,8 +20,8 @@ import sys
 
 import loopsvc
 
-import handoff
-from handoff import RequestKind
+import libhandoff
+from libhandoff import RequestKind
 
 
 class StopWatch:
@@ -35,7 +35,7 @@ class StopWatch:
         signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
 
 
-def wait_for_begin(successor: handoff.Successor, stop: StopWatch) -> bool:
+def wait_for_begin(successor: libhandoff.Successor, stop: StopWatch) -> bool:
     """True once Begin came, False when SIGTERM stopped the wait."""
     with selectors.DefaultSelector() as sel:
         sel.register(successor, selectors.EVENT_READ)
@@ -52,7 +52,7 @@ class Server:
         self,
         options: loopsvc.Options,
         listener: socket.socket,
-        incumbent: handoff.Incumbent,
+        incumbent: libhandoff.Incumbent,
         stop: StopWatch,
     ) -> None:
         self.options = options
@@ -60,7 +60,7 @@ class Server:
         self.incumbent = incumbent
         self.stop = stop
         self.sel = selectors.DefaultSelector()
-        self.draining: handoff.Request | None = None
+        self.draining: libhandoff.Request | None = None
         self.drain_iterations = 0
         self.conns: dict[socket.socket, bytearray] = {}
 
@@ -90,7 +90,7 @@ class Server:
                     self.read(key.fileobj)  # type: ignore[arg-type]
             self.drain_step()
 
-    def carry_out(self, request: handoff.Request) -> bool:
+    def carry_out(self, request: libhandoff.Request) -> bool:
         """False once serving has ended."""
         loopsvc.report(
             self.options,
@@ -151,7 +151,7 @@ class Server:
 
 def main() -> int:
     options = loopsvc.parse_args()
-    inherited = handoff.detect()
+    inherited = libhandoff.detect()
     stop = StopWatch()
     if inherited.is_successor:
         successor = loopsvc.handshake(options, inherited)

@@ -9,16 +9,16 @@ import os
 import signal
 import sys
 
-import handoff
+import libhandoff
 
-VARS = handoff.listeners.SUCCESSOR_VARIABLES
+VARS = libhandoff.listeners.SUCCESSOR_VARIABLES
 
 
 class Service:
-    def drain(self, ctx: handoff.HookContext) -> None:
+    def drain(self, ctx: libhandoff.HookContext) -> None:
         pass
 
-    def seal(self, ctx: handoff.HookContext) -> None:
+    def seal(self, ctx: libhandoff.HookContext) -> None:
         pass
 
     def resume_after_abort(self) -> None:
@@ -34,25 +34,25 @@ def write(report: dict[str, object]) -> None:
 def main() -> int:
     data_dir, control = sys.argv[2], sys.argv[3]
     report: dict[str, object] = {}
-    inherited = handoff.detect()
+    inherited = libhandoff.detect()
     report["is_successor"] = inherited.is_successor
     report["names"] = inherited.listener_names
     report["env_left"] = sorted(v for v in VARS if v in os.environ)
     with inherited, inherited.successor() as succ:
         try:
             succ.take_listener("kv")
-        except handoff.WrongStateError as e:
+        except libhandoff.WrongStateError as e:
             report["take_before_begin"] = type(e).__name__
         report["handoff_id"] = str(succ.handshake(b"successor-child"))
         try:
             succ.wait_for_begin(30)
-        except handoff.HandoffError as e:
+        except libhandoff.HandoffError as e:
             report["begin"] = type(e).__name__
             write(report)
             return 1
         succ.start_heartbeats()
         listener = succ.take_listener("kv")
-        with handoff.Lock.acquire(data_dir, timeout=5) as lock:
+        with libhandoff.Lock.acquire(data_dir, timeout=5) as lock:
             generation = lock.generation
             incumbent = succ.announce_ready(
                 control,

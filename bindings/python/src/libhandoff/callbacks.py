@@ -1,5 +1,5 @@
 """The callback form of serving (:meth:`Incumbent.start
-<handoff.Incumbent.start>`), for services without an event loop of their
+<libhandoff.Incumbent.start>`), for services without an event loop of their
 own. In the library it is a thread that takes the same requests a loop
 would and calls the service; this module is the ctypes side of it.
 
@@ -10,20 +10,20 @@ The service is any object with these methods (see :class:`Service`)::
     def resume_after_abort(self) -> None: ...        # the handoff rolled back
 
 They run one at a time on the library's thread, not on the thread that
-called :meth:`Incumbent.start <handoff.Incumbent.start>`. A service with a
+called :meth:`Incumbent.start <libhandoff.Incumbent.start>`. A service with a
 loop of its own does better with :meth:`Incumbent.start_loop
-<handoff.Incumbent.start_loop>`: no thread to hand work across.
+<libhandoff.Incumbent.start_loop>`: no thread to hand work across.
 
 **Exceptions in callbacks.** A callback that raises fails its step: the
 library sees a failed status, with ``"<ExceptionType>: <message>"`` as the
 reason (sent to the supervisor in SealFailed for ``seal``). A failed drain
 or seal rolls the handoff back, and the incumbent keeps serving. The
-exception is never swallowed silently: it is logged on the ``handoff``
+exception is never swallowed silently: it is logged on the ``libhandoff``
 logger (with its traceback; :class:`HookFailedError`, the way to fail on
 purpose, without one), and kept in :attr:`Incumbent.callback_errors
-<handoff.Incumbent.callback_errors>`. ``KeyboardInterrupt``, ``SystemExit``
+<libhandoff.Incumbent.callback_errors>`. ``KeyboardInterrupt``, ``SystemExit``
 and other non-``Exception`` errors are also re-raised by the next
-:meth:`Incumbent.wait <handoff.Incumbent.wait>` in the serving thread.
+:meth:`Incumbent.wait <libhandoff.Incumbent.wait>` in the serving thread.
 
 **Lifetime.** The library holds the service until it calls its ``destroy``
 hook (when serving ends), so the service object stays alive that long even
@@ -44,12 +44,12 @@ from .request import HookContext, failure_reason
 
 __all__ = ["Registration", "Service", "forget", "on_hook_thread_of", "register"]
 
-logger = logging.getLogger("handoff")
+logger = logging.getLogger("libhandoff")
 
 
 @runtime_checkable
 class Service(Protocol):
-    """What :meth:`Incumbent.start <handoff.Incumbent.start>` takes: raise
+    """What :meth:`Incumbent.start <libhandoff.Incumbent.start>` takes: raise
     to fail a step."""
 
     def drain(self, ctx: HookContext) -> None:

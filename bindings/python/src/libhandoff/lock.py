@@ -30,7 +30,7 @@ class Lock(Managed):
     Take it with :meth:`acquire`; give it back with :meth:`release` (which
     reports errors), ``close()``, a ``with`` block or garbage collection
     (best effort). A process that exits loses the lock. When the lock moves
-    into an :class:`~handoff.Incumbent` this object stays, empty
+    into an :class:`~libhandoff.Incumbent` this object stays, empty
     (``held`` false, ``generation`` 0): the incumbent owns the lock then.
     """
 

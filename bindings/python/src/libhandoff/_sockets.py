@@ -1,5 +1,5 @@
 """Listener sockets from the library's descriptors, for both
-:class:`~handoff.Inherited` and :class:`~handoff.Successor` (here, so that
+:class:`~libhandoff.Inherited` and :class:`~libhandoff.Successor` (here, so that
 neither module needs the other's)."""
 
 from __future__ import annotations

@@ -10,19 +10,19 @@ exceptions, context managers, descriptors for event loops, and callbacks.
 - :class:`Incumbent` serves the control socket and hands the service its
   :class:`Request` s (drain, seal, resume, ended) through a descriptor its
   own loop watches (``selectors``, asyncio), or calls a service's
-  ``drain``, ``seal`` and ``resume_after_abort`` (:mod:`handoff.callbacks`).
+  ``drain``, ``seal`` and ``resume_after_abort`` (:mod:`libhandoff.callbacks`).
 - :class:`Successor` is the successor's side of a handoff.
-- :mod:`handoff.moves`: with protocol v2 the incumbent's client connections
+- :mod:`libhandoff.moves`: with protocol v2 the incumbent's client connections
   (and other descriptors) move to the successor with their state
   (:meth:`HookContext.move`, :meth:`Successor.adopt`, :class:`AdoptedItem`).
 - :class:`Supervisor` owns the listeners and performs handoffs.
-- :mod:`handoff.messages` and :mod:`handoff.journal` are the protocol's
+- :mod:`libhandoff.messages` and :mod:`libhandoff.journal` are the protocol's
   messages and the supervisor's journal, encoded by the library.
-- :mod:`handoff.log` routes the library's events to :mod:`logging`.
+- :mod:`libhandoff.log` routes the library's events to :mod:`logging`.
 
 Failures raise a subclass of :class:`HandoffError`, one per status. The
 library is found through ``$HANDOFF_LIBRARY``, a copy inside this package,
-or the system's library path (see :mod:`handoff._lib`).
+or the system's library path (see :mod:`libhandoff._lib`).
 """
 
 from __future__ import annotations

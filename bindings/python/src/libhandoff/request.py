@@ -3,7 +3,7 @@ news that serving ended; and the report the service fills in.
 
 A callback gets a :class:`HookContext`, valid during the call. A service
 that runs its own loop (:meth:`Incumbent.start_loop
-<handoff.Incumbent.start_loop>`) takes a :class:`Request`, works on it
+<libhandoff.Incumbent.start_loop>`) takes a :class:`Request`, works on it
 across as many loop iterations as it needs, and completes it once with
 :meth:`Request.complete` or :meth:`Request.fail`.
 """
@@ -36,7 +36,7 @@ class ServeOutcome(IntEnum):
 
 class RequestKind(IntEnum):
     """What a :class:`Request` asks (``HANDOFF_REQUEST_*``; ``NONE`` is
-    :meth:`Incumbent.take_request <handoff.Incumbent.take_request>`
+    :meth:`Incumbent.take_request <libhandoff.Incumbent.take_request>`
     returning None)."""
 
     #: Stop accepting, answer the work in progress, fsync; report with
@@ -96,7 +96,7 @@ class HookContext:
         """For a drain: whether it moves descriptors (protocol v2: both
         peers speak it and the service asked with
         :meth:`Incumbent.set_moves_descriptors
-        <handoff.Incumbent.set_moves_descriptors>`). Then :meth:`move`
+        <libhandoff.Incumbent.set_moves_descriptors>`). Then :meth:`move`
         every connection the service keeps instead of closing it; otherwise
         close them, as without protocol v2. False for a seal."""
         return bool(_lib.lib().handoff_hook_moves(self._live()))

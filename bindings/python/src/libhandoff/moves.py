@@ -3,15 +3,15 @@ to its successor with their state, so that client connections survive the
 handoff.
 
 The incumbent's service asks for it before starting
-(:meth:`Incumbent.set_moves_descriptors <handoff.Incumbent.set_moves_descriptors>`);
-in a drain whose :attr:`~handoff.HookContext.move_limit` is above 0 it
+(:meth:`Incumbent.set_moves_descriptors <libhandoff.Incumbent.set_moves_descriptors>`);
+in a drain whose :attr:`~libhandoff.HookContext.move_limit` is above 0 it
 hands each kept connection (and any other descriptor it names, such as a
-memfd) to the successor with :meth:`~handoff.HookContext.move`. The
+memfd) to the successor with :meth:`~libhandoff.HookContext.move`. The
 successor's service asks for it before its handshake
 (:meth:`Successor.set_adopts_descriptors
-<handoff.Successor.set_adopts_descriptors>`) and, after Begin and holding
+<libhandoff.Successor.set_adopts_descriptors>`) and, after Begin and holding
 the data-dir lock, takes what moved with :meth:`Successor.adopt
-<handoff.Successor.adopt>`: a list of :class:`AdoptedItem`.
+<libhandoff.Successor.adopt>`: a list of :class:`AdoptedItem`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class _HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 
-#: What :meth:`HookContext.move <handoff.HookContext.move>` takes: a socket
+#: What :meth:`HookContext.move <libhandoff.HookContext.move>` takes: a socket
 #: (or anything with ``fileno()``), or a descriptor number.
 Descriptor = int | _HasFileno
 

@@ -19,7 +19,7 @@ library keeps the heartbeats going. In asyncio, ``async for request in
 incumbent.requests()`` does the same without a thread.
 
 A service without a loop passes callbacks to :meth:`Incumbent.start`
-instead (see :mod:`handoff.callbacks`): the same requests, taken by a
+instead (see :mod:`libhandoff.callbacks`): the same requests, taken by a
 thread of the library's.
 
 At interpreter exit every incumbent still serving is stopped (rolling back
@@ -95,9 +95,9 @@ class Incumbent(Managed):
         """Whether the service hands its connections (and other
         descriptors) to its successor when the handoff allows it (protocol
         v2, docs/protocol.md): the incumbent then offers v2, and a drain's
-        :attr:`Request.move_limit <handoff.HookContext.move_limit>` says
+        :attr:`Request.move_limit <libhandoff.HookContext.move_limit>` says
         how many may move (see :meth:`Request.move
-        <handoff.HookContext.move>`). Default False. Before
+        <libhandoff.HookContext.move>`). Default False. Before
         :meth:`start_loop` or :meth:`start`."""
         check(_lib.lib().handoff_incumbent_set_moves_descriptors, self._handle, bool(moves))
 
@@ -162,7 +162,7 @@ class Incumbent(Managed):
     def start(self, service: callbacks.Service) -> None:
         """Start serving the control socket on a library thread, calling
         ``service.drain``, ``seal`` and ``resume_after_abort`` there (see
-        :mod:`handoff.callbacks`)."""
+        :mod:`libhandoff.callbacks`)."""
         handle = self._handle
         key, registration, hooks = callbacks.register(service)
         try:

@@ -57,8 +57,9 @@ class LibraryNotFoundError(ImportError):
         self.tried = tried
         lines = "\n".join(f"  {place}: {reason}" for place, reason in tried)
         super().__init__(
-            "cannot load libhandoff (set HANDOFF_LIBRARY to the path of libhandoff.so);"
-            f" tried:\n{lines}"
+            "cannot load libhandoff.so: set HANDOFF_LIBRARY to its path, install the"
+            " libhandoff wheel (it carries a copy) or put the library on the system's"
+            f" library path (make install); tried:\n{lines}"
         )
 
 
@@ -383,6 +384,8 @@ def lib() -> ctypes.CDLL:
         if _loaded is not None:
             return _loaded
         tried: list[tuple[str, str]] = []
+        if not os.environ.get("HANDOFF_LIBRARY"):
+            tried.append(("$HANDOFF_LIBRARY", "not set"))
         for place, target in _candidates():
             if os.sep in target and not os.path.exists(target):
                 tried.append((place, "no such file"))

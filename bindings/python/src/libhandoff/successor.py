@@ -3,7 +3,7 @@ listeners, announce Ready and become the incumbent.
 
 A typical successor::
 
-    inherited = handoff.detect()
+    inherited = libhandoff.detect()
     with inherited.successor() as succ:
         inherited.close()
         succ.set_adopts_descriptors(True)  # optional: connections move (v2)
@@ -12,7 +12,7 @@ A typical successor::
                                          # (in asyncio: await succ.wait_for_begin_async(60))
         succ.start_heartbeats()
         listener = succ.take_listener("web")
-        lock = handoff.Lock.acquire(data_dir, timeout=5)
+        lock = libhandoff.Lock.acquire(data_dir, timeout=5)
         ...                              # open the sealed state
         moved = succ.adopt(lock)         # AdoptedItems; served after Ready
         incumbent = succ.announce_ready(control_path, lock,
@@ -51,7 +51,7 @@ __all__ = ["Successor"]
 class Successor(Managed):
     """A successor's side of one handoff.
 
-    Created by :meth:`Inherited.successor` from what :func:`~handoff.detect`
+    Created by :meth:`Inherited.successor` from what :func:`~libhandoff.detect`
     found. Closing it closes the control socket and every listener not
     taken. Not synchronised: one thread at a time.
     """

@@ -2,7 +2,7 @@
 
 By default the library writes its warnings and errors to stderr.
 :func:`forward_to_logging` sends every event to a :mod:`logging` logger
-instead (``handoff.library`` unless told otherwise); :func:`set_log_callback`
+instead (``libhandoff.library`` unless told otherwise); :func:`set_log_callback`
 takes any callable; ``set_log_callback(None)`` restores the default.
 
 The callback may run on any of the library's threads, concurrently. An
@@ -93,9 +93,9 @@ def set_log_callback(callback: LogCallback | None) -> None:
 
 
 def forward_to_logging(logger: logging.Logger | None = None) -> None:
-    """Send every library event to ``logger`` (default ``handoff.library``)
+    """Send every library event to ``logger`` (default ``libhandoff.library``)
     at the matching level; filter with the logger's level as usual."""
-    target = logger if logger is not None else logging.getLogger("handoff.library")
+    target = logger if logger is not None else logging.getLogger("libhandoff.library")
 
     def emit(level: LogLevel, message: str) -> None:
         target.log(_TO_LOGGING[level], "%s", message)

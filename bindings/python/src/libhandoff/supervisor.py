@@ -4,10 +4,10 @@ its first generation and hands it off to new ones.
 ::
 
     listener = socket.create_server(("127.0.0.1", 8080))
-    with handoff.Supervisor("/run/kv.ctl") as sup:
+    with libhandoff.Supervisor("/run/kv.ctl") as sup:
         sup.add_listener("kv", listener)
         sup.set_journal("/var/lib/handoff/kv/state.bin")
-        spec = handoff.SpawnSpec("/usr/bin/kv", ["--data-dir", "/srv/kv"])
+        spec = libhandoff.SpawnSpec("/usr/bin/kv", ["--data-dir", "/srv/kv"])
         pid = sup.spawn_cold(spec)
         ...
         outcome = sup.perform_handoff(spec)

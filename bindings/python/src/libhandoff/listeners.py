@@ -88,7 +88,7 @@ class Inherited(Managed):
 
     def successor(self) -> Successor:
         """Start the successor's side of the handoff (see
-        :class:`~handoff.Successor`). Raises :class:`WrongStateError` on a
+        :class:`~libhandoff.Successor`). Raises :class:`WrongStateError` on a
         cold start. The control socket and the listeners move into the
         successor; this object keeps only their names and must still be
         closed."""
