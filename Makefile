@@ -17,7 +17,7 @@ export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PAT
 
 all: build
 
-build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-go
+build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-go examples-rust
 
 # The commands (handoff-supervisor; see docs/systemd.md).
 .PHONY: bins
@@ -28,6 +28,11 @@ bins:
 # (pkg-config, PKG_CONFIG_PATH exported above).
 examples: lib $(DEV_PC_DIR)/handoff.pc
 	$(MAKE) -C examples/c
+
+# The Rust one (examples/rust) is an example of the crate: never installed.
+.PHONY: examples-rust
+examples-rust:
+	$(CARGO) build --release --example kv-rust
 
 lib:
 	$(CARGO) build --release --lib

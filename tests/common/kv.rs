@@ -1,4 +1,4 @@
-//! The three example key-value services (examples/README.md) as the tests
+//! The example key-value services (examples/README.md) as the tests
 //! run them: a launcher script per service that records the pid of every
 //! generation, picks the library (LD_LIBRARY_PATH for C and Go, whose
 //! RUNPATH it overrides, HANDOFF_LIBRARY for Python) and sends stderr to a
@@ -15,9 +15,10 @@ pub enum Lang {
     C,
     Python,
     Go,
+    Rust,
 }
 
-pub const LANGS: [Lang; 3] = [Lang::C, Lang::Python, Lang::Go];
+pub const LANGS: [Lang; 4] = [Lang::C, Lang::Python, Lang::Go, Lang::Rust];
 
 impl Lang {
     /// The name in reports, and the tag in `PONG <pid> <tag>`.
@@ -26,6 +27,7 @@ impl Lang {
             Lang::C => "c",
             Lang::Python => "python",
             Lang::Go => "go",
+            Lang::Rust => "rust",
         }
     }
 
@@ -34,16 +36,17 @@ impl Lang {
             Lang::C => "c",
             Lang::Python => "py",
             Lang::Go => "go",
+            Lang::Rust => "rs",
         }
     }
 
     /// Whether the service hands its connections to a successor that
     /// adopts them (protocol v2) instead of closing them in the drain.
     pub fn moves_connections(self) -> bool {
-        matches!(self, Lang::C | Lang::Python | Lang::Go)
+        matches!(self, Lang::C | Lang::Python | Lang::Go | Lang::Rust)
     }
 
-    /// The language `n` places after this one in C, Python, Go.
+    /// The language `n` places after this one in C, Python, Go, Rust.
     pub fn after(self, n: usize) -> Lang {
         let at = LANGS.iter().position(|&l| l == self).unwrap_or(0);
         LANGS[(at + n) % LANGS.len()]
@@ -61,6 +64,7 @@ pub fn service_argv(lang: Lang) -> Vec<PathBuf> {
     let argv = match lang {
         Lang::C => vec![root.join("examples/c/build/kv-c")],
         Lang::Go => vec![root.join("examples/go/build/kv-go")],
+        Lang::Rust => vec![root.join("target/release/examples/kv-rust")],
         Lang::Python => vec![
             root.join("target/venv/bin/python"),
             root.join("examples/python/kv.py"),
