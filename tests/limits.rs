@@ -1,7 +1,8 @@
 //! Load and limits, with real processes and the example key-value services
 //! (examples/): a handoff while the service holds 10,000 idle client
 //! connections, a handoff while the incumbent is at its descriptor limit,
-//! and a soak run of handoffs back to back (C -> Python -> Go -> C ...)
+//! and a soak run of handoffs back to back (C -> Python -> Go -> Rust -> C
+//! ...)
 //! under client load.
 //!
 //! ```text
@@ -19,7 +20,7 @@
 //! stays bounded however long the run: docs/reliability.md gives the
 //! settings for 24 hours.
 //!
-//! Needs `make build venv` (the three services and the Python venv).
+//! Needs `make build venv` (the services and the Python venv).
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -42,7 +43,7 @@ use std::time::{Duration, Instant};
 use cli::{activated_supervisor, Fixture};
 use common::{service_command, Reaper};
 use handoff::supervisor::{Cause, Party, SpawnSpec, Supervisor};
-use kv::{Lang, LaunchOptions};
+use kv::{Lang, LaunchOptions, LANGS};
 use load::{Load, LoadConfig};
 
 const SUPERVISOR: &str = env!("CARGO_BIN_EXE_handoff-supervisor");
@@ -403,7 +404,7 @@ fn a_handoff_at_the_descriptor_limit() {
     const LIMIT: u64 = 64;
     const CLIENTS: usize = 100;
     let _serial = serial();
-    for lang in [Lang::C, Lang::Python, Lang::Go] {
+    for lang in LANGS {
         let mut bench = Bench::new(false);
         let launcher = bench.launcher(
             lang,
@@ -760,7 +761,7 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// Handoffs back to back, cycling C -> Python -> Go -> C, under four
+/// Handoffs back to back, cycling through every service (kv::LANGS), under four
 /// clients (two on fresh connections, two on kept ones): every handoff
 /// commits, every old incumbent exits, no request fails, no acknowledged
 /// write is lost, and the supervisor's descriptors and memory stay flat.
@@ -780,7 +781,7 @@ fn soak_handoffs_under_load() {
     let addr = listener.local_addr().unwrap();
     let f = Fixture::with_addr(addr.to_string());
     let path = |name: &str| f.path(name);
-    let launchers: Vec<(Lang, PathBuf)> = [Lang::C, Lang::Python, Lang::Go]
+    let launchers: Vec<(Lang, PathBuf)> = LANGS
         .into_iter()
         .map(|lang| {
             let options = LaunchOptions {
@@ -877,7 +878,7 @@ fn soak_handoffs_under_load() {
         }
         let sample = (fd_count(supervisor.pid()), rss_kib(supervisor.pid()));
         // After a first full cycle, so everything lazily made exists.
-        if done == 3 {
+        if done == launchers.len() as u64 {
             baseline = Some(sample);
         }
         samples.push(sample);
@@ -902,10 +903,11 @@ fn soak_handoffs_under_load() {
     let (fds_base, rss_base) = baseline.unwrap_or(samples[0]);
     let rss_max = samples.iter().map(|s| s.1).max().unwrap_or(0);
     show(&format!(
-        "\nsoak: {done} handoffs (C -> Python -> Go) in {:.1}s, {:.2}s each on average, \
+        "\nsoak: {done} handoffs ({}) in {:.1}s, {:.2}s each on average, \
          slowest {:.2}s; load: {}, max latency {:.0} ms; {} keys read back, {} lost; \
          supervisor descriptors {fds_base} -> {fds_end}, RSS {rss_base} -> {rss_end} KiB \
          (max {rss_max})\n",
+        LANGS.map(Lang::tag).join(" -> "),
         elapsed.as_secs_f64(),
         total.as_secs_f64() / done.max(1) as f64,
         slowest.as_secs_f64(),
