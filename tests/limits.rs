@@ -259,14 +259,21 @@ impl Bench {
 }
 
 /// 10,000 idle keep-alive connections (each answered once, then silent)
-/// held by the C service, then a handoff C -> C under a prober opening a
-/// fresh connection per request: it commits, every idle connection moved to
-/// the successor (protocol v2: each answers its next PING with the
-/// successor's pid, none was closed), no fresh connection fails.
+/// held by the service, then a handoff to the same service under a prober
+/// opening a fresh connection per request: it commits, every idle
+/// connection moved to the successor (protocol v2: each answers its next
+/// PING with the successor's pid, none was closed), no fresh connection
+/// fails. With the services whose `--max-conns` lets them hold that many.
 #[test]
 fn a_handoff_with_ten_thousand_idle_connections() {
-    const IDLE: usize = 10_000;
     let _serial = serial();
+    for lang in [Lang::C, Lang::Rust] {
+        ten_thousand_idle_connections(lang);
+    }
+}
+
+fn ten_thousand_idle_connections(lang: Lang) {
+    const IDLE: usize = 10_000;
     // The clients' descriptors here, the service's there, and some room.
     let limit = raise_nofile(IDLE as u64 + 1024);
     assert!(
@@ -277,18 +284,18 @@ fn a_handoff_with_ten_thousand_idle_connections() {
         IDLE + 512
     );
     let mut bench = Bench::new(true);
-    let kv_c = bench.launcher(
-        Lang::C,
-        "kv-c.sh",
+    let service = bench.launcher(
+        lang,
+        &format!("kv-{}.sh", lang.short()),
         LaunchOptions {
             extra_args: vec!["--max-conns".into(), (IDLE + 100).to_string()],
             ..LaunchOptions::default()
         },
     );
-    let first = bench.cold_start(&kv_c);
+    let first = bench.cold_start(&service);
     let spec = SpawnSpec {
-        command: bench.command(&kv_c),
-        ..SpawnSpec::new(&kv_c)
+        command: bench.command(&service),
+        ..SpawnSpec::new(&service)
     };
 
     // The same handoff with no idle connection, for comparison.
@@ -339,7 +346,7 @@ fn a_handoff_with_ten_thousand_idle_connections() {
     );
     let successor = bench.reaper.keep(outcome.successor.unwrap());
     // Every idle connection moved: the successor answers it.
-    let pong = format!("PONG {successor} c\n");
+    let pong = format!("PONG {successor} {}\n", lang.tag());
     let asking = Instant::now();
     for stream in &idle {
         (&*stream)
@@ -375,11 +382,12 @@ fn a_handoff_with_ten_thousand_idle_connections() {
     assert!(answered > 0);
     let t = outcome.timings;
     show(&format!(
-        "\n10,000 idle connections: opened in {open_secs:.1}s, the incumbent held {held} descriptors; \
+        "\n{}: 10,000 idle connections: opened in {open_secs:.1}s, the incumbent held {held} descriptors; \
          handoff committed in {:.0} ms (drain {:.0} ms, seal {:.0} ms, ready {:.0} ms) vs {:.0} ms \
          with none idle; every idle connection moved and answered by the successor \
          ({answer_secs:.2}s for all); \
          {answered} fresh-connection PINGs during it, 0 failed\n",
+        lang.tag(),
         t.total.as_secs_f64() * 1e3,
         t.drain.as_secs_f64() * 1e3,
         t.seal.as_secs_f64() * 1e3,
