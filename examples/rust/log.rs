@@ -37,7 +37,11 @@ const CRC_TABLE: [u32; 256] = {
         let mut c = n as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[n] = c;
@@ -304,7 +308,11 @@ impl Log {
     /// is the one preloaded and still holds every byte it read; otherwise
     /// `table` is emptied and everything replayed. A torn or corrupt tail
     /// is cut away and the cut fsynced.
-    pub fn open(dir: &Path, table: &mut Table, preload: Option<&Preload>) -> Result<Opened, String> {
+    pub fn open(
+        dir: &Path,
+        table: &mut Table,
+        preload: Option<&Preload>,
+    ) -> Result<Opened, String> {
         // A compaction that died before its rename: kv.log is whole without it.
         let stale = dir.join(COMPACT_FILE);
         match fs::remove_file(&stale) {
@@ -353,9 +361,7 @@ impl Log {
         if truncated > 0 {
             file.set_len(replayed.valid_end)
                 .and_then(|()| file.sync_all())
-                .map_err(|e| {
-                    format!("cannot truncate the torn tail of {}: {e}", path.display())
-                })?;
+                .map_err(|e| format!("cannot truncate the torn tail of {}: {e}", path.display()))?;
         }
         Ok(Opened {
             log: Log {

@@ -213,9 +213,7 @@ fn preload_state(store: &mut Store) -> Result<(), String> {
             ));
             Ok(())
         }
-        Err(log::PreloadError::OtherFormat(reason)) => {
-            Err(format!("preloading the log: {reason}"))
-        }
+        Err(log::PreloadError::OtherFormat(reason)) => Err(format!("preloading the log: {reason}")),
     }
 }
 

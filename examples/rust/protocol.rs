@@ -74,7 +74,9 @@ mod tests {
         );
         assert_eq!(parse(b"GET"), Err("ERR wrong number of arguments"));
         assert_eq!(parse(b"PING x"), Err("ERR wrong number of arguments"));
-        assert!(parse(b"GET \x01").unwrap_err().starts_with("ERR invalid key"));
+        assert!(parse(b"GET \x01")
+            .unwrap_err()
+            .starts_with("ERR invalid key"));
         let long = vec![b'v'; 257];
         let mut line = b"SET k ".to_vec();
         line.extend_from_slice(&long);

@@ -141,7 +141,9 @@ impl Server {
             let now = Instant::now();
             for conn in self.conns.iter_mut().filter(|c| !c.moved) {
                 conn.flush();
-                let linger_over = conn.linger_deadline().is_some_and(|at| conn.eof || now >= at);
+                let linger_over = conn
+                    .linger_deadline()
+                    .is_some_and(|at| conn.eof || now >= at);
                 if linger_over || (!conn.lingering && conn.eof && conn.out_pending() == 0) {
                     conn.dead = true;
                 }
@@ -188,7 +190,12 @@ impl Server {
             tries -= 1;
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
-                Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::ConnectionAborted) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) =>
+                {
                     continue
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -220,7 +227,9 @@ impl Server {
             let _ = stream.set_nodelay(true);
             match Conn::new(stream) {
                 Ok(conn) => self.conns.push(conn),
-                Err(e) => say(&format!("accept: cannot make the connection non-blocking: {e}")),
+                Err(e) => say(&format!(
+                    "accept: cannot make the connection non-blocking: {e}"
+                )),
             }
         }
     }
@@ -231,9 +240,9 @@ impl Server {
         while let Some(request) = serving.requests().take() {
             match request.kind() {
                 RequestKind::Drain => {
-                    let budget = request
-                        .deadline()
-                        .map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+                    let budget = request.deadline().map_or(Duration::ZERO, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    });
                     say(&format!("draining {} connection(s)", self.live_conns()));
                     self.accepting = false;
                     self.drain = Some((request, Instant::now() + DRAIN_GRACE.min(budget / 2)));
@@ -306,7 +315,10 @@ impl Server {
             });
         }
         self.reap();
-        say(&format!("moving {} connection(s) to the successor", moved.len()));
+        say(&format!(
+            "moving {} connection(s) to the successor",
+            moved.len()
+        ));
         request.complete_drain(Ok(DrainReport {
             accept_closed: true,
             moved,

@@ -19,7 +19,11 @@ extern "C" fn on_signal(signal: libc::c_int) {
     unsafe {
         let errno = libc::__errno_location();
         let saved = *errno;
-        libc::write(WRITE_END.load(Ordering::Relaxed), (&byte as *const u8).cast(), 1);
+        libc::write(
+            WRITE_END.load(Ordering::Relaxed),
+            (&byte as *const u8).cast(),
+            1,
+        );
         *errno = saved;
     }
 }
@@ -56,7 +60,11 @@ pub fn take() -> u8 {
     let mut byte = 0u8;
     // SAFETY: reading one byte into a local from the non-blocking pipe.
     unsafe {
-        libc::read(READ_END.load(Ordering::Relaxed), (&mut byte as *mut u8).cast(), 1);
+        libc::read(
+            READ_END.load(Ordering::Relaxed),
+            (&mut byte as *mut u8).cast(),
+            1,
+        );
     }
     byte
 }
