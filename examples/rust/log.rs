@@ -468,3 +468,7 @@ fn write_compaction(path: &Path, table: &Table, generation: u64) -> io::Result<(
     file.sync_all()?;
     Ok((file, size))
 }
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;
