@@ -11,6 +11,8 @@
 //! after adopting what moved and before Ready, so the handoff rolls back
 //! after the descriptors moved.
 
+#![deny(unsafe_code)]
+
 mod conn;
 mod log;
 mod protocol;
