@@ -170,9 +170,9 @@ fn start_cold(
     };
     drop(inherited); // closes the listeners not taken
     let lock = match DataDirLock::acquire(&o.data_dir) {
-        Err(Error::LockHeld { .. }) => {
+        Err(held @ Error::LockHeld { .. }) => {
             say(&format!(
-                "data dir {} is locked; retrying for {} ms",
+                "data dir {} is locked ({held}); retrying for {} ms",
                 o.data_dir.display(),
                 COLD_LOCK_TIMEOUT.as_millis()
             ));
