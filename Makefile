@@ -52,12 +52,13 @@ deps:
 test: deps build test-rust test-c test-sanitize test-fuzz test-crash test-python test-go test-demo lint
 
 # tests/limits.rs (10,000 idle connections, the descriptor limit, a short
-# soak) runs the C, Python and Go example services: hence build and venv.
+# soak), tests/kept_connections.rs and tests/kv_handoff_modes.rs run the
+# example services: hence build and venv.
 test-rust: build venv
 	$(CARGO) test --release
 
 # The crash matrices: tests/crash_recovery.rs (the C noop test service) and
-# tests/crash_matrix_services.rs (the C, Python and Go example services under
+# tests/crash_matrix_services.rs (the example services (kv::LANGS) under
 # client load; docs/reliability.md). The crash points exist only with the
 # `crash-points` feature, built in a target directory of its own so the
 # normal build never contains them. The services link against target/release
@@ -70,7 +71,7 @@ CRASH_TARGET := $(CURDIR)/target/crash
 CRASH_MATRIX ?= full
 .PHONY: test-crash
 test-crash: build venv
-	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) build --release --features crash-points --lib --example test-supervisor
+	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) build --release --features crash-points --lib --example test-supervisor --example kv-rust
 	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) test --release --features crash-points --test crash_recovery
 	CRASH_MATRIX=$(CRASH_MATRIX) CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) test --release --features crash-points --test crash_matrix_services
 

@@ -92,7 +92,8 @@ pub struct LaunchOptions {
     /// `pid=<pid> <tag>` is appended here by every generation.
     pub report: Option<PathBuf>,
     /// The directory holding the libhandoff.so to load (default: the
-    /// service's own RUNPATH, target/release).
+    /// service's own RUNPATH, target/release); kv-rust, which links the
+    /// crate in, is run from its `examples/` there.
     pub lib_dir: Option<PathBuf>,
     /// stderr is appended here (default: inherited).
     pub log: Option<PathBuf>,
@@ -124,7 +125,12 @@ pub fn write_launcher(path: &Path, lang: Lang, options: &LaunchOptions) -> PathB
     if let Some(n) = options.nofile {
         script.push_str(&format!("ulimit -n {n} || exit 1\n"));
     }
-    let argv: Vec<String> = service_argv(lang).iter().map(|p| quote(p)).collect();
+    let program = match (&options.lib_dir, lang) {
+        // kv-rust links the crate in: the build beside that library.
+        (Some(dir), Lang::Rust) => vec![dir.join("examples/kv-rust")],
+        _ => service_argv(lang),
+    };
+    let argv: Vec<String> = program.iter().map(|p| quote(p)).collect();
     let extra: Vec<String> = options
         .extra_args
         .iter()
