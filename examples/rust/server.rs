@@ -23,11 +23,11 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 pub struct Server {
-    pub store: Store,
-    pub listener: TcpListener,
-    pub conns: Vec<Conn>,
+    store: Store,
+    listener: TcpListener,
+    conns: Vec<Conn>,
     /// Connections served at once; more wait in the listener's queue.
-    pub max_conns: usize,
+    max_conns: usize,
     accepting: bool,
     /// Out of descriptors (EMFILE and the like): the listener is not polled
     /// until then, so a full descriptor table is not a busy loop.
@@ -39,7 +39,7 @@ pub struct Server {
     /// The log is fsynced by a seal and kept open for a resume.
     sealed: bool,
     /// Serving ended: step down once the lingering connections ran out.
-    pub finished: bool,
+    finished: bool,
     pub exit_code: i32,
 }
 
