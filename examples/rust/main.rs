@@ -46,9 +46,11 @@ const HEARTBEAT_PERIOD: Duration = Duration::from_secs(2);
 const USAGE: &str = "usage: kv-rust --data-dir DIR --control-socket PATH \
     [--listen tcp://HOST:PORT] [--max-conns N] [--no-moves] [--exit-after-adopt] [--verbose]";
 
-/// One line on stderr, prefixed with the program and pid.
+/// One line on stderr, prefixed with the program and pid. A stderr that
+/// cannot be written is no reason to stop serving (eprintln would panic).
 pub fn say(line: &str) {
-    eprintln!("kv-rust[{}] {line}", std::process::id());
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "kv-rust[{}] {line}", std::process::id());
 }
 
 /// No answer may leave after a failed fsync: exit at once.
