@@ -18,7 +18,7 @@ export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PAT
 
 all: build
 
-build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-go
+build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-go examples-rust
 
 # The commands (handoff-supervisor; see docs/systemd.md).
 .PHONY: bins
@@ -29,6 +29,11 @@ bins:
 # (pkg-config, PKG_CONFIG_PATH exported above).
 examples: lib $(DEV_PC_DIR)/handoff.pc
 	$(MAKE) -C examples/c
+
+# The Rust one (examples/rust) is an example of the crate: never installed.
+.PHONY: examples-rust
+examples-rust:
+	$(CARGO) build --release --example kv-rust
 
 lib:
 	$(CARGO) build --release --lib
@@ -48,12 +53,13 @@ deps:
 test: deps build test-rust test-c test-sanitize test-fuzz test-crash test-python test-wheel test-go test-demo test-deb lint
 
 # tests/limits.rs (10,000 idle connections, the descriptor limit, a short
-# soak) runs the C, Python and Go example services: hence build and venv.
+# soak), tests/kept_connections.rs and tests/kv_handoff_modes.rs run the
+# example services: hence build and venv.
 test-rust: build venv
 	$(CARGO) test --release
 
 # The crash matrices: tests/crash_recovery.rs (the C noop test service) and
-# tests/crash_matrix_services.rs (the C, Python and Go example services under
+# tests/crash_matrix_services.rs (the example services (kv::LANGS) under
 # client load; docs/reliability.md). The crash points exist only with the
 # `crash-points` feature, built in a target directory of its own so the
 # normal build never contains them. The services link against target/release
@@ -66,7 +72,7 @@ CRASH_TARGET := $(CURDIR)/target/crash
 CRASH_MATRIX ?= full
 .PHONY: test-crash
 test-crash: build venv
-	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) build --release --features crash-points --lib --example test-supervisor
+	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) build --release --features crash-points --lib --example test-supervisor --example kv-rust
 	CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) test --release --features crash-points --test crash_recovery
 	CRASH_MATRIX=$(CRASH_MATRIX) CARGO_TARGET_DIR=$(CRASH_TARGET) $(CARGO) test --release --features crash-points --test crash_matrix_services
 

@@ -1,7 +1,8 @@
 //! Load and limits, with real processes and the example key-value services
 //! (examples/): a handoff while the service holds 10,000 idle client
 //! connections, a handoff while the incumbent is at its descriptor limit,
-//! and a soak run of handoffs back to back (C -> Python -> Go -> C ...)
+//! and a soak run of handoffs back to back (C -> Python -> Go -> Rust -> C
+//! ...)
 //! under client load.
 //!
 //! ```text
@@ -19,7 +20,7 @@
 //! stays bounded however long the run: docs/reliability.md gives the
 //! settings for 24 hours.
 //!
-//! Needs `make build venv` (the three services and the Python venv).
+//! Needs `make build venv` (the services and the Python venv).
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -42,7 +43,7 @@ use std::time::{Duration, Instant};
 use cli::{activated_supervisor, Fixture};
 use common::{service_command, Reaper};
 use handoff::supervisor::{Cause, Party, SpawnSpec, Supervisor};
-use kv::{Lang, LaunchOptions};
+use kv::{Lang, LaunchOptions, LANGS};
 use load::{Load, LoadConfig};
 
 const SUPERVISOR: &str = env!("CARGO_BIN_EXE_handoff-supervisor");
@@ -258,14 +259,21 @@ impl Bench {
 }
 
 /// 10,000 idle keep-alive connections (each answered once, then silent)
-/// held by the C service, then a handoff C -> C under a prober opening a
-/// fresh connection per request: it commits, every idle connection moved to
-/// the successor (protocol v2: each answers its next PING with the
-/// successor's pid, none was closed), no fresh connection fails.
+/// held by the service, then a handoff to the same service under a prober
+/// opening a fresh connection per request: it commits, every idle
+/// connection moved to the successor (protocol v2: each answers its next
+/// PING with the successor's pid, none was closed), no fresh connection
+/// fails. With the services whose `--max-conns` lets them hold that many.
 #[test]
 fn a_handoff_with_ten_thousand_idle_connections() {
-    const IDLE: usize = 10_000;
     let _serial = serial();
+    for lang in [Lang::C, Lang::Rust] {
+        ten_thousand_idle_connections(lang);
+    }
+}
+
+fn ten_thousand_idle_connections(lang: Lang) {
+    const IDLE: usize = 10_000;
     // The clients' descriptors here, the service's there, and some room.
     let limit = raise_nofile(IDLE as u64 + 1024);
     assert!(
@@ -276,18 +284,18 @@ fn a_handoff_with_ten_thousand_idle_connections() {
         IDLE + 512
     );
     let mut bench = Bench::new(true);
-    let kv_c = bench.launcher(
-        Lang::C,
-        "kv-c.sh",
+    let service = bench.launcher(
+        lang,
+        &format!("kv-{}.sh", lang.short()),
         LaunchOptions {
             extra_args: vec!["--max-conns".into(), (IDLE + 100).to_string()],
             ..LaunchOptions::default()
         },
     );
-    let first = bench.cold_start(&kv_c);
+    let first = bench.cold_start(&service);
     let spec = SpawnSpec {
-        command: bench.command(&kv_c),
-        ..SpawnSpec::new(&kv_c)
+        command: bench.command(&service),
+        ..SpawnSpec::new(&service)
     };
 
     // The same handoff with no idle connection, for comparison.
@@ -338,7 +346,7 @@ fn a_handoff_with_ten_thousand_idle_connections() {
     );
     let successor = bench.reaper.keep(outcome.successor.unwrap());
     // Every idle connection moved: the successor answers it.
-    let pong = format!("PONG {successor} c\n");
+    let pong = format!("PONG {successor} {}\n", lang.tag());
     let asking = Instant::now();
     for stream in &idle {
         (&*stream)
@@ -374,11 +382,12 @@ fn a_handoff_with_ten_thousand_idle_connections() {
     assert!(answered > 0);
     let t = outcome.timings;
     show(&format!(
-        "\n10,000 idle connections: opened in {open_secs:.1}s, the incumbent held {held} descriptors; \
+        "\n{}: 10,000 idle connections: opened in {open_secs:.1}s, the incumbent held {held} descriptors; \
          handoff committed in {:.0} ms (drain {:.0} ms, seal {:.0} ms, ready {:.0} ms) vs {:.0} ms \
          with none idle; every idle connection moved and answered by the successor \
          ({answer_secs:.2}s for all); \
          {answered} fresh-connection PINGs during it, 0 failed\n",
+        lang.tag(),
         t.total.as_secs_f64() * 1e3,
         t.drain.as_secs_f64() * 1e3,
         t.seal.as_secs_f64() * 1e3,
@@ -403,7 +412,7 @@ fn a_handoff_at_the_descriptor_limit() {
     const LIMIT: u64 = 64;
     const CLIENTS: usize = 100;
     let _serial = serial();
-    for lang in [Lang::C, Lang::Python, Lang::Go] {
+    for lang in LANGS {
         let mut bench = Bench::new(false);
         let launcher = bench.launcher(
             lang,
@@ -760,7 +769,7 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// Handoffs back to back, cycling C -> Python -> Go -> C, under four
+/// Handoffs back to back, cycling through every service (kv::LANGS), under four
 /// clients (two on fresh connections, two on kept ones): every handoff
 /// commits, every old incumbent exits, no request fails, no acknowledged
 /// write is lost, and the supervisor's descriptors and memory stay flat.
@@ -780,7 +789,7 @@ fn soak_handoffs_under_load() {
     let addr = listener.local_addr().unwrap();
     let f = Fixture::with_addr(addr.to_string());
     let path = |name: &str| f.path(name);
-    let launchers: Vec<(Lang, PathBuf)> = [Lang::C, Lang::Python, Lang::Go]
+    let launchers: Vec<(Lang, PathBuf)> = LANGS
         .into_iter()
         .map(|lang| {
             let options = LaunchOptions {
@@ -877,7 +886,7 @@ fn soak_handoffs_under_load() {
         }
         let sample = (fd_count(supervisor.pid()), rss_kib(supervisor.pid()));
         // After a first full cycle, so everything lazily made exists.
-        if done == 3 {
+        if done == launchers.len() as u64 {
             baseline = Some(sample);
         }
         samples.push(sample);
@@ -902,10 +911,11 @@ fn soak_handoffs_under_load() {
     let (fds_base, rss_base) = baseline.unwrap_or(samples[0]);
     let rss_max = samples.iter().map(|s| s.1).max().unwrap_or(0);
     show(&format!(
-        "\nsoak: {done} handoffs (C -> Python -> Go) in {:.1}s, {:.2}s each on average, \
+        "\nsoak: {done} handoffs ({}) in {:.1}s, {:.2}s each on average, \
          slowest {:.2}s; load: {}, max latency {:.0} ms; {} keys read back, {} lost; \
          supervisor descriptors {fds_base} -> {fds_end}, RSS {rss_base} -> {rss_end} KiB \
          (max {rss_max})\n",
+        LANGS.map(Lang::tag).join(" -> "),
         elapsed.as_secs_f64(),
         total.as_secs_f64() / done.max(1) as f64,
         slowest.as_secs_f64(),

@@ -138,14 +138,15 @@ fn build_crash_enabled() -> CrashBuild {
         .env("CARGO_TARGET_DIR", target_dir)
         // --lib as well: building only the example leaves an old
         // libhandoff.so in <profile>/ (cargo uplifts only what is asked for).
-        .args(["build", "--features", "crash-points", "--lib", "--example"])
-        .arg("test-supervisor");
+        .args(["build", "--features", "crash-points", "--lib"])
+        // kv-rust links the crate in: it needs a crash-enabled build of its own.
+        .args(["--example", "test-supervisor", "--example", "kv-rust"]);
     if release {
         build.arg("--release");
     }
     assert!(
         build.status().expect("cargo").success(),
-        "building test-supervisor"
+        "building test-supervisor and kv-rust"
     );
     let lib = lib_dir.join("libhandoff.so");
     assert!(

@@ -1,4 +1,4 @@
-//! The three example key-value services (examples/README.md) as the tests
+//! The example key-value services (examples/README.md) as the tests
 //! run them: a launcher script per service that records the pid of every
 //! generation, picks the library (LD_LIBRARY_PATH for C and Go, whose
 //! RUNPATH it overrides, HANDOFF_LIBRARY for Python) and sends stderr to a
@@ -15,9 +15,10 @@ pub enum Lang {
     C,
     Python,
     Go,
+    Rust,
 }
 
-pub const LANGS: [Lang; 3] = [Lang::C, Lang::Python, Lang::Go];
+pub const LANGS: [Lang; 4] = [Lang::C, Lang::Python, Lang::Go, Lang::Rust];
 
 impl Lang {
     /// The name in reports, and the tag in `PONG <pid> <tag>`.
@@ -26,6 +27,7 @@ impl Lang {
             Lang::C => "c",
             Lang::Python => "python",
             Lang::Go => "go",
+            Lang::Rust => "rust",
         }
     }
 
@@ -34,16 +36,17 @@ impl Lang {
             Lang::C => "c",
             Lang::Python => "py",
             Lang::Go => "go",
+            Lang::Rust => "rs",
         }
     }
 
     /// Whether the service hands its connections to a successor that
     /// adopts them (protocol v2) instead of closing them in the drain.
     pub fn moves_connections(self) -> bool {
-        matches!(self, Lang::C | Lang::Python | Lang::Go)
+        matches!(self, Lang::C | Lang::Python | Lang::Go | Lang::Rust)
     }
 
-    /// The language `n` places after this one in C, Python, Go.
+    /// The language `n` places after this one in C, Python, Go, Rust.
     pub fn after(self, n: usize) -> Lang {
         let at = LANGS.iter().position(|&l| l == self).unwrap_or(0);
         LANGS[(at + n) % LANGS.len()]
@@ -61,6 +64,7 @@ pub fn service_argv(lang: Lang) -> Vec<PathBuf> {
     let argv = match lang {
         Lang::C => vec![root.join("examples/c/build/kv-c")],
         Lang::Go => vec![root.join("examples/go/build/kv-go")],
+        Lang::Rust => vec![root.join("target/release/examples/kv-rust")],
         Lang::Python => vec![
             root.join("target/venv/bin/python"),
             root.join("examples/python/kv.py"),
@@ -88,7 +92,8 @@ pub struct LaunchOptions {
     /// `pid=<pid> <tag>` is appended here by every generation.
     pub report: Option<PathBuf>,
     /// The directory holding the libhandoff.so to load (default: the
-    /// service's own RUNPATH, target/release).
+    /// service's own RUNPATH, target/release); kv-rust, which links the
+    /// crate in, is run from its `examples/` there.
     pub lib_dir: Option<PathBuf>,
     /// stderr is appended here (default: inherited).
     pub log: Option<PathBuf>,
@@ -120,7 +125,12 @@ pub fn write_launcher(path: &Path, lang: Lang, options: &LaunchOptions) -> PathB
     if let Some(n) = options.nofile {
         script.push_str(&format!("ulimit -n {n} || exit 1\n"));
     }
-    let argv: Vec<String> = service_argv(lang).iter().map(|p| quote(p)).collect();
+    let program = match (&options.lib_dir, lang) {
+        // kv-rust links the crate in: the build beside that library.
+        (Some(dir), Lang::Rust) => vec![dir.join("examples/kv-rust")],
+        _ => service_argv(lang),
+    };
+    let argv: Vec<String> = program.iter().map(|p| quote(p)).collect();
     let extra: Vec<String> = options
         .extra_args
         .iter()

@@ -1,0 +1,228 @@
+//! Every example service (kv::LANGS) in the handoffs that do not move its
+//! connections to a successor that serves them: a protocol v1 handoff (the
+//! successor started with `--no-moves`), whose drain closes the kept
+//! connections and keeps every write; and a rollback after the connections
+//! moved (a kv-rust successor started with `--exit-after-adopt`), after
+//! which the incumbent serves them on, its half-received line included,
+//! hands them off for real next, and the last incumbent stops cleanly on
+//! SIGTERM. Real processes, the crate's supervisor, TCP on 127.0.0.1.
+//!
+//! Needs `make build venv` (the services and the Python venv).
+
+mod common;
+#[path = "common/kv.rs"]
+mod kv;
+
+use handoff::spawn::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use common::{service_command, Reaper};
+use handoff::supervisor::{Cause, Party, SpawnSpec, Supervisor};
+use kv::{Lang, LaunchOptions, LANGS};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A client connection kept across handoffs.
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, bytes: &str) {
+        self.reader.get_ref().write_all(bytes.as_bytes()).unwrap();
+    }
+
+    /// The next answer line, or None at EOF.
+    fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(line.trim_end().to_string()),
+            Err(e) => panic!("a kept connection failed: {e}"),
+        }
+    }
+
+    fn ask(&mut self, request: &str) -> String {
+        self.send(&format!("{request}\n"));
+        self.line()
+            .unwrap_or_else(|| panic!("closed before answering {request:?}"))
+    }
+
+    fn pong_pid(&mut self) -> u32 {
+        let answer = self.ask("PING");
+        answer
+            .split(' ')
+            .nth(1)
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("not a PONG: {answer:?}"))
+    }
+}
+
+/// A supervisor holding the listener `kv`, the services' launchers and
+/// their shared log.
+struct Bench {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    supervisor: Supervisor,
+    reaper: Reaper,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let supervisor = Supervisor::new(dir.path().join("control.sock"))
+            .with_listener("kv", OwnedFd::from(listener))
+            .unwrap()
+            .with_journal(dir.path().join("journal/state.bin"));
+        Bench {
+            dir,
+            addr,
+            supervisor,
+            reaper: Reaper::default(),
+        }
+    }
+
+    fn command(&self, lang: Lang, extra: &[&str]) -> Command {
+        let options = LaunchOptions {
+            log: Some(self.dir.path().join("service.log")),
+            ..LaunchOptions::default()
+        };
+        let launcher = kv::write_launcher(
+            &self.dir.path().join(format!("kv-{}.sh", lang.short())),
+            lang,
+            &options,
+        );
+        service_command(
+            &launcher,
+            &self.dir.path().join("data"),
+            &self.dir.path().join("control.sock"),
+            extra,
+        )
+    }
+
+    fn spec(&self, lang: Lang, extra: &[&str]) -> SpawnSpec {
+        SpawnSpec {
+            command: self.command(lang, extra),
+            deadline: Duration::from_secs(30),
+            drain_grace: Duration::from_secs(5),
+        }
+    }
+
+    fn cold_start(&mut self, lang: Lang) -> u32 {
+        let child = self
+            .supervisor
+            .spawn_cold(&self.command(lang, &[]))
+            .unwrap();
+        let pid = self.reaper.keep(child);
+        common::wait_for_pong(&self.addr.to_string(), pid, IO_TIMEOUT);
+        pid
+    }
+
+    /// Hand off to `lang` with `extra` arguments: the successor's pid, or
+    /// None when it rolled back (with the abort's party and cause).
+    fn hand_off(&mut self, lang: Lang, extra: &[&str]) -> Result<u32, (Party, Cause)> {
+        let outcome = self
+            .supervisor
+            .perform_handoff(&self.spec(lang, extra))
+            .unwrap();
+        if outcome.committed {
+            return Ok(self.reaper.keep(outcome.successor.unwrap()));
+        }
+        let abort = outcome.abort.expect("a rollback has a reason");
+        Err((abort.party, abort.cause))
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+fn assert_exits_zero(bench: &mut Bench, pid: u32, who: &str) {
+    assert_eq!(
+        bench.reaper.wait_exit(pid, IO_TIMEOUT),
+        Some(0),
+        "{who}\n{}",
+        bench.log_tail()
+    );
+}
+
+#[test]
+fn a_v1_handoff_closes_kept_connections_and_keeps_every_write() {
+    for lang in LANGS {
+        let mut bench = Bench::new();
+        let first = bench.cold_start(lang);
+        let mut kept = Client::connect(bench.addr);
+        assert!(kept.ask("SET before v1").starts_with("OK "));
+        let successor = bench
+            .hand_off(lang, &["--no-moves"])
+            .unwrap_or_else(|abort| panic!("{}: {abort:?}\n{}", lang.tag(), bench.log_tail()));
+        assert_exits_zero(&mut bench, first, lang.tag());
+        // Answered and idle when the drain came: closed at once, not moved.
+        assert_eq!(kept.line(), None, "{}: the kept connection", lang.tag());
+        let mut fresh = Client::connect(bench.addr);
+        assert_eq!(fresh.pong_pid(), successor, "{}", lang.tag());
+        assert_eq!(fresh.ask("GET before"), "VALUE v1", "{}", lang.tag());
+    }
+}
+
+#[test]
+fn a_rollback_after_the_connections_moved_gives_them_back() {
+    for lang in LANGS {
+        let mut bench = Bench::new();
+        let first = bench.cold_start(lang);
+        let mut idle = Client::connect(bench.addr);
+        assert_eq!(idle.pong_pid(), first);
+        let mut half = Client::connect(bench.addr);
+        half.send("SET half ");
+        let rolled_back = bench.hand_off(Lang::Rust, &["--exit-after-adopt"]);
+        assert_eq!(
+            rolled_back,
+            Err((Party::Successor, Cause::Exited)),
+            "{}\n{}",
+            lang.tag(),
+            bench.log_tail()
+        );
+        // The incumbent took its connections back as they were.
+        half.send("one\n");
+        assert!(
+            half.line().is_some_and(|l| l.starts_with("OK ")),
+            "{}",
+            lang.tag()
+        );
+        assert_eq!(half.ask("GET half"), "VALUE one", "{}", lang.tag());
+        assert_eq!(idle.pong_pid(), first, "{}", lang.tag());
+        // And hands them off for real next.
+        half.send("SET half ");
+        let successor = bench
+            .hand_off(Lang::Rust, &[])
+            .unwrap_or_else(|abort| panic!("{}: {abort:?}\n{}", lang.tag(), bench.log_tail()));
+        assert_exits_zero(&mut bench, first, lang.tag());
+        half.send("two\n");
+        assert!(
+            half.line().is_some_and(|l| l.starts_with("OK ")),
+            "{}",
+            lang.tag()
+        );
+        assert_eq!(half.ask("GET half"), "VALUE two");
+        assert_eq!(idle.pong_pid(), successor);
+        // SIGTERM: a clean stop, status 0.
+        // SAFETY: a signal to a child this test started and still reaps.
+        assert_eq!(unsafe { libc::kill(successor as i32, libc::SIGTERM) }, 0);
+        assert_exits_zero(&mut bench, successor, "kv-rust after SIGTERM");
+    }
+}
