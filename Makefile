@@ -13,11 +13,11 @@ DEV_PC_DIR := $(CURDIR)/target/pkgconfig
 
 export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 
-.PHONY: all build lib header deps test test-rust test-c lint install clean examples
+.PHONY: all build lib header deps test test-rust test-c lint install clean examples examples-cpp
 
 all: build
 
-build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-go
+build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-cpp examples-go
 
 # The commands (handoff-supervisor; see docs/systemd.md).
 .PHONY: bins
@@ -28,6 +28,10 @@ bins:
 # (pkg-config, PKG_CONFIG_PATH exported above).
 examples: lib $(DEV_PC_DIR)/handoff.pc
 	$(MAKE) -C examples/c
+
+# kv-cpp (examples/cpp), on include/handoff.hpp.
+examples-cpp: lib $(DEV_PC_DIR)/handoff.pc
+	$(MAKE) -C examples/cpp
 
 lib:
 	$(CARGO) build --release --lib
