@@ -1,7 +1,7 @@
 //! Load and limits, with real processes and the example key-value services
 //! (examples/): a handoff while the service holds 10,000 idle client
 //! connections, a handoff while the incumbent is at its descriptor limit,
-//! and a soak run of handoffs back to back (C -> Python -> Go -> C ...)
+//! and a soak run of handoffs back to back (C -> Python -> Go -> C++ -> C ...)
 //! under client load.
 //!
 //! ```text
@@ -19,7 +19,7 @@
 //! stays bounded however long the run: docs/reliability.md gives the
 //! settings for 24 hours.
 //!
-//! Needs `make build venv` (the three services and the Python venv).
+//! Needs `make build venv` (the four services and the Python venv).
 
 #[path = "common/cli.rs"]
 mod cli;
@@ -403,7 +403,7 @@ fn a_handoff_at_the_descriptor_limit() {
     const LIMIT: u64 = 64;
     const CLIENTS: usize = 100;
     let _serial = serial();
-    for lang in [Lang::C, Lang::Python, Lang::Go] {
+    for lang in [Lang::C, Lang::Python, Lang::Go, Lang::Cpp] {
         let mut bench = Bench::new(false);
         let launcher = bench.launcher(
             lang,
@@ -760,7 +760,7 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// Handoffs back to back, cycling C -> Python -> Go -> C, under four
+/// Handoffs back to back, cycling C -> Python -> Go -> C++ -> C, under four
 /// clients (two on fresh connections, two on kept ones): every handoff
 /// commits, every old incumbent exits, no request fails, no acknowledged
 /// write is lost, and the supervisor's descriptors and memory stay flat.
@@ -780,7 +780,7 @@ fn soak_handoffs_under_load() {
     let addr = listener.local_addr().unwrap();
     let f = Fixture::with_addr(addr.to_string());
     let path = |name: &str| f.path(name);
-    let launchers: Vec<(Lang, PathBuf)> = [Lang::C, Lang::Python, Lang::Go]
+    let launchers: Vec<(Lang, PathBuf)> = [Lang::C, Lang::Python, Lang::Go, Lang::Cpp]
         .into_iter()
         .map(|lang| {
             let options = LaunchOptions {
@@ -902,7 +902,7 @@ fn soak_handoffs_under_load() {
     let (fds_base, rss_base) = baseline.unwrap_or(samples[0]);
     let rss_max = samples.iter().map(|s| s.1).max().unwrap_or(0);
     show(&format!(
-        "\nsoak: {done} handoffs (C -> Python -> Go) in {:.1}s, {:.2}s each on average, \
+        "\nsoak: {done} handoffs (C -> Python -> Go -> C++) in {:.1}s, {:.2}s each on average, \
          slowest {:.2}s; load: {}, max latency {:.0} ms; {} keys read back, {} lost; \
          supervisor descriptors {fds_base} -> {fds_end}, RSS {rss_base} -> {rss_end} KiB \
          (max {rss_max})\n",
