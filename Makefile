@@ -94,14 +94,16 @@ test-c: build
 # then tests/handoff_c.rs with every generation that build (cold start,
 # handoffs under load, an aborted handoff, a compacting successor,
 # SIGTERM): no report, every exit
-# 0; then the same under valgrind. tests/c already runs the C tests of the
-# ABI both ways (test-c).
+# 0; kv-cpp likewise under tests/kv_cpp.rs; then kv-c under valgrind.
+# tests/c already runs the C tests of the ABI both ways (test-c).
 .PHONY: test-sanitize test-asan test-valgrind test-fuzz test-miri
 test-sanitize: test-asan test-valgrind
 
 test-asan: build
 	$(MAKE) -C examples/c asan
 	HANDOFF_C_ASAN=1 $(CARGO) test --release --test handoff_c
+	$(MAKE) -C examples/cpp asan
+	HANDOFF_CPP_ASAN=1 $(CARGO) test --release --test kv_cpp
 
 test-valgrind: build
 	HANDOFF_C_VALGRIND=1 $(CARGO) test --release --test handoff_c

@@ -5,7 +5,9 @@
 //! nothing. Protocol v2 between every pair of services is in
 //! tests/kept_connections.rs and tests/limits.rs.
 //!
-//! Needs `make build` (kv-c and kv-cpp).
+//! Needs `make build` (kv-c and kv-cpp). With HANDOFF_CPP_ASAN=1 every
+//! kv-cpp is examples/cpp/build-asan/kv-cpp (`make -C examples/cpp asan`),
+//! and a sanitizer report from any of them fails the test (`make test-asan`).
 
 mod common;
 #[path = "common/kv.rs"]
@@ -20,7 +22,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{service_command, wait_for_pong, Reaper};
-use handoff::spawn::Command;
+use handoff::spawn::{describe_status, Command};
 use handoff::supervisor::{SpawnSpec, Supervisor};
 use kv::Lang;
 use load::{Load, LoadConfig};
@@ -102,13 +104,69 @@ impl Running {
     }
 
     fn command(&self, lang: Lang, data_dir: &Path, extra: &[&str]) -> Command {
-        let binary = kv::service_argv(lang).remove(0);
-        service_command(
-            &binary,
-            data_dir,
-            &self.tmp.path().join("control.sock"),
-            extra,
-        )
+        let control = self.tmp.path().join("control.sock");
+        if lang != Lang::Cpp || std::env::var_os("HANDOFF_CPP_ASAN").is_none_or(|v| v != "1") {
+            let binary = kv::service_argv(lang).remove(0);
+            return service_command(&binary, data_dir, &control, extra);
+        }
+        let binary = common::root().join("examples/cpp/build-asan/kv-cpp");
+        assert!(
+            binary.exists(),
+            "{} is missing: run `make -C examples/cpp asan`",
+            binary.display()
+        );
+        let reports = self.sanitizer_reports();
+        std::fs::create_dir_all(&reports).unwrap();
+        let mut command = service_command(&binary, data_dir, &control, extra);
+        command.env = vec![
+            (
+                "ASAN_OPTIONS".into(),
+                format!(
+                    "detect_leaks=1:exitcode=23:detect_stack_use_after_return=1:log_path={}/asan",
+                    reports.display()
+                )
+                .into(),
+            ),
+            (
+                "UBSAN_OPTIONS".into(),
+                format!(
+                    "print_stacktrace=1:halt_on_error=1:exitcode=24:log_path={}/ubsan",
+                    reports.display()
+                )
+                .into(),
+            ),
+        ];
+        command
+    }
+
+    fn sanitizer_reports(&self) -> std::path::PathBuf {
+        self.tmp.path().join("sanitizer")
+    }
+
+    /// The incumbent stops on SIGTERM with status 0, and no kv-cpp left a
+    /// sanitizer report (a leak shows at exit: hence the stop first).
+    fn stop(mut self) {
+        let pid = self.incumbent;
+        let child = self.reaper.0.iter_mut().find(|c| c.pid() == pid).unwrap();
+        let status = child.terminate(TIMEOUT);
+        assert_eq!(
+            status,
+            0,
+            "incumbent {pid} on SIGTERM: {}",
+            describe_status(status)
+        );
+        let reports: Vec<String> = std::fs::read_dir(self.sanitizer_reports())
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            reports.is_empty(),
+            "sanitizer reports:\n{}",
+            reports.join("\n")
+        );
     }
 
     fn spec(command: Command) -> SpawnSpec {
@@ -204,6 +262,7 @@ fn kv_cpp_answers_and_logs_as_kv_c_does() {
         let running = Running::start(lang, &[]);
         let got = answers(running.addr, running.incumbent, lang);
         let log = std::fs::read(running.data_dir().join("kv.log")).unwrap();
+        running.stop();
         seen.push((lang, got, log));
     }
     let (_, c_answers, c_log) = &seen[0];
@@ -261,4 +320,5 @@ fn v1_handoffs_between_kv_c_and_kv_cpp_lose_nothing() {
     assert!(tally.writes > 0);
     let lost = load::verify(running.addr, &tally.keys).unwrap();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:#?}");
+    running.stop();
 }
