@@ -105,7 +105,9 @@ impl Running {
 
     fn command(&self, lang: Lang, data_dir: &Path, extra: &[&str]) -> Command {
         let control = self.tmp.path().join("control.sock");
-        if lang != Lang::Cpp || std::env::var_os("HANDOFF_CPP_ASAN").is_none_or(|v| v != "1") {
+        if lang != Lang::Cpp
+            || std::env::var_os("HANDOFF_CPP_ASAN").as_deref() != Some("1".as_ref())
+        {
             let binary = kv::service_argv(lang).remove(0);
             return service_command(&binary, data_dir, &control, extra);
         }
