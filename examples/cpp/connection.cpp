@@ -16,12 +16,12 @@ constexpr auto linger_for = std::chrono::milliseconds(500);
 
 } // namespace
 
-bool connection::restore(handoff::byte_view unread, handoff::byte_view unwritten, bool skipping) {
+bool connection::restore(handoff::byte_view unread, handoff::byte_view unwritten, bool in_overlong_line) {
     if (unread.size > in_cap)
         return false;
     std::copy(unread.begin(), unread.end(), in_.begin());
     in_len_ = unread.size;
-    discarding = skipping;
+    discarding = in_overlong_line;
     out_.assign(unwritten.as_string());
     return true;
 }

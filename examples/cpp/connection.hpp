@@ -31,7 +31,7 @@ public:
 
     /// Take over a connection that moved here (protocol v2) with its state.
     /// False when the carried input does not fit.
-    bool restore(handoff::byte_view unread, handoff::byte_view unwritten, bool discarding);
+    bool restore(handoff::byte_view unread, handoff::byte_view unwritten, bool in_overlong_line);
 
     /// Read what has arrived and answer every whole line (`draining`: a drain
     /// is under way, counted for it). Stops while much output waits.

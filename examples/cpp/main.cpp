@@ -9,7 +9,6 @@
 // can take over from any other.
 #include <cerrno>
 #include <csignal>
-#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <optional>

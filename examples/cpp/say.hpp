@@ -5,15 +5,19 @@
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
+#include <string_view>
 
 #include <unistd.h>
 
 namespace kv {
 
+/// The build id announced in Hello, and the prefix of every line logged.
+inline constexpr std::string_view build_id = "kv-cpp";
+
 template <class... Parts>
 void say(const Parts &...parts) {
     std::ostringstream line;
-    line << "kv-cpp[" << ::getpid() << "] ";
+    line << build_id << "[" << ::getpid() << "] ";
     (line << ... << parts);
     line << '\n';
     std::cerr << line.str() << std::flush;

@@ -46,8 +46,6 @@ server::server(options o)
     : opts_(std::move(o)),
       answer_([this](std::string_view line) { return answer(line, store_, inc_.generation()); }) {}
 
-server::~server() = default;
-
 // ---- connections ----------------------------------------------------------------
 
 void server::reap() {
@@ -281,7 +279,7 @@ void server::ended() {
 // ---- the event loop -----------------------------------------------------------------
 
 int server::serve(int signal_fd) {
-    inc_.set_build_id("kv-cpp");
+    inc_.set_build_id(build_id);
     inc_.set_moves_descriptors(opts_.moves);
     inc_.start_loop();
     accepting_ = true;

@@ -31,7 +31,6 @@ public:
     explicit server(options o);
     server(const server &) = delete;
     server &operator=(const server &) = delete;
-    ~server();
 
     // Start-up (startup.cpp); each throws with the reason on failure.
     /// Cold start: listener, lock, log, control socket.

@@ -1,9 +1,7 @@
 // The two ways in (examples/README.md, Lifecycle): a cold start and a
 // successor's start. Each throws with the reason; what was taken is released
 // by the owners' destructors.
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <stdexcept>
 
 #include <fcntl.h>
@@ -16,7 +14,6 @@ namespace kv {
 
 namespace {
 
-const std::string build_id = "kv-cpp";
 constexpr auto begin_timeout = std::chrono::seconds(60);
 constexpr auto successor_lock_wait = std::chrono::milliseconds(5000);
 constexpr auto cold_lock_wait = std::chrono::milliseconds(2000);
