@@ -14,11 +14,11 @@ DEV_PC_DIR := $(CURDIR)/target/pkgconfig
 
 export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
 
-.PHONY: all build lib header deps test test-rust test-c lint clean examples
+.PHONY: all build lib header deps test test-rust test-c lint clean examples examples-cpp
 
 all: build
 
-build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-go examples-rust
+build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-cpp examples-go examples-rust
 
 # The commands (handoff-supervisor; see docs/systemd.md).
 .PHONY: bins
@@ -34,6 +34,10 @@ examples: lib $(DEV_PC_DIR)/handoff.pc
 .PHONY: examples-rust
 examples-rust:
 	$(CARGO) build --release --example kv-rust
+
+# kv-cpp (examples/cpp), on include/handoff.hpp.
+examples-cpp: lib $(DEV_PC_DIR)/handoff.pc
+	$(MAKE) -C examples/cpp
 
 lib:
 	$(CARGO) build --release --lib
@@ -97,14 +101,16 @@ test-c: build
 # then tests/handoff_c.rs with every generation that build (cold start,
 # handoffs under load, an aborted handoff, a compacting successor,
 # SIGTERM): no report, every exit
-# 0; then the same under valgrind. tests/c already runs the C tests of the
-# ABI both ways (test-c).
+# 0; kv-cpp likewise under tests/kv_cpp.rs; then kv-c under valgrind.
+# tests/c already runs the C tests of the ABI both ways (test-c).
 .PHONY: test-sanitize test-asan test-valgrind test-fuzz test-miri
 test-sanitize: test-asan test-valgrind
 
 test-asan: build
 	$(MAKE) -C examples/c asan
 	HANDOFF_C_ASAN=1 $(CARGO) test --release --test handoff_c
+	$(MAKE) -C examples/cpp asan
+	HANDOFF_CPP_ASAN=1 $(CARGO) test --release --test kv_cpp
 
 test-valgrind: build
 	HANDOFF_C_VALGRIND=1 $(CARGO) test --release --test handoff_c

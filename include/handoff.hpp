@@ -7,8 +7,9 @@
 // function this layer does not wrap yet.
 //
 // Covered: errors, version, lock, inherited, successor, items, incumbent
-// (loop-driven requests and the callback form), messages and the frame
-// reader. Not yet: supervisor, spawn spec, outcome, journal, log callback.
+// (loop-driven requests and the callback form), messages, the frame reader,
+// the log callback, and unique_fd for the descriptors the library hands
+// over. Not yet: supervisor, spawn spec, outcome, journal.
 #ifndef HANDOFF_HPP
 #define HANDOFF_HPP
 
@@ -29,6 +30,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <unistd.h>
 
 namespace handoff {
 
@@ -131,6 +134,83 @@ private:
 
 /// The library's version ("0.1.0"); static.
 inline std::string_view version() noexcept { return handoff_version(); }
+
+// ---- descriptors ----------------------------------------------------------------
+
+/// Owns one file descriptor and closes it once. The library hands descriptors
+/// over as plain ints (listeners, adopted connections): wrap them at once so
+/// an exception on the way cannot leak them.
+class unique_fd {
+public:
+    unique_fd() noexcept = default;
+    explicit unique_fd(int fd) noexcept : fd_(fd) {}
+    unique_fd(const unique_fd &) = delete;
+    unique_fd &operator=(const unique_fd &) = delete;
+    unique_fd(unique_fd &&o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    unique_fd &operator=(unique_fd &&o) noexcept {
+        if (this != &o)
+            reset(o.release());
+        return *this;
+    }
+    ~unique_fd() { reset(); }
+
+    int get() const noexcept { return fd_; }
+    /// The caller owns it from now on.
+    int release() noexcept { return std::exchange(fd_, -1); }
+    /// Close the one held (if any), then hold `fd`. close() is not retried on
+    /// EINTR: on Linux the descriptor is gone either way.
+    void reset(int fd = -1) noexcept {
+        int old = std::exchange(fd_, fd);
+        if (old >= 0)
+            ::close(old);
+    }
+    explicit operator bool() const noexcept { return fd_ >= 0; }
+
+private:
+    int fd_ = -1;
+};
+
+// ---- the library's log -----------------------------------------------------------
+
+enum class log_level : std::uint32_t {
+    error = HANDOFF_LOG_ERROR,
+    warn = HANDOFF_LOG_WARN,
+    info = HANDOFF_LOG_INFO,
+    debug = HANDOFF_LOG_DEBUG,
+};
+
+/// While it lives, every library event goes to its callable, which may run on
+/// any of the library's threads, concurrently (so it must be thread-safe),
+/// and must not create or destroy a log_route. The destructor restores the
+/// default (warnings and errors on stderr); once it returns, the callable is
+/// no longer running (the library swaps its logger under a lock). One at a
+/// time: a newer route replaces an older one, whose destructor would then
+/// restore the default.
+class log_route {
+public:
+    using sink = std::function<void(log_level, std::string_view)>;
+
+    explicit log_route(sink s) : sink_(std::make_unique<sink>(std::move(s))) {
+        if (!*sink_)
+            throw error(HANDOFF_ERR_NULL_POINTER, "handoff::log_route needs a callable");
+        detail::call([&](handoff_error **e) { return handoff_set_log_callback(&forward, sink_.get(), e); });
+    }
+    log_route(const log_route &) = delete;
+    log_route &operator=(const log_route &) = delete;
+    ~log_route() { handoff_set_log_callback(nullptr, nullptr, nullptr); }
+
+private:
+    // A log line cannot fail: what the callable throws is dropped here rather
+    // than unwound into the library.
+    static void forward(void *userdata, std::uint32_t level, const char *message) noexcept {
+        try {
+            (*static_cast<sink *>(userdata))(static_cast<log_level>(level), message ? message : "");
+        } catch (...) {
+        }
+    }
+
+    std::unique_ptr<sink> sink_;
+};
 
 // ---- bytes and enums ---------------------------------------------------------
 

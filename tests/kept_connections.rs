@@ -1,7 +1,7 @@
 //! Client connections survive handoffs across the example services
 //! (protocol v2, docs/protocol.md): every service that moves its
 //! connections (kv::Lang::moves_connections) in turn, C -> Python -> Go ->
-//! Rust -> C, under load, with real processes and the crate's supervisor.
+//! C++ -> Rust -> C, under load, with real processes and the crate's supervisor.
 //!
 //! Kept across every handoff, on their own connections: an idle one (its
 //! PING answered by each generation in turn: the pid changes), a pipelining
@@ -195,7 +195,7 @@ fn kept_connections_survive_handoffs_across_the_services_under_load() {
     );
     let pipeliner = Pipeliner::start(addr);
     let mut half = Kept::connect(addr);
-    // C -> Python -> Go -> Rust -> C: each mover in turn, back to the first.
+    // C -> Python -> Go -> C++ -> Rust -> C: each mover in turn, back to the first.
     let targets: Vec<Lang> = movers[1..].iter().copied().chain([first]).collect();
     let mut served_by = vec![(serving, first.tag().to_string())];
     for (n, &lang) in targets.iter().enumerate() {

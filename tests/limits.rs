@@ -1,8 +1,8 @@
 //! Load and limits, with real processes and the example key-value services
 //! (examples/): a handoff while the service holds 10,000 idle client
 //! connections, a handoff while the incumbent is at its descriptor limit,
-//! and a soak run of handoffs back to back (C -> Python -> Go -> Rust -> C
-//! ...)
+//! and a soak run of handoffs back to back (C -> Python -> Go -> C++ -> Rust
+//! -> C ...)
 //! under client load.
 //!
 //! ```text

@@ -1,6 +1,6 @@
 //! The example key-value services (examples/README.md) as the tests
 //! run them: a launcher script per service that records the pid of every
-//! generation, picks the library (LD_LIBRARY_PATH for C and Go, whose
+//! generation, picks the library (LD_LIBRARY_PATH for C, C++ and Go, whose
 //! RUNPATH it overrides, HANDOFF_LIBRARY for Python) and sends stderr to a
 //! log. The launcher `exec`s the service, so its pid is the service's (the
 //! supervisor checks the successor's pid with SO_PEERCRED).
@@ -15,10 +15,11 @@ pub enum Lang {
     C,
     Python,
     Go,
+    Cpp,
     Rust,
 }
 
-pub const LANGS: [Lang; 4] = [Lang::C, Lang::Python, Lang::Go, Lang::Rust];
+pub const LANGS: [Lang; 5] = [Lang::C, Lang::Python, Lang::Go, Lang::Cpp, Lang::Rust];
 
 impl Lang {
     /// The name in reports, and the tag in `PONG <pid> <tag>`.
@@ -27,6 +28,7 @@ impl Lang {
             Lang::C => "c",
             Lang::Python => "python",
             Lang::Go => "go",
+            Lang::Cpp => "cpp",
             Lang::Rust => "rust",
         }
     }
@@ -36,6 +38,7 @@ impl Lang {
             Lang::C => "c",
             Lang::Python => "py",
             Lang::Go => "go",
+            Lang::Cpp => "cpp",
             Lang::Rust => "rs",
         }
     }
@@ -43,10 +46,13 @@ impl Lang {
     /// Whether the service hands its connections to a successor that
     /// adopts them (protocol v2) instead of closing them in the drain.
     pub fn moves_connections(self) -> bool {
-        matches!(self, Lang::C | Lang::Python | Lang::Go | Lang::Rust)
+        matches!(
+            self,
+            Lang::C | Lang::Python | Lang::Go | Lang::Cpp | Lang::Rust
+        )
     }
 
-    /// The language `n` places after this one in C, Python, Go, Rust.
+    /// The language `n` places after this one in C, Python, Go, C++, Rust.
     pub fn after(self, n: usize) -> Lang {
         let at = LANGS.iter().position(|&l| l == self).unwrap_or(0);
         LANGS[(at + n) % LANGS.len()]
@@ -64,6 +70,7 @@ pub fn service_argv(lang: Lang) -> Vec<PathBuf> {
     let argv = match lang {
         Lang::C => vec![root.join("examples/c/build/kv-c")],
         Lang::Go => vec![root.join("examples/go/build/kv-go")],
+        Lang::Cpp => vec![root.join("examples/cpp/build/kv-cpp")],
         Lang::Rust => vec![root.join("target/release/examples/kv-rust")],
         Lang::Python => vec![
             root.join("target/venv/bin/python"),

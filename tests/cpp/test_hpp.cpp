@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -79,6 +81,8 @@ static_assert(move_only<handoff::request>);
 static_assert(move_only<handoff::message>);
 static_assert(move_only<handoff::items>);
 static_assert(move_only<handoff::frame_reader>);
+static_assert(move_only<handoff::unique_fd>);
+static_assert(!std::is_copy_constructible_v<handoff::log_route> && !std::is_move_constructible_v<handoff::log_route>);
 static_assert(std::is_base_of_v<std::runtime_error, handoff::error>);
 
 static void test_errors() {
@@ -288,6 +292,63 @@ static void test_incumbent_local() {
     CHECK(alive.expired());
 }
 
+// ---- unique_fd, log_route -------------------------------------------------------
+
+static bool fd_open(int fd) { return fcntl(fd, F_GETFD) != -1; }
+
+static void test_unique_fd() {
+    int fds[2];
+    if (pipe(fds) != 0) {
+        std::perror("pipe");
+        std::exit(2);
+    }
+    int r = fds[0], w = fds[1];
+    {
+        handoff::unique_fd a(r);
+        CHECK(a && a.get() == r);
+        handoff::unique_fd b = std::move(a);
+        CHECK(!a && a.get() == -1 && b.get() == r);
+        CHECK(fd_open(r)); // a move closes nothing
+        handoff::unique_fd c(w);
+        c = std::move(b); // closes w, takes r
+        CHECK(!fd_open(w) && fd_open(r) && c.get() == r);
+        int raw = c.release();
+        CHECK(!c && raw == r);
+        c.reset(raw);
+    }
+    CHECK(!fd_open(r)); // closed once, by the last owner
+    handoff::unique_fd empty;
+    CHECK(!empty && empty.get() == -1);
+    empty.reset(); // nothing to close: a no-op
+}
+
+// A stale pidfile makes the lock log a debug event on acquire: it reaches the
+// route while it lives, and not after.
+static void test_log_route() {
+    EXPECT_ERROR(HANDOFF_ERR_NULL_POINTER, handoff::log_route(handoff::log_route::sink{}));
+    std::mutex m;
+    std::vector<std::pair<handoff::log_level, std::string>> seen;
+    auto stale_lock = [](const std::string &dir) {
+        std::ofstream(dir + "/.handoff.pidfile") << "4000000000\n";
+        handoff::lock::acquire(dir).unlock();
+    };
+    {
+        handoff::log_route route([&](handoff::log_level level, std::string_view line) {
+            std::lock_guard<std::mutex> g(m);
+            seen.emplace_back(level, std::string(line));
+            throw std::runtime_error("dropped by the route, never seen by the library");
+        });
+        stale_lock(temp_dir());
+    }
+    std::size_t while_routed = seen.size();
+    bool found = false;
+    for (const auto &[level, line] : seen)
+        found = found || (level == handoff::log_level::debug && line.find("4000000000") != std::string::npos);
+    CHECK(found);
+    stale_lock(temp_dir());
+    CHECK(seen.size() == while_routed); // the default route again
+}
+
 int main(int argc, char **argv) {
     if (argc > 1)
         setenv("VECTORS", argv[1], 1);
@@ -299,6 +360,8 @@ int main(int argc, char **argv) {
     test_lock_raii();
     test_vectors();
     test_incumbent_local();
+    test_unique_fd();
+    test_log_route();
     for (const auto &d : temp_dirs) {
         std::error_code ec;
         std::filesystem::remove_all(d, ec);
