@@ -1,8 +1,9 @@
 """The demo: a stateful key-value service handed off again and again,
-across C, Python and Go, under load, with nothing refused and nothing lost.
+across C, C++, Python, Go and Rust, under load, with nothing refused and
+nothing lost.
 
 Starts handoff-supervisor with the C service on 127.0.0.1, runs closed-loop
-clients (loadgen.py), triggers handoffs in the cycle C -> Python -> Go -> C,
+clients (loadgen.py), triggers handoffs in the cycle C -> C++ -> Python -> Go -> Rust -> C,
 reads every acknowledged write back, prints a report, and draws
 demo-report.svg (latency over time, each handoff's phases as bands).
 
@@ -17,7 +18,7 @@ connections (or by one of which the log does not say, or outside any
 handoff): a v1 handoff, into or out of a service that does not move its
 connections (one started with --no-moves), may close them.
 
-    python3 examples/demo/demo.py [--handoffs 9] [--cycle python,go,c] [--report demo-report.svg]
+    python3 examples/demo/demo.py [--handoffs 10] [--cycle cpp,python,go,rust,c] [--report demo-report.svg]
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ import report
 ROOT = Path(__file__).resolve().parents[2]
 SUPERVISOR = ROOT / "target/release/handoff-supervisor"
 VENV_PYTHON = ROOT / "target/venv/bin/python"
-CYCLE = ["python", "go", "c"]
-KINDS = ("c", "python", "go")
+CYCLE = ["cpp", "python", "go", "rust", "c"]
+KINDS = ("c", "cpp", "python", "go", "rust")
 
 
 @dataclass
@@ -70,14 +71,16 @@ def free_port() -> int:
 
 
 def service_binaries(work: Path) -> dict[str, Path]:
-    """The three implementations; Python through a launcher for the venv."""
+    """The five implementations; Python through a launcher for the venv."""
     python = work / "kv-python"
     python.write_text(f'#!/bin/sh\nexec "{VENV_PYTHON}" "{ROOT / "examples/python/kv.py"}" "$@"\n')
     python.chmod(0o755)
     binaries = {
         "c": ROOT / "examples/c/build/kv-c",
+        "cpp": ROOT / "examples/cpp/build/kv-cpp",
         "python": python,
         "go": ROOT / "examples/go/build/kv-go",
+        "rust": ROOT / "target/release/examples/kv-rust",
     }
     for name, path in binaries.items():
         if not path.exists():
@@ -200,14 +203,14 @@ def describe_protocol(protocol: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--handoffs", type=int, default=9)
+    parser.add_argument("--handoffs", type=int, default=10)
     parser.add_argument("--clients", type=int, default=4, help="clients of each kind")
     parser.add_argument("--report", default=str(ROOT / "demo-report.svg"))
     parser.add_argument("--pause", type=float, default=0.6, help="seconds between handoffs")
     parser.add_argument(
         "--cycle",
         default=",".join(CYCLE),
-        help="the implementations handed off to in turn, from C (default: python,go,c; c alone: C to C)",
+        help="the implementations handed off to in turn, from C (default: cpp,python,go,rust,c; c alone: C to C)",
     )
     args = parser.parse_args()
     cycle = [kind.strip() for kind in args.cycle.split(",") if kind.strip()]
