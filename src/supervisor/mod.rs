@@ -179,6 +179,57 @@ pub struct Outcome {
     pub timings: PhaseTimings,
 }
 
+/// A successor [`Supervisor::prepare`] started and handshook, waiting for
+/// its handoff ([`Supervisor::perform_prepared`]). Dropping it aborts the
+/// successor (Abort, then SIGTERM, SIGKILL after the kill grace) and reaps
+/// it.
+pub struct PreparedSuccessor {
+    handoff_id: HandoffId,
+    spec: SpawnSpec,
+    kill_grace: Duration,
+    /// Taken by the handoff.
+    held: Option<run::Held>,
+}
+
+impl PreparedSuccessor {
+    /// The id its handoff will have (its HelloAck said so).
+    pub fn handoff_id(&self) -> HandoffId {
+        self.handoff_id
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.held.as_ref().map(|held| held.child.pid())
+    }
+
+    /// How long spawning it and its Hello took.
+    pub fn spawn_time(&self) -> Duration {
+        self.held.as_ref().map_or(Duration::ZERO, |held| held.spawn)
+    }
+
+    /// Whether it has exited since (its handoff would roll back).
+    pub fn has_exited(&mut self) -> bool {
+        self.held.as_mut().map_or(true, run::Held::exited)
+    }
+}
+
+impl Drop for PreparedSuccessor {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            event!(
+                Info,
+                "handoff {}: prepared successor pid {} dropped",
+                self.handoff_id,
+                held.child.pid()
+            );
+            held.discard(
+                self.handoff_id,
+                "prepared successor dropped",
+                self.kill_grace,
+            );
+        }
+    }
+}
+
 pub struct Supervisor {
     control_path: PathBuf,
     listeners: Vec<(String, OwnedFd)>,
@@ -299,43 +350,138 @@ impl Supervisor {
         spec: &SpawnSpec,
         on_phase: &mut dyn FnMut(PhaseEvent),
     ) -> Result<Outcome> {
-        let _one_at_a_time = self
-            .in_flight
-            .try_lock()
-            .map_err(|_| Error::HandoffInProgress)?;
+        self.start_handoff(spec, HandoffId::random(), None, on_phase)
+    }
+
+    /// Start `spec`'s successor and exchange its Hello now, ahead of the
+    /// handoff, which [`perform_prepared`](Supervisor::perform_prepared)
+    /// runs later without the spawn. The successor takes nothing of the
+    /// service's meanwhile (no lock, no connection): it waits for Begin,
+    /// for as long as it is written to wait. The incumbent is not involved
+    /// and serves as before; a handoff may even run meanwhile (it does not
+    /// affect this successor).
+    pub fn prepare(&self, spec: &SpawnSpec) -> std::result::Result<PreparedSuccessor, Abort> {
+        let handoff_id = HandoffId::random();
+        let mut no_report = |_: PhaseEvent| {};
+        let mut run = run::Run::new(
+            self,
+            handoff_id,
+            0,
+            PhaseTimings::default(),
+            0,
+            &mut no_report,
+        );
+        if let Err(abort) = run.prepare(spec) {
+            run.discard_successor(&abort.to_string());
+            return Err(abort);
+        }
+        let held = run.into_prepared().expect("prepared above");
+        event!(
+            Info,
+            "handoff {handoff_id}: successor pid {} prepared in {:?}",
+            held.child.pid(),
+            held.spawn
+        );
+        Ok(PreparedSuccessor {
+            handoff_id,
+            spec: spec.clone(),
+            kill_grace: self.timeouts.kill_grace,
+            held: Some(held),
+        })
+    }
+
+    /// The handoff to a successor [`prepare`](Supervisor::prepare)d: as
+    /// [`perform_handoff`](Supervisor::perform_handoff), its deadline counted
+    /// from now, with no spawn. A prepared successor that has exited rolls
+    /// back (`Cause::Exited`); `Err` (no incumbent, a handoff in progress)
+    /// discards it.
+    pub fn perform_prepared(&self, prepared: PreparedSuccessor) -> Result<Outcome> {
+        self.perform_prepared_with(prepared, &mut |_| {})
+    }
+
+    pub fn perform_prepared_with(
+        &self,
+        mut prepared: PreparedSuccessor,
+        on_phase: &mut dyn FnMut(PhaseEvent),
+    ) -> Result<Outcome> {
+        let held = prepared.held.take();
+        self.start_handoff(&prepared.spec, prepared.handoff_id, held, on_phase)
+    }
+
+    fn start_handoff(
+        &self,
+        spec: &SpawnSpec,
+        handoff_id: HandoffId,
+        held: Option<run::Held>,
+        on_phase: &mut dyn FnMut(PhaseEvent),
+    ) -> Result<Outcome> {
+        let refuse = |held: Option<run::Held>, e: Error| {
+            if let Some(held) = held {
+                held.discard(handoff_id, &e.to_string(), self.timeouts.kill_grace);
+            }
+            Err(e)
+        };
+        let Ok(_one_at_a_time) = self.in_flight.try_lock() else {
+            return refuse(held, Error::HandoffInProgress);
+        };
         if let Err(errno) = self.cancel {
-            return Err(Error::Stream(std::io::Error::from_raw_os_error(errno)));
+            return refuse(
+                held,
+                Error::Stream(std::io::Error::from_raw_os_error(errno)),
+            );
         }
         let started = Instant::now();
         let deadline = started + spec.deadline;
-        let handoff_id = HandoffId::random();
 
         let seq = self.handoffs.fetch_add(1, Ordering::SeqCst) + 1;
         self.running.store(seq, Ordering::SeqCst);
-        let result = self.perform(spec, on_phase, seq, started, deadline, handoff_id);
+        let (mut incumbent, incumbent_pid) = match self.connect_incumbent(handoff_id) {
+            Ok(greeted) => greeted,
+            Err(e) => {
+                self.running.store(0, Ordering::SeqCst);
+                return refuse(held, e);
+            }
+        };
+        crash_point!("S_AFTER_O_HELLO");
+        let result = self.perform(
+            &mut incumbent,
+            incumbent_pid,
+            spec,
+            held,
+            on_phase,
+            seq,
+            started,
+            deadline,
+            handoff_id,
+        );
         self.running.store(0, Ordering::SeqCst);
-        result
+        Ok(result)
     }
 
+    #[allow(clippy::too_many_arguments)] // one handoff's whole context, passed once
     fn perform(
         &self,
+        incumbent: &mut Channel,
+        incumbent_pid: u32,
         spec: &SpawnSpec,
+        held: Option<run::Held>,
         on_phase: &mut dyn FnMut(PhaseEvent),
         seq: u64,
         started: Instant,
         deadline: Instant,
         handoff_id: HandoffId,
-    ) -> Result<Outcome> {
-        let (mut incumbent, incumbent_pid) = self.connect_incumbent(handoff_id)?;
-        crash_point!("S_AFTER_O_HELLO");
+    ) -> Outcome {
         let hello = PhaseTimings {
             hello: started.elapsed(),
             ..PhaseTimings::default()
         };
         let mut run = run::Run::new(self, handoff_id, incumbent_pid, hello, seq, on_phase);
+        if let Some(held) = held {
+            run.adopt_prepared(held);
+        }
         run.phase_done(HandoffPhase::Hello);
         event!(Info, "handoff {handoff_id}: incumbent pid {incumbent_pid}");
-        let result = run.drive(&mut incumbent, spec, deadline);
+        let result = run.drive(incumbent, spec, deadline);
         let mut timings = run.timings;
         timings.total = started.elapsed();
         match result {
@@ -345,7 +491,7 @@ impl Supervisor {
                     "handoff {handoff_id}: committed in {:?}",
                     timings.total
                 );
-                Ok(Outcome {
+                Outcome {
                     handoff_id,
                     committed: true,
                     abort_reason: None,
@@ -353,12 +499,12 @@ impl Supervisor {
                     incumbent_pid,
                     successor: Some(successor),
                     timings,
-                })
+                }
             }
             Err(abort) => {
-                run.roll_back(&mut incumbent, &abort);
+                run.roll_back(incumbent, &abort);
                 timings.total = started.elapsed();
-                Ok(Outcome {
+                Outcome {
                     handoff_id,
                     committed: false,
                     abort_reason: Some(abort.to_string()),
@@ -366,7 +512,7 @@ impl Supervisor {
                     incumbent_pid,
                     successor: None,
                     timings,
-                })
+                }
             }
         }
     }

@@ -145,7 +145,14 @@ impl<'a> Run<'a> {
 
         self.phase = HandoffPhase::Spawn;
         let phase = Instant::now();
-        self.spawn_successor(spec, incumbent, deadline)?;
+        if self.successor.is_none() {
+            self.spawn_successor(spec, Some(&mut *incumbent), deadline)?;
+        } else if self.successor_exited() {
+            // A prepared successor that died while it was held.
+            return Err(self.successor_death(Duration::ZERO).unwrap_or_else(|| {
+                self.abort(Party::Successor, Cause::Exited, "prepared successor exited")
+            }));
+        }
         self.journal(Phase::Negotiating)?;
         crash_point!("S_AFTER_N_HELLO");
         let items_max = self.offer_transfer(incumbent, deadline)?;
@@ -343,7 +350,8 @@ impl<'a> Run<'a> {
         })?;
         let mut forwarded = 0u32;
         while forwarded < items {
-            let first = self.wait_answer(incumbent, Peer::Incumbent, deadline, "Item")?;
+            let first =
+                self.wait_answer(Some(&mut *incumbent), Peer::Incumbent, deadline, "Item")?;
             let mut batch = vec![self.item(first, forwarded)?];
             // Whatever else is already here goes in the same batch.
             while batch.len() < MAX_ITEMS_PER_BATCH && forwarded + (batch.len() as u32) < items {
@@ -406,10 +414,12 @@ impl<'a> Run<'a> {
             .map_err(|e| self.send_failed(Peer::Successor, message.kind().name(), e))
     }
 
+    /// Start the successor and exchange its Hello; `incumbent`, when there
+    /// is one yet, gets heartbeats meanwhile.
     fn spawn_successor(
         &mut self,
         spec: &SpawnSpec,
-        incumbent: &mut Channel,
+        incumbent: Option<&mut Channel>,
         deadline: Instant,
     ) -> Step<()> {
         let local = |e: std::io::Error| {
@@ -475,7 +485,7 @@ impl<'a> Run<'a> {
         deadline: Instant,
         what: &str,
     ) -> Step<Message> {
-        let answer = self.wait_answer(incumbent, from, deadline, what)?;
+        let answer = self.wait_answer(Some(incumbent), from, deadline, what)?;
         if answer.descriptor.is_some() {
             return Err(self.abort(
                 from.party(),
@@ -497,7 +507,7 @@ impl<'a> Run<'a> {
     /// deadline and a cancellation each end the wait at once.
     fn wait_answer(
         &mut self,
-        incumbent: &mut Channel,
+        mut incumbent: Option<&mut Channel>,
         from: Peer,
         deadline: Instant,
         what: &str,
@@ -506,7 +516,7 @@ impl<'a> Run<'a> {
         let mut last_frame = Instant::now();
         let mut next_beat = Instant::now() + timeouts.heartbeat;
         loop {
-            match self.take_message(incumbent, from) {
+            match self.take_message(incumbent.as_deref_mut(), from) {
                 Ok(Some(Answer {
                     message: Message::Heartbeat { .. } | Message::SealProgress { .. },
                     descriptor: None,
@@ -590,8 +600,11 @@ impl<'a> Run<'a> {
                     ),
                 ));
             }
-            let beating = from == Peer::Successor;
-            if beating && now >= next_beat {
+            let beating = from == Peer::Successor && incumbent.is_some();
+            if let Some(incumbent) = incumbent
+                .as_deref_mut()
+                .filter(|_| beating && now >= next_beat)
+            {
                 next_beat = now + timeouts.heartbeat;
                 incumbent.send(&Message::heartbeat_now()).map_err(|e| {
                     self.send_failed(Peer::Incumbent, "heartbeat to the incumbent", e)
@@ -601,9 +614,10 @@ impl<'a> Run<'a> {
             if beating {
                 until = until.min(next_beat);
             }
-            let watched = match from {
-                Peer::Incumbent => incumbent.stream().as_raw_fd(),
-                Peer::Successor => self.successor_fd(),
+            let watched = match (from, incumbent.as_deref()) {
+                (Peer::Incumbent, Some(incumbent)) => incumbent.stream().as_raw_fd(),
+                (Peer::Incumbent, None) => -1,
+                (Peer::Successor, _) => self.successor_fd(),
             };
             if self.wait_readable(watched, until) {
                 return Err(self.abort(Party::Supervisor, Cause::Cancelled, "cancelled"));
@@ -648,7 +662,7 @@ impl<'a> Run<'a> {
     /// One whole message from `from`, if one can be read without waiting.
     fn take_message(
         &mut self,
-        incumbent: &mut Channel,
+        incumbent: Option<&mut Channel>,
         from: Peer,
     ) -> crate::Result<Option<Answer>> {
         let from_incumbent = |incoming: Incoming| Answer {
@@ -658,6 +672,9 @@ impl<'a> Run<'a> {
         };
         match from {
             Peer::Incumbent => {
+                let Some(incumbent) = incumbent else {
+                    return Ok(None);
+                };
                 if let Some(incoming) = incumbent.next_incoming()? {
                     return Ok(Some(from_incumbent(incoming)));
                 }
@@ -719,15 +736,7 @@ impl<'a> Run<'a> {
     pub(super) fn roll_back(&mut self, incumbent: &mut Channel, reason: &Abort) {
         let id = self.handoff_id;
         event!(Warn, "handoff {id}: rolling back: {reason}");
-        if let Some(channel) = self.successor_channel.take() {
-            let _ = channel.send(&Message::Abort {
-                handoff_id: id,
-                reason: reason.to_string(),
-            });
-        }
-        if let Some(mut child) = self.successor.take() {
-            child.terminate(self.supervisor.timeouts.kill_grace);
-        }
+        self.discard_successor(&reason.to_string());
         if self.prepared {
             let _ = self.journal(Phase::ResumingAfterAbort);
             if let Err(e) = incumbent.send(&Message::ResumeAfterAbort { handoff_id: id }) {
@@ -736,5 +745,95 @@ impl<'a> Run<'a> {
             }
         }
         self.supervisor.clear_journal();
+    }
+}
+
+impl Run<'_> {
+    /// Tell the successor, if any, to abort, and stop and reap it.
+    pub(super) fn discard_successor(&mut self, reason: &str) {
+        discard(
+            self.handoff_id,
+            self.successor_channel.take(),
+            self.successor.take(),
+            reason,
+            self.supervisor.timeouts.kill_grace,
+        );
+    }
+
+    /// Spawn and handshake the successor of a prepared handoff, with no
+    /// incumbent involved yet; `discard_successor` if it fails.
+    pub(super) fn prepare(&mut self, spec: &SpawnSpec) -> Step<()> {
+        self.phase = HandoffPhase::Spawn;
+        let started = Instant::now();
+        let deadline = started + self.supervisor.timeouts.hello;
+        self.spawn_successor(spec, None, deadline)?;
+        self.timings.spawn = started.elapsed();
+        Ok(())
+    }
+
+    /// What `prepare` started, to be held until its handoff.
+    pub(super) fn into_prepared(mut self) -> Option<Held> {
+        Some(Held {
+            child: self.successor.take()?,
+            exit: self.successor_exit.take(),
+            channel: self.successor_channel.take()?,
+            spawn: self.timings.spawn,
+        })
+    }
+
+    /// Take over a successor `prepare` started: the handoff skips the spawn.
+    pub(super) fn adopt_prepared(&mut self, held: Held) {
+        self.successor_pid = Some(held.child.pid());
+        self.successor = Some(held.child);
+        self.successor_exit = held.exit;
+        self.successor_channel = Some(held.channel);
+    }
+}
+
+/// A spawned, handshaken successor between `prepare` and its handoff.
+pub(super) struct Held {
+    pub(super) child: ChildProcess,
+    pub(super) exit: Option<PidFd>,
+    pub(super) channel: Channel,
+    pub(super) spawn: Duration,
+}
+
+impl Held {
+    pub(super) fn discard(self, handoff_id: HandoffId, reason: &str, grace: Duration) {
+        discard(
+            handoff_id,
+            Some(self.channel),
+            Some(self.child),
+            reason,
+            grace,
+        );
+    }
+
+    /// Whether it has exited (reaping it then).
+    pub(super) fn exited(&mut self) -> bool {
+        match &self.exit {
+            Some(exit) => exit.exited(),
+            None => self.child.try_wait().is_some(),
+        }
+    }
+}
+
+/// Abort a successor: Abort on its channel (it exits on it), then SIGTERM,
+/// SIGKILL after `grace`, and reap.
+fn discard(
+    handoff_id: HandoffId,
+    channel: Option<Channel>,
+    child: Option<ChildProcess>,
+    reason: &str,
+    grace: Duration,
+) {
+    if let Some(channel) = channel {
+        let _ = channel.send(&Message::Abort {
+            handoff_id,
+            reason: reason.to_owned(),
+        });
+    }
+    if let Some(mut child) = child {
+        child.terminate(grace);
     }
 }
