@@ -207,6 +207,26 @@ install: build
 	install -m 0644 include/handoff.h $(DESTDIR)$(INCLUDEDIR)/handoff.h
 	scripts/write-pc.sh $(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(VERSION) > $(DESTDIR)$(LIBDIR)/pkgconfig/handoff.pc
 
+# handoff-supervisor's man pages and bash, zsh and fish completions, from the
+# clap definition it parses with (src/bin/handoff-supervisor/cli.rs), by the
+# cli-docs example; `make install` installs them (install-cli-docs).
+CLI_DOCS := $(CURDIR)/target/cli-docs
+MANDIR   ?= $(PREFIX)/share/man
+DATADIR  ?= $(PREFIX)/share
+.PHONY: cli-docs install-cli-docs
+cli-docs:
+	rm -rf $(CLI_DOCS)
+	$(CARGO) run --release --example cli-docs -- $(CLI_DOCS)
+
+install: install-cli-docs
+install-cli-docs: cli-docs
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DATADIR)/bash-completion/completions \
+	    $(DESTDIR)$(DATADIR)/zsh/site-functions $(DESTDIR)$(DATADIR)/fish/vendor_completions.d
+	install -m 0644 $(CLI_DOCS)/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(CLI_DOCS)/completions/handoff-supervisor.bash $(DESTDIR)$(DATADIR)/bash-completion/completions/handoff-supervisor
+	install -m 0644 $(CLI_DOCS)/completions/_handoff-supervisor $(DESTDIR)$(DATADIR)/zsh/site-functions/_handoff-supervisor
+	install -m 0644 $(CLI_DOCS)/completions/handoff-supervisor.fish $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/handoff-supervisor.fish
+
 clean:
 	$(CARGO) clean
 	$(MAKE) -C tests/c clean
