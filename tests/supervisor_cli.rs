@@ -203,6 +203,57 @@ fn a_second_trigger_during_a_handoff_is_refused_at_once() {
 }
 
 #[test]
+fn a_stop_signal_during_a_handoff_waits_for_it_and_a_second_stops_at_once() {
+    let f = Fixture::new();
+    // A deadline well past the test's patience: only the second signal ends it.
+    f.write_config("[timeouts]\ndeadline_secs = 60\ndrain_grace_secs = 1\n");
+    let mut supervisor = f.run();
+    let incumbent = f.wait_serving_within(Duration::from_secs(10));
+    let hanging = f.wrapper("hanging-successor", "--hang-before-ready");
+    let trigger = f.spawn_trigger(&hanging, Stdio::piped());
+    let successor = wait_for_within(
+        Duration::from_secs(5),
+        "the handoff to wait for Ready",
+        || {
+            let status = f.status();
+            (status["handoff"]["phase"] == "ready")
+                .then(|| status["handoff"]["successor_pid"].as_u64())
+                .flatten()
+        },
+    ) as u32;
+
+    supervisor.signal(libc::SIGTERM);
+    wait_for_within(Duration::from_secs(5), "SIGTERM to be deferred", || {
+        supervisor
+            .log_text()
+            .contains("SIGTERM: stopping once the handoff in progress ends")
+            .then_some(())
+    });
+    // Deferred: the handoff goes on, and the supervisor with it.
+    assert_eq!(f.status()["handoff"]["phase"], "ready");
+
+    supervisor.signal(libc::SIGINT);
+    let exit = supervisor.wait_exit(Duration::from_secs(15));
+    let log = supervisor.log_text();
+    assert_eq!(exit, Some(0), "after the second signal:\n{log}");
+    assert!(
+        log.contains("SIGINT: cancelling the handoff, then stopping"),
+        "{log}"
+    );
+    wait_for_within(Duration::from_secs(10), "both services to be gone", || {
+        (!alive(incumbent) && !alive(successor)).then_some(())
+    });
+    // The trigger hears of the rollback.
+    let out = trigger.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rolled back"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn sighup_hands_off_and_logs_each_phase() {
     let f = Fixture::new();
     f.write_config("");
