@@ -18,7 +18,7 @@ export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PAT
 
 all: build
 
-build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-cpp examples-go examples-rust
+build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-cpp examples-go examples-rust cli-docs
 
 # The commands (handoff-supervisor; see docs/systemd.md).
 .PHONY: bins
@@ -235,9 +235,21 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-# `make install` (PREFIX, LIBDIR, INCLUDEDIR, BINDIR, SYSTEMDUNITDIR,
-# DESTDIR): the library with its soname links, the static library, the
-# header pair, handoff.pc, handoff-supervisor and its systemd units (under
+# handoff-supervisor's man pages and bash, zsh and fish completions, from the
+# clap definition it parses with (src/bin/handoff-supervisor/cli.rs), by the
+# cli-docs example (part of `make build`).
+CLI_DOCS := $(CURDIR)/target/cli-docs
+MANDIR   ?= $(PREFIX)/share/man
+DATADIR  ?= $(PREFIX)/share
+.PHONY: cli-docs
+cli-docs:
+	rm -rf $(CLI_DOCS)
+	$(CARGO) run --release --example cli-docs -- $(CLI_DOCS)
+
+# `make install` (PREFIX, LIBDIR, INCLUDEDIR, BINDIR, SYSTEMDUNITDIR, MANDIR,
+# DATADIR, DESTDIR): the library with its soname links, the static library,
+# the header pair, handoff.pc, handoff-supervisor with its man pages and
+# completions, and its systemd units (under
 # $(PREFIX)/lib/systemd/system, which systemd searches for /usr/local; the
 # administrator enables them). install-files is the one list of what is
 # installed: `make uninstall` and the Debian package (debian/rules) both go
@@ -249,13 +261,16 @@ install: install-files
 
 # Built by `make build`, never by install-files: `sudo make install` must not
 # run cargo as root (another HOME, so another registry: a rebuild).
-INSTALL_FROM := $(TARGET)/libhandoff.so $(TARGET)/libhandoff.a $(TARGET)/handoff-supervisor
+INSTALL_FROM := $(TARGET)/libhandoff.so $(TARGET)/libhandoff.a $(TARGET)/handoff-supervisor \
+    $(CLI_DOCS)/man/handoff-supervisor.1
 install-files:
 	@for f in $(INSTALL_FROM); do \
 	    [ -f "$$f" ] || { echo "$$f is missing: run make build first (as yourself, not as root)"; exit 1; }; \
 	done
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) \
-	    $(DESTDIR)$(SYSTEMDUNITDIR)
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(DATADIR)/bash-completion/completions $(DESTDIR)$(DATADIR)/zsh/site-functions \
+	    $(DESTDIR)$(DATADIR)/fish/vendor_completions.d
 	install -m 0755 $(TARGET)/handoff-supervisor $(DESTDIR)$(BINDIR)/handoff-supervisor
 	install -m 0644 $(TARGET)/libhandoff.so $(DESTDIR)$(LIBDIR)/libhandoff.so.$(VERSION)
 	ln -sf libhandoff.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libhandoff.so.0
@@ -267,6 +282,10 @@ install-files:
 	    sed 's|/usr/local/bin/handoff-supervisor|$(BINDIR)/handoff-supervisor|g' examples/systemd/$$unit \
 	        > $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit && chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit; \
 	done
+	install -m 0644 $(CLI_DOCS)/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 $(CLI_DOCS)/completions/handoff-supervisor.bash $(DESTDIR)$(DATADIR)/bash-completion/completions/handoff-supervisor
+	install -m 0644 $(CLI_DOCS)/completions/_handoff-supervisor $(DESTDIR)$(DATADIR)/zsh/site-functions/_handoff-supervisor
+	install -m 0644 $(CLI_DOCS)/completions/handoff-supervisor.fish $(DESTDIR)$(DATADIR)/fish/vendor_completions.d/handoff-supervisor.fish
 
 # Removes every file install-files writes with the same variables (staged
 # under target/ to list them), and nothing else; directories stay.
@@ -285,7 +304,7 @@ uninstall:
 # MAKEFLAGS is dropped so that this make's variables (PREFIX, DESTDIR) do not
 # leak into debian/rules, which sets its own.
 DEB_DIR := $(CURDIR)/target/deb
-deb: lib bins
+deb: lib bins cli-docs
 	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
 	    { echo "make deb needs dpkg-buildpackage and debhelper: scripts/install-deps.sh installs them"; exit 1; }
 	@v=$$(dpkg-parsechangelog -SVersion); [ "$$v" = "$(VERSION)" ] || \

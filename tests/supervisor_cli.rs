@@ -7,6 +7,13 @@
 #[path = "common/cli.rs"]
 mod cli;
 mod common;
+/// The command's clap definition, and what the cli-docs example renders
+/// from it (`make cli-docs`): the man pages and completions are tested
+/// here, written from the very definition the command parses with.
+#[path = "../src/bin/handoff-supervisor/cli.rs"]
+mod definition;
+#[path = "../src/bin/handoff-supervisor/cli_docs/pages.rs"]
+mod pages;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -193,6 +200,57 @@ fn a_second_trigger_during_a_handoff_is_refused_at_once() {
     assert!(supervisor
         .log_text()
         .contains("SIGHUP: a handoff is already in progress"));
+}
+
+#[test]
+fn a_stop_signal_during_a_handoff_waits_for_it_and_a_second_stops_at_once() {
+    let f = Fixture::new();
+    // A deadline well past the test's patience: only the second signal ends it.
+    f.write_config("[timeouts]\ndeadline_secs = 60\ndrain_grace_secs = 1\n");
+    let mut supervisor = f.run();
+    let incumbent = f.wait_serving_within(Duration::from_secs(10));
+    let hanging = f.wrapper("hanging-successor", "--hang-before-ready");
+    let trigger = f.spawn_trigger(&hanging, Stdio::piped());
+    let successor = wait_for_within(
+        Duration::from_secs(5),
+        "the handoff to wait for Ready",
+        || {
+            let status = f.status();
+            (status["handoff"]["phase"] == "ready")
+                .then(|| status["handoff"]["successor_pid"].as_u64())
+                .flatten()
+        },
+    ) as u32;
+
+    supervisor.signal(libc::SIGTERM);
+    wait_for_within(Duration::from_secs(5), "SIGTERM to be deferred", || {
+        supervisor
+            .log_text()
+            .contains("SIGTERM: stopping once the handoff in progress ends")
+            .then_some(())
+    });
+    // Deferred: the handoff goes on, and the supervisor with it.
+    assert_eq!(f.status()["handoff"]["phase"], "ready");
+
+    supervisor.signal(libc::SIGINT);
+    let exit = supervisor.wait_exit(Duration::from_secs(15));
+    let log = supervisor.log_text();
+    assert_eq!(exit, Some(0), "after the second signal:\n{log}");
+    assert!(
+        log.contains("SIGINT: cancelling the handoff, then stopping"),
+        "{log}"
+    );
+    wait_for_within(Duration::from_secs(10), "both services to be gone", || {
+        (!alive(incumbent) && !alive(successor)).then_some(())
+    });
+    // The trigger hears of the rollback.
+    let out = trigger.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rolled back"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -460,16 +518,254 @@ fn status_when_not_running() {
 
 #[test]
 fn usage_errors() {
-    for args in [&["run"][..], &["bogus"], &["status", "--binary", "x"], &[]] {
+    let usage = |args: &[&str]| {
         let out = Command::new(BIN).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-    }
-    let out = Command::new(BIN).arg("--help").output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    for word in [
-        "run", "trigger", "status", "--config", "--binary", "--force", "--json",
+        text(&out.stderr)
+    };
+    // Each names what is wrong, and where the help is.
+    for (args, says) in [
+        (&["run"][..], "--config <FILE>"),
+        (&["bogus"], "unrecognized subcommand 'bogus'"),
+        (&["status", "-c", "x", "--binary", "y"], "'--binary'"),
+        (
+            &["status", "-c", "x", "--json", "--prometheus"],
+            "cannot be used with",
+        ),
+        (&["trigger", "-c", "x", "--force=yes"], "--force"),
+        (
+            &["run", "-c", "x", "--log-level", "loud"],
+            "[possible values: error, warn, info, debug]",
+        ),
+        (
+            &["run", "-c", "x", "--log-formt", "json"],
+            "tip: a similar argument exists: '--log-format'",
+        ),
     ] {
-        assert!(text(&out.stdout).contains(word), "--help lacks {word}");
+        let stderr = usage(args);
+        assert!(
+            stderr.contains(says),
+            "{args:?}: {says:?} not in:\n{stderr}"
+        );
+        assert!(stderr.contains("try '--help'"), "{args:?}: {stderr}");
+    }
+    // No command at all: the help, on stderr.
+    assert!(usage(&[]).contains("Commands:"));
+
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        text(&out.stdout)
+    };
+    let top = help(&["--help"]);
+    for word in ["run", "trigger", "status", "check", "SIGHUP"] {
+        assert!(top.contains(word), "--help lacks {word}:\n{top}");
+    }
+    for (command, options) in [
+        ("run", &["--config", "--log-format", "--log-level"][..]),
+        ("trigger", &["--config", "--binary", "--force", "--quiet"]),
+        ("status", &["--config", "--json", "--prometheus"]),
+        ("check", &["--config"]),
+    ] {
+        let page = help(&[command, "--help"]);
+        for option in options {
+            assert!(
+                page.contains(option),
+                "{command} --help lacks {option}:\n{page}"
+            );
+        }
+        assert!(page.contains("Exit status"), "{command} --help:\n{page}");
+    }
+    assert_eq!(
+        help(&["--version"]),
+        format!("handoff-supervisor {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn the_command_line_parses_as_documented() {
+    use clap::{CommandFactory, Parser};
+    use definition::{Cli, Command as Sub, LogFormat, LogLevel};
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("handoff-supervisor").chain(args.iter().copied()))
+    };
+    Cli::command().debug_assert();
+    let Sub::Trigger {
+        config,
+        binary,
+        force,
+        quiet,
+    } = parse(&["trigger", "--config=/x.toml", "--binary", "/b", "--force"])
+        .unwrap()
+        .command
+    else {
+        panic!("not trigger");
+    };
+    assert_eq!(config.path, PathBuf::from("/x.toml"));
+    assert_eq!(binary, Some(PathBuf::from("/b")));
+    assert!(force && !quiet);
+    // The defaults, and the spellings the hand-written parser took.
+    let Sub::Run {
+        log_format,
+        log_level,
+        ..
+    } = parse(&["run", "-c", "x"]).unwrap().command
+    else {
+        panic!("not run");
+    };
+    assert_eq!((log_format, log_level), (LogFormat::Human, LogLevel::Info));
+    let Sub::Run {
+        log_format,
+        log_level,
+        ..
+    } = parse(&[
+        "run",
+        "-c",
+        "x",
+        "--log-format=text",
+        "--log-level",
+        "warning",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not run");
+    };
+    assert_eq!((log_format, log_level), (LogFormat::Human, LogLevel::Warn));
+    assert!(parse(&["run", "-c", "x", "status"]).is_err());
+}
+
+#[test]
+fn man_pages_and_completions_render() {
+    use clap::CommandFactory;
+    let dir = tempfile::tempdir().unwrap();
+    pages::write_all(definition::Cli::command(), dir.path()).unwrap();
+    let man = dir.path().join("man");
+    let read = |name: &str| {
+        std::fs::read_to_string(man.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+
+    // The commands the real binary lists, each in the top page and with a
+    // page of its own naming each of its options (roff writes - as \-).
+    let help = text(&Command::new(BIN).arg("--help").output().unwrap().stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert_eq!(commands, ["run", "trigger", "status", "check"], "{help}");
+    let top = read("handoff-supervisor.1");
+    for section in [".SH NAME", ".SH SYNOPSIS", ".SH DESCRIPTION", ".SH NOTES"] {
+        assert!(top.contains(section), "{section} missing:\n{top}");
+    }
+    let mut pages = vec!["handoff-supervisor.1".to_string()];
+    for command in &commands {
+        assert!(
+            top.contains(&format!("handoff\\-supervisor\\-{command}(1)")),
+            "{command}:\n{top}"
+        );
+        let name = format!("handoff-supervisor-{command}.1");
+        let page = read(&name);
+        let out = Command::new(BIN)
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        for option in text(&out.stdout)
+            .split_whitespace()
+            .filter(|w| w.starts_with("--"))
+        {
+            let option = option.trim_end_matches(',').replace('-', "\\-");
+            assert!(page.contains(&option), "{name} lacks {option}:\n{page}");
+        }
+        pages.push(name);
+    }
+    let mut written: Vec<String> = std::fs::read_dir(&man)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    pages.sort();
+    assert_eq!(written, pages, "no page more, none less");
+
+    // man renders each page, when the machine has man.
+    if Command::new("man")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        for name in &pages {
+            let out = Command::new("man")
+                .args(["-l", "-P", "cat"])
+                .arg(man.join(name))
+                .env("LC_ALL", "C")
+                .env("MANWIDTH", "80")
+                .output()
+                .unwrap();
+            let shown = text(&out.stdout);
+            assert!(out.status.success(), "man -l {name}: {}", text(&out.stderr));
+            assert!(
+                shown.contains("NAME")
+                    && shown.contains("SYNOPSIS")
+                    && (name == "handoff-supervisor.1" || shown.contains("--config <FILE>")),
+                "{name} as man shows it:\n{shown}"
+            );
+        }
+    }
+
+    // The bash completion loads, and completes commands and options.
+    let completions = dir.path().join("completions");
+    let bash = completions.join("handoff-supervisor.bash");
+    // The function `complete -p` names is called as bash would call it.
+    let complete = |words: &str| {
+        let script = format!(
+            "source \"$0\" && complete -p handoff-supervisor && \
+             function=$(complete -p handoff-supervisor | sed -n 's/.* -F \\([^ ]*\\) .*/\\1/p') && \
+             COMP_WORDS=({words}) && COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)) && \
+             \"$function\" handoff-supervisor \"${{COMP_WORDS[COMP_CWORD]}}\" \
+                 \"${{COMP_WORDS[COMP_CWORD-1]}}\" && printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(&bash)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{words}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let out = complete("handoff-supervisor tr");
+    let (registered, offered) = out.split_once('\n').unwrap_or_default();
+    assert!(
+        registered.starts_with("complete ") && registered.ends_with(" handoff-supervisor"),
+        "{out}"
+    );
+    assert_eq!(offered.lines().collect::<Vec<_>>(), ["trigger"], "{out}");
+    let out = complete("handoff-supervisor status --");
+    for option in ["--config", "--json", "--prometheus"] {
+        assert!(
+            out.lines().any(|l| l == option),
+            "{option} not completed:\n{out}"
+        );
+    }
+    // zsh and fish: the files, and their syntax where the shell is installed.
+    for (shell, file) in [
+        ("zsh", "_handoff-supervisor"),
+        ("fish", "handoff-supervisor.fish"),
+    ] {
+        let path = completions.join(file);
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("handoff-supervisor"));
+        if let Ok(out) = Command::new(shell).arg("-n").arg(&path).output() {
+            assert!(
+                out.status.success(),
+                "{shell} -n {file}: {}",
+                text(&out.stderr)
+            );
+        }
     }
 }
 

@@ -10,21 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use handoff::log::Level;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Human,
-    Json,
-}
-
-impl Format {
-    pub fn parse(text: &str) -> Option<Format> {
-        match text {
-            "human" | "text" => Some(Format::Human),
-            "json" => Some(Format::Json),
-            _ => None,
-        }
-    }
-}
+/// Human lines or JSON objects (`--log-format`).
+pub use crate::cli::LogFormat as Format;
 
 struct Logger {
     format: Format,

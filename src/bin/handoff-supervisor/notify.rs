@@ -1,5 +1,7 @@
 //! sd_notify(3) without libsystemd: datagrams to $NOTIFY_SOCKET (a path,
 //! or an abstract name written `@name`), and the watchdog keep-alive.
+//! Not the sd-notify crate: it reads $NOTIFY_SOCKET on every call, and we
+//! must take it out of the environment before the first service starts.
 #![allow(unsafe_code)]
 
 use std::os::linux::net::SocketAddrExt;

@@ -237,6 +237,13 @@ impl Main {
                         .stopping("stopping after the handoff in progress");
                     return None;
                 }
+                if self.handoff_running() {
+                    // The second: the handoff rolls back at once, stopping its
+                    // successor, and its end stops the rest (Finished below).
+                    log!(Info, &[], "{name}: cancelling the handoff, then stopping");
+                    self.supervisor.cancel();
+                    return None;
+                }
                 log!(Info, &[], "{name}: stopping");
                 Some(self.stop())
             }

@@ -277,7 +277,9 @@ impl Stream for std::net::TcpStream {
     }
 }
 
-/// `GET /metrics` over HTTP/1.x, for Prometheus to scrape.
+/// `GET /metrics` over HTTP/1.x, for Prometheus to scrape. By hand, not an
+/// HTTP crate: one GET line per connection, answered and closed, on
+/// connections `serve` already bounds and times out.
 pub fn serve_metrics(listener: TcpListener, context: Context) -> std::io::Result<()> {
     serve(
         "metrics endpoint",

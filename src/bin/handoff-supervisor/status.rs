@@ -349,6 +349,8 @@ impl Snapshot {
         out
     }
 
+    // By hand, not prometheus-client: a dozen samples printed once from a
+    // snapshot, where that crate wants a registry of live metric objects.
     fn prometheus(&self) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
