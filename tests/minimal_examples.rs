@@ -214,7 +214,7 @@ fn the_minimal_services_hand_off_to_one_another_and_roll_back() {
     }
     let client = Client::start(addr, get(addr));
 
-    for next in [Lang::Cpp, Lang::C] {
+    for next in [Lang::Cpp, Lang::Python, Lang::Go, Lang::Rust, Lang::C] {
         client.wait_progress(PROGRESS);
         let outcome = supervisor.perform_handoff(&spec(next, &unbindable)).unwrap();
         assert!(!outcome.committed, "{} -> {}: committed", lang.tag(), next.tag());
