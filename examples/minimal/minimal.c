@@ -1,8 +1,7 @@
-/* minimal-c: the smallest real service on libhandoff's C ABI, to copy as a start.
- *   minimal-c DATA_DIR CONTROL_SOCKET   (run by a supervisor that passes the TCP listener "counter")
- * A durable counter: "INCR" appends the new value as a line to DATA_DIR/counter.log and
- * fdatasyncs before answering it; "GET" answers the value (the log's whole lines);
- * "PING" answers "PONG <pid> c". examples/minimal/ has it in every language. */
+/* minimal-c DATA_DIR CONTROL_SOCKET: the smallest real service on libhandoff's C ABI, to copy as
+ * a start; run by a supervisor that passes the TCP listener "counter". A durable counter: "INCR"
+ * appends the new value as a line to DATA_DIR/counter.log and fdatasyncs before answering it;
+ * "GET" answers the value (the log's whole lines); "PING" answers "PONG <pid> c". */
 #define _GNU_SOURCE /* accept4 */
 #include <handoff.h>
 
@@ -156,12 +155,11 @@ int main(int argc, char **argv) {
         /* The incumbent drains and seals meanwhile; until Begin, touch nothing. */
         check(handoff_successor_wait_for_begin(s, 60000, &err), "waiting for Begin");
         check(handoff_successor_start_heartbeats(s, &err), "heartbeats"); /* a slow start is not a dead one */
-        check(handoff_successor_take_listener(s, "counter", HANDOFF_LISTENER_TCP, &listener, &err), "listener");
-    } else {
-        check(handoff_inherited_take_listener(inherited, "counter", HANDOFF_LISTENER_TCP, &listener, &err),
-              "listener counter (run me under a supervisor)");
     }
-    check(handoff_lock_acquire_with_retry(data_dir, s ? 5000 : 2000, &lock, &err), "data-dir lock");
+    check(s ? handoff_successor_take_listener(s, "counter", HANDOFF_LISTENER_TCP, &listener, &err)
+            : handoff_inherited_take_listener(inherited, "counter", HANDOFF_LISTENER_TCP, &listener, &err),
+          "listener counter (run me under a supervisor)");
+    check(handoff_lock_acquire_with_retry(data_dir, 5000, &lock, &err), "data-dir lock");
     open_log();
     if (s)
         check(handoff_successor_announce_ready(s, NULL, argv[2], lock, &inc, &err), "announcing Ready");
@@ -170,7 +168,6 @@ int main(int argc, char **argv) {
     handoff_successor_free(s);
     handoff_lock_free(lock);           /* empty: the lock moved into the incumbent */
     handoff_inherited_free(inherited); /* closes the listeners not taken */
-    check(handoff_incumbent_set_build_id(inc, (const uint8_t *)"minimal-c", 9, &err), "build id");
     check(handoff_incumbent_start_loop(inc, &err), "serving the control socket");
     int status = serve(inc, listener);
     handoff_incumbent_free(inc); /* the log was closed by the seal */

@@ -1,13 +1,14 @@
-// minimal-cpp: the smallest real service on handoff.hpp (C++17), to copy as a start.
-//   minimal-cpp DATA_DIR CONTROL_SOCKET   (run by a supervisor that passes the TCP listener "counter")
-// A durable counter: "INCR" appends the new value as a line to DATA_DIR/counter.log and
-// fdatasyncs before answering it; "GET" answers the value (the log's whole lines);
-// "PING" answers "PONG <pid> cpp". examples/minimal/ has it in every language.
+// minimal-cpp DATA_DIR CONTROL_SOCKET: the smallest real service on handoff.hpp (C++17), to copy
+// as a start; run by a supervisor that passes the TCP listener "counter". A durable counter: "INCR"
+// appends the new value as a line to DATA_DIR/counter.log and fdatasyncs before answering it;
+// "GET" answers the value (the log's whole lines); "PING" answers "PONG <pid> cpp".
 #include "handoff.hpp"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -19,7 +20,7 @@
 
 namespace {
 
-constexpr std::size_t max_conns = 64, max_line = 64;
+constexpr std::size_t max_line = 64;
 
 [[noreturn]] void fail(const char *what) { throw std::system_error(errno, std::generic_category(), what); }
 
@@ -35,11 +36,9 @@ struct counter_log {
         int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0 || d < 0 || fsync(d) != 0 || ::close(d) != 0) // a new file's name is durable too
             fail("opening the log");
-        char buf[4096];
-        ssize_t n;
-        for (value = 0; (n = read(fd, buf, sizeof buf)) > 0;)
-            value += static_cast<std::uint64_t>(std::count(buf, buf + n, '\n'));
-        if (n < 0)
+        std::ifstream in(dir + "/counter.log", std::ios::binary);
+        value = static_cast<std::uint64_t>(std::count(std::istreambuf_iterator<char>(in), {}, '\n'));
+        if (in.bad())
             fail("reading the log");
     }
     std::string incr() {
@@ -53,10 +52,7 @@ struct counter_log {
     }
 };
 
-struct conn {
-    int fd;
-    std::string in;
-};
+struct conn { int fd; std::string in; };
 
 std::string answer(counter_log &log, const std::string &line) {
     if (line == "INCR")
@@ -91,7 +87,7 @@ bool serve_conn(counter_log &log, conn &c) {
 int serve(handoff::incumbent &inc, int listener, counter_log &log) {
     std::vector<conn> conns;
     for (bool accepting = true;;) {
-        std::vector<pollfd> fds{{inc.request_fd(), POLLIN, 0}, {accepting && conns.size() < max_conns ? listener : -1, POLLIN, 0}};
+        std::vector<pollfd> fds{{inc.request_fd(), POLLIN, 0}, {accepting ? listener : -1, POLLIN, 0}};
         for (const conn &c : conns)
             fds.push_back({c.fd, POLLIN, 0});
         if (poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR)
@@ -149,23 +145,20 @@ int main(int argc, char **argv) {
     try {
         handoff::inherited inherited = handoff::inherited::detect();
         handoff::successor successor;
-        int listener = -1;
         if (inherited.is_successor()) { // HANDOFF_ROLE=successor
             successor = handoff::successor::create(inherited);
             successor.handshake("minimal-cpp");
             // The incumbent drains and seals meanwhile; until Begin, touch nothing.
             successor.wait_for_begin(std::chrono::seconds(60));
             successor.start_heartbeats(); // a slow start is not a dead one
-            listener = successor.take_listener("counter", handoff::listener_kind::tcp);
-        } else {
-            listener = inherited.take_listener("counter", handoff::listener_kind::tcp);
         }
-        handoff::lock lock = handoff::lock::acquire_with_retry(argv[1], std::chrono::seconds(successor ? 5 : 2));
+        auto tcp = handoff::listener_kind::tcp;
+        int listener = successor ? successor.take_listener("counter", tcp) : inherited.take_listener("counter", tcp);
+        handoff::lock lock = handoff::lock::acquire_with_retry(argv[1], std::chrono::seconds(5));
         counter_log log{argv[1]};
         log.open();
         handoff::incumbent inc = successor ? successor.announce_ready(argv[2], std::move(lock))
                                            : handoff::incumbent::bind(argv[2], std::move(lock));
-        inc.set_build_id("minimal-cpp");
         inc.start_loop();
         int status = serve(inc, listener, log);
         close(listener);

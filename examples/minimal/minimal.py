@@ -1,13 +1,7 @@
-"""minimal.py: the smallest real service on the Python binding, to copy as a start.
-
-    python minimal.py DATA_DIR CONTROL_SOCKET   (run by a supervisor that passes
-                                                 the TCP listener "counter")
-
-A durable counter: "INCR" appends the new value as a line to DATA_DIR/counter.log
-and fdatasyncs before answering it; "GET" answers the value (the log's whole
-lines); "PING" answers "PONG <pid> python". examples/minimal/ has it in every
-language.
-"""
+"""minimal.py DATA_DIR CONTROL_SOCKET: the smallest real service on the Python binding, to copy
+as a start; run by a supervisor that passes the TCP listener "counter". A durable counter: "INCR"
+appends the new value as a line to DATA_DIR/counter.log and fdatasyncs before answering it; "GET"
+answers the value (the log's whole lines); "PING" answers "PONG <pid> python"."""
 
 from __future__ import annotations
 
@@ -21,7 +15,6 @@ import time
 import handoff
 from handoff import RequestKind, ServeOutcome
 
-MAX_CONNS = 64
 MAX_LINE = 64
 
 
@@ -36,10 +29,8 @@ class CounterLog:
         path = os.path.join(self.data_dir, "counter.log")
         self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         directory = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(directory)  # a new file's name is durable too
-        finally:
-            os.close(directory)
+        os.fsync(directory)  # a new file's name is durable too
+        os.close(directory)
         self.value = 0
         while chunk := os.read(self.fd, 65536):
             self.value += chunk.count(b"\n")
@@ -95,10 +86,7 @@ def serve(incumbent: handoff.Incumbent, listener: socket.socket, log: CounterLog
     accepting = True
     while True:
         poller = select.poll()
-        watched = [incumbent.fileno(), *conns]
-        if accepting and len(conns) < MAX_CONNS:
-            watched.append(listener.fileno())
-        for fd in watched:
+        for fd in [incumbent.fileno(), *conns, *([listener.fileno()] if accepting else [])]:
             poller.register(fd, select.POLLIN)
         ready = {fd for fd, _ in poller.poll()}
         for fd in ready & conns.keys():
@@ -152,7 +140,7 @@ def main() -> int:
         else:
             listener = inherited.take_listener("counter")
         inherited.close()  # closes the listeners not taken
-        with handoff.Lock.acquire(data_dir, timeout=2 if successor is None else 5) as lock:
+        with handoff.Lock.acquire(data_dir, timeout=5) as lock:
             log.open()
             if successor is None:
                 incumbent = handoff.Incumbent.bind(control, lock)
@@ -160,7 +148,6 @@ def main() -> int:
                 incumbent = successor.announce_ready(control, lock)
                 successor.close()
         with incumbent, listener:  # the log was closed by the seal
-            incumbent.set_build_id(b"minimal-py")
             incumbent.start_loop()
             return serve(incumbent, listener, log)
     except (handoff.HandoffError, OSError) as e:  # before Ready the supervisor rolls back
