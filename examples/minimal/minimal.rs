@@ -1,12 +1,10 @@
-//! minimal-rust: the smallest real service on the handoff crate, to copy as a start.
-//!
-//! `minimal-rust DATA_DIR CONTROL_SOCKET` (run by a supervisor that passes the TCP listener
-//! "counter"). A durable counter: "INCR" appends the new value as a line to
-//! DATA_DIR/counter.log and fdatasyncs before answering it; "GET" answers the value (the
-//! log's whole lines); "PING" answers "PONG <pid> rust". examples/minimal/ has it in every
-//! language.
+//! `minimal-rust DATA_DIR CONTROL_SOCKET`: the smallest real service on the handoff crate, to
+//! copy as a start; run by a supervisor that passes the TCP listener "counter". A durable
+//! counter: "INCR" appends the new value as a line to DATA_DIR/counter.log and fdatasyncs
+//! before answering it; "GET" answers the value (the log's whole lines); "PING" answers
+//! "PONG <pid> rust".
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -14,15 +12,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use handoff::incumbent::{Incumbent, RequestKind, ServeOutcome, Serving};
-use handoff::listeners::detect;
 use handoff::lock::DataDirLock;
 use handoff::service::{DrainReport, SealReport};
 use handoff::successor::{Readiness, Successor};
 
-const MAX_CONNS: usize = 64;
 const MAX_LINE: usize = 64;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn die(why: impl std::fmt::Display) -> ! {
+    eprintln!("minimal-rust[{}]: {why}", std::process::id());
+    std::process::exit(1) // before Ready the supervisor rolls back
+}
 
 /// The log: one line per INCR, each fdatasynced before it is answered.
 struct CounterLog {
@@ -35,12 +36,12 @@ impl CounterLog {
     /// Cold start, successor, resume: open it and count its whole lines.
     fn open(&mut self) -> std::io::Result<()> {
         let path = self.dir.join("counter.log");
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
+        self.file = Some(File::options().append(true).create(true).open(&path)?);
         File::open(&self.dir)?.sync_all()?; // a new file's name is durable too
-        self.value = data.iter().filter(|&&b| b == b'\n').count() as u64;
-        self.file = Some(file);
+        self.value = std::fs::read(&path)?
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u64;
         Ok(())
     }
 
@@ -53,9 +54,7 @@ impl CounterLog {
             return "ERR write failed\n".into(); // a torn record has no newline: it never counts
         }
         if let Err(e) = file.sync_data() {
-            // What reached the disk is unknown: never answer.
-            eprintln!("minimal-rust[{}]: fdatasync: {e}", std::process::id());
-            std::process::exit(1);
+            die(format!("fdatasync: {e}")); // what reached the disk is unknown: never answer
         }
         self.value += 1;
         record
@@ -71,56 +70,55 @@ fn answer(log: &mut CounterLog, line: &[u8]) -> String {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
-    pending: Vec<u8>,
-}
-
 /// Answer every whole line the connection has sent; false: close it.
-fn serve_conn(log: &mut CounterLog, conn: &mut Conn) -> bool {
+fn serve_conn(log: &mut CounterLog, (stream, pending): &mut (TcpStream, Vec<u8>)) -> bool {
     let mut buf = [0u8; MAX_LINE];
-    let n = match conn.stream.read(&mut buf[..MAX_LINE - conn.pending.len()]) {
+    match stream.read(&mut buf[..MAX_LINE - pending.len()]) {
         Ok(0) => return false,
-        Ok(n) => n,
+        Ok(n) => pending.extend_from_slice(&buf[..n]),
         Err(e) => return matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
-    };
-    conn.pending.extend_from_slice(&buf[..n]);
-    while let Some(nl) = conn.pending.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = conn.pending.drain(..=nl).collect();
+    }
+    while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=nl).collect();
         let line = line[..nl].strip_suffix(b"\r").unwrap_or(&line[..nl]);
         // Non-blocking: a client that lets its answers pile up unread is dropped.
-        if conn.stream.write_all(answer(log, line).as_bytes()).is_err() {
+        if stream.write_all(answer(log, line).as_bytes()).is_err() {
             return false;
         }
     }
-    if conn.pending.len() == MAX_LINE {
-        let _ = conn.stream.write_all(b"ERR line too long\n");
+    if pending.len() == MAX_LINE {
+        let _ = stream.write_all(b"ERR line too long\n");
     }
-    conn.pending.len() < MAX_LINE
+    pending.len() < MAX_LINE
 }
 
 /// The service's own loop: the handoff's requests, the listener, the connections.
 fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Result<()> {
-    let mut conns: Vec<Conn> = Vec::new();
+    let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
     let mut accepting = true;
     loop {
-        let watch = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        let open = accepting && conns.len() < MAX_CONNS;
-        let mut fds = vec![watch(serving.requests().fd().as_raw_fd())];
-        fds.push(watch(if open { listener.as_raw_fd() } else { -1 }));
-        fds.extend(conns.iter().map(|c| watch(c.stream.as_raw_fd())));
+        let listening = if accepting { listener.as_raw_fd() } else { -1 };
+        let watched = [serving.requests().fd().as_raw_fd(), listening];
+        let streams = conns.iter().map(|(stream, _)| stream.as_raw_fd());
+        let mut fds: Vec<libc::pollfd> = (watched.into_iter().chain(streams))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
         handoff::poll::poll(&mut fds, None)?;
         for i in (0..conns.len()).rev() {
             if fds[2 + i].revents != 0 && !serve_conn(log, &mut conns[i]) {
                 conns.swap_remove(i); // backwards: the last one, moved to i, was served already
             }
         }
+        // Poll, then accept: the listener's O_NONBLOCK is shared and either way works.
         if fds[1].revents != 0 {
-            // Poll, then accept: the listener's O_NONBLOCK is shared and either way works.
             match listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(true)?;
-                    conns.push(Conn { stream, pending: Vec::new() });
+                    conns.push((stream, Vec::new()));
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
@@ -128,25 +126,29 @@ fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Res
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
-        let Some(request) = (fds[0].revents != 0).then(|| serving.requests().take()).flatten()
-        else {
+        let Some(request) = serving.requests().take() else {
             continue;
         };
         match request.kind() {
             RequestKind::Drain => {
-                // Stop accepting (clients wait in the queue); answer, close.
-                accepting = false;
+                accepting = false; // clients wait in the kernel's queue
                 for mut conn in conns.drain(..) {
-                    serve_conn(log, &mut conn);
+                    serve_conn(log, &mut conn); // answer what it sent, then close it
                 }
-                let report = DrainReport { accept_closed: true, ..DrainReport::default() };
-                request.complete_drain(Ok(report));
+                let drained = DrainReport {
+                    accept_closed: true,
+                    ..Default::default()
+                };
+                request.complete_drain(Ok(drained));
             }
             RequestKind::Seal => {
                 log.file = None; // every record is synced already: close the log
-                let report =
-                    SealReport { last_revision_per_shard: vec![log.value], ..SealReport::default() };
-                request.complete_seal(Ok(report));
+                let revision = vec![log.value];
+                let sealed = SealReport {
+                    last_revision_per_shard: revision,
+                    ..Default::default()
+                };
+                request.complete_seal(Ok(sealed));
             }
             RequestKind::Resume => {
                 if log.file.is_none() {
@@ -161,32 +163,38 @@ fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Res
 }
 
 fn run(data_dir: &Path, control: &Path) -> Result<ServeOutcome> {
-    let mut inherited = detect()?; // early: before other threads read the environment
-    let mut log = CounterLog { dir: data_dir.to_owned(), file: None, value: 0 };
-    let (mut incumbent, listener) = match inherited.take_control() {
-        Some(control_fd) => {
-            // HANDOFF_ROLE=successor
-            let mut successor = Successor::new(control_fd, inherited.into_listeners())?;
-            successor.handshake(b"minimal-rust")?;
-            // The incumbent drains and seals meanwhile; until Begin, touch nothing.
-            successor.wait_for_begin(Duration::from_secs(60))?;
-            // Until Ready (the guard's end): a slow start is not a dead one.
-            let _heartbeats = successor.start_heartbeats(Duration::from_secs(2));
-            let listener = successor.listeners()?.take_tcp("counter")?.ok_or("no listener counter")?;
-            let lock = DataDirLock::acquire_with_retry(data_dir, Duration::from_secs(5))?;
-            log.open()?;
-            let ready = Readiness { healthz_ok: true, ..Readiness::default() };
-            (successor.announce_ready(ready, control, lock)?, listener)
-        }
-        None => {
-            let listener = inherited.listeners_mut().take_tcp("counter")?;
-            let listener = listener.ok_or("no listener counter (run me under a supervisor)")?;
-            let lock = DataDirLock::acquire_with_retry(data_dir, Duration::from_secs(2))?;
-            log.open()?;
-            (Incumbent::bind(control, lock)?, listener)
-        }
+    let mut inherited = handoff::listeners::detect()?; // early: before other threads start
+    let mut log = CounterLog {
+        dir: data_dir.to_owned(),
+        file: None,
+        value: 0,
     };
-    incumbent.set_build_id(b"minimal-rust".to_vec());
+    let (listener, incumbent) = if let Some(control_fd) = inherited.take_control() {
+        // HANDOFF_ROLE=successor
+        let mut successor = Successor::new(control_fd, inherited.into_listeners())?;
+        successor.handshake(b"minimal-rust")?;
+        // The incumbent drains and seals meanwhile; until Begin, touch nothing.
+        successor.wait_for_begin(Duration::from_secs(60))?;
+        // Until Ready (the guard's end): a slow start is not a dead one.
+        let _heartbeats = successor.start_heartbeats(Duration::from_secs(2));
+        let listener = successor
+            .listeners()?
+            .take_tcp("counter")?
+            .ok_or("no listener counter")?;
+        let lock = DataDirLock::acquire_with_retry(data_dir, Duration::from_secs(5))?;
+        log.open()?;
+        let ready = Readiness {
+            healthz_ok: true,
+            ..Readiness::default()
+        };
+        (listener, successor.announce_ready(ready, control, lock)?)
+    } else {
+        let listener = inherited.listeners_mut().take_tcp("counter")?;
+        let listener = listener.ok_or("no listener counter (run me under a supervisor)")?;
+        let lock = DataDirLock::acquire_with_retry(data_dir, Duration::from_secs(5))?;
+        log.open()?;
+        (listener, Incumbent::bind(control, lock)?)
+    };
     let serving = incumbent.start().map_err(|not_started| not_started.error)?;
     serve(&serving, &listener, &mut log)?;
     Ok(serving.join()?) // the log was closed by the seal
@@ -195,16 +203,10 @@ fn run(data_dir: &Path, control: &Path) -> Result<ServeOutcome> {
 fn main() {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
     let [data_dir, control] = args.as_slice() else {
-        eprintln!("usage: minimal-rust DATA_DIR CONTROL_SOCKET");
-        std::process::exit(2);
+        die("usage: minimal-rust DATA_DIR CONTROL_SOCKET");
     };
     match run(data_dir, control) {
-        Ok(ServeOutcome::Committed | ServeOutcome::Superseded) => {}
-        Ok(ServeOutcome::Stopped) => std::process::exit(1),
-        Err(e) => {
-            // Before Ready the supervisor rolls back.
-            eprintln!("minimal-rust[{}]: {e}", std::process::id());
-            std::process::exit(1);
-        }
+        Ok(outcome) => std::process::exit(i32::from(outcome == ServeOutcome::Stopped)),
+        Err(e) => die(e),
     }
 }
