@@ -17,7 +17,7 @@ export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PAT
 
 all: build
 
-build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-go
+build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-go examples-minimal
 
 # The commands (handoff-supervisor; see docs/systemd.md).
 .PHONY: bins
@@ -28,6 +28,14 @@ bins:
 # (pkg-config, PKG_CONFIG_PATH exported above).
 examples: lib $(DEV_PC_DIR)/handoff.pc
 	$(MAKE) -C examples/c
+
+# The minimal service in each language (examples/minimal): C, C++ and Go
+# through its Makefile (pkg-config); minimal.py runs as it is; minimal.rs is
+# the crate's example minimal-rust, which `cargo test` builds (building it
+# here would rebuild the library each time: examples see the dev-dependencies).
+.PHONY: examples-minimal
+examples-minimal: lib $(DEV_PC_DIR)/handoff.pc
+	$(MAKE) -C examples/minimal
 
 lib:
 	$(CARGO) build --release --lib
@@ -139,6 +147,8 @@ test-python: build venv
 	cd examples/demo && $(PY_VENV)/bin/mypy --strict demo.py loadgen.py report.py test_pairs.py test_report.py
 	$(PY_VENV)/bin/mypy --strict bindings/python/src/handoff
 	cd examples/python && $(PY_VENV)/bin/mypy --strict kv.py kvlog.py test_kvlog.py
+	cd examples/minimal && $(PY_VENV)/bin/ruff check minimal.py && $(PY_VENV)/bin/ruff format --check minimal.py
+	cd examples/minimal && $(PY_VENV)/bin/mypy --strict minimal.py
 	$(PY_VENV)/bin/python -m pytest -q examples/python/test_kvlog.py
 	cd bindings/python && HANDOFF_LIBRARY=$(TARGET)/libhandoff.so $(PY_VENV)/bin/python -m pytest -q
 
@@ -158,6 +168,7 @@ examples-go: lib $(DEV_PC_DIR)/handoff.pc
 
 test-go: build examples-go
 	cd examples/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test -count=1 ./...
+	cd examples/minimal/go && $(GO_ENV) $(GO) vet ./...
 	cd bindings/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) vet -tags handoff_gcstress ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 -tags handoff_gcstress ./...
@@ -211,3 +222,4 @@ clean:
 	$(CARGO) clean
 	$(MAKE) -C tests/c clean
 	$(MAKE) -C examples/c clean
+	$(MAKE) -C examples/minimal clean

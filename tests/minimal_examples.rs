@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -52,12 +52,12 @@ impl Lang {
     /// The service's command; panics with what to build when it is missing.
     fn command(self, data_dir: &Path, control: &Path) -> Command {
         let root = root();
-        let built = |name: &str| root.join("examples/minimal/build").join(name);
+        let built = |name: &str| built_by_make().join(name);
         let mut argv: Vec<PathBuf> = match self {
             Lang::C => vec![built("minimal-c")],
             Lang::Cpp => vec![built("minimal-cpp")],
             Lang::Go => vec![built("minimal-go")],
-            Lang::Rust => vec![root.join("target/release/examples/minimal-rust")],
+            Lang::Rust => vec![rust_example()],
             Lang::Python => vec![
                 root.join("target/venv/bin/python"),
                 root.join("examples/minimal/minimal.py"),
@@ -66,8 +66,7 @@ impl Lang {
         for path in &argv {
             assert!(
                 path.exists(),
-                "{} is missing: run `make build venv` (it builds examples/minimal and \
-                 `cargo build --release --example minimal-rust`)",
+                "{} is missing: run `make venv` first",
                 path.display()
             );
         }
@@ -82,6 +81,38 @@ impl Lang {
             )],
         }
     }
+}
+
+/// examples/minimal/build, made (C, C++, Go) once per run of this test.
+fn built_by_make() -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let status = std::process::Command::new("make")
+            .args(["-s", "-C"])
+            .arg(root().join("examples/minimal"))
+            .env("PKG_CONFIG_PATH", root().join("target/pkgconfig"))
+            .status()
+            .expect("make");
+        assert!(
+            status.success(),
+            "building examples/minimal failed (run `make build` first)"
+        );
+    });
+    root().join("examples/minimal/build")
+}
+
+/// The crate's example minimal-rust, which `cargo test` builds with the tests.
+fn rust_example() -> PathBuf {
+    let built = root().join("target/release/examples/minimal-rust");
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let source = modified(&root().join("examples/minimal/minimal.rs"));
+    assert!(
+        modified(&built).is_some_and(|built| Some(built) >= source),
+        "{} is missing or older than minimal.rs: run `cargo build --release --example \
+         minimal-rust` (or the whole `cargo test --release`)",
+        built.display()
+    );
+    built
 }
 
 /// One line on a fresh connection, its answer line.
@@ -142,7 +173,8 @@ impl Client {
                 stream.set_read_timeout(Some(PATIENCE)).unwrap();
                 let mut answer = String::new();
                 let sent = stream.write_all(b"INCR\n");
-                if sent.is_err() || BufReader::new(stream).read_line(&mut answer).unwrap_or(0) == 0 {
+                if sent.is_err() || BufReader::new(stream).read_line(&mut answer).unwrap_or(0) == 0
+                {
                     tally.unanswered += 1;
                     unanswered_since += 1;
                     continue;
@@ -205,7 +237,11 @@ fn the_minimal_services_hand_off_to_one_another_and_roll_back() {
         drain_grace: Duration::from_secs(5),
     };
     let mut reaper = Reaper::default();
-    let mut serving = reaper.keep(supervisor.spawn_cold(&Lang::C.command(&data_dir, &control)).unwrap());
+    let mut serving = reaper.keep(
+        supervisor
+            .spawn_cold(&Lang::C.command(&data_dir, &control))
+            .unwrap(),
+    );
     let mut lang = Lang::C;
     let deadline = Instant::now() + PATIENCE;
     while TcpStream::connect(addr).is_err() || pong(addr).0 != serving {
@@ -216,9 +252,20 @@ fn the_minimal_services_hand_off_to_one_another_and_roll_back() {
 
     for next in [Lang::Cpp, Lang::Python, Lang::Go, Lang::Rust, Lang::C] {
         client.wait_progress(PROGRESS);
-        let outcome = supervisor.perform_handoff(&spec(next, &unbindable)).unwrap();
-        assert!(!outcome.committed, "{} -> {}: committed", lang.tag(), next.tag());
-        assert_eq!(pong(addr), (serving, lang.tag().to_string()), "resumed after the rollback");
+        let outcome = supervisor
+            .perform_handoff(&spec(next, &unbindable))
+            .unwrap();
+        assert!(
+            !outcome.committed,
+            "{} -> {}: committed",
+            lang.tag(),
+            next.tag()
+        );
+        assert_eq!(
+            pong(addr),
+            (serving, lang.tag().to_string()),
+            "resumed after the rollback"
+        );
         client.wait_progress(PROGRESS);
 
         let before = get(addr);
@@ -231,9 +278,19 @@ fn the_minimal_services_hand_off_to_one_another_and_roll_back() {
             outcome.abort_reason
         );
         let successor = reaper.keep(outcome.successor.unwrap());
-        assert_eq!(reaper.wait_exit(serving, PATIENCE), Some(0), "the {} incumbent's exit", lang.tag());
+        assert_eq!(
+            reaper.wait_exit(serving, PATIENCE),
+            Some(0),
+            "the {} incumbent's exit",
+            lang.tag()
+        );
         assert_eq!(pong(addr), (successor, next.tag().to_string()));
-        assert!(get(addr) >= before, "{} counts what {} answered", next.tag(), lang.tag());
+        assert!(
+            get(addr) >= before,
+            "{} counts what {} answered",
+            next.tag(),
+            lang.tag()
+        );
         (serving, lang) = (successor, next);
     }
     client.wait_progress(PROGRESS);
