@@ -133,6 +133,21 @@ fn pong(addr: SocketAddr) -> (u32, String) {
     (words[1].parse().expect("a pid"), words[2].to_string())
 }
 
+/// Bad input on one connection: clear errors, and it stays usable.
+fn assert_refuses_bad_input(addr: SocketAddr, serving: (u32, &str)) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let long = "x".repeat(200);
+    stream
+        .write_all(format!("{long}\nBOGUS\nPING\r\n").as_bytes())
+        .unwrap();
+    let mut answers = BufReader::new(stream).lines();
+    let mut next = || answers.next().expect("an answer").expect("an answer");
+    assert_eq!(next(), "ERR line too long", "{}", serving.1);
+    assert_eq!(next(), "ERR unknown command", "{}", serving.1);
+    assert_eq!(next(), format!("PONG {} {}", serving.0, serving.1));
+}
+
 fn get(addr: SocketAddr) -> u64 {
     let answer = ask(addr, "GET");
     answer.parse().unwrap_or_else(|_| panic!("GET: {answer:?}"))
@@ -285,6 +300,7 @@ fn the_minimal_services_hand_off_to_one_another_and_roll_back() {
             lang.tag()
         );
         assert_eq!(pong(addr), (successor, next.tag().to_string()));
+        assert_refuses_bad_input(addr, (successor, next.tag()));
         assert!(
             get(addr) >= before,
             "{} counts what {} answered",

@@ -16,7 +16,7 @@
 
 enum { MAX_CONNS = 64, MAX_LINE = 64 };
 
-struct conn { int fd; size_t len; char buf[MAX_LINE]; };
+struct conn { int fd, skipping; size_t len; char buf[MAX_LINE]; };
 static struct conn conns[MAX_CONNS];
 static int nconns, log_fd = -1;
 static const char *data_dir;
@@ -77,16 +77,19 @@ static int serve_conn(struct conn *c) {
         *nl = '\0';
         if (nl > c->buf && nl[-1] == '\r')
             nl[-1] = '\0';
-        const char *line = answer(c->buf, out, sizeof out);
+        const char *line = c->skipping ? "ERR line too long\n" : answer(c->buf, out, sizeof out);
+        c->skipping = 0;
         /* Non-blocking: a client that lets its answers pile up unread is dropped. */
         if (send(c->fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line))
             return 0;
         c->len -= (size_t)(nl + 1 - c->buf);
         memmove(c->buf, nl + 1, c->len);
     }
-    if (c->len == MAX_LINE)
-        send(c->fd, "ERR line too long\n", 18, MSG_NOSIGNAL);
-    return c->len < MAX_LINE;
+    if (c->len == MAX_LINE) { /* too long: skip to its newline, answered then */
+        c->skipping = 1;
+        c->len = 0;
+    }
+    return 1;
 }
 
 static void drop(int i) { close(conns[i].fd); conns[i] = conns[--nconns]; }

@@ -52,7 +52,7 @@ struct counter_log {
     }
 };
 
-struct conn { int fd; std::string in; };
+struct conn { int fd; std::string in; bool skipping = false; };
 
 std::string answer(counter_log &log, const std::string &line) {
     if (line == "INCR")
@@ -73,14 +73,17 @@ bool serve_conn(counter_log &log, conn &c) {
     c.in.append(buf, static_cast<std::size_t>(n));
     for (std::size_t nl; (nl = c.in.find('\n')) != std::string::npos; c.in.erase(0, nl + 1)) {
         std::string line = c.in.substr(0, nl > 0 && c.in[nl - 1] == '\r' ? nl - 1 : nl);
-        std::string out = answer(log, line);
+        std::string out = c.skipping ? "ERR line too long\n" : answer(log, line);
+        c.skipping = false;
         // Non-blocking: a client that lets its answers pile up unread is dropped.
         if (send(c.fd, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size()))
             return false;
     }
-    if (c.in.size() == max_line)
-        send(c.fd, "ERR line too long\n", 18, MSG_NOSIGNAL);
-    return c.in.size() < max_line;
+    if (c.in.size() == max_line) { // skip to its newline, answered then
+        c.skipping = true;
+        c.in.clear();
+    }
+    return true;
 }
 
 // The service's own loop: the handoff's requests, the listener, the connections.
@@ -100,7 +103,7 @@ int serve(handoff::incumbent &inc, int listener, counter_log &log) {
         if (fds[1].revents) { // poll, then accept: the listener's O_NONBLOCK is shared and either way works
             int fd = accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd >= 0)
-                conns.push_back({fd, {}});
+                conns.push_back({fd, {}, false});
             else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                 poll(nullptr, 0, 100); // out of descriptors: let one free up rather than spin
         }

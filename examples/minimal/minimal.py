@@ -5,7 +5,6 @@ answers the value (the log's whole lines); "PING" answers "PONG <pid> python".""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import socket
@@ -57,32 +56,36 @@ def answer(log: CounterLog, line: bytes) -> bytes:
     return b"ERR unknown command\n"
 
 
-def serve_conn(log: CounterLog, conn: socket.socket, pending: bytearray) -> bool:
-    """Answer every whole line the connection has sent; False: close it."""
-    try:
-        data = conn.recv(MAX_LINE - len(pending))
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    pending += data
-    while (nl := pending.find(b"\n")) >= 0:
-        line = bytes(pending[:nl]).removesuffix(b"\r")
-        del pending[: nl + 1]
-        try:  # non-blocking: a client that lets its answers pile up unread is dropped
-            conn.sendall(answer(log, line))
+class Conn:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.pending, self.skipping = sock, bytearray(), False
+
+    def serve(self, log: CounterLog) -> bool:
+        """Answer every whole line the client has sent; False: close it."""
+        try:
+            data = self.sock.recv(MAX_LINE - len(self.pending))
+        except BlockingIOError:
+            return True
         except OSError:
             return False
-    if len(pending) == MAX_LINE:
-        with contextlib.suppress(OSError):
-            conn.send(b"ERR line too long\n")
-        return False
-    return len(data) > 0
+        self.pending += data
+        while (nl := self.pending.find(b"\n")) >= 0:
+            line = bytes(self.pending[:nl]).removesuffix(b"\r")
+            del self.pending[: nl + 1]
+            out = b"ERR line too long\n" if self.skipping else answer(log, line)
+            self.skipping = False
+            try:  # non-blocking: a client that lets its answers pile up unread is dropped
+                self.sock.sendall(out)
+            except OSError:
+                return False
+        if len(self.pending) == MAX_LINE:  # too long: skip to its newline, answered then
+            self.pending, self.skipping = bytearray(), True
+        return len(data) > 0
 
 
 def serve(incumbent: handoff.Incumbent, listener: socket.socket, log: CounterLog) -> int:
     """The service's own loop: the handoff's requests, the listener, the connections."""
-    conns: dict[int, tuple[socket.socket, bytearray]] = {}
+    conns: dict[int, Conn] = {}
     accepting = True
     while True:
         poller = select.poll()
@@ -90,13 +93,13 @@ def serve(incumbent: handoff.Incumbent, listener: socket.socket, log: CounterLog
             poller.register(fd, select.POLLIN)
         ready = {fd for fd, _ in poller.poll()}
         for fd in ready & conns.keys():
-            if not serve_conn(log, *conns[fd]):
-                conns.pop(fd)[0].close()
+            if not conns[fd].serve(log):
+                conns.pop(fd).sock.close()
         if listener.fileno() in ready:  # poll, then accept: the shared O_NONBLOCK may be either
             try:
                 conn, _ = listener.accept()
                 conn.setblocking(False)
-                conns[conn.fileno()] = (conn, bytearray())
+                conns[conn.fileno()] = Conn(conn)
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 pass
             except OSError:  # out of descriptors: let one free up rather than spin
@@ -108,9 +111,9 @@ def serve(incumbent: handoff.Incumbent, listener: socket.socket, log: CounterLog
         with request:  # completes it; an exception fails it
             if request.kind is RequestKind.DRAIN:  # stop accepting; answer, close
                 accepting = False
-                for conn, pending in conns.values():
-                    serve_conn(log, conn, pending)
-                    conn.close()
+                for each in conns.values():
+                    each.serve(log)
+                    each.sock.close()
                 conns.clear()
             elif request.kind is RequestKind.SEAL:  # every record is synced already
                 os.close(log.fd)

@@ -70,8 +70,11 @@ fn answer(log: &mut CounterLog, line: &[u8]) -> String {
     }
 }
 
+/// A connection: its stream, the start of a line, and whether it skips an overlong one.
+type Conn = (TcpStream, Vec<u8>, bool);
+
 /// Answer every whole line the connection has sent; false: close it.
-fn serve_conn(log: &mut CounterLog, (stream, pending): &mut (TcpStream, Vec<u8>)) -> bool {
+fn serve_conn(log: &mut CounterLog, (stream, pending, skipping): &mut Conn) -> bool {
     let mut buf = [0u8; MAX_LINE];
     match stream.read(&mut buf[..MAX_LINE - pending.len()]) {
         Ok(0) => return false,
@@ -81,25 +84,31 @@ fn serve_conn(log: &mut CounterLog, (stream, pending): &mut (TcpStream, Vec<u8>)
     while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = pending.drain(..=nl).collect();
         let line = line[..nl].strip_suffix(b"\r").unwrap_or(&line[..nl]);
+        let out = if *skipping {
+            "ERR line too long\n".into()
+        } else {
+            answer(log, line)
+        };
+        *skipping = false;
         // Non-blocking: a client that lets its answers pile up unread is dropped.
-        if stream.write_all(answer(log, line).as_bytes()).is_err() {
+        if stream.write_all(out.as_bytes()).is_err() {
             return false;
         }
     }
     if pending.len() == MAX_LINE {
-        let _ = stream.write_all(b"ERR line too long\n");
+        (*skipping, *pending) = (true, Vec::new()); // too long: skip to its newline, answered then
     }
-    pending.len() < MAX_LINE
+    true
 }
 
 /// The service's own loop: the handoff's requests, the listener, the connections.
 fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Result<()> {
-    let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+    let mut conns: Vec<Conn> = Vec::new();
     let mut accepting = true;
     loop {
         let listening = if accepting { listener.as_raw_fd() } else { -1 };
         let watched = [serving.requests().fd().as_raw_fd(), listening];
-        let streams = conns.iter().map(|(stream, _)| stream.as_raw_fd());
+        let streams = conns.iter().map(|(stream, _, _)| stream.as_raw_fd());
         let mut fds: Vec<libc::pollfd> = (watched.into_iter().chain(streams))
             .map(|fd| libc::pollfd {
                 fd,
@@ -118,7 +127,7 @@ fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Res
             match listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(true)?;
-                    conns.push((stream, Vec::new()));
+                    conns.push((stream, Vec::new(), false));
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}

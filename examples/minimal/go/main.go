@@ -78,11 +78,16 @@ func (s *service) serveConn(c net.Conn) {
 	r := bufio.NewReaderSize(c, 64)
 	for {
 		text, err := r.ReadSlice('\n')
+		skipping := false
+		for errors.Is(err, bufio.ErrBufferFull) { // too long: skip to its newline, answered then
+			skipping = true
+			text, err = r.ReadSlice('\n')
+		}
 		s.mu.Lock()
-		out := ""
-		if errors.Is(err, bufio.ErrBufferFull) {
-			out = "ERR line too long\n"
-		} else if err == nil && s.conns[c] {
+		out := "ERR line too long\n"
+		if err != nil || !s.conns[c] {
+			out = ""
+		} else if !skipping {
 			out = s.answer(strings.TrimRight(string(text), "\r\n"))
 		}
 		c.SetWriteDeadline(time.Now().Add(time.Second)) // a client that lets answers pile up is dropped
