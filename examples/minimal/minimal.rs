@@ -38,10 +38,8 @@ impl CounterLog {
         let path = self.dir.join("counter.log");
         self.file = Some(File::options().append(true).create(true).open(&path)?);
         File::open(&self.dir)?.sync_all()?; // a new file's name is durable too
-        self.value = std::fs::read(&path)?
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
+        let data = std::fs::read(&path)?;
+        self.value = data.iter().filter(|&&b| b == b'\n').count() as u64;
         Ok(())
     }
 
@@ -84,12 +82,11 @@ fn serve_conn(log: &mut CounterLog, (stream, pending, skipping): &mut Conn) -> b
     while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = pending.drain(..=nl).collect();
         let line = line[..nl].strip_suffix(b"\r").unwrap_or(&line[..nl]);
-        let out = if *skipping {
+        let out = if std::mem::take(skipping) {
             "ERR line too long\n".into()
         } else {
             answer(log, line)
         };
-        *skipping = false;
         // Non-blocking: a client that lets its answers pile up unread is dropped.
         if stream.write_all(out.as_bytes()).is_err() {
             return false;
