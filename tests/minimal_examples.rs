@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{root, Reaper};
 use handoff::spawn::Command;
-use handoff::supervisor::{SpawnSpec, Supervisor};
+use handoff::supervisor::{Cause, HandoffPhase, Party, SpawnSpec, Supervisor};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 /// Answered INCRs the client must see between two steps of the run.
@@ -270,9 +270,13 @@ fn the_minimal_services_hand_off_to_one_another_and_roll_back() {
         let outcome = supervisor
             .perform_handoff(&spec(next, &unbindable))
             .unwrap();
-        assert!(
-            !outcome.committed,
-            "{} -> {}: committed",
+        let abort = outcome
+            .abort
+            .expect("the handoff to a successor that fails rolls back");
+        assert_eq!(
+            (abort.party, abort.cause, abort.phase),
+            (Party::Successor, Cause::Exited, HandoffPhase::Ready),
+            "{} -> {}: {abort:?}",
             lang.tag(),
             next.tag()
         );
