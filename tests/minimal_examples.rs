@@ -322,3 +322,28 @@ fn the_minimal_services_hand_off_to_one_another_and_roll_back() {
     );
     eprintln!("minimal services: {tally:?}, counter at {last}");
 }
+
+/// The README's table of the minimal services gives each file's length.
+#[test]
+fn the_readme_gives_each_minimal_service_its_length() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for file in [
+        "minimal.c",
+        "minimal.cpp",
+        "minimal.py",
+        "go/main.go",
+        "minimal.rs",
+    ] {
+        let source = std::fs::read_to_string(root().join("examples/minimal").join(file)).unwrap();
+        let row = readme
+            .lines()
+            .find(|line| line.contains(&format!("(examples/minimal/{file})")))
+            .unwrap_or_else(|| panic!("README.md has no row for {file}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(
+            cells[3],
+            source.lines().count().to_string(),
+            "README.md's line count of examples/minimal/{file}"
+        );
+    }
+}

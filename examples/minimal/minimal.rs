@@ -122,10 +122,10 @@ fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Res
         // Poll, then accept: the listener's O_NONBLOCK is shared and either way works.
         if fds[1].revents != 0 {
             match listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(true)?;
+                Ok((stream, _)) if stream.set_nonblocking(true).is_ok() => {
                     conns.push((stream, Vec::new(), false));
                 }
+                Ok(_) => {} // closed: it could not be served without stalling the loop
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
                 // Out of descriptors: let one free up rather than spin.

@@ -109,7 +109,7 @@ func (s *service) startAccepting() {
 		for {
 			c, err := s.ln.Accept() // Go polls the listener first (and sets the shared O_NONBLOCK)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return // stopAccepting
+				return // the drain set a deadline in the past
 			} else if err != nil {
 				time.Sleep(100 * time.Millisecond) // out of descriptors: let one free up rather than spin
 				continue
