@@ -18,7 +18,7 @@ export PKG_CONFIG_PATH := $(DEV_PC_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PAT
 
 all: build
 
-build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-cpp examples-go examples-rust cli-docs
+build: lib bins $(DEV_PC_DIR)/handoff.pc examples examples-cpp examples-go examples-rust examples-minimal cli-docs
 
 # The commands (handoff-supervisor; see docs/systemd.md).
 .PHONY: bins
@@ -38,6 +38,14 @@ examples-rust:
 # kv-cpp (examples/cpp), on include/handoff.hpp.
 examples-cpp: lib $(DEV_PC_DIR)/handoff.pc
 	$(MAKE) -C examples/cpp
+
+# The minimal service in each language (examples/minimal): C, C++ and Go
+# through its Makefile (pkg-config); minimal.py runs as it is; minimal.rs is
+# the crate's example minimal-rust, which `cargo test` builds (building it
+# here would rebuild the library each time: examples see the dev-dependencies).
+.PHONY: examples-minimal
+examples-minimal: lib $(DEV_PC_DIR)/handoff.pc
+	$(MAKE) -C examples/minimal
 
 lib:
 	$(CARGO) build --release --lib
@@ -152,6 +160,8 @@ test-python: build venv
 	cd examples/demo && $(PY_VENV)/bin/python -m mypy --strict demo.py loadgen.py report.py test_pairs.py test_report.py
 	$(PY_VENV)/bin/python -m mypy --strict bindings/python/src/libhandoff
 	cd examples/python && $(PY_VENV)/bin/python -m mypy --strict kv.py kvlog.py test_kvlog.py
+	cd examples/minimal && $(PY_VENV)/bin/ruff check minimal.py && $(PY_VENV)/bin/ruff format --check minimal.py
+	cd examples/minimal && $(PY_VENV)/bin/python -m mypy --strict minimal.py
 	$(PY_VENV)/bin/python -m pytest -q examples/python/test_kvlog.py
 	cd bindings/python && HANDOFF_LIBRARY=$(TARGET)/libhandoff.so $(PY_VENV)/bin/python -m pytest -q
 
@@ -196,6 +206,7 @@ examples-go: lib $(DEV_PC_DIR)/handoff.pc
 
 test-go: build examples-go
 	cd examples/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) test -count=1 ./...
+	cd examples/minimal/go && $(GO_ENV) $(GO) vet ./...
 	cd bindings/go && $(GO_ENV) $(GO) vet ./... && $(GO_ENV) $(GO) vet -tags handoff_gcstress ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 ./...
 	cd bindings/go && $(GO_ENV) $(GO) test -race -count=1 -tags handoff_gcstress ./...
@@ -328,3 +339,4 @@ clean:
 	$(CARGO) clean
 	$(MAKE) -C tests/c clean
 	$(MAKE) -C examples/c clean
+	$(MAKE) -C examples/minimal clean

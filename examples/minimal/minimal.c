@@ -1,0 +1,179 @@
+/* minimal-c DATA_DIR CONTROL_SOCKET: the smallest real service on libhandoff's C ABI, to copy as
+ * a start; run by a supervisor that passes the TCP listener "counter". A durable counter: "INCR"
+ * appends the new value as a line to DATA_DIR/counter.log and fdatasyncs before answering it;
+ * "GET" answers the value (the log's whole lines); "PING" answers "PONG <pid> c". */
+#define _GNU_SOURCE /* accept4 */
+#include <handoff.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { MAX_CONNS = 64, MAX_LINE = 64 };
+
+struct conn { int fd, skipping; size_t len; char buf[MAX_LINE]; };
+static struct conn conns[MAX_CONNS];
+static int nconns, log_fd = -1;
+static const char *data_dir;
+static unsigned long long value;
+static handoff_error *err;
+
+static void die(const char *what, const char *why) {
+    fprintf(stderr, "minimal-c[%d]: %s: %s\n", (int)getpid(), what, why);
+    exit(1); /* before Ready the supervisor rolls back; every answered INCR is on disk */
+}
+static void check(handoff_status status, const char *what) {
+    if (status != HANDOFF_OK)
+        die(what, handoff_error_message(err));
+}
+
+/* Open the log (cold start, successor, resume) and count its whole lines. */
+static void open_log(void) {
+    char path[4096], buf[4096];
+    snprintf(path, sizeof path, "%s/counter.log", data_dir);
+    log_fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    int dir = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (log_fd < 0 || dir < 0 || fsync(dir) != 0 || close(dir) != 0) /* a new file's name is durable too */
+        die("opening the log", strerror(errno));
+    ssize_t n;
+    for (value = 0; (n = read(log_fd, buf, sizeof buf)) > 0;)
+        for (ssize_t i = 0; i < n; i++)
+            value += buf[i] == '\n';
+    if (n < 0)
+        die("reading the log", strerror(errno));
+}
+
+static const char *answer(const char *line, char *out, size_t size) {
+    if (strcmp(line, "PING") == 0) {
+        snprintf(out, size, "PONG %d c\n", (int)getpid());
+    } else if (strcmp(line, "INCR") == 0) {
+        int len = snprintf(out, size, "%llu\n", value + 1); /* the record is the answer */
+        if (write(log_fd, out, (size_t)len) != len)
+            return "ERR write failed\n"; /* a torn record has no '\n': it never counts */
+        if (fdatasync(log_fd) != 0)      /* what reached the disk is unknown: never answer */
+            die("fdatasync", strerror(errno));
+        value++;
+    } else if (strcmp(line, "GET") == 0) {
+        snprintf(out, size, "%llu\n", value);
+    } else {
+        return "ERR unknown command\n";
+    }
+    return out;
+}
+
+/* Answer every whole line the connection has sent; 0: close it. */
+static int serve_conn(struct conn *c) {
+    ssize_t n = recv(c->fd, c->buf + c->len, MAX_LINE - c->len, MSG_DONTWAIT);
+    if (n <= 0)
+        return n < 0 && (errno == EAGAIN || errno == EINTR);
+    c->len += (size_t)n;
+    char *nl, out[64];
+    while ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
+        *nl = '\0';
+        if (nl > c->buf && nl[-1] == '\r')
+            nl[-1] = '\0';
+        const char *line = c->skipping ? "ERR line too long\n" : answer(c->buf, out, sizeof out);
+        c->skipping = 0;
+        /* Non-blocking: a client that lets its answers pile up unread is dropped. */
+        if (send(c->fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line))
+            return 0;
+        c->len -= (size_t)(nl + 1 - c->buf);
+        memmove(c->buf, nl + 1, c->len);
+    }
+    if (c->len == MAX_LINE) { /* too long: skip to its newline, answered then */
+        c->skipping = 1;
+        c->len = 0;
+    }
+    return 1;
+}
+
+static void drop(int i) { close(conns[i].fd); conns[i] = conns[--nconns]; }
+
+/* The service's own loop: the handoff's requests, the listener, the connections. */
+static int serve(handoff_incumbent *inc, int listener) {
+    for (int accepting = 1;;) {
+        struct pollfd fds[2 + MAX_CONNS] = {{handoff_incumbent_request_fd(inc), POLLIN, 0},
+                                            {accepting && nconns < MAX_CONNS ? listener : -1, POLLIN, 0}};
+        for (int i = 0; i < nconns; i++)
+            fds[2 + i] = (struct pollfd){conns[i].fd, POLLIN, 0};
+        if (poll(fds, (nfds_t)(2 + nconns), -1) < 0 && errno != EINTR)
+            die("poll", strerror(errno));
+        for (int i = nconns - 1; i >= 0; i--) /* backwards: drop() moves the last one to i */
+            if (fds[2 + i].revents && !serve_conn(&conns[i]))
+                drop(i);
+        if (fds[1].revents) { /* poll, then accept: the listener's O_NONBLOCK is shared and either way works */
+            int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0)
+                conns[nconns++] = (struct conn){.fd = fd};
+            else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                poll(NULL, 0, 100); /* out of descriptors: let one free up rather than spin */
+        }
+        handoff_hook_context *req = NULL;
+        uint32_t kind = HANDOFF_REQUEST_NONE, outcome = 0;
+        if (fds[0].revents & POLLIN)
+            check(handoff_incumbent_take_request(inc, &req, &kind, &err), "taking a request");
+        switch (kind) {
+        case HANDOFF_REQUEST_DRAIN: /* stop accepting (clients wait in the queue); answer, close */
+            for (accepting = 0; nconns > 0; drop(nconns - 1))
+                serve_conn(&conns[nconns - 1]);
+            break;
+        case HANDOFF_REQUEST_SEAL: /* every record is synced already: close the log */
+            close(log_fd);
+            log_fd = -1;
+            check(handoff_hook_push_revision(req, value, &err), "seal");
+            break;
+        case HANDOFF_REQUEST_RESUME: /* rolled back: the library holds the lock again */
+            if (log_fd < 0)
+                open_log();
+            accepting = 1;
+            break;
+        case HANDOFF_REQUEST_ENDED: /* committed (the successor serves) or superseded */
+            check(handoff_incumbent_wait(inc, 0, &outcome, &err), "the end of serving");
+            return outcome == HANDOFF_SERVE_STOPPED;
+        default:
+            continue;
+        }
+        check(handoff_hook_complete(req, HANDOFF_OK, &err), "completing a request");
+    }
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3)
+        die("usage", "minimal-c DATA_DIR CONTROL_SOCKET");
+    data_dir = argv[1];
+    handoff_inherited *inherited = NULL;
+    handoff_successor *s = NULL;
+    handoff_lock *lock = NULL;
+    handoff_incumbent *inc = NULL;
+    int listener = -1;
+    check(handoff_inherited_detect(&inherited, &err), "detecting the role");
+    if (handoff_inherited_is_successor(inherited)) { /* HANDOFF_ROLE=successor */
+        check(handoff_successor_new(inherited, &s, &err), "successor");
+        check(handoff_successor_handshake(s, (const uint8_t *)"minimal-c", 9, NULL, &err), "handshake");
+        /* The incumbent drains and seals meanwhile; until Begin, touch nothing. */
+        check(handoff_successor_wait_for_begin(s, 60000, &err), "waiting for Begin");
+        check(handoff_successor_start_heartbeats(s, &err), "heartbeats"); /* a slow start is not a dead one */
+    }
+    check(s ? handoff_successor_take_listener(s, "counter", HANDOFF_LISTENER_TCP, &listener, &err)
+            : handoff_inherited_take_listener(inherited, "counter", HANDOFF_LISTENER_TCP, &listener, &err),
+          "listener counter (run me under a supervisor)");
+    check(handoff_lock_acquire_with_retry(data_dir, 5000, &lock, &err), "data-dir lock");
+    open_log();
+    if (s)
+        check(handoff_successor_announce_ready(s, NULL, argv[2], lock, &inc, &err), "announcing Ready");
+    else
+        check(handoff_incumbent_bind(argv[2], lock, &inc, &err), "control socket");
+    handoff_successor_free(s);
+    handoff_lock_free(lock);           /* empty: the lock moved into the incumbent */
+    handoff_inherited_free(inherited); /* closes the listeners not taken */
+    check(handoff_incumbent_start_loop(inc, &err), "serving the control socket");
+    int status = serve(inc, listener);
+    handoff_incumbent_free(inc); /* the log was closed by the seal */
+    close(listener);
+    return status;
+}

@@ -1,0 +1,173 @@
+// minimal-cpp DATA_DIR CONTROL_SOCKET: the smallest real service on handoff.hpp (C++17), to copy
+// as a start; run by a supervisor that passes the TCP listener "counter". A durable counter: "INCR"
+// appends the new value as a line to DATA_DIR/counter.log and fdatasyncs before answering it;
+// "GET" answers the value (the log's whole lines); "PING" answers "PONG <pid> cpp".
+#include "handoff.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace {
+
+constexpr std::size_t max_line = 64;
+
+[[noreturn]] void fail(const char *what) { throw std::system_error(errno, std::generic_category(), what); }
+
+// The log: one line per INCR, each fdatasynced before it is answered.
+struct counter_log {
+    std::string dir;
+    int fd = -1;
+    std::uint64_t value = 0;
+
+    // Cold start, successor, resume: open it and count its whole lines.
+    void open() {
+        fd = ::open((dir + "/counter.log").c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        int d = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || d < 0 || fsync(d) != 0 || ::close(d) != 0) // a new file's name is durable too
+            fail("opening the log");
+        std::ifstream in(dir + "/counter.log", std::ios::binary);
+        value = static_cast<std::uint64_t>(std::count(std::istreambuf_iterator<char>(in), {}, '\n'));
+        if (in.bad())
+            fail("reading the log");
+    }
+    std::string incr() {
+        std::string record = std::to_string(value + 1) + "\n"; // the record is the answer
+        if (write(fd, record.data(), record.size()) != static_cast<ssize_t>(record.size()))
+            return "ERR write failed\n"; // a torn record has no '\n': it never counts
+        if (fdatasync(fd) != 0)          // what reached the disk is unknown: never answer
+            fail("fdatasync");
+        ++value;
+        return record;
+    }
+};
+
+struct conn { int fd; std::string in; bool skipping = false; };
+
+std::string answer(counter_log &log, const std::string &line) {
+    if (line == "INCR")
+        return log.incr();
+    if (line == "GET")
+        return std::to_string(log.value) + "\n";
+    if (line == "PING")
+        return "PONG " + std::to_string(getpid()) + " cpp\n";
+    return "ERR unknown command\n";
+}
+
+// Answer every whole line the connection has sent; false: close it.
+bool serve_conn(counter_log &log, conn &c) {
+    char buf[max_line];
+    ssize_t n = recv(c.fd, buf, max_line - c.in.size(), MSG_DONTWAIT);
+    if (n <= 0)
+        return n < 0 && (errno == EAGAIN || errno == EINTR);
+    c.in.append(buf, static_cast<std::size_t>(n));
+    for (std::size_t nl; (nl = c.in.find('\n')) != std::string::npos; c.in.erase(0, nl + 1)) {
+        std::string line = c.in.substr(0, nl > 0 && c.in[nl - 1] == '\r' ? nl - 1 : nl);
+        std::string out = c.skipping ? "ERR line too long\n" : answer(log, line);
+        c.skipping = false;
+        // Non-blocking: a client that lets its answers pile up unread is dropped.
+        if (send(c.fd, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size()))
+            return false;
+    }
+    if (c.in.size() == max_line) { // skip to its newline, answered then
+        c.skipping = true;
+        c.in.clear();
+    }
+    return true;
+}
+
+// The service's own loop: the handoff's requests, the listener, the connections.
+int serve(handoff::incumbent &inc, int listener, counter_log &log) {
+    std::vector<conn> conns;
+    for (bool accepting = true;;) {
+        std::vector<pollfd> fds{{inc.request_fd(), POLLIN, 0}, {accepting ? listener : -1, POLLIN, 0}};
+        for (const conn &c : conns)
+            fds.push_back({c.fd, POLLIN, 0});
+        if (poll(fds.data(), fds.size(), -1) < 0 && errno != EINTR)
+            fail("poll");
+        for (std::size_t i = conns.size(); i-- > 0;)
+            if (fds[2 + i].revents && !serve_conn(log, conns[i])) {
+                close(conns[i].fd);
+                conns.erase(conns.begin() + static_cast<std::ptrdiff_t>(i));
+            }
+        if (fds[1].revents) { // poll, then accept: the listener's O_NONBLOCK is shared and either way works
+            int fd = accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd >= 0)
+                conns.push_back({fd, {}, false});
+            else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                poll(nullptr, 0, 100); // out of descriptors: let one free up rather than spin
+        }
+        if (!(fds[0].revents & POLLIN))
+            continue;
+        handoff::request req = inc.take_request(); // destroyed uncompleted (an exception): failed
+        switch (req.kind()) {
+        case handoff::request_kind::drain: // stop accepting (clients wait in the queue); answer, close
+            accepting = false;
+            for (conn &c : conns) {
+                serve_conn(log, c);
+                close(c.fd);
+            }
+            conns.clear();
+            break;
+        case handoff::request_kind::seal: // every record is synced already: close the log
+            close(log.fd);
+            log.fd = -1;
+            req.push_revision(log.value);
+            break;
+        case handoff::request_kind::resume: // rolled back: the library holds the lock again
+            if (log.fd < 0)
+                log.open();
+            accepting = true;
+            break;
+        case handoff::request_kind::ended: // committed (the successor serves) or superseded
+            return inc.wait_for(std::chrono::milliseconds(0)) == handoff::serve_outcome::stopped;
+        case handoff::request_kind::none:
+            continue;
+        }
+        req.complete();
+    }
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        std::fprintf(stderr, "usage: minimal-cpp DATA_DIR CONTROL_SOCKET\n");
+        return 2;
+    }
+    try {
+        handoff::inherited inherited = handoff::inherited::detect();
+        handoff::successor successor;
+        if (inherited.is_successor()) { // HANDOFF_ROLE=successor
+            successor = handoff::successor::create(inherited);
+            successor.handshake("minimal-cpp");
+            // The incumbent drains and seals meanwhile; until Begin, touch nothing.
+            successor.wait_for_begin(std::chrono::seconds(60));
+            successor.start_heartbeats(); // a slow start is not a dead one
+        }
+        auto tcp = handoff::listener_kind::tcp;
+        int listener = successor ? successor.take_listener("counter", tcp) : inherited.take_listener("counter", tcp);
+        handoff::lock lock = handoff::lock::acquire_with_retry(argv[1], std::chrono::seconds(5));
+        counter_log log{argv[1]};
+        log.open();
+        handoff::incumbent inc = successor ? successor.announce_ready(argv[2], std::move(lock))
+                                           : handoff::incumbent::bind(argv[2], std::move(lock));
+        inc.start_loop();
+        int status = serve(inc, listener, log);
+        close(listener);
+        return status; // the destructors free the rest; the log was closed by the seal
+    } catch (const std::exception &e) { // before Ready the supervisor rolls back
+        std::fprintf(stderr, "minimal-cpp[%d]: %s\n", static_cast<int>(getpid()), e.what());
+        return 1;
+    }
+}
