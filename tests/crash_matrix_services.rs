@@ -618,11 +618,16 @@ fn drive_row(
     })
 }
 
-/// The rows to run: every point with each language as the incumbent (the
-/// default), or every point once (`CRASH_MATRIX=quick`); the successor's
-/// language rotates so that all nine ordered pairs occur either way.
+/// The rows to run. Every point with each language as the incumbent and
+/// the successor's language rotating (`CRASH_MATRIX=standard`, the
+/// default), or every point once (`quick`); the steps only a moving
+/// handoff has with every ordered pair of services (`full`, `make
+/// test-full`: 25 pairs) or, otherwise, each service once as the incumbent
+/// of each step with the successor rotating.
 fn rows() -> Vec<Row> {
-    let full = std::env::var("CRASH_MATRIX").map_or(true, |v| v != "quick");
+    let mode = std::env::var("CRASH_MATRIX").unwrap_or_default();
+    let full = mode != "quick";
+    let every_pair = mode == "full";
     let only = std::env::var("CRASH_MATRIX_ONLY").unwrap_or_default();
     let mut rows = Vec::new();
     let incumbents: &[Lang] = if full { &LANGS } else { &[Lang::C] };
@@ -647,14 +652,23 @@ fn rows() -> Vec<Row> {
             });
         }
     }
-    // The steps only a handoff that moves connections has, with every pair
-    // of services that both move them.
-    for incumbent in LANGS.into_iter().filter(|l| l.moves_connections()) {
-        for successor in LANGS.into_iter().filter(|l| l.moves_connections()) {
-            for case in MOVE_CASES
-                .iter()
-                .filter(|c| c.point.contains(only.as_str()))
-            {
+    // The steps only a handoff that moves connections has, between services
+    // that both move them.
+    let movers: Vec<Lang> = LANGS
+        .into_iter()
+        .filter(|l| l.moves_connections())
+        .collect();
+    for &incumbent in &movers {
+        for (i, case) in MOVE_CASES.iter().enumerate() {
+            if !case.point.contains(only.as_str()) {
+                continue;
+            }
+            let successors = if every_pair {
+                movers.clone()
+            } else {
+                vec![incumbent.after(i + 1)]
+            };
+            for successor in successors {
                 rows.push(Row {
                     case,
                     incumbent,

@@ -37,7 +37,7 @@ def pair_walk(kinds: list[str]) -> list[str]:
 
 def test_the_walk_covers_every_pair_once() -> None:
     walk = pair_walk(KINDS)
-    pairs = list(zip(walk, walk[1:]))
+    pairs = list(itertools.pairwise(walk))
     assert sorted(pairs) == sorted(itertools.product(KINDS, KINDS))
 
 
@@ -62,7 +62,7 @@ def test_every_pair_hands_off(tmp_path: Path) -> None:
             load.start()
             load.wait_acknowledged(10)
             epoch = time.monotonic()
-            for source, target in zip(walk, walk[1:]):
+            for source, target in itertools.pairwise(walk):
                 handoff = demo.trigger(config, binaries[target], target, epoch)
                 handoff.source = source
                 handoffs.append(handoff)

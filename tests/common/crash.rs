@@ -851,15 +851,27 @@ impl<'b> World<'b> {
             .collect()
     }
 
-    /// The service uses the crash-enabled library.
+    /// The service uses the crash-enabled library: it maps the build's
+    /// libhandoff.so, or (kv-rust, which links the crate in) it is the
+    /// build's own executable.
     pub fn check_library(&self, pid: u32) -> Result<(), String> {
-        let mapped = mapped_libhandoff(pid).ok_or(format!("pid {pid} maps no libhandoff.so"))?;
+        let canonical_dir = |path: &Path| path.parent().and_then(|d| fs::canonicalize(d).ok());
+        let lib_dir = fs::canonicalize(&self.build.lib_dir).ok();
+        if let Some(mapped) = mapped_libhandoff(pid) {
+            ensure!(
+                canonical_dir(&mapped) == lib_dir,
+                "pid {pid} runs {} instead of the crash-enabled library in {}",
+                mapped.display(),
+                self.build.lib_dir.display()
+            );
+            return Ok(());
+        }
+        let exe = fs::read_link(format!("/proc/{pid}/exe"))
+            .map_err(|e| format!("pid {pid} maps no libhandoff.so, and its exe: {e}"))?;
         ensure!(
-            mapped.parent().and_then(|d| fs::canonicalize(d).ok())
-                == fs::canonicalize(&self.build.lib_dir).ok(),
-            "pid {pid} runs {} instead of the crash-enabled library in {}",
-            mapped.display(),
-            self.build.lib_dir.display()
+            canonical_dir(&exe) == fs::canonicalize(self.build.lib_dir.join("examples")).ok(),
+            "pid {pid} maps no libhandoff.so and runs {}, not a crash-enabled build's example",
+            exe.display()
         );
         Ok(())
     }
