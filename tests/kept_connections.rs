@@ -14,11 +14,12 @@
 mod common;
 #[path = "common/kv.rs"]
 mod kv;
+#[path = "common/line_client.rs"]
+mod line_client;
 #[path = "common/load.rs"]
 mod load;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use std::time::Duration;
 use common::{service_command, Reaper};
 use handoff::supervisor::{SpawnSpec, Supervisor};
 use kv::{Lang, LaunchOptions, LANGS};
+use line_client::LineClient;
 use load::{Load, LoadConfig};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -36,48 +38,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 const PIPELINE: u64 = 16;
 /// Batches the pipelining client completes before and after each handoff.
 const BATCHES_PER_PHASE: u64 = 20;
-
-/// One kept connection, reading answer lines.
-struct Kept {
-    reader: BufReader<TcpStream>,
-}
-
-impl Kept {
-    fn connect(addr: SocketAddr) -> Kept {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        Kept {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, bytes: &str) {
-        self.reader
-            .get_ref()
-            .write_all(bytes.as_bytes())
-            .unwrap_or_else(|e| panic!("a kept connection failed sending {bytes:?}: {e}"));
-    }
-
-    /// The next answer; an EOF or a reset fails the test.
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => panic!("a kept connection was closed (EOF)"),
-            Ok(_) => line.trim_end().to_string(),
-            Err(e) => panic!("a kept connection failed: {e}"),
-        }
-    }
-
-    /// PING: the pid that answered and its tag.
-    fn ping(&mut self) -> (u32, String) {
-        self.send("PING\n");
-        let answer = self.line();
-        let mut words = answer.split(' ');
-        assert_eq!(words.next(), Some("PONG"), "{answer:?}");
-        let pid = words.next().and_then(|p| p.parse().ok()).expect("a pid");
-        (pid, words.next().unwrap_or_default().to_string())
-    }
-}
 
 /// A client pipelining SET/GET batches on one connection until stopped;
 /// any wrong, missing or out-of-order answer fails it.
@@ -91,7 +51,7 @@ impl Pipeliner {
     fn start(addr: SocketAddr) -> Pipeliner {
         let batches = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let mut kept = Kept::connect(addr);
+        let mut kept = LineClient::connect(addr, IO_TIMEOUT);
         let thread = {
             let (batches, stop) = (batches.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -180,7 +140,7 @@ fn kept_connections_survive_handoffs_across_the_services_under_load() {
     let mut reaper = Reaper::default();
     let first = movers[0];
     let mut serving = reaper.keep(supervisor.spawn_cold(&spec(first).command).unwrap());
-    let mut idle = Kept::connect(addr);
+    let mut idle = LineClient::connect(addr, IO_TIMEOUT);
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
     while idle.ping().0 != serving {
         assert!(std::time::Instant::now() < deadline, "never served");
@@ -194,7 +154,7 @@ fn kept_connections_survive_handoffs_across_the_services_under_load() {
         },
     );
     let pipeliner = Pipeliner::start(addr);
-    let mut half = Kept::connect(addr);
+    let mut half = LineClient::connect(addr, IO_TIMEOUT);
     // C -> Python -> Go -> C++ -> Rust -> C: each mover in turn, back to the first.
     let targets: Vec<Lang> = movers[1..].iter().copied().chain([first]).collect();
     let mut served_by = vec![(serving, first.tag().to_string())];

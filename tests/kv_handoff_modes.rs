@@ -12,62 +12,20 @@
 mod common;
 #[path = "common/kv.rs"]
 mod kv;
+#[path = "common/line_client.rs"]
+mod line_client;
 
 use handoff::spawn::Command;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use common::{service_command, Reaper};
 use handoff::supervisor::{Cause, Party, SpawnSpec, Supervisor};
 use kv::{Lang, LaunchOptions, LANGS};
+use line_client::LineClient;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A client connection kept across handoffs.
-struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        Client {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, bytes: &str) {
-        self.reader.get_ref().write_all(bytes.as_bytes()).unwrap();
-    }
-
-    /// The next answer line, or None at EOF.
-    fn line(&mut self) -> Option<String> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => Some(line.trim_end().to_string()),
-            Err(e) => panic!("a kept connection failed: {e}"),
-        }
-    }
-
-    fn ask(&mut self, request: &str) -> String {
-        self.send(&format!("{request}\n"));
-        self.line()
-            .unwrap_or_else(|| panic!("closed before answering {request:?}"))
-    }
-
-    fn pong_pid(&mut self) -> u32 {
-        let answer = self.ask("PING");
-        answer
-            .split(' ')
-            .nth(1)
-            .and_then(|pid| pid.parse().ok())
-            .unwrap_or_else(|| panic!("not a PONG: {answer:?}"))
-    }
-}
 
 /// A supervisor holding the listener `kv`, the services' launchers and
 /// their shared log.
@@ -166,16 +124,21 @@ fn a_v1_handoff_closes_kept_connections_and_keeps_every_write() {
     for lang in LANGS {
         let mut bench = Bench::new();
         let first = bench.cold_start(lang);
-        let mut kept = Client::connect(bench.addr);
+        let mut kept = LineClient::connect(bench.addr, IO_TIMEOUT);
         assert!(kept.ask("SET before v1").starts_with("OK "));
         let successor = bench
             .hand_off(lang, &["--no-moves"])
             .unwrap_or_else(|abort| panic!("{}: {abort:?}\n{}", lang.tag(), bench.log_tail()));
         assert_exits_zero(&mut bench, first, lang.tag());
         // Answered and idle when the drain came: closed at once, not moved.
-        assert_eq!(kept.line(), None, "{}: the kept connection", lang.tag());
-        let mut fresh = Client::connect(bench.addr);
-        assert_eq!(fresh.pong_pid(), successor, "{}", lang.tag());
+        assert_eq!(
+            kept.next_line(),
+            None,
+            "{}: the kept connection",
+            lang.tag()
+        );
+        let mut fresh = LineClient::connect(bench.addr, IO_TIMEOUT);
+        assert_eq!(fresh.ping().0, successor, "{}", lang.tag());
         assert_eq!(fresh.ask("GET before"), "VALUE v1", "{}", lang.tag());
     }
 }
@@ -185,9 +148,9 @@ fn a_rollback_after_the_connections_moved_gives_them_back() {
     for lang in LANGS {
         let mut bench = Bench::new();
         let first = bench.cold_start(lang);
-        let mut idle = Client::connect(bench.addr);
-        assert_eq!(idle.pong_pid(), first);
-        let mut half = Client::connect(bench.addr);
+        let mut idle = LineClient::connect(bench.addr, IO_TIMEOUT);
+        assert_eq!(idle.ping().0, first);
+        let mut half = LineClient::connect(bench.addr, IO_TIMEOUT);
         half.send("SET half ");
         let rolled_back = bench.hand_off(Lang::Rust, &["--exit-after-adopt"]);
         assert_eq!(
@@ -200,12 +163,12 @@ fn a_rollback_after_the_connections_moved_gives_them_back() {
         // The incumbent took its connections back as they were.
         half.send("one\n");
         assert!(
-            half.line().is_some_and(|l| l.starts_with("OK ")),
+            half.next_line().is_some_and(|l| l.starts_with("OK ")),
             "{}",
             lang.tag()
         );
         assert_eq!(half.ask("GET half"), "VALUE one", "{}", lang.tag());
-        assert_eq!(idle.pong_pid(), first, "{}", lang.tag());
+        assert_eq!(idle.ping().0, first, "{}", lang.tag());
         // And hands them off for real next.
         half.send("SET half ");
         let successor = bench
@@ -214,12 +177,12 @@ fn a_rollback_after_the_connections_moved_gives_them_back() {
         assert_exits_zero(&mut bench, first, lang.tag());
         half.send("two\n");
         assert!(
-            half.line().is_some_and(|l| l.starts_with("OK ")),
+            half.next_line().is_some_and(|l| l.starts_with("OK ")),
             "{}",
             lang.tag()
         );
         assert_eq!(half.ask("GET half"), "VALUE two");
-        assert_eq!(idle.pong_pid(), successor);
+        assert_eq!(idle.ping().0, successor);
         // SIGTERM: a clean stop, status 0.
         // SAFETY: a signal to a child this test started and still reaps.
         assert_eq!(unsafe { libc::kill(successor as i32, libc::SIGTERM) }, 0);

@@ -17,9 +17,11 @@
 
 #[path = "peers/harness.rs"]
 mod harness;
+#[path = "common/line_client.rs"]
+mod line_client;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::BufRead;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use handoff::spawn::Command;
 use handoff::supervisor::{Cause, Party, SpawnSpec, Supervisor};
 use harness::{peer_args, peer_binary, wait_serving, Impl, Procs};
+use line_client::LineClient;
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,61 +115,16 @@ impl Service {
     }
 }
 
-/// A kept client connection (one descriptor: 10,000 of them fit).
-struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        Client {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, bytes: &str) {
-        let mut stream: &TcpStream = self.reader.get_ref();
-        stream
-            .write_all(bytes.as_bytes())
-            .unwrap_or_else(|e| panic!("sending {bytes:?}: {e}"));
-    }
-
-    /// The next answer line; an EOF or a reset fails the test.
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => panic!("the connection was closed (EOF)"),
-            Ok(_) => line.trim_end().to_string(),
-            Err(e) => panic!("reading an answer: {e}"),
-        }
-    }
-
-    fn ask(&mut self, request: &str) -> String {
-        self.send(&format!("{request}\n"));
-        self.line()
-    }
-
-    /// Who answers PING on this connection.
-    fn pid(&mut self) -> u32 {
-        let answer = self.ask("PING");
-        let mut words = answer.split(' ');
-        assert_eq!(words.next(), Some("PONG"), "{answer:?}");
-        words.next().and_then(|p| p.parse().ok()).expect("a pid")
-    }
-}
-
 /// Every kind of kept connection, and the table, across four handoffs.
 #[test]
 fn connections_and_an_in_memory_table_survive_handoffs() {
     let (mut service, mut pid) = Service::start();
-    let mut idle = Client::connect(service.addr);
-    let mut pipelining = Client::connect(service.addr);
-    let mut half = Client::connect(service.addr);
-    assert_eq!(idle.pid(), pid);
-    assert_eq!(pipelining.pid(), pid);
-    assert_eq!(half.pid(), pid);
+    let mut idle = LineClient::connect(service.addr, IO_TIMEOUT);
+    let mut pipelining = LineClient::connect(service.addr, IO_TIMEOUT);
+    let mut half = LineClient::connect(service.addr, IO_TIMEOUT);
+    assert_eq!(idle.ping().0, pid);
+    assert_eq!(pipelining.ping().0, pid);
+    assert_eq!(half.ping().0, pid);
     let mut written = 0;
     for generation in 0..4 {
         // Pipelined: requests sent, answers not yet read, when the handoff
@@ -185,9 +143,9 @@ fn connections_and_an_in_memory_table_survive_handoffs() {
         half.send("0\n");
         assert_eq!(half.line(), "VALUE v0", "generation {generation}");
         // Every connection is served by the new process now.
-        assert_eq!(idle.pid(), new, "the idle connection");
-        assert_eq!(pipelining.pid(), new, "the pipelining connection");
-        assert_eq!(half.pid(), new, "the half-line connection");
+        assert_eq!(idle.ping().0, new, "the idle connection");
+        assert_eq!(pipelining.ping().0, new, "the pipelining connection");
+        assert_eq!(half.ping().0, new, "the half-line connection");
         // The table came along in its memfd: every write reads back.
         for i in 0..written {
             assert_eq!(pipelining.ask(&format!("GET k{i}")), format!("VALUE v{i}"));
@@ -203,8 +161,8 @@ fn connections_and_an_in_memory_table_survive_handoffs() {
 #[test]
 fn a_successor_that_exits_after_adopting_rolls_everything_back() {
     let (mut service, pid) = Service::start();
-    let mut pipelining = Client::connect(service.addr);
-    let mut half = Client::connect(service.addr);
+    let mut pipelining = LineClient::connect(service.addr, IO_TIMEOUT);
+    let mut half = LineClient::connect(service.addr, IO_TIMEOUT);
     assert_eq!(pipelining.ask("SET before 1"), "OK");
     for i in 0..10 {
         pipelining.send(&format!("SET p{i} {i}\n"));
@@ -227,13 +185,13 @@ fn a_successor_that_exits_after_adopting_rolls_everything_back() {
     }
     half.send("ore\n");
     assert_eq!(half.line(), "VALUE 1");
-    assert_eq!(pipelining.pid(), pid);
-    assert_eq!(half.pid(), pid);
+    assert_eq!(pipelining.ping().0, pid);
+    assert_eq!(half.ping().0, pid);
     for i in 0..10 {
         assert_eq!(pipelining.ask(&format!("GET p{i}")), format!("VALUE {i}"));
     }
     let new = service.hand_off(pid, Impl::Mover);
-    assert_eq!(pipelining.pid(), new);
+    assert_eq!(pipelining.ping().0, new);
     assert_eq!(half.ask("GET p9"), "VALUE 9");
 }
 
@@ -245,11 +203,11 @@ fn a_successor_that_exits_after_adopting_rolls_everything_back() {
 #[test]
 fn a_seal_that_fails_after_the_descriptors_moved_rolls_everything_back() {
     let (mut service, pid) = Service::start_as(Impl::Mover, &["--fail-first-seal"]);
-    let mut pipelining = Client::connect(service.addr);
-    let mut half = Client::connect(service.addr);
-    let mut idle = Client::connect(service.addr);
+    let mut pipelining = LineClient::connect(service.addr, IO_TIMEOUT);
+    let mut half = LineClient::connect(service.addr, IO_TIMEOUT);
+    let mut idle = LineClient::connect(service.addr, IO_TIMEOUT);
     assert_eq!(pipelining.ask("SET before 1"), "OK");
-    assert_eq!(idle.pid(), pid);
+    assert_eq!(idle.ping().0, pid);
     for i in 0..10 {
         pipelining.send(&format!("SET p{i} {i}\n"));
     }
@@ -278,13 +236,17 @@ fn a_seal_that_fails_after_the_descriptors_moved_rolls_everything_back() {
     }
     half.send("ore\n");
     assert_eq!(half.line(), "VALUE 1");
-    assert_eq!(idle.pid(), pid, "the idle connection, after the rollback");
-    assert_eq!(pipelining.pid(), pid);
+    assert_eq!(
+        idle.ping().0,
+        pid,
+        "the idle connection, after the rollback"
+    );
+    assert_eq!(pipelining.ping().0, pid);
     for i in 0..10 {
         assert_eq!(pipelining.ask(&format!("GET p{i}")), format!("VALUE {i}"));
     }
     let new = service.hand_off(pid, Impl::Mover);
-    assert_eq!(idle.pid(), new, "moved by the next handoff");
+    assert_eq!(idle.ping().0, new, "moved by the next handoff");
     assert_eq!(half.ask("GET p9"), "VALUE 9");
 }
 
@@ -299,13 +261,13 @@ fn a_seal_that_fails_after_the_descriptors_moved_rolls_everything_back() {
 fn clients_leaving_mid_transfer(rollback: bool) {
     let (mut service, pid) = Service::start();
     let addr = service.addr;
-    let mut kept = Client::connect(addr);
-    let mut asking = Client::connect(addr);
-    let mut idle = Client::connect(addr);
-    let mut resetting = Client::connect(addr);
+    let mut kept = LineClient::connect(addr, IO_TIMEOUT);
+    let mut asking = LineClient::connect(addr, IO_TIMEOUT);
+    let mut idle = LineClient::connect(addr, IO_TIMEOUT);
+    let mut resetting = LineClient::connect(addr, IO_TIMEOUT);
     assert_eq!(kept.ask("SET before 1"), "OK");
     for client in [&mut asking, &mut idle, &mut resetting] {
-        assert_eq!(client.pid(), pid);
+        assert_eq!(client.ping().0, pid);
     }
     let go = service.tmp.path().join("go");
     let waiting = service.tmp.path().join("go.waiting");
@@ -370,14 +332,14 @@ fn clients_leaving_mid_transfer(rollback: bool) {
             "{what}: EOF once both copies closed (got {rest:?})"
         );
     }
-    assert_eq!(kept.pid(), serving);
+    assert_eq!(kept.ping().0, serving);
     assert_eq!(kept.ask("GET before"), "VALUE 1");
     let next = service.hand_off(serving, Impl::Mover);
-    assert_eq!(kept.pid(), next, "the kept connection moved again");
+    assert_eq!(kept.ping().0, next, "the kept connection moved again");
 }
 
 /// Close with SO_LINGER 0: the peer gets a reset, not a FIN.
-fn reset(client: Client) {
+fn reset(client: LineClient) {
     use std::os::fd::AsRawFd;
     let stream = client.reader.get_ref();
     let linger = libc::linger {
@@ -412,8 +374,8 @@ fn clients_leaving_mid_transfer_are_dropped_by_the_incumbent_on_a_rollback() {
 #[test]
 fn a_v1_successor_gets_a_v1_handoff() {
     let (mut service, pid) = Service::start();
-    let mut client = Client::connect(service.addr);
-    assert_eq!(client.pid(), pid);
+    let mut client = LineClient::connect(service.addr, IO_TIMEOUT);
+    assert_eq!(client.ping().0, pid);
     let new = service.hand_off(pid, Impl::Ours);
     let mut rest = String::new();
     assert_eq!(
@@ -424,7 +386,7 @@ fn a_v1_successor_gets_a_v1_handoff() {
         0,
         "a v1 drain closes the connection"
     );
-    assert_eq!(Client::connect(service.addr).pid(), new);
+    assert_eq!(LineClient::connect(service.addr, IO_TIMEOUT).ping().0, new);
 }
 
 /// A v1 incumbent (peer-ours) and a v2 successor: nothing moves (the v2
@@ -434,10 +396,10 @@ fn a_v1_successor_gets_a_v1_handoff() {
 fn a_v1_incumbent_hands_off_to_a_v2_successor() {
     let (mut service, pid) = Service::start_as(Impl::Ours, &[]);
     let mover = service.hand_off(pid, Impl::Mover);
-    let mut client = Client::connect(service.addr);
-    assert_eq!(client.pid(), mover);
+    let mut client = LineClient::connect(service.addr, IO_TIMEOUT);
+    assert_eq!(client.ping().0, mover);
     let next = service.hand_off(mover, Impl::Mover);
-    assert_eq!(client.pid(), next, "the connection moved");
+    assert_eq!(client.ping().0, next, "the connection moved");
 }
 
 /// 10,000 idle connections move in one handoff (40 batches of at most 253
@@ -453,7 +415,9 @@ fn ten_thousand_idle_connections_move_in_one_handoff() {
     let (mut service, pid) = Service::start();
     let mut idle = Vec::with_capacity(IDLE);
     for batch in 0..IDLE / 100 {
-        let mut clients: Vec<Client> = (0..100).map(|_| Client::connect(service.addr)).collect();
+        let mut clients: Vec<LineClient> = (0..100)
+            .map(|_| LineClient::connect(service.addr, IO_TIMEOUT))
+            .collect();
         for client in &mut clients {
             client.send("PING\n");
         }
@@ -480,11 +444,11 @@ fn ten_thousand_idle_connections_move_in_one_handoff() {
 fn a_successor_that_cannot_hold_the_connections_aborts_the_handoff() {
     const CLIENTS: usize = 300;
     let (mut service, pid) = Service::start();
-    let mut clients: Vec<Client> = (0..CLIENTS)
-        .map(|_| Client::connect(service.addr))
+    let mut clients: Vec<LineClient> = (0..CLIENTS)
+        .map(|_| LineClient::connect(service.addr, IO_TIMEOUT))
         .collect();
     for client in &mut clients {
-        assert_eq!(client.pid(), pid);
+        assert_eq!(client.ping().0, pid);
     }
     let mut spec = service.spec(Impl::Mover, &[]);
     let binary = spec.command.binary.clone();
@@ -517,11 +481,11 @@ fn a_successor_that_cannot_hold_the_connections_aborts_the_handoff() {
         abort.detail
     );
     for client in &mut clients {
-        assert_eq!(client.pid(), pid, "after the rollback");
+        assert_eq!(client.ping().0, pid, "after the rollback");
     }
     // With a limit that holds them, the next handoff moves them all.
     let new = service.hand_off(pid, Impl::Mover);
     for client in &mut clients {
-        assert_eq!(client.pid(), new);
+        assert_eq!(client.ping().0, new);
     }
 }
