@@ -66,17 +66,35 @@ pub fn check_private_dir(dir: &Path) -> Result<()> {
     ))
 }
 
+/// How far a replaced file must reach before `replace` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The disk: the file and its directory fsynced (survives a power cut).
+    Durable,
+    /// Every process: renamed into place, no fsync. A process that starts
+    /// after ours crashed reads it; a power cut may bring back the old one.
+    Visible,
+}
+
 /// Write `bytes` to a new temporary file next to `path` (mode `mode`),
-/// fsync it and give its name; nothing is left behind on failure.
-fn write_temporary(path: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf> {
+/// fsync it when `durability` asks, and give its name; nothing is left
+/// behind on failure.
+fn write_temporary(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    durability: Durability,
+) -> Result<PathBuf> {
     check_private_dir(parent_dir(path))?;
     let (tmp, mut file) = create_temporary(path, mode)?;
     let written = file
         .write_all(bytes)
         .map_err(|e| Error::io("cannot write", &tmp, e))
-        .and_then(|()| {
-            file.sync_all()
-                .map_err(|e| Error::io("cannot fsync", &tmp, e))
+        .and_then(|()| match durability {
+            Durability::Durable => file
+                .sync_all()
+                .map_err(|e| Error::io("cannot fsync", &tmp, e)),
+            Durability::Visible => Ok(()),
         });
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
@@ -105,16 +123,20 @@ fn create_temporary(path: &Path, mode: u32) -> Result<(PathBuf, File)> {
     }
 }
 
-/// Replace `path` durably: write a temporary file, fsync it, rename it over
-/// `path`, fsync the directory. Readers see the old content or the new one;
-/// on failure `path` is left as it was.
-pub fn replace_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let tmp = write_temporary(path, bytes, mode)?;
+/// Replace `path`: write a temporary file, rename it over `path`, and for
+/// `Durability::Durable` fsync both the file (before the rename) and the
+/// directory (after). Readers see the old content or the new one; on
+/// failure `path` is left as it was.
+pub fn replace(path: &Path, bytes: &[u8], mode: u32, durability: Durability) -> Result<()> {
+    let tmp = write_temporary(path, bytes, mode, durability)?;
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("cannot rename into", path, e));
     }
-    sync_dir(parent_dir(path))
+    match durability {
+        Durability::Durable => sync_dir(parent_dir(path)),
+        Durability::Visible => Ok(()),
+    }
 }
 
 /// fsync a directory so a rename or a new entry in it survives a power cut.

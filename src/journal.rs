@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+pub use crate::fsutil::Durability;
 use crate::protocol::HandoffId;
 
 /// The last acknowledged step of a handoff, in wire order.
@@ -88,15 +89,22 @@ impl Journal {
     /// next to it, fsync it, rename it over `path`, fsync the directory
     /// (created if missing). On failure the previous journal is left as it was.
     pub fn write(&self, path: &Path) -> Result<()> {
+        self.write_with(path, Durability::Durable)
+    }
+
+    /// [`write`](Journal::write), reaching only as far as `durability`
+    /// says (DESIGN §5 asks for `Durable`; the supervisor writes the steps
+    /// inside the blackout `Visible`, see `supervisor::run`).
+    pub fn write_with(&self, path: &Path, durability: Durability) -> Result<()> {
         let bytes = self.to_bytes();
         // Create the directory only when it is missing: a mkdir on every
         // write costs a syscall on the supervisor's hot path.
-        match fsutil::replace_durably(path, &bytes, 0o644) {
+        match fsutil::replace(path, &bytes, 0o644, durability) {
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {
                 let dir = fsutil::parent_dir(path);
                 fsutil::create_dirs(dir)
                     .map_err(|e| Error::io("cannot create journal directory", dir, e))?;
-                fsutil::replace_durably(path, &bytes, 0o644)
+                fsutil::replace(path, &bytes, 0o644, durability)
             }
             other => other,
         }

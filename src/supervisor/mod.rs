@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::channel::Channel;
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
-use crate::journal::Journal;
+use crate::journal::{Durability, Journal};
 use crate::log::event;
 use crate::poll;
 use crate::protocol::HandoffId;
@@ -524,9 +524,9 @@ impl Supervisor {
         Ok((greeted.channel, greeted.pid))
     }
 
-    fn write_journal(&self, journal: &Journal) -> Result<()> {
+    fn write_journal(&self, journal: &Journal, durability: Durability) -> Result<()> {
         match &self.journal {
-            Some(path) => journal.write(path),
+            Some(path) => journal.write_with(path, durability),
             None => Ok(()),
         }
     }

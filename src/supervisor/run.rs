@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::channel::{enable_passcred, Channel, Incoming};
 use crate::crash::crash_point;
 use crate::error::Error;
-use crate::journal::{Journal, Phase};
+use crate::journal::{Durability, Journal, Phase};
 use crate::log::event;
 use crate::pidfd::PidFd;
 use crate::poll;
@@ -23,6 +23,20 @@ use super::hello::accept_hello;
 use super::{HandoffPhase, PhaseEvent, PhaseTimings, SpawnSpec, Supervisor};
 
 type Step<T> = std::result::Result<T, Abort>;
+
+/// The steps from the drain to Ready are in the blackout, where an fsync of
+/// ours waits behind the peer's (one filesystem journal): they are renamed
+/// into place, not fsynced. A restarted supervisor reads them all the same;
+/// only a power cut may bring back the previous step, and it leaves no
+/// process of the handoff to act on. Recovery decides by who serves, not by
+/// the phase (crate::recovery). The first record naming the successor and
+/// the last ones are durable.
+fn journal_durability(phase: Phase) -> Durability {
+    match phase {
+        Phase::Draining | Phase::Sealing | Phase::AwaitingReady => Durability::Visible,
+        Phase::Negotiating | Phase::Committed | Phase::ResumingAfterAbort => Durability::Durable,
+    }
+}
 
 /// A message a wait returned: who the kernel says sent it (a successor's)
 /// and, for an Item, its descriptor.
@@ -122,14 +136,15 @@ impl<'a> Run<'a> {
     }
 
     fn journal(&self, phase: Phase) -> Step<()> {
+        let journal = Journal {
+            handoff_id: self.handoff_id,
+            phase,
+            incumbent_pid: self.incumbent_pid,
+            successor_pid: self.successor_pid,
+            started_at_unix_ms: self.started_unix_ms,
+        };
         self.supervisor
-            .write_journal(&Journal {
-                handoff_id: self.handoff_id,
-                phase,
-                incumbent_pid: self.incumbent_pid,
-                successor_pid: self.successor_pid,
-                started_at_unix_ms: self.started_unix_ms,
-            })
+            .write_journal(&journal, journal_durability(phase))
             .map_err(|e| self.abort(Party::Supervisor, Cause::Journal, format!("journal: {e}")))
     }
 
