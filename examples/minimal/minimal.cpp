@@ -52,7 +52,7 @@ struct counter_log {
     }
 };
 
-struct conn { int fd; std::string in; bool skipping = false; };
+struct conn { int fd; std::string in; };
 
 std::string answer(counter_log &log, const std::string &line) {
     if (line == "INCR")
@@ -64,26 +64,21 @@ std::string answer(counter_log &log, const std::string &line) {
     return "ERR unknown command\n";
 }
 
-// Answer every whole line the connection has sent; false: close it.
+// Answer every whole line the (readable) connection has sent; false: close it.
 bool serve_conn(counter_log &log, conn &c) {
     char buf[max_line];
     ssize_t n = recv(c.fd, buf, max_line - c.in.size(), MSG_DONTWAIT);
     if (n <= 0)
-        return n < 0 && (errno == EAGAIN || errno == EINTR);
+        return false;
     c.in.append(buf, static_cast<std::size_t>(n));
-    for (std::size_t nl; (nl = c.in.find('\n')) != std::string::npos; c.in.erase(0, nl + 1)) {
-        std::string line = c.in.substr(0, nl > 0 && c.in[nl - 1] == '\r' ? nl - 1 : nl);
-        std::string out = c.skipping ? "ERR line too long\n" : answer(log, line);
-        c.skipping = false;
-        // Non-blocking: a client that lets its answers pile up unread is dropped.
-        if (send(c.fd, out.data(), out.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(out.size()))
-            return false;
-    }
-    if (c.in.size() == max_line) { // skip to its newline, answered then
-        c.skipping = true;
-        c.in.clear();
-    }
-    return true;
+    std::string out;
+    for (std::size_t nl; (nl = c.in.find('\n')) != std::string::npos; c.in.erase(0, nl + 1))
+        out += answer(log, c.in.substr(0, nl > 0 && c.in[nl - 1] == '\r' ? nl - 1 : nl));
+    bool too_long = c.in.size() == max_line;
+    if (too_long) // then close (kv-cpp skips the line)
+        out += "ERR line too long\n";
+    // Non-blocking: a client that lets its answers pile up unread is dropped.
+    return send(c.fd, out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size()) && !too_long;
 }
 
 // The service's own loop: the handoff's requests, the listener, the connections.
@@ -102,27 +97,22 @@ int serve(handoff::incumbent &inc, int listener, counter_log &log) {
             }
         if (fds[1].revents) { // poll, then accept: the listener's O_NONBLOCK is shared and either way works
             int fd = accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd >= 0)
-                conns.push_back({fd, {}, false});
-            else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                poll(nullptr, 0, 100); // out of descriptors: let one free up rather than spin
+            if (fd >= 0) // failures are skipped (kv-cpp backs off when out of descriptors)
+                conns.push_back({fd, {}});
         }
         if (!(fds[0].revents & POLLIN))
             continue;
         handoff::request req = inc.take_request(); // destroyed uncompleted (an exception): failed
         switch (req.kind()) {
-        case handoff::request_kind::drain: // stop accepting (clients wait in the queue); answer, close
+        case handoff::request_kind::drain: // stop accepting (clients wait in the queue); close
             accepting = false;
-            for (conn &c : conns) {
-                serve_conn(log, c);
+            for (const conn &c : conns) // what they had sent by the poll is answered
                 close(c.fd);
-            }
             conns.clear();
             break;
         case handoff::request_kind::seal: // every record is synced already: close the log
             close(log.fd);
             log.fd = -1;
-            req.push_revision(log.value);
             break;
         case handoff::request_kind::resume: // rolled back: the library holds the lock again
             if (log.fd < 0)
