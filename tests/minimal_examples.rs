@@ -144,7 +144,9 @@ fn assert_refuses_bad_input(addr: SocketAddr, serving: (u32, &str)) {
     assert_eq!(next(), "ERR unknown command", "{}", serving.1);
     assert_eq!(next(), format!("PONG {} {}", serving.0, serving.1));
     let long = "x".repeat(200);
-    stream.write_all(format!("{long}\nPING\n").as_bytes()).unwrap();
+    stream
+        .write_all(format!("{long}\nPING\n").as_bytes())
+        .unwrap();
     assert_eq!(next(), "ERR line too long", "{}", serving.1);
     assert!(
         !matches!(answers.next(), Some(Ok(_))),

@@ -73,8 +73,7 @@ static int serve_conn(struct conn *c) {
     c->len += (size_t)n;
     char *nl, out[64];
     while ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
-        *nl = '\0';
-        c->buf[strcspn(c->buf, "\r")] = '\0'; /* a line ends in "\n" or "\r\n" */
+        c->buf[strcspn(c->buf, "\r\n")] = '\0'; /* a line ends in "\n" or "\r\n" */
         const char *line = answer(c->buf, out, sizeof out);
         /* Non-blocking: a client that lets its answers pile up unread is dropped. */
         if (send(c->fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line))
@@ -101,19 +100,17 @@ static int serve(handoff_incumbent *inc, int listener) {
         for (int i = nconns - 1; i >= 0; i--) /* backwards: drop() moves the last one to i */
             if (fds[2 + i].revents && !serve_conn(&conns[i]))
                 drop(i);
-        if (fds[1].revents) { /* poll, then accept: the listener's O_NONBLOCK is shared and either way works */
-            int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd >= 0) /* failures are skipped (kv-c backs off when out of descriptors) */
-                conns[nconns++] = (struct conn){.fd = fd};
-        }
+        /* Poll, then accept: either way works with the shared O_NONBLOCK (kv-c backs off on EMFILE). */
+        int fd = fds[1].revents ? accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC) : -1;
+        if (fd >= 0)
+            conns[nconns++] = (struct conn){.fd = fd};
         handoff_hook_context *req = NULL;
         uint32_t kind = HANDOFF_REQUEST_NONE, outcome = 0;
         if (fds[0].revents & POLLIN)
             check(handoff_incumbent_take_request(inc, &req, &kind, &err), "taking a request");
         switch (kind) {
         case HANDOFF_REQUEST_DRAIN: /* stop accepting (clients wait in the queue); close */
-            accepting = 0;
-            while (nconns > 0) /* what they had sent by the poll is answered */
+            for (accepting = 0; nconns > 0;) /* what they had sent by the poll is answered */
                 drop(nconns - 1);
             break;
         case HANDOFF_REQUEST_SEAL: /* every record is synced already: close the log */
@@ -150,17 +147,16 @@ int main(int argc, char **argv) {
         check(handoff_successor_handshake(s, (const uint8_t *)"minimal-c", 9, NULL, &err), "handshake");
         /* Meanwhile the incumbent drains and seals: until Begin, touch nothing. */
         check(handoff_successor_wait_for_begin(s, 60000, &err), "waiting for Begin");
-        check(handoff_successor_start_heartbeats(s, &err), "heartbeats"); /* until Ready: a slow start is not a dead one */
+        check(handoff_successor_start_heartbeats(s, &err), "heartbeats"); /* a slow start is not a dead one */
     }
     check(s ? handoff_successor_take_listener(s, "counter", HANDOFF_LISTENER_TCP, &listener, &err)
             : handoff_inherited_take_listener(inherited, "counter", HANDOFF_LISTENER_TCP, &listener, &err),
           "listener counter (run me under a supervisor)");
     check(handoff_lock_acquire_with_retry(data_dir, 5000, &lock, &err), "data-dir lock");
     open_log();
-    if (s)
-        check(handoff_successor_announce_ready(s, NULL, argv[2], lock, &inc, &err), "announcing Ready");
-    else
-        check(handoff_incumbent_bind(argv[2], lock, &inc, &err), "control socket");
+    check(s ? handoff_successor_announce_ready(s, NULL, argv[2], lock, &inc, &err)
+            : handoff_incumbent_bind(argv[2], lock, &inc, &err),
+          s ? "announcing Ready" : "binding the control socket");
     handoff_successor_free(s);
     handoff_lock_free(lock);           /* empty: the lock moved into the incumbent */
     handoff_inherited_free(inherited); /* closes the listeners not taken */

@@ -63,7 +63,7 @@ class Conn:
     def serve(self, log: CounterLog) -> bool:
         """Answer every whole line the (readable, non-blocking) client sent; False: close it."""
         try:
-            data = self.sock.recv(MAX_LINE)
+            data = self.sock.recv(MAX_LINE - len(self.pending))
         except OSError:
             return False
         self.pending += data

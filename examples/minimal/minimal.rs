@@ -58,13 +58,11 @@ impl CounterLog {
     }
 }
 
-/// A connection: its stream and the start of a line.
-type Conn = (TcpStream, Vec<u8>);
-
 /// Answer every whole line the (readable) connection has sent; Ok(false): close it.
-fn serve_conn(log: &mut CounterLog, (stream, pending): &mut Conn) -> io::Result<bool> {
+fn serve_conn(log: &mut CounterLog, conn: &mut (TcpStream, Vec<u8>)) -> io::Result<bool> {
+    let (stream, pending) = conn;
     let mut buf = [0u8; MAX_LINE];
-    let Ok(n @ 1..) = stream.read(&mut buf) else {
+    let Ok(n @ 1..) = stream.read(&mut buf[..MAX_LINE - pending.len()]) else {
         return Ok(false); // closed by the client, or failed
     };
     pending.extend_from_slice(&buf[..n]);
@@ -73,17 +71,16 @@ fn serve_conn(log: &mut CounterLog, (stream, pending): &mut Conn) -> io::Result<
         let line: Vec<u8> = pending.drain(..=nl).collect();
         out += &log.answer(line.trim_ascii_end())?;
     }
-    let too_long = pending.len() >= MAX_LINE;
-    if too_long {
+    if pending.len() >= MAX_LINE {
         out += "ERR line too long\n"; // then close (kv-rust skips the line)
     }
     // Non-blocking: a client that lets its answers pile up unread is dropped.
-    Ok(stream.write_all(out.as_bytes()).is_ok() && !too_long)
+    Ok(stream.write_all(out.as_bytes()).is_ok() && pending.len() < MAX_LINE)
 }
 
 /// The service's own loop: the handoff's requests, the listener, the connections.
 fn serve(serving: &Serving, listener: &TcpListener, mut log: CounterLog, dir: &Path) -> Result<()> {
-    let mut conns: Vec<Conn> = Vec::new();
+    let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new(); // each with the start of a line
     let mut listening = listener.as_raw_fd(); // -1 while drained: not polled
     loop {
         let watched = [serving.requests().fd().as_raw_fd(), listening];
@@ -150,9 +147,8 @@ fn run() -> Result<ServeOutcome> {
             let new = Successor::new(control_fd, inherited.into_listeners())?;
             let successor = successor.insert(new);
             successor.handshake(b"minimal-rust")?;
-            // The incumbent drains and seals meanwhile; until Begin, touch nothing.
-            successor.wait_for_begin(Duration::from_secs(60))?;
-            // Until Ready: a slow start is not a dead one.
+            successor.wait_for_begin(Duration::from_secs(60))?; // the incumbent drains and seals
+                                                                // Until Ready: a slow start is not a dead one.
             heartbeats = Some(successor.start_heartbeats(Duration::from_secs(2)));
             successor.listeners()?.take_tcp("counter")?
         }

@@ -8,12 +8,10 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,7 +55,7 @@ func (s *service) openLog() {
 func (s *service) answer(line string) string {
 	switch line {
 	case "INCR":
-		record := strconv.FormatUint(s.value+1, 10) + "\n" // the record is the answer
+		record := fmt.Sprintf("%d\n", s.value+1) // the record is the answer
 		if _, err := s.log.WriteString(record); err != nil {
 			return "ERR write failed\n" // a torn record has no newline: it never counts
 		}
@@ -65,7 +63,7 @@ func (s *service) answer(line string) string {
 		s.value++
 		return record
 	case "GET":
-		return strconv.FormatUint(s.value, 10) + "\n"
+		return fmt.Sprintf("%d\n", s.value)
 	case "PING":
 		return fmt.Sprintf("PONG %d go\n", os.Getpid())
 	}
@@ -81,7 +79,7 @@ func (s *service) serveConn(c net.Conn) {
 		out := ""
 		if err == nil && s.conns[c] {
 			out = s.answer(strings.TrimRight(string(text), "\r\n"))
-		} else if errors.Is(err, bufio.ErrBufferFull) {
+		} else if err == bufio.ErrBufferFull {
 			out = "ERR line too long\n" // then close (kv-go skips the line)
 		}
 		c.SetWriteDeadline(time.Now().Add(time.Second)) // a client that lets answers pile up is dropped
@@ -140,7 +138,7 @@ func (s *service) serve(requests <-chan *handoff.Request) {
 
 func main() {
 	if len(os.Args) != 3 {
-		check(errors.New("usage: minimal-go DATA_DIR CONTROL_SOCKET"))
+		check(fmt.Errorf("usage: minimal-go DATA_DIR CONTROL_SOCKET"))
 	}
 	s := &service{dataDir: os.Args[1], conns: map[net.Conn]bool{}}
 	// Start-up has a minute, Begin included (the supervisor's deadline is its own).
@@ -152,9 +150,8 @@ func main() {
 	if inherited.IsSuccessor() { // HANDOFF_ROLE=successor
 		successor = must(handoff.NewSuccessor(inherited))
 		must(successor.Handshake(start, []byte("minimal-go")))
-		// The incumbent drains and seals meanwhile; until Begin, touch nothing.
-		check(successor.WaitForBegin(start))
-		check(successor.StartHeartbeats()) // a slow start is not a dead one
+		check(successor.WaitForBegin(start)) // meanwhile the incumbent drains and seals
+		check(successor.StartHeartbeats())   // until Ready: a slow start is not a dead one
 		takeListener = successor.Listener
 	}
 	s.ln = must(takeListener("counter", handoff.ListenerTCP)).(*net.TCPListener)
@@ -172,9 +169,8 @@ func main() {
 	requests := must(inc.StartLoop())
 	go s.accept()
 	s.serve(requests)
-	// Serving ended: committed (the successor serves) or superseded.
-	outcome, _ := inc.Wait(context.Background())
-	inc.Close() // the log was closed by the seal
+	outcome, _ := inc.Wait(context.Background()) // committed (the successor serves) or superseded
+	inc.Close()                                  // the log was closed by the seal
 	s.ln.Close()
 	if outcome == handoff.ServeStopped {
 		os.Exit(1)
