@@ -21,9 +21,9 @@ const MAX_LINE: usize = 64;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// The log: one line per INCR, each fdatasynced before it is answered; None once sealed.
+/// The log: one line per INCR, each fdatasynced before it is answered.
 struct CounterLog {
-    file: Option<File>,
+    file: File,
     value: u64,
 }
 
@@ -31,7 +31,7 @@ impl CounterLog {
     /// Cold start, successor, resume: open it and count its whole lines.
     fn open(dir: &Path) -> io::Result<CounterLog> {
         let path = dir.join("counter.log");
-        let file = Some(File::options().append(true).create(true).open(&path)?);
+        let file = File::options().append(true).create(true).open(&path)?;
         File::open(dir)?.sync_all()?; // a new file's name is durable too
         let data = std::fs::read(&path)?;
         let value = data.iter().filter(|&&b| b == b'\n').count() as u64;
@@ -43,11 +43,10 @@ impl CounterLog {
         Ok(match line {
             b"INCR" => {
                 let record = format!("{}\n", self.value + 1); // the record is the answer
-                let file = self.file.as_mut().ok_or(io::Error::other("sealed"))?; // never: no conns
-                if file.write_all(record.as_bytes()).is_err() {
+                if self.file.write_all(record.as_bytes()).is_err() {
                     return Ok("ERR write failed\n".into()); // a torn record has no newline
                 }
-                file.sync_data()?; // what reached the disk is unknown: never answer
+                self.file.sync_data()?; // what reached the disk is unknown: never answer
                 self.value += 1;
                 record
             }
@@ -79,7 +78,8 @@ fn serve_conn(log: &mut CounterLog, conn: &mut (TcpStream, Vec<u8>)) -> io::Resu
 }
 
 /// The service's own loop: the handoff's requests, the listener, the connections.
-fn serve(serving: &Serving, listener: &TcpListener, mut log: CounterLog, dir: &Path) -> Result<()> {
+fn serve(serving: &Serving, listener: &TcpListener, log: CounterLog, dir: &Path) -> Result<()> {
+    let mut log = Some(log); // None once sealed (and no connection is open then)
     let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new(); // each with the start of a line
     let mut listening = listener.as_raw_fd(); // -1 while drained: not polled
     loop {
@@ -93,9 +93,11 @@ fn serve(serving: &Serving, listener: &TcpListener, mut log: CounterLog, dir: &P
             })
             .collect();
         handoff::poll::poll(&mut fds, None)?;
-        for i in (0..conns.len()).rev() {
-            if fds[2 + i].revents != 0 && !serve_conn(&mut log, &mut conns[i])? {
-                conns.swap_remove(i); // backwards: the last one, moved to i, was served already
+        if let Some(log) = log.as_mut() {
+            for i in (0..conns.len()).rev() {
+                if fds[2 + i].revents != 0 && !serve_conn(log, &mut conns[i])? {
+                    conns.swap_remove(i); // backwards: the last one, moved to i, was served
+                }
             }
         }
         // Poll, then accept: either way works with the listener's shared O_NONBLOCK. A failed
@@ -121,11 +123,11 @@ fn serve(serving: &Serving, listener: &TcpListener, mut log: CounterLog, dir: &P
                 request.complete_drain(Ok(drained));
             }
             RequestKind::Seal => {
-                log.file = None; // every record is synced already: close the log
+                log = None; // every record is synced already: close the log
                 request.complete_seal(Ok(SealReport::default()));
             }
             RequestKind::Resume => {
-                log = CounterLog::open(dir)?; // rolled back: the library holds the lock again
+                log = Some(CounterLog::open(dir)?); // rolled back: the library holds the lock again
                 listening = listener.as_raw_fd();
                 request.complete_resume(Ok(()));
             }
