@@ -100,8 +100,7 @@ fn serve(serving: &Serving, listener: &TcpListener, log: CounterLog, dir: &Path)
                 }
             }
         }
-        // Poll, then accept: either way works with the listener's shared O_NONBLOCK. A failed
-        // accept is skipped (examples/rust also backs off when out of descriptors).
+        // Poll, then accept: either works with the shared O_NONBLOCK (kv-rust backs off on EMFILE).
         if fds[1].revents != 0 {
             if let Ok((stream, _)) = listener.accept() {
                 if stream.set_nonblocking(true).is_ok() {
@@ -116,11 +115,10 @@ fn serve(serving: &Serving, listener: &TcpListener, log: CounterLog, dir: &Path)
             RequestKind::Drain => {
                 listening = -1; // clients wait in the kernel's queue
                 conns.clear(); // closed: what they had sent by the poll is answered
-                let drained = DrainReport {
+                request.complete_drain(Ok(DrainReport {
                     accept_closed: true,
                     ..Default::default()
-                };
-                request.complete_drain(Ok(drained));
+                }));
             }
             RequestKind::Seal => {
                 log = None; // every record is synced already: close the log
@@ -149,8 +147,9 @@ fn run() -> Result<ServeOutcome> {
             let new = Successor::new(control_fd, inherited.into_listeners())?;
             let successor = successor.insert(new);
             successor.handshake(b"minimal-rust")?;
-            successor.wait_for_begin(Duration::from_secs(60))?; // the incumbent drains and seals
-                                                                // Until Ready: a slow start is not a dead one.
+            // Meanwhile the incumbent drains and seals: until Begin, touch nothing.
+            successor.wait_for_begin(Duration::from_secs(60))?;
+            // Until Ready: a slow start is not a dead one.
             heartbeats = Some(successor.start_heartbeats(Duration::from_secs(2)));
             successor.listeners()?.take_tcp("counter")?
         }
