@@ -16,7 +16,7 @@
 
 enum { MAX_CONNS = 64, MAX_LINE = 64 };
 
-struct conn { int fd, skipping; size_t len; char buf[MAX_LINE]; };
+struct conn { int fd; size_t len; char buf[MAX_LINE]; };
 static struct conn conns[MAX_CONNS];
 static int nconns, log_fd = -1;
 static const char *data_dir;
@@ -34,11 +34,10 @@ static void check(handoff_status status, const char *what) {
 
 /* Open the log (cold start, successor, resume) and count its whole lines. */
 static void open_log(void) {
-    char path[4096], buf[4096];
-    snprintf(path, sizeof path, "%s/counter.log", data_dir);
-    log_fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    char buf[4096];
     int dir = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (log_fd < 0 || dir < 0 || fsync(dir) != 0 || close(dir) != 0) /* a new file's name is durable too */
+    log_fd = dir < 0 ? -1 : openat(dir, "counter.log", O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (log_fd < 0 || fsync(dir) != 0 || close(dir) != 0) /* a new file's name is durable too */
         die("opening the log", strerror(errno));
     ssize_t n;
     for (value = 0; (n = read(log_fd, buf, sizeof buf)) > 0;)
@@ -66,30 +65,25 @@ static const char *answer(const char *line, char *out, size_t size) {
     return out;
 }
 
-/* Answer every whole line the connection has sent; 0: close it. */
+/* Answer every whole line the (readable) connection has sent; 0: close it. */
 static int serve_conn(struct conn *c) {
     ssize_t n = recv(c->fd, c->buf + c->len, MAX_LINE - c->len, MSG_DONTWAIT);
     if (n <= 0)
-        return n < 0 && (errno == EAGAIN || errno == EINTR);
+        return 0;
     c->len += (size_t)n;
     char *nl, out[64];
     while ((nl = memchr(c->buf, '\n', c->len)) != NULL) {
-        *nl = '\0';
-        if (nl > c->buf && nl[-1] == '\r')
-            nl[-1] = '\0';
-        const char *line = c->skipping ? "ERR line too long\n" : answer(c->buf, out, sizeof out);
-        c->skipping = 0;
+        c->buf[strcspn(c->buf, "\r\n")] = '\0'; /* a line ends in "\n" or "\r\n" */
+        const char *line = answer(c->buf, out, sizeof out);
         /* Non-blocking: a client that lets its answers pile up unread is dropped. */
         if (send(c->fd, line, strlen(line), MSG_NOSIGNAL) != (ssize_t)strlen(line))
             return 0;
         c->len -= (size_t)(nl + 1 - c->buf);
         memmove(c->buf, nl + 1, c->len);
     }
-    if (c->len == MAX_LINE) { /* too long: skip to its newline, answered then */
-        c->skipping = 1;
-        c->len = 0;
-    }
-    return 1;
+    if (c->len == MAX_LINE) /* then close (kv-c skips the line) */
+        send(c->fd, "ERR line too long\n", 18, MSG_NOSIGNAL);
+    return c->len < MAX_LINE;
 }
 
 static void drop(int i) { close(conns[i].fd); conns[i] = conns[--nconns]; }
@@ -106,26 +100,22 @@ static int serve(handoff_incumbent *inc, int listener) {
         for (int i = nconns - 1; i >= 0; i--) /* backwards: drop() moves the last one to i */
             if (fds[2 + i].revents && !serve_conn(&conns[i]))
                 drop(i);
-        if (fds[1].revents) { /* poll, then accept: the listener's O_NONBLOCK is shared and either way works */
-            int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd >= 0)
-                conns[nconns++] = (struct conn){.fd = fd};
-            else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                poll(NULL, 0, 100); /* out of descriptors: let one free up rather than spin */
-        }
+        /* Poll, then accept: either way works with the shared O_NONBLOCK (kv-c backs off on EMFILE). */
+        int fd = fds[1].revents ? accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC) : -1;
+        if (fd >= 0)
+            conns[nconns++] = (struct conn){.fd = fd};
         handoff_hook_context *req = NULL;
         uint32_t kind = HANDOFF_REQUEST_NONE, outcome = 0;
         if (fds[0].revents & POLLIN)
             check(handoff_incumbent_take_request(inc, &req, &kind, &err), "taking a request");
         switch (kind) {
-        case HANDOFF_REQUEST_DRAIN: /* stop accepting (clients wait in the queue); answer, close */
-            for (accepting = 0; nconns > 0; drop(nconns - 1))
-                serve_conn(&conns[nconns - 1]);
+        case HANDOFF_REQUEST_DRAIN: /* stop accepting (clients wait in the queue); close */
+            for (accepting = 0; nconns > 0;) /* what they had sent by the poll is answered */
+                drop(nconns - 1);
             break;
         case HANDOFF_REQUEST_SEAL: /* every record is synced already: close the log */
             close(log_fd);
             log_fd = -1;
-            check(handoff_hook_push_revision(req, value, &err), "seal");
             break;
         case HANDOFF_REQUEST_RESUME: /* rolled back: the library holds the lock again */
             if (log_fd < 0)
@@ -155,7 +145,7 @@ int main(int argc, char **argv) {
     if (handoff_inherited_is_successor(inherited)) { /* HANDOFF_ROLE=successor */
         check(handoff_successor_new(inherited, &s, &err), "successor");
         check(handoff_successor_handshake(s, (const uint8_t *)"minimal-c", 9, NULL, &err), "handshake");
-        /* The incumbent drains and seals meanwhile; until Begin, touch nothing. */
+        /* Meanwhile the incumbent drains and seals: until Begin, touch nothing. */
         check(handoff_successor_wait_for_begin(s, 60000, &err), "waiting for Begin");
         check(handoff_successor_start_heartbeats(s, &err), "heartbeats"); /* a slow start is not a dead one */
     }
@@ -164,10 +154,9 @@ int main(int argc, char **argv) {
           "listener counter (run me under a supervisor)");
     check(handoff_lock_acquire_with_retry(data_dir, 5000, &lock, &err), "data-dir lock");
     open_log();
-    if (s)
-        check(handoff_successor_announce_ready(s, NULL, argv[2], lock, &inc, &err), "announcing Ready");
-    else
-        check(handoff_incumbent_bind(argv[2], lock, &inc, &err), "control socket");
+    check(s ? handoff_successor_announce_ready(s, NULL, argv[2], lock, &inc, &err)
+            : handoff_incumbent_bind(argv[2], lock, &inc, &err),
+          s ? "announcing Ready" : "binding the control socket");
     handoff_successor_free(s);
     handoff_lock_free(lock);           /* empty: the lock moved into the incumbent */
     handoff_inherited_free(inherited); /* closes the listeners not taken */

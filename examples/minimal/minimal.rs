@@ -5,10 +5,11 @@
 //! "PONG <pid> rust".
 
 use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use handoff::incumbent::{Incumbent, RequestKind, ServeOutcome, Serving};
@@ -20,92 +21,70 @@ const MAX_LINE: usize = 64;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn die(why: impl std::fmt::Display) -> ! {
-    eprintln!("minimal-rust[{}]: {why}", std::process::id());
-    std::process::exit(1) // before Ready the supervisor rolls back
-}
-
 /// The log: one line per INCR, each fdatasynced before it is answered.
 struct CounterLog {
-    dir: PathBuf,
-    file: Option<File>,
+    file: File,
     value: u64,
 }
 
 impl CounterLog {
     /// Cold start, successor, resume: open it and count its whole lines.
-    fn open(&mut self) -> std::io::Result<()> {
-        let path = self.dir.join("counter.log");
-        self.file = Some(File::options().append(true).create(true).open(&path)?);
-        File::open(&self.dir)?.sync_all()?; // a new file's name is durable too
+    fn open(dir: &Path) -> io::Result<CounterLog> {
+        let path = dir.join("counter.log");
+        let file = File::options().append(true).create(true).open(&path)?;
+        File::open(dir)?.sync_all()?; // a new file's name is durable too
         let data = std::fs::read(&path)?;
-        self.value = data.iter().filter(|&&b| b == b'\n').count() as u64;
-        Ok(())
+        let value = data.iter().filter(|&&b| b == b'\n').count() as u64;
+        Ok(CounterLog { file, value })
     }
 
-    fn incr(&mut self) -> String {
-        let record = format!("{}\n", self.value + 1); // the record is the answer
-        let Some(file) = self.file.as_mut() else {
-            return "ERR the log is sealed\n".into();
-        };
-        if file.write_all(record.as_bytes()).is_err() {
-            return "ERR write failed\n".into(); // a torn record has no newline: it never counts
-        }
-        if let Err(e) = file.sync_data() {
-            die(format!("fdatasync: {e}")); // what reached the disk is unknown: never answer
-        }
-        self.value += 1;
-        record
-    }
-}
-
-fn answer(log: &mut CounterLog, line: &[u8]) -> String {
-    match line {
-        b"INCR" => log.incr(),
-        b"GET" => format!("{}\n", log.value),
-        b"PING" => format!("PONG {} rust\n", std::process::id()),
-        _ => "ERR unknown command\n".into(),
+    /// The answer to one line; Err: a failed fdatasync, after which the service cannot go on.
+    fn answer(&mut self, line: &[u8]) -> io::Result<String> {
+        Ok(match line {
+            b"INCR" => {
+                let record = format!("{}\n", self.value + 1); // the record is the answer
+                if self.file.write_all(record.as_bytes()).is_err() {
+                    return Ok("ERR write failed\n".into()); // a torn record has no newline
+                }
+                self.file.sync_data()?; // what reached the disk is unknown: never answer
+                self.value += 1;
+                record
+            }
+            b"GET" => format!("{}\n", self.value),
+            b"PING" => format!("PONG {} rust\n", std::process::id()),
+            _ => "ERR unknown command\n".into(),
+        })
     }
 }
 
-/// A connection: its stream, the start of a line, and whether it skips an overlong one.
-type Conn = (TcpStream, Vec<u8>, bool);
-
-/// Answer every whole line the connection has sent; false: close it.
-fn serve_conn(log: &mut CounterLog, (stream, pending, skipping): &mut Conn) -> bool {
+/// Answer every whole line the (readable) connection has sent; Ok(false): close it.
+fn serve_conn(log: &mut CounterLog, conn: &mut (TcpStream, Vec<u8>)) -> io::Result<bool> {
+    let (stream, pending) = conn;
     let mut buf = [0u8; MAX_LINE];
-    match stream.read(&mut buf[..MAX_LINE - pending.len()]) {
-        Ok(0) => return false,
-        Ok(n) => pending.extend_from_slice(&buf[..n]),
-        Err(e) => return matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
-    }
+    let Ok(n @ 1..) = stream.read(&mut buf[..MAX_LINE - pending.len()]) else {
+        return Ok(false); // closed by the client, or failed
+    };
+    pending.extend_from_slice(&buf[..n]);
+    let mut out = String::new();
     while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = pending.drain(..=nl).collect();
-        let line = line[..nl].strip_suffix(b"\r").unwrap_or(&line[..nl]);
-        let out = if std::mem::take(skipping) {
-            "ERR line too long\n".into()
-        } else {
-            answer(log, line)
-        };
-        // Non-blocking: a client that lets its answers pile up unread is dropped.
-        if stream.write_all(out.as_bytes()).is_err() {
-            return false;
-        }
+        out += &log.answer(line.trim_ascii_end())?;
     }
-    if pending.len() == MAX_LINE {
-        (*skipping, *pending) = (true, Vec::new()); // too long: skip to its newline, answered then
+    if pending.len() >= MAX_LINE {
+        out += "ERR line too long\n"; // then close (kv-rust skips the line)
     }
-    true
+    // Non-blocking: a client that lets its answers pile up unread is dropped.
+    Ok(stream.write_all(out.as_bytes()).is_ok() && pending.len() < MAX_LINE)
 }
 
 /// The service's own loop: the handoff's requests, the listener, the connections.
-fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Result<()> {
-    let mut conns: Vec<Conn> = Vec::new();
-    let mut accepting = true;
+fn serve(serving: &Serving, listener: &TcpListener, log: CounterLog, dir: &Path) -> Result<()> {
+    let mut log = Some(log); // None once sealed (and no connection is open then)
+    let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new(); // each with the start of a line
+    let mut listening = listener.as_raw_fd(); // -1 while drained: not polled
     loop {
-        let listening = if accepting { listener.as_raw_fd() } else { -1 };
         let watched = [serving.requests().fd().as_raw_fd(), listening];
-        let streams = conns.iter().map(|(stream, _, _)| stream.as_raw_fd());
+        let streams = conns.iter().map(|(stream, _)| stream.as_raw_fd());
         let mut fds: Vec<libc::pollfd> = (watched.into_iter().chain(streams))
             .map(|fd| libc::pollfd {
                 fd,
@@ -114,22 +93,19 @@ fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Res
             })
             .collect();
         handoff::poll::poll(&mut fds, None)?;
-        for i in (0..conns.len()).rev() {
-            if fds[2 + i].revents != 0 && !serve_conn(log, &mut conns[i]) {
-                conns.swap_remove(i); // backwards: the last one, moved to i, was served already
+        if let Some(log) = log.as_mut() {
+            for i in (0..conns.len()).rev() {
+                if fds[2 + i].revents != 0 && !serve_conn(log, &mut conns[i])? {
+                    conns.swap_remove(i); // backwards: the last one, moved to i, was served
+                }
             }
         }
-        // Poll, then accept: the listener's O_NONBLOCK is shared and either way works.
+        // Poll, then accept: either works with the shared O_NONBLOCK (kv-rust backs off on EMFILE).
         if fds[1].revents != 0 {
-            match listener.accept() {
-                Ok((stream, _)) if stream.set_nonblocking(true).is_ok() => {
-                    conns.push((stream, Vec::new(), false));
+            if let Ok((stream, _)) = listener.accept() {
+                if stream.set_nonblocking(true).is_ok() {
+                    conns.push((stream, Vec::new()));
                 }
-                Ok(_) => {} // closed: it could not be served without stalling the loop
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
-                // Out of descriptors: let one free up rather than spin.
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
         let Some(request) = serving.requests().take() else {
@@ -137,30 +113,20 @@ fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Res
         };
         match request.kind() {
             RequestKind::Drain => {
-                accepting = false; // clients wait in the kernel's queue
-                for mut conn in conns.drain(..) {
-                    serve_conn(log, &mut conn); // answer what it sent, then close it
-                }
-                let drained = DrainReport {
+                listening = -1; // clients wait in the kernel's queue
+                conns.clear(); // closed: what they had sent by the poll is answered
+                request.complete_drain(Ok(DrainReport {
                     accept_closed: true,
                     ..Default::default()
-                };
-                request.complete_drain(Ok(drained));
+                }));
             }
             RequestKind::Seal => {
-                log.file = None; // every record is synced already: close the log
-                let revision = vec![log.value];
-                let sealed = SealReport {
-                    last_revision_per_shard: revision,
-                    ..Default::default()
-                };
-                request.complete_seal(Ok(sealed));
+                log = None; // every record is synced already: close the log
+                request.complete_seal(Ok(SealReport::default()));
             }
             RequestKind::Resume => {
-                if log.file.is_none() {
-                    log.open()?; // rolled back: the library holds the lock again
-                }
-                accepting = true;
+                log = Some(CounterLog::open(dir)?); // rolled back: the library holds the lock again
+                listening = listener.as_raw_fd();
                 request.complete_resume(Ok(()));
             }
             RequestKind::Ended(_) => return Ok(()), // committed (the successor serves) or superseded
@@ -168,51 +134,50 @@ fn serve(serving: &Serving, listener: &TcpListener, log: &mut CounterLog) -> Res
     }
 }
 
-fn run(data_dir: &Path, control: &Path) -> Result<ServeOutcome> {
-    let mut inherited = handoff::listeners::detect()?; // early: before other threads start
-    let mut log = CounterLog {
-        dir: data_dir.to_owned(),
-        file: None,
-        value: 0,
+fn run() -> Result<ServeOutcome> {
+    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let [data_dir, control] = args.as_slice() else {
+        return Err("usage: minimal-rust DATA_DIR CONTROL_SOCKET".into());
     };
-    let (listener, incumbent) = if let Some(control_fd) = inherited.take_control() {
-        // HANDOFF_ROLE=successor
-        let mut successor = Successor::new(control_fd, inherited.into_listeners())?;
-        successor.handshake(b"minimal-rust")?;
-        // The incumbent drains and seals meanwhile; until Begin, touch nothing.
-        successor.wait_for_begin(Duration::from_secs(60))?;
-        // Until Ready (the guard's end): a slow start is not a dead one.
-        let _heartbeats = successor.start_heartbeats(Duration::from_secs(2));
-        let listener = successor
-            .listeners()?
-            .take_tcp("counter")?
-            .ok_or("no listener counter")?;
-        let lock = DataDirLock::acquire_with_retry(data_dir, Duration::from_secs(5))?;
-        log.open()?;
-        let ready = Readiness {
-            healthz_ok: true,
-            ..Readiness::default()
-        };
-        (listener, successor.announce_ready(ready, control, lock)?)
-    } else {
-        let listener = inherited.listeners_mut().take_tcp("counter")?;
-        let listener = listener.ok_or("no listener counter (run me under a supervisor)")?;
-        let lock = DataDirLock::acquire_with_retry(data_dir, Duration::from_secs(5))?;
-        log.open()?;
-        (listener, Incumbent::bind(control, lock)?)
+    let mut inherited = handoff::listeners::detect()?; // early: before other threads start
+    let (mut successor, mut heartbeats) = (None, None);
+    let listener = match inherited.take_control() {
+        Some(control_fd) => {
+            // HANDOFF_ROLE=successor
+            let new = Successor::new(control_fd, inherited.into_listeners())?;
+            let successor = successor.insert(new);
+            successor.handshake(b"minimal-rust")?;
+            // Meanwhile the incumbent drains and seals: until Begin, touch nothing.
+            successor.wait_for_begin(Duration::from_secs(60))?;
+            // Until Ready: a slow start is not a dead one.
+            heartbeats = Some(successor.start_heartbeats(Duration::from_secs(2)));
+            successor.listeners()?.take_tcp("counter")?
+        }
+        None => inherited.listeners_mut().take_tcp("counter")?,
+    };
+    let listener = listener.ok_or("no listener counter (run me under a supervisor)")?;
+    let lock = DataDirLock::acquire_with_retry(data_dir, Duration::from_secs(5))?;
+    let log = CounterLog::open(data_dir)?;
+    let ready = Readiness {
+        healthz_ok: true,
+        ..Readiness::default()
+    };
+    drop(heartbeats); // they stop before Ready: one writer on the control socket
+    let incumbent = match successor {
+        Some(successor) => successor.announce_ready(ready, control, lock)?,
+        None => Incumbent::bind(control, lock)?,
     };
     let serving = incumbent.start().map_err(|not_started| not_started.error)?;
-    serve(&serving, &listener, &mut log)?;
+    serve(&serving, &listener, log, data_dir)?;
     Ok(serving.join()?) // the log was closed by the seal
 }
 
-fn main() {
-    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    let [data_dir, control] = args.as_slice() else {
-        die("usage: minimal-rust DATA_DIR CONTROL_SOCKET");
-    };
-    match run(data_dir, control) {
-        Ok(outcome) => std::process::exit(i32::from(outcome == ServeOutcome::Stopped)),
-        Err(e) => die(e),
+fn main() -> ExitCode {
+    match run() {
+        Ok(outcome) => ExitCode::from(u8::from(outcome == ServeOutcome::Stopped)),
+        Err(e) => {
+            eprintln!("minimal-rust[{}]: {e}", std::process::id());
+            ExitCode::FAILURE // before Ready the supervisor rolls back
+        }
     }
 }

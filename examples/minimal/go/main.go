@@ -2,18 +2,16 @@
 // as a start; run by a supervisor that passes the TCP listener "counter". A durable counter:
 // "INCR" appends the new value as a line to DATA_DIR/counter.log and fdatasyncs before
 // answering it; "GET" answers the value (the log's whole lines); "PING" answers
-// "PONG <pid> go". examples/minimal/ has it in every language.
+// "PONG <pid> go".
 package main
 
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,13 +34,13 @@ func must[T any](v T, err error) T {
 }
 
 type service struct {
-	dataDir  string
-	ln       *net.TCPListener
-	accepted chan struct{} // closed when the accept goroutine ends
-	mu       sync.Mutex    // guards the rest: one request line at a time
-	log      *os.File      // one line per INCR, fdatasynced before it is answered
-	value    uint64
-	conns    map[net.Conn]bool
+	dataDir string
+	ln      *net.TCPListener
+	gate    sync.RWMutex // accept holds it shared while it accepts
+	mu      sync.Mutex   // guards the rest: one request line at a time
+	log     *os.File     // one line per INCR, fdatasynced before it is answered
+	value   uint64
+	conns   map[net.Conn]bool
 }
 
 // openLog (cold start, successor, resume) opens the log and counts its whole lines.
@@ -57,41 +55,36 @@ func (s *service) openLog() {
 func (s *service) answer(line string) string {
 	switch line {
 	case "INCR":
-		record := strconv.FormatUint(s.value+1, 10) + "\n" // the record is the answer
+		record := fmt.Sprintf("%d\n", s.value+1) // the record is the answer
 		if _, err := s.log.WriteString(record); err != nil {
 			return "ERR write failed\n" // a torn record has no newline: it never counts
 		}
-		// What reached the disk is unknown after a failure: never answer.
-		check(syscall.Fdatasync(int(s.log.Fd())))
+		check(syscall.Fdatasync(int(s.log.Fd()))) // failed: what reached the disk is unknown
 		s.value++
 		return record
 	case "GET":
-		return strconv.FormatUint(s.value, 10) + "\n"
+		return fmt.Sprintf("%d\n", s.value)
 	case "PING":
 		return fmt.Sprintf("PONG %d go\n", os.Getpid())
 	}
 	return "ERR unknown command\n"
 }
 
-// serveConn answers c's lines until it closes, or a drain closes it.
+// serveConn answers c's lines until it closes, sends an overlong one, or a drain closes it.
 func (s *service) serveConn(c net.Conn) {
 	r := bufio.NewReaderSize(c, 64)
 	for {
 		text, err := r.ReadSlice('\n')
-		skipping := false
-		for errors.Is(err, bufio.ErrBufferFull) { // too long: skip to its newline, answered then
-			skipping = true
-			text, err = r.ReadSlice('\n')
-		}
 		s.mu.Lock()
-		out := "ERR line too long\n"
-		if err != nil || !s.conns[c] {
-			out = ""
-		} else if !skipping {
+		out := ""
+		if err == nil && s.conns[c] {
 			out = s.answer(strings.TrimRight(string(text), "\r\n"))
+		} else if err == bufio.ErrBufferFull {
+			out = "ERR line too long\n" // then close (kv-go skips the line)
 		}
 		c.SetWriteDeadline(time.Now().Add(time.Second)) // a client that lets answers pile up is dropped
-		if _, werr := io.WriteString(c, out); werr != nil || err != nil || !s.conns[c] {
+		_, werr := io.WriteString(c, out)
+		if err != nil || werr != nil || !s.conns[c] {
 			c.Close()
 			delete(s.conns, c)
 			s.mu.Unlock()
@@ -101,85 +94,69 @@ func (s *service) serveConn(c net.Conn) {
 	}
 }
 
-func (s *service) startAccepting() {
-	s.ln.SetDeadline(time.Time{})
-	s.accepted = make(chan struct{})
-	go func(done chan<- struct{}) {
-		defer close(done)
-		for {
-			c, err := s.ln.Accept() // Go polls the listener first (and sets the shared O_NONBLOCK)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return // the drain set a deadline in the past
-			} else if err != nil {
-				time.Sleep(100 * time.Millisecond) // out of descriptors: let one free up rather than spin
-				continue
-			}
+// accept takes connections, but not while a drain holds the gate shut.
+func (s *service) accept() {
+	for {
+		s.gate.RLock()
+		c, err := s.ln.Accept() // Go polls the listener first (and sets the shared O_NONBLOCK)
+		if err == nil {         // else a drain's deadline, or skipped (kv-go backs off on EMFILE)
 			s.mu.Lock()
 			s.conns[c] = true
 			s.mu.Unlock()
 			go s.serveConn(c)
 		}
-	}(s.accepted)
+		s.gate.RUnlock()
+	}
 }
 
-// serve is the service's own loop over the handoff's requests.
-func (s *service) serve(inc *handoff.Incumbent, requests <-chan *handoff.Request) int {
+// serve is the service's own loop over the handoff's requests, until serving ends.
+func (s *service) serve(requests <-chan *handoff.Request) {
 	for r := range requests {
 		switch r.Kind() {
 		case handoff.RequestDrain: // stop accepting (clients wait in the kernel's queue); close
-			s.ln.SetDeadline(time.Unix(1, 0))
-			<-s.accepted
+			s.ln.SetDeadline(time.Unix(1, 0)) // wakes accept, which then waits at the gate
+			s.gate.Lock()
 			s.mu.Lock() // no line is half answered now
 			for c := range s.conns {
 				c.Close()
-				delete(s.conns, c)
 			}
+			clear(s.conns)
 			s.mu.Unlock()
 		case handoff.RequestSeal: // every record is synced already: close the log
 			check(s.log.Close())
 			s.log = nil
-			check(r.PushRevision(s.value))
 		case handoff.RequestResume: // rolled back: the library holds the lock again
 			if s.log == nil {
 				s.openLog()
 			}
-			s.startAccepting()
+			s.ln.SetDeadline(time.Time{})
+			s.gate.Unlock()
 		}
 		check(r.Complete())
 	}
-	// Serving ended: committed (the successor serves) or superseded.
-	if outcome, _ := inc.Wait(context.Background()); outcome == handoff.ServeStopped {
-		return 1
-	}
-	return 0
 }
 
 func main() {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: minimal-go DATA_DIR CONTROL_SOCKET")
-		os.Exit(2)
+		check(fmt.Errorf("usage: minimal-go DATA_DIR CONTROL_SOCKET"))
 	}
 	s := &service{dataDir: os.Args[1], conns: map[net.Conn]bool{}}
+	// Start-up has a minute, Begin included (the supervisor's deadline is its own).
+	start, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	inherited := must(handoff.Detect()) // early: before other goroutines read the environment
 	var successor *handoff.Successor
-	var ln net.Listener
+	takeListener := inherited.Listener
 	if inherited.IsSuccessor() { // HANDOFF_ROLE=successor
 		successor = must(handoff.NewSuccessor(inherited))
-		must(successor.Handshake(context.Background(), []byte("minimal-go")))
-		// The incumbent drains and seals meanwhile; until Begin, touch nothing.
-		begin, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		check(successor.WaitForBegin(begin))
-		cancel()
-		check(successor.StartHeartbeats()) // a slow start is not a dead one
-		ln = must(successor.Listener("counter", handoff.ListenerTCP))
-	} else {
-		ln = must(inherited.Listener("counter", handoff.ListenerTCP))
+		must(successor.Handshake(start, []byte("minimal-go")))
+		check(successor.WaitForBegin(start)) // meanwhile the incumbent drains and seals
+		check(successor.StartHeartbeats())   // until Ready: a slow start is not a dead one
+		takeListener = successor.Listener
 	}
+	s.ln = must(takeListener("counter", handoff.ListenerTCP)).(*net.TCPListener)
 	inherited.Close() // closes the listeners not taken
-	s.ln = ln.(*net.TCPListener)
-	wait, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	lock := must(handoff.AcquireLockWithRetry(wait, s.dataDir))
-	cancel()
+	lock := must(handoff.AcquireLockWithRetry(start, s.dataDir))
 	s.openLog()
 	var inc *handoff.Incumbent
 	if successor != nil {
@@ -190,9 +167,12 @@ func main() {
 	}
 	lock.Close() // empty: the lock moved into the incumbent
 	requests := must(inc.StartLoop())
-	s.startAccepting()
-	status := s.serve(inc, requests)
-	inc.Close() // the log was closed by the seal
-	ln.Close()
-	os.Exit(status)
+	go s.accept()
+	s.serve(requests)
+	outcome, _ := inc.Wait(context.Background()) // committed (the successor serves) or superseded
+	inc.Close()                                  // the log was closed by the seal
+	s.ln.Close()
+	if outcome == handoff.ServeStopped {
+		os.Exit(1)
+	}
 }
