@@ -1080,7 +1080,7 @@ fn another_uid_cannot_use_the_trigger_socket() {
         String::from_utf8_lossy(&out.stderr)
     );
     let deadline = Instant::now() + PATIENCE;
-    while pong_pid(&addr).map_or(true, |p| p == pid) {
+    while pong_pid(&addr).is_none_or(|p| p == pid) {
         assert!(
             Instant::now() < deadline,
             "no new incumbent after the trigger"

@@ -851,7 +851,7 @@ fn soak_handoffs_under_load() {
     let mut total = Duration::ZERO;
     let mut baseline = None;
     let mut samples = Vec::new();
-    while done < handoffs && secs.map_or(true, |s| started.elapsed() < Duration::from_secs(s)) {
+    while done < handoffs && secs.is_none_or(|s| started.elapsed() < Duration::from_secs(s)) {
         let (lang, binary) = &launchers[(done as usize + 1) % launchers.len()];
         let before = pong(addr).map(|(pid, _)| pid);
         let t0 = Instant::now();
@@ -890,7 +890,7 @@ fn soak_handoffs_under_load() {
             baseline = Some(sample);
         }
         samples.push(sample);
-        if done % 50 == 0 {
+        if done.is_multiple_of(50) {
             show(&format!(
                 "soak: {done} handoffs in {:.0}s, supervisor {} fds, {} KiB",
                 started.elapsed().as_secs_f64(),

@@ -159,7 +159,7 @@ impl<'a> Driver<'a> {
         // ends up in charge, not one that may be superseded a moment later.
         let now = Instant::now();
         let accepting = !self.connections.iter().any(|c| c.session.lock_released())
-            && self.accept_after.map_or(true, |t| t <= now);
+            && self.accept_after.is_none_or(|t| t <= now);
         watch(
             &mut fds,
             if accepting {

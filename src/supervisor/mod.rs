@@ -208,7 +208,7 @@ impl PreparedSuccessor {
 
     /// Whether it has exited since (its handoff would roll back).
     pub fn has_exited(&mut self) -> bool {
-        self.held.as_mut().map_or(true, run::Held::exited)
+        self.held.as_mut().is_none_or(run::Held::exited)
     }
 }
 

@@ -37,7 +37,7 @@ impl Notifier {
         });
         let ours = watchdog_pid
             .as_deref()
-            .map_or(true, |pid| pid == std::process::id().to_string());
+            .is_none_or(|pid| pid == std::process::id().to_string());
         let watchdog = watchdog_usec
             .and_then(|usec| usec.parse::<u64>().ok())
             .filter(|&usec| usec > 0 && ours && target.is_some())
