@@ -342,7 +342,7 @@ impl Main {
         &self,
         force: bool,
         named_binary: Option<&PathBuf>,
-    ) -> Result<(Config, PathBuf), Reply> {
+    ) -> Result<(Config, PathBuf), Box<Reply>> {
         let config = Config::load(&self.config.path)
             .map_err(|e| Reply::Error(format!("config not reloaded: {e}")))?;
         warn_restart_only_changes(&self.config, &config);
@@ -351,11 +351,11 @@ impl Main {
             .unwrap_or_else(|| config.service.binary.clone());
         crate::config::check_binary(&binary).map_err(|e| Reply::Error(format!("--binary: {e}")))?;
         match self.shared.lock().refuses(&binary) {
-            Some(count) if !force => Err(Reply::Refused(format!(
+            Some(count) if !force => Err(Box::new(Reply::Refused(format!(
                 "{} failed {count} times in a row (or died within its probation); name \
                  another with --binary, or retry it with --force",
                 binary.display()
-            ))),
+            )))),
             _ => Ok((config, binary)),
         }
     }
@@ -372,7 +372,7 @@ impl Main {
         }
         let (config, binary) = match self.successor_config(force, named_binary.as_ref()) {
             Ok(found) => found,
-            Err(reply) => return self.refuse(source, "handoff", &mut progress, reply),
+            Err(reply) => return self.refuse(source, "handoff", &mut progress, *reply),
         };
         if self.current.is_none() {
             return self.start_instead_of_restart(
@@ -500,7 +500,7 @@ impl Main {
         }
         let (config, binary) = match self.successor_config(force, named_binary.as_ref()) {
             Ok(found) => found,
-            Err(reply) => return self.refuse("trigger", "prepare", &mut progress, reply),
+            Err(reply) => return self.refuse("trigger", "prepare", &mut progress, *reply),
         };
         let build = Build {
             command: service_command(&config, binary.clone()),
