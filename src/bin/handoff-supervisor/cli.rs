@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 /// After the options in `--help`; the man page's NOTES.
 const AFTER_HELP: &str = "\
 Signals: SIGHUP to `run` hands off, as `trigger` does; SIGTERM or SIGINT stop
-the service and the supervisor (during a handoff: once it ends, or at once on
-a second signal). Exit status 2 is always a usage or configuration error,
+the service, a prepared successor and the supervisor (during a handoff: once
+it ends, or at once on a second signal). Exit status 2 is always a usage or configuration error,
 reported before anything starts. The config file, and running under systemd:
 docs/systemd.md.";
 
