@@ -2,7 +2,7 @@
 //! its own, so the main loop keeps answering, then handed back to the main
 //! loop, which holds it until `trigger --prepared` or `discard`.
 
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 
 use handoff::supervisor::{PreparedSuccessor, SpawnSpec, Supervisor};
@@ -17,16 +17,25 @@ pub struct Held {
     pub build: Build,
 }
 
+/// Prepare `spec` on a thread; the outcome comes back as
+/// `Event::Prepared`. A thread that cannot start gives `progress` back, to
+/// be answered.
 pub fn start(
     supervisor: Arc<Supervisor>,
     spec: SpawnSpec,
     build: Build,
     progress: Box<dyn Progress>,
     events: Sender<Event>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
+) -> Result<(), (std::io::Error, Box<dyn Progress>)> {
+    // The work goes to the thread once it runs, so that a thread that
+    // cannot start leaves it to us.
+    let (hand_over, take) = mpsc::channel::<(SpawnSpec, Build, Box<dyn Progress>)>();
+    let spawned = std::thread::Builder::new()
         .name("prepare".into())
         .spawn(move || {
+            let Ok((spec, build, progress)) = take.recv() else {
+                return;
+            };
             let result = supervisor.prepare(&spec);
             // Nobody to hand it to means the process is exiting: dropping it
             // stops it.
@@ -35,6 +44,12 @@ pub fn start(
                 build,
                 progress,
             })));
-        })?;
-    Ok(())
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = hand_over.send((spec, build, progress));
+            Ok(())
+        }
+        Err(e) => Err((e, progress)),
+    }
 }

@@ -522,7 +522,12 @@ impl Main {
         );
         match started {
             Ok(()) => self.preparing = true,
-            Err(e) => log!(Error, &[], "cannot start the prepare thread: {e}"),
+            Err((e, mut progress)) => {
+                log!(Error, &[], "cannot start the prepare thread: {e}");
+                progress.send(&Reply::Error(format!(
+                    "cannot start the prepare thread: {e}"
+                )));
+            }
         }
     }
 
