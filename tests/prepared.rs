@@ -67,7 +67,7 @@ fn a_prepared_successor_takes_over_later_without_a_spawn() {
 #[test]
 fn a_dropped_prepared_successor_exits_and_the_next_handoff_commits() {
     let _serial = serial();
-    let service = Service::start(Start::default());
+    let mut service = Service::start(Start::default());
     let fds = open_fds();
     let prepared = service.supervisor.prepare(&service.spec(&[])).unwrap();
     let pid = prepared.pid().unwrap();
@@ -77,6 +77,10 @@ fn a_dropped_prepared_successor_exits_and_the_next_handoff_commits() {
     assert_eq!(open_fds(), fds, "supervisor descriptors after the drop");
     let outcome = service.hand_off(&[]);
     assert!(outcome.committed, "{:?}", outcome.abort_reason);
+    // The new incumbent goes with the test, as every process it started.
+    service
+        .reaper
+        .keep(outcome.successor.expect("the new incumbent"));
 }
 
 #[test]

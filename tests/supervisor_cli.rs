@@ -534,6 +534,11 @@ fn usage_errors() {
         ),
         (&["trigger", "-c", "x", "--force=yes"], "--force"),
         (
+            &["trigger", "-c", "x", "--prepared", "--binary", "y"],
+            "cannot be used with",
+        ),
+        (&["discard", "-c", "x", "--binary", "y"], "'--binary'"),
+        (
             &["run", "-c", "x", "--log-level", "loud"],
             "[possible values: error, warn, info, debug]",
         ),
@@ -558,12 +563,19 @@ fn usage_errors() {
         text(&out.stdout)
     };
     let top = help(&["--help"]);
-    for word in ["run", "trigger", "status", "check", "SIGHUP"] {
+    for word in [
+        "run", "trigger", "prepare", "discard", "status", "check", "SIGHUP",
+    ] {
         assert!(top.contains(word), "--help lacks {word}:\n{top}");
     }
     for (command, options) in [
         ("run", &["--config", "--log-format", "--log-level"][..]),
-        ("trigger", &["--config", "--binary", "--force", "--quiet"]),
+        (
+            "trigger",
+            &["--config", "--binary", "--prepared", "--force", "--quiet"],
+        ),
+        ("prepare", &["--config", "--binary", "--force", "--quiet"]),
+        ("discard", &["--config", "--quiet"]),
         ("status", &["--config", "--json", "--prometheus"]),
         ("check", &["--config"]),
     ] {
@@ -593,6 +605,7 @@ fn the_command_line_parses_as_documented() {
     let Sub::Trigger {
         config,
         binary,
+        prepared,
         force,
         quiet,
     } = parse(&["trigger", "--config=/x.toml", "--binary", "/b", "--force"])
@@ -603,7 +616,29 @@ fn the_command_line_parses_as_documented() {
     };
     assert_eq!(config.path, PathBuf::from("/x.toml"));
     assert_eq!(binary, Some(PathBuf::from("/b")));
-    assert!(force && !quiet);
+    assert!(force && !quiet && !prepared);
+    let Sub::Trigger {
+        binary, prepared, ..
+    } = parse(&["trigger", "-c", "x", "--prepared"])
+        .unwrap()
+        .command
+    else {
+        panic!("not trigger");
+    };
+    assert!(prepared && binary.is_none());
+    let Sub::Prepare {
+        binary,
+        force,
+        quiet,
+        ..
+    } = parse(&["prepare", "-c", "x", "--binary", "/b", "-q"])
+        .unwrap()
+        .command
+    else {
+        panic!("not prepare");
+    };
+    assert_eq!(binary, Some(PathBuf::from("/b")));
+    assert!(quiet && !force);
     // The defaults, and the spellings the hand-written parser took.
     let Sub::Run {
         log_format,
@@ -656,7 +691,11 @@ fn man_pages_and_completions_render() {
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
         .collect();
-    assert_eq!(commands, ["run", "trigger", "status", "check"], "{help}");
+    assert_eq!(
+        commands,
+        ["run", "trigger", "prepare", "discard", "status", "check"],
+        "{help}"
+    );
     let top = read("handoff-supervisor.1");
     for section in [".SH NAME", ".SH SYNOPSIS", ".SH DESCRIPTION", ".SH NOTES"] {
         assert!(top.contains(section), "{section} missing:\n{top}");

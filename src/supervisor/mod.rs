@@ -201,6 +201,12 @@ impl PreparedSuccessor {
         self.held.as_ref().map(|held| held.child.pid())
     }
 
+    /// What it was started from (its handoff's deadline and drain budget
+    /// come from it too).
+    pub fn spec(&self) -> &SpawnSpec {
+        &self.spec
+    }
+
     /// How long spawning it and its Hello took.
     pub fn spawn_time(&self) -> Duration {
         self.held.as_ref().map_or(Duration::ZERO, |held| held.spawn)

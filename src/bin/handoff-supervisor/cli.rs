@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum, ValueHint};
 /// After the options in `--help`; the man page's NOTES.
 const AFTER_HELP: &str = "\
 Signals: SIGHUP to `run` hands off, as `trigger` does; SIGTERM or SIGINT stop
-the service and the supervisor (during a handoff: once it ends, or at once on
-a second signal). Exit status 2 is always a usage or configuration error,
+the service, a prepared successor and the supervisor (during a handoff: once
+it ends, or at once on a second signal). Exit status 2 is always a usage or configuration error,
 reported before anything starts. The config file, and running under systemd:
 docs/systemd.md.";
 
@@ -57,17 +57,61 @@ the service, the restart policy gave up); 2 a usage or configuration error.")]
 Hands the running service off to a new process, printing each phase as it
 completes.
 
+With --prepared, hands off to the successor `prepare` started: the switch
+without the spawn, with the budgets the config had then.
+
 Exit status: 0 committed; 1 rolled back (the running process serves on);
-2 any other error (not running, a handoff in progress, a refused binary).")]
+2 any other error (not running, a handoff in progress, a refused binary,
+nothing prepared).")]
     Trigger {
         #[command(flatten)]
         config: ConfigFile,
         /// Run PATH as the successor (this time only)
         #[arg(long, value_name = "PATH", value_hint = ValueHint::ExecutablePath)]
         binary: Option<PathBuf>,
+        /// Hand off to the successor `prepare` started (it keeps its binary)
+        #[arg(long, conflicts_with = "binary")]
+        prepared: bool,
         /// Try even a binary refused after 3 failed handoffs
         #[arg(long)]
         force: bool,
+        /// Print nothing but errors
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Start a successor now and hold it, for `trigger --prepared` later
+    #[command(long_about = "\
+Starts a successor now and exchanges its Hello, then holds it, waiting: the
+running process serves on, untouched. `trigger --prepared` hands off to it
+later (the switch without the spawn), `discard` stops it. One is held at a
+time; a held successor that exits is dropped (logged), and stopping the
+supervisor stops it.
+
+Exit status: 0 prepared (its pid printed); 1 the successor did not come up
+(why is printed; nothing is held); 2 any other error (not running, one
+already prepared, no incumbent, a refused binary).")]
+    Prepare {
+        #[command(flatten)]
+        config: ConfigFile,
+        /// Run PATH as the successor
+        #[arg(long, value_name = "PATH", value_hint = ValueHint::ExecutablePath)]
+        binary: Option<PathBuf>,
+        /// Try even a binary refused after 3 failed handoffs
+        #[arg(long)]
+        force: bool,
+        /// Print nothing but errors
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Stop the successor `prepare` started
+    #[command(long_about = "\
+Stops the successor `prepare` started (Abort, SIGTERM, SIGKILL after the
+kill grace) and reaps it; the running process serves on.
+
+Exit status: 0 discarded; 2 an error (not running, nothing prepared).")]
+    Discard {
+        #[command(flatten)]
+        config: ConfigFile,
         /// Print nothing but errors
         #[arg(short, long)]
         quiet: bool,

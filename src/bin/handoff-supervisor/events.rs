@@ -1,12 +1,14 @@
 //! What the main loop, the trigger server and the handoff worker tell one
-//! another: the main loop's events, and where a handoff's progress goes.
+//! another: the main loop's events, and where a handoff's (or a
+//! prepare's) answers go.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use handoff::supervisor::{HandoffPhase, Outcome, SpawnSpec};
+use handoff::supervisor::{Abort, HandoffPhase, Outcome, PreparedSuccessor, SpawnSpec};
 
+use crate::generation::Build;
 use crate::trigger::Reply;
 
 /// What reaches the main loop.
@@ -14,11 +16,23 @@ pub enum Event {
     Signal(libc::c_int),
     Handoff {
         force: bool,
+        /// To the prepared successor (no binary then).
+        prepared: bool,
         binary: Option<PathBuf>,
         source: &'static str,
         progress: Box<dyn Progress>,
     },
     Finished(Box<Finished>),
+    Prepare {
+        force: bool,
+        binary: Option<PathBuf>,
+        progress: Box<dyn Progress>,
+    },
+    /// A prepare's end (`preparing`).
+    Prepared(Box<PrepareDone>),
+    Discard {
+        progress: Box<dyn Progress>,
+    },
 }
 
 /// Where a handoff's progress goes: the `trigger` client, or nowhere (SIGHUP).
@@ -57,5 +71,12 @@ pub struct Finished {
     pub spec: SpawnSpec,
     /// The last phase that completed, if any.
     pub last_done: Option<HandoffPhase>,
+    pub progress: Box<dyn Progress>,
+}
+
+/// A prepare's end, for the main loop, which holds what it prepared.
+pub struct PrepareDone {
+    pub result: Result<PreparedSuccessor, Abort>,
+    pub build: Build,
     pub progress: Box<dyn Progress>,
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use handoff::spawn::Command;
-use handoff::supervisor::Supervisor;
+use handoff::supervisor::{SpawnSpec, Supervisor};
 
 use crate::config::Config;
 use crate::process::Process;
@@ -89,6 +89,15 @@ pub fn service_command(config: &Config, binary: PathBuf) -> Command {
         binary,
         args: config.service.args.clone(),
         env: config.service.env.clone(),
+    }
+}
+
+/// A handoff to `command` with the budgets `config` gives.
+pub fn spawn_spec(config: &Config, command: Command) -> SpawnSpec {
+    SpawnSpec {
+        command,
+        deadline: config.timeouts.deadline,
+        drain_grace: config.timeouts.drain_grace,
     }
 }
 

@@ -10,6 +10,7 @@ mod events;
 mod generation;
 mod log;
 mod notify;
+mod preparing;
 mod probe;
 mod process;
 mod restart;
@@ -54,11 +55,23 @@ fn main() -> ExitCode {
         Command::Trigger {
             config,
             binary,
+            prepared,
             force,
             quiet,
         } => with_config(&config.path, |config| {
-            trigger::run_trigger(&config, binary, force, quiet)
+            trigger::run_trigger(&config, binary, prepared, force, quiet)
         }),
+        Command::Prepare {
+            config,
+            binary,
+            force,
+            quiet,
+        } => with_config(&config.path, |config| {
+            trigger::run_prepare(&config, binary, force, quiet)
+        }),
+        Command::Discard { config, quiet } => {
+            with_config(&config.path, |config| trigger::run_discard(&config, quiet))
+        }
         Command::Status {
             config,
             json,

@@ -9,16 +9,17 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use handoff::supervisor::{HandoffPhase, Party, SpawnSpec, Supervisor, Timeouts};
+use handoff::supervisor::{HandoffPhase, Party, Supervisor, Timeouts};
 
 use crate::bind;
 use crate::config::{Config, RestartPolicy};
-use crate::events::{Event, Finished, Progress, Silent};
+use crate::events::{Event, Finished, PrepareDone, Progress, Silent};
 use crate::generation::{
-    incumbent_of, service_command, start_generation, Build, Comeback, Generation,
+    incumbent_of, service_command, spawn_spec, start_generation, Build, Comeback, Generation,
 };
 use crate::log::{log, Field};
 use crate::notify::Notifier;
+use crate::preparing;
 use crate::probe;
 use crate::process::Process;
 use crate::restart::{Backoff, Decision};
@@ -27,7 +28,7 @@ use crate::signals;
 use crate::startup::{bind_listeners, claim_trigger_socket, recover, warn_restart_only_changes};
 use crate::state::{self, Incumbent, Last, ProbationFailure, Running, Shared};
 use crate::trigger::Reply;
-use crate::worker;
+use crate::worker::{self, Successor};
 
 /// An incumbent that handed off.
 enum Retiring {
@@ -73,6 +74,10 @@ struct Main {
     stop_after_handoff: bool,
     /// The `--binary` of the handoff in progress, if one was named.
     handoff_binary: Option<PathBuf>,
+    /// The successor `prepare` started, held for `trigger --prepared`.
+    prepared: Option<preparing::Held>,
+    /// A prepare runs on its thread.
+    preparing: bool,
     next_watchdog: Option<Instant>,
 }
 
@@ -178,6 +183,8 @@ impl Main {
             ready_pending: true,
             stop_after_handoff: false,
             handoff_binary: None,
+            prepared: None,
+            preparing: false,
             next_watchdog,
         })
     }
@@ -249,6 +256,7 @@ impl Main {
             }
             Event::Handoff {
                 force,
+                prepared,
                 binary,
                 source,
                 progress,
@@ -256,12 +264,35 @@ impl Main {
                 if let Some(status) = self.notice_a_dead_incumbent() {
                     return Some(status);
                 }
-                self.begin_handoff(force, binary, source, progress);
+                if prepared {
+                    self.begin_prepared_handoff(source, progress);
+                } else {
+                    self.begin_handoff(force, binary, source, progress);
+                }
                 None
             }
             Event::Finished(finished) => {
                 self.finish_handoff(*finished);
                 self.stop_after_handoff.then(|| self.stop())
+            }
+            Event::Prepare {
+                force,
+                binary,
+                progress,
+            } => {
+                if let Some(status) = self.notice_a_dead_incumbent() {
+                    return Some(status);
+                }
+                self.begin_prepare(force, binary, progress);
+                None
+            }
+            Event::Prepared(done) => {
+                self.finish_prepare(*done);
+                None
+            }
+            Event::Discard { progress } => {
+                self.discard(progress);
+                None
             }
         }
     }
@@ -276,100 +307,154 @@ impl Main {
         self.check_incumbent()
     }
 
+    /// Answer `progress` with `reply`, refusing what `source` asked for.
+    fn refuse(&self, source: &str, what: &str, progress: &mut Box<dyn Progress>, reply: Reply) {
+        self.shared.lock().counters.refused += 1;
+        match &reply {
+            Reply::InProgress { .. } => {
+                log!(Warn, &[], "{source}: a handoff is already in progress");
+            }
+            Reply::Refused(reason) | Reply::Error(reason) => {
+                log!(Warn, &[], "{source}: {what} refused: {reason}");
+            }
+            _ => {}
+        }
+        progress.send(&reply);
+    }
+
+    /// Why a handoff cannot start now (one runs, or the supervisor stops).
+    fn handoff_blocked(&self) -> Option<Reply> {
+        let state = self.shared.lock();
+        if let Some(running) = &state.handoff {
+            return Some(Reply::InProgress {
+                id: running.id.clone().unwrap_or_else(|| "-".into()),
+                phase: running.phase.name().into(),
+            });
+        }
+        state.stopping.then(|| Reply::Error("stopping".into()))
+    }
+
+    /// The config file as it is now and the successor binary it (or
+    /// `named_binary`) gives, if that may run; the refusal otherwise. A
+    /// reload reads the file again, as nginx and haproxy do: a new binary
+    /// path, arguments, environment or budgets apply now.
+    fn successor_config(
+        &self,
+        force: bool,
+        named_binary: Option<&PathBuf>,
+    ) -> Result<(Config, PathBuf), Box<Reply>> {
+        let config = Config::load(&self.config.path)
+            .map_err(|e| Reply::Error(format!("config not reloaded: {e}")))?;
+        warn_restart_only_changes(&self.config, &config);
+        let binary = named_binary
+            .cloned()
+            .unwrap_or_else(|| config.service.binary.clone());
+        crate::config::check_binary(&binary).map_err(|e| Reply::Error(format!("--binary: {e}")))?;
+        match self.shared.lock().refuses(&binary) {
+            Some(count) if !force => Err(Box::new(Reply::Refused(format!(
+                "{} failed {count} times in a row (or died within its probation); name \
+                 another with --binary, or retry it with --force",
+                binary.display()
+            )))),
+            _ => Ok((config, binary)),
+        }
+    }
+
     fn begin_handoff(
         &mut self,
         force: bool,
-        binary: Option<PathBuf>,
+        named_binary: Option<PathBuf>,
         source: &'static str,
         mut progress: Box<dyn Progress>,
     ) {
-        let refuse = |state: &mut state::State, progress: &mut Box<dyn Progress>, reply: Reply| {
-            state.counters.refused += 1;
-            if let Reply::Refused(reason) | Reply::Error(reason) = &reply {
-                log!(Warn, &[], "{source}: handoff refused: {reason}");
-            }
-            progress.send(&reply);
+        if let Some(reply) = self.handoff_blocked() {
+            return self.refuse(source, "handoff", &mut progress, reply);
+        }
+        let (config, binary) = match self.successor_config(force, named_binary.as_ref()) {
+            Ok(found) => found,
+            Err(reply) => return self.refuse(source, "handoff", &mut progress, *reply),
         };
-        {
-            let mut state = self.shared.lock();
-            if let Some(running) = &state.handoff {
-                let reply = Reply::InProgress {
-                    id: running.id.clone().unwrap_or_else(|| "-".into()),
-                    phase: running.phase.name().into(),
-                };
-                log!(Warn, &[], "{source}: a handoff is already in progress");
-                state.counters.refused += 1;
-                progress.send(&reply);
-                return;
-            }
-            if state.stopping {
-                return refuse(&mut state, &mut progress, Reply::Error("stopping".into()));
-            }
-        }
-        // A reload reads the file again, as nginx and haproxy do: a new
-        // binary path, arguments, environment or budgets apply now.
-        let config = match Config::load(&self.config.path) {
-            Ok(config) => config,
-            Err(e) => {
-                let reply = Reply::Error(format!("config not reloaded: {e}"));
-                return refuse(&mut self.shared.lock(), &mut progress, reply);
-            }
-        };
-        warn_restart_only_changes(&self.config, &config);
-        let named_binary = binary;
-        let binary = named_binary
-            .clone()
-            .unwrap_or_else(|| config.service.binary.clone());
-        let mut state = self.shared.lock();
-        if let Err(e) = crate::config::check_binary(&binary) {
-            let reply = Reply::Error(format!("--binary: {e}"));
-            return refuse(&mut state, &mut progress, reply);
-        }
-        if let Some(count) = state.refuses(&binary) {
-            if !force {
-                let reply = Reply::Refused(format!(
-                    "{} failed {count} times in a row (or died within its probation); name \
-                     another with --binary, or retry it with --force",
-                    binary.display()
-                ));
-                return refuse(&mut state, &mut progress, reply);
-            }
-        }
         if self.current.is_none() {
-            drop(state);
             return self.start_instead_of_restart(
                 Build::of(&config, named_binary),
                 source,
                 progress,
             );
         }
-        let spec = SpawnSpec {
-            command: service_command(&config, binary.clone()),
-            deadline: config.timeouts.deadline,
-            drain_grace: config.timeouts.drain_grace,
-        };
-        state.handoff = Some(Running {
-            id: None,
-            phase: HandoffPhase::Hello,
-            successor_pid: None,
-            started: Instant::now(),
-            binary: binary.clone(),
+        let spec = spawn_spec(&config, service_command(&config, binary.clone()));
+        self.launch_handoff(
+            Successor::Spawn(spec),
+            binary,
+            named_binary,
             source,
-        });
-        state.counters.handoffs += 1;
-        drop(state);
+            progress,
+        );
+    }
+
+    /// `trigger --prepared`: the handoff to the successor `prepare` holds.
+    fn begin_prepared_handoff(&mut self, source: &'static str, mut progress: Box<dyn Progress>) {
+        if let Some(reply) = self.handoff_blocked() {
+            return self.refuse(source, "handoff", &mut progress, reply);
+        }
+        if self.current.is_none() {
+            // It waits for an incumbent to take over from: the restart's.
+            let reply =
+                Reply::Error("no incumbent is running (it is being restarted); try again".into());
+            return self.refuse(source, "handoff", &mut progress, reply);
+        }
+        let Some(held) = self.prepared.take() else {
+            let reply = Reply::Error("nothing is prepared".into());
+            return self.refuse(source, "handoff", &mut progress, reply);
+        };
+        self.shared.lock().prepared = None;
+        let binary = held.build.command.binary.clone();
+        self.launch_handoff(
+            Successor::Prepared(held.successor),
+            binary,
+            held.build.named_binary,
+            source,
+            progress,
+        );
+    }
+
+    /// Run the handoff to `successor` on the worker thread.
+    fn launch_handoff(
+        &mut self,
+        successor: Successor,
+        binary: PathBuf,
+        named_binary: Option<PathBuf>,
+        source: &'static str,
+        progress: Box<dyn Progress>,
+    ) {
+        {
+            let mut state = self.shared.lock();
+            state.handoff = Some(Running {
+                id: None,
+                phase: HandoffPhase::Hello,
+                successor_pid: None,
+                started: Instant::now(),
+                binary: binary.clone(),
+                source,
+            });
+            state.counters.handoffs += 1;
+        }
         self.handoff_binary = named_binary;
+        let prepared = if matches!(successor, Successor::Prepared(_)) {
+            " (prepared)"
+        } else {
+            ""
+        };
         log!(
             Info,
             &[("binary", Field::Str(&binary.to_string_lossy()))],
-            "{source}: handoff to {}",
+            "{source}: handoff to {}{prepared}",
             binary.display()
         );
         self.notifier
             .reloading(&format!("handing off to {}", binary.display()));
         let started = worker::start(
             Arc::clone(&self.supervisor),
-            spec,
+            successor,
             self.shared.clone(),
             progress,
             self.sender.clone(),
@@ -381,6 +466,170 @@ impl Main {
             state.counters.failures += 1;
             self.notifier.ready("serving (handoff could not start)");
         }
+    }
+
+    /// `prepare`: start a successor on the prepare thread, to hold.
+    fn begin_prepare(
+        &mut self,
+        force: bool,
+        named_binary: Option<PathBuf>,
+        mut progress: Box<dyn Progress>,
+    ) {
+        let blocked = if self.shared.lock().stopping {
+            Some(Reply::Error("stopping".into()))
+        } else if self.preparing {
+            Some(Reply::Refused(
+                "a successor is being prepared already".into(),
+            ))
+        } else if let Some(held) = &self.prepared {
+            Some(Reply::Refused(format!(
+                "pid {} is prepared already (handoff {}): hand off to it with \
+                 `trigger --prepared`, or `discard` it first",
+                held.successor.pid().unwrap_or(0),
+                held.successor.handoff_id()
+            )))
+        } else if self.current.is_none() {
+            Some(Reply::Error(
+                "no incumbent is running (it is being restarted): nothing to prepare for".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some(reply) = blocked {
+            return self.refuse("trigger", "prepare", &mut progress, reply);
+        }
+        let (config, binary) = match self.successor_config(force, named_binary.as_ref()) {
+            Ok(found) => found,
+            Err(reply) => return self.refuse("trigger", "prepare", &mut progress, *reply),
+        };
+        let build = Build {
+            command: service_command(&config, binary.clone()),
+            named_binary,
+        };
+        let spec = spawn_spec(&config, build.command.clone());
+        log!(
+            Info,
+            &[("binary", Field::Str(&binary.to_string_lossy()))],
+            "trigger: preparing a successor: {}",
+            binary.display()
+        );
+        let started = preparing::start(
+            Arc::clone(&self.supervisor),
+            spec,
+            build,
+            progress,
+            self.sender.clone(),
+        );
+        match started {
+            Ok(()) => self.preparing = true,
+            Err((e, mut progress)) => {
+                log!(Error, &[], "cannot start the prepare thread: {e}");
+                progress.send(&Reply::Error(format!(
+                    "cannot start the prepare thread: {e}"
+                )));
+            }
+        }
+    }
+
+    /// A prepare ended: hold what it started, or say why nothing is.
+    fn finish_prepare(&mut self, done: PrepareDone) {
+        let PrepareDone {
+            result,
+            build,
+            mut progress,
+        } = done;
+        self.preparing = false;
+        let binary = build.command.binary.clone();
+        let mut state = self.shared.lock();
+        match result {
+            Ok(successor) if state.stopping => {
+                drop(state);
+                log!(
+                    Info,
+                    &[],
+                    "stopping: the successor just prepared is stopped"
+                );
+                drop(successor);
+                progress.send(&Reply::Error("stopping".into()));
+            }
+            Ok(successor) => {
+                let pid = successor.pid().unwrap_or(0);
+                let id = successor.handoff_id().to_string();
+                let spawn_ms = successor.spawn_time().as_secs_f64() * 1000.0;
+                log!(
+                    Info,
+                    &[
+                        ("handoff_id", Field::Str(&id)),
+                        ("successor_pid", Field::U64(pid.into())),
+                        ("ms", Field::Ms(spawn_ms)),
+                    ],
+                    "prepared: pid {pid} ({}) in {spawn_ms:.3} ms, held for handoff {id}",
+                    binary.display()
+                );
+                state.prepared = Some(state::Prepared {
+                    id: id.clone(),
+                    pid,
+                    binary,
+                    since: SystemTime::now(),
+                    spawn_ms,
+                });
+                drop(state);
+                self.prepared = Some(preparing::Held { successor, build });
+                progress.send(&Reply::Prepared { id, pid, spawn_ms });
+            }
+            Err(abort) => {
+                if abort.party == Party::Successor {
+                    state.successor_failed(&binary);
+                }
+                drop(state);
+                log!(
+                    Warn,
+                    &[],
+                    "prepare: {} did not come up: {abort}",
+                    binary.display()
+                );
+                progress.send(&Reply::NotPrepared {
+                    party: abort.party.name().into(),
+                    cause: abort.cause.name().into(),
+                    reason: abort.to_string(),
+                });
+            }
+        }
+    }
+
+    /// `discard`: stop the prepared successor and reap it, now.
+    fn discard(&mut self, mut progress: Box<dyn Progress>) {
+        let Some(held) = self.prepared.take() else {
+            return progress.send(&Reply::Error("nothing is prepared".into()));
+        };
+        self.shared.lock().prepared = None;
+        let pid = held.successor.pid().unwrap_or(0);
+        let id = held.successor.handoff_id().to_string();
+        drop(held);
+        log!(
+            Info,
+            &[("successor_pid", Field::U64(pid.into()))],
+            "discard: prepared successor pid {pid} stopped"
+        );
+        progress.send(&Reply::Discarded { id, pid });
+    }
+
+    /// A held successor that exited is of no use: dropped (and reaped).
+    fn check_prepared(&mut self) {
+        let Some(held) = &mut self.prepared else {
+            return;
+        };
+        if !held.successor.has_exited() {
+            return;
+        }
+        let pid = held.successor.pid().unwrap_or(0);
+        log!(
+            Warn,
+            &[("successor_pid", Field::U64(pid.into()))],
+            "prepared successor pid {pid} exited while held: dropped"
+        );
+        self.prepared = None;
+        self.shared.lock().prepared = None;
     }
 
     fn finish_handoff(&mut self, finished: Finished) {
@@ -477,11 +726,7 @@ impl Main {
                             .as_ref()
                             .is_some_and(|a| a.party == Party::Successor)
                         {
-                            let count = match &state.failing_binary {
-                                Some((failing, count)) if *failing == binary => count + 1,
-                                _ => 1,
-                            };
-                            state.failing_binary = Some((binary.clone(), count));
+                            state.successor_failed(&binary);
                         }
                         log!(
                             Warn,
@@ -550,6 +795,7 @@ impl Main {
     /// Periodic work between events.
     fn tick(&mut self) -> Option<u8> {
         self.reap_retiring();
+        self.check_prepared();
         if let Some(status) = self.notice_a_dead_incumbent() {
             return Some(status);
         }
@@ -832,6 +1078,51 @@ impl Main {
         }
     }
 
+    /// Wait for the prepare in progress, if any, to end (it takes at most
+    /// the hello timeout, and the kill grace to stop a successor that
+    /// failed), and stop what it started; whatever else arrives meanwhile
+    /// is answered "stopping".
+    fn await_prepare(&mut self) {
+        let timeouts = &self.config.timeouts;
+        let until = Instant::now() + timeouts.hello + timeouts.kill_grace + Duration::from_secs(1);
+        while self.preparing {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Event::Prepared(done)) => {
+                    self.preparing = false;
+                    let PrepareDone {
+                        result,
+                        mut progress,
+                        ..
+                    } = *done;
+                    if let Ok(successor) = result {
+                        log!(
+                            Info,
+                            &[],
+                            "stopping: the successor just prepared is stopped"
+                        );
+                        drop(successor);
+                    }
+                    progress.send(&Reply::Error("stopping".into()));
+                }
+                Ok(
+                    Event::Handoff { mut progress, .. }
+                    | Event::Prepare { mut progress, .. }
+                    | Event::Discard { mut progress },
+                ) => progress.send(&Reply::Error("stopping".into())),
+                Ok(Event::Signal(_) | Event::Finished(_)) => {}
+                Err(_) => {
+                    log!(
+                        Warn,
+                        &[],
+                        "the prepare in progress did not end: stopping regardless"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
     fn stop(&mut self) -> u8 {
         self.stop_with(0)
     }
@@ -840,6 +1131,13 @@ impl Main {
     fn stop_with(&mut self, status: u8) -> u8 {
         self.shared.lock().stopping = true;
         self.notifier.stopping("stopping");
+        self.await_prepare();
+        if let Some(held) = self.prepared.take() {
+            let pid = held.successor.pid().unwrap_or(0);
+            log!(Info, &[], "stopping the prepared successor pid {pid}");
+            drop(held);
+            self.shared.lock().prepared = None;
+        }
         let grace = self.config.timeouts.stop_grace;
         if let Some(mut generation) = self.current.take() {
             let pid = generation.process.pid();

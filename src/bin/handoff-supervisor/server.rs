@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::connections::{Admission, Connections, Ticket};
-use crate::events::{Event, SocketProgress};
+use crate::events::{Event, Progress, SocketProgress};
 use crate::log::{log, Field};
 use crate::state::Shared;
 use crate::status::Snapshot;
@@ -203,18 +203,36 @@ fn handle_trigger(mut stream: UnixStream, ticket: Ticket, ctx: &Context) {
         Ok(Request::Status(format)) => {
             let _ = stream.write_all(ctx.snapshot(format).as_bytes());
         }
-        Ok(Request::Handoff { force, binary }) => {
-            let _ = stream.set_read_timeout(None);
-            let event = Event::Handoff {
+        Ok(Request::Handoff {
+            force,
+            prepared,
+            binary,
+        }) => to_main_loop(ctx, stream, |progress| Event::Handoff {
+            force,
+            prepared,
+            binary,
+            source: "trigger",
+            progress,
+        }),
+        Ok(Request::Prepare { force, binary }) => {
+            to_main_loop(ctx, stream, |progress| Event::Prepare {
                 force,
                 binary,
-                source: "trigger",
-                progress: Box::new(SocketProgress::new(stream)),
-            };
-            // The main loop answers; if it is gone the process is exiting.
-            let _ = ctx.events.send(event);
+                progress,
+            })
         }
+        Ok(Request::Discard) => to_main_loop(ctx, stream, |progress| Event::Discard { progress }),
     }
+}
+
+/// Pass a request the main loop answers on, with `stream` to answer on.
+fn to_main_loop(ctx: &Context, stream: UnixStream, event: impl FnOnce(Box<dyn Progress>) -> Event) {
+    // A handoff's answer may be a long time coming.
+    let _ = stream.set_read_timeout(None);
+    // If the main loop is gone the process is exiting.
+    let _ = ctx
+        .events
+        .send(event(Box::new(SocketProgress::new(stream))));
 }
 
 /// Read until `end` (excluded) within REQUEST_TIMEOUT and MAX_REQUEST bytes.

@@ -65,6 +65,18 @@ pub struct Last {
     pub binary: PathBuf,
 }
 
+/// The successor `prepare` started, held for `trigger --prepared`.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The id its handoff will have.
+    pub id: String,
+    pub pid: u32,
+    pub binary: PathBuf,
+    pub since: SystemTime,
+    /// How long its spawn and Hello took.
+    pub spawn_ms: f64,
+}
+
 /// A generation that died within its probation, and the build brought back.
 #[derive(Debug, Clone)]
 pub struct ProbationFailure {
@@ -97,6 +109,7 @@ pub struct State {
     pub started_at: SystemTime,
     pub incumbent: Option<Incumbent>,
     pub handoff: Option<Running>,
+    pub prepared: Option<Prepared>,
     pub last: Option<Last>,
     pub counters: Counters,
     /// A successor binary and how many handoffs to it failed in a row.
@@ -129,6 +142,16 @@ impl State {
         self.failing_binary = Some((binary, REFUSE_AFTER));
     }
 
+    /// A successor running `binary` failed (its own doing: it died, hung,
+    /// never came up): one more towards its refusal.
+    pub fn successor_failed(&mut self, binary: &std::path::Path) {
+        let count = match &self.failing_binary {
+            Some((failing, count)) if failing == binary => count + 1,
+            _ => 1,
+        };
+        self.failing_binary = Some((binary.to_path_buf(), count));
+    }
+
     /// Whether `binary` is refused for a handoff (unless forced).
     pub fn refuses(&self, binary: &std::path::Path) -> Option<u32> {
         match &self.failing_binary {
@@ -149,6 +172,7 @@ impl Shared {
             started_at: SystemTime::now(),
             incumbent: None,
             handoff: None,
+            prepared: None,
             last: None,
             counters: Counters::default(),
             failing_binary: None,

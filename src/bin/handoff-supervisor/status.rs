@@ -40,6 +40,8 @@ pub struct Snapshot {
     /// The data-dir lock generation (`<data_dir>/.handoff.generation`).
     pub generation: Option<u64>,
     pub handoff: Option<HandoffView>,
+    /// The successor `prepare` started, held for `trigger --prepared`.
+    pub prepared: Option<PreparedView>,
     pub last_handoff: Option<LastView>,
     pub counters: CountersView,
     pub refused_binary: Option<RefusedView>,
@@ -66,6 +68,18 @@ pub struct HandoffView {
     pub elapsed_ms: f64,
     pub binary: String,
     pub source: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PreparedView {
+    /// The id its handoff will have.
+    pub id: String,
+    pub pid: u32,
+    pub binary: String,
+    pub since_unix_ms: u64,
+    pub held_secs: f64,
+    /// How long its spawn and Hello took.
+    pub spawn_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,6 +170,14 @@ impl Snapshot {
                 binary: h.binary.display().to_string(),
                 source: h.source,
             }),
+            prepared: state.prepared.as_ref().map(|p| PreparedView {
+                id: p.id.clone(),
+                pid: p.pid,
+                binary: p.binary.display().to_string(),
+                since_unix_ms: unix_ms(p.since),
+                held_secs: since(p.since),
+                spawn_ms: round3(p.spawn_ms),
+            }),
             last_handoff: state.last.as_ref().map(|l| LastView {
                 id: l.id.clone(),
                 result: l.result.name(),
@@ -224,6 +246,7 @@ impl Snapshot {
             }),
             generation: read_generation(data_dir),
             handoff: None,
+            prepared: None,
             last_handoff: None,
             counters: CountersView::default(),
             refused_binary: None,
@@ -300,6 +323,17 @@ impl Snapshot {
                 h.elapsed_ms,
                 h.source,
                 h.binary
+            );
+        }
+        if let Some(p) = &self.prepared {
+            let _ = writeln!(
+                out,
+                "  prepared      pid {} for {} (spawned in {:.3} ms; handoff {}): {}",
+                p.pid,
+                human_duration(p.held_secs),
+                p.spawn_ms,
+                p.id,
+                p.binary
             );
         }
         if let Some(l) = &self.last_handoff {
@@ -393,6 +427,12 @@ impl Snapshot {
             "gauge",
             "Whether a handoff is running.",
             &[("", flag(self.handoff.is_some()))],
+        );
+        metric(
+            "prepared_successor",
+            "gauge",
+            "Whether a prepared successor is held (for trigger --prepared).",
+            &[("", flag(self.prepared.is_some()))],
         );
         let c = &self.counters;
         metric(

@@ -6,16 +6,24 @@ use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use handoff::supervisor::{PhaseEvent, SpawnSpec, Supervisor};
+use handoff::supervisor::{PhaseEvent, PreparedSuccessor, SpawnSpec, Supervisor};
 
 use crate::events::{Event, Finished, Progress};
 use crate::log::{log, Field};
 use crate::state::Shared;
 use crate::trigger::Reply;
 
+/// Whom a handoff hands off to.
+pub enum Successor {
+    /// A process it spawns.
+    Spawn(SpawnSpec),
+    /// One `prepare` started and handshook.
+    Prepared(PreparedSuccessor),
+}
+
 pub fn start(
     supervisor: Arc<Supervisor>,
-    spec: SpawnSpec,
+    successor: Successor,
     shared: Shared,
     mut progress: Box<dyn Progress>,
     events: Sender<Event>,
@@ -24,7 +32,7 @@ pub fn start(
         .name("handoff".into())
         .spawn(move || {
             let mut last_done = None;
-            let result = supervisor.perform_handoff_with(&spec, &mut |event: PhaseEvent| {
+            let mut on_phase = |event: PhaseEvent| {
                 last_done = Some(event.phase);
                 let id = event.handoff_id.to_string();
                 let ms = event.duration.as_secs_f64() * 1000.0;
@@ -52,7 +60,19 @@ pub fn start(
                     ms,
                     id,
                 });
-            });
+            };
+            let (result, spec) = match successor {
+                Successor::Spawn(spec) => {
+                    (supervisor.perform_handoff_with(&spec, &mut on_phase), spec)
+                }
+                Successor::Prepared(prepared) => {
+                    let spec = prepared.spec().clone();
+                    (
+                        supervisor.perform_prepared_with(prepared, &mut on_phase),
+                        spec,
+                    )
+                }
+            };
             let _ = events.send(Event::Finished(Box::new(Finished {
                 result,
                 spec,
