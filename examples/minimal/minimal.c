@@ -52,8 +52,9 @@ static int answer(const char *line, char *out, size_t size) {
     if (strcmp(line, "INCR") != 0)
         return snprintf(out, size, "ERR unknown command\n");
     int len = snprintf(out, size, "%llu\n", ++value); /* the record is the answer */
-    if (write(log_fd, out, (size_t)len) != len || fdatasync(log_fd) != 0)
-        die("writing the log", strerror(errno)); /* what reached the disk is unknown: never answer */
+    ssize_t written = write(log_fd, out, (size_t)len);
+    if (written != len || fdatasync(log_fd) != 0) /* what reached the disk is unknown: never answer */
+        die("writing the log", written >= 0 && written < len ? "a short write (disk full?)" : strerror(errno));
     return len;
 }
 
@@ -88,9 +89,8 @@ static int serve(handoff_incumbent *inc) {
                 close(conns[i].fd);
                 conns[i] = conns[--nconns];
             }
-        /* Poll, then accept: either way works with the shared O_NONBLOCK (kv-c backs off on EMFILE). */
         int fd = fds[1].revents ? accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC) : -1;
-        if (fd >= 0)
+        if (fd >= 0) /* polled first: the shared O_NONBLOCK may be either; else skipped (kv-c backs off) */
             conns[nconns++] = (struct conn){.fd = fd};
         handoff_hook_context *req = NULL;
         uint32_t kind = HANDOFF_REQUEST_NONE, outcome = 0;

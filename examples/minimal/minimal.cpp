@@ -40,9 +40,11 @@ struct counter_log {
     }
     std::string incr() {
         std::string record = std::to_string(++value) + "\n"; // the record is the answer
-        if (write(fd.get(), record.data(), record.size()) != static_cast<ssize_t>(record.size()) ||
-            fdatasync(fd.get()) != 0)
-            fail("writing the log"); // what reached the disk is unknown: never answer
+        ssize_t written = write(fd.get(), record.data(), record.size());
+        if (written >= 0 && static_cast<std::size_t>(written) < record.size())
+            throw std::runtime_error("writing the log: a short write (disk full?)");
+        if (written < 0 || fdatasync(fd.get()) != 0) // what reached the disk is unknown: never answer
+            fail("writing the log");
         return record;
     }
 };

@@ -4,7 +4,6 @@ a start: a durable counter on the supervisor's TCP listener "counter" (see READM
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import select
 import socket
@@ -37,7 +36,7 @@ class CounterLog:
         self.value += 1
         record = b"%d\n" % self.value  # the record is the answer
         if os.write(self.fd, record) != len(record):  # a failure raises, ending the service
-            raise OSError(errno.EIO, "a short write to the log")
+            raise OSError("writing the log: a short write (disk full?)")
         os.fdatasync(self.fd)  # raises: what reached the disk is unknown, never answer
         return record
 
