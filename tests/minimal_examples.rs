@@ -134,7 +134,7 @@ fn pong(addr: SocketAddr) -> (u32, String) {
 }
 
 /// Bad input on one connection: clear errors, and it stays usable until an
-/// overlong line, which is refused and closes it.
+/// overlong line, which closes it unanswered.
 fn assert_refuses_bad_input(addr: SocketAddr, serving: (u32, &str)) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -147,10 +147,9 @@ fn assert_refuses_bad_input(addr: SocketAddr, serving: (u32, &str)) {
     stream
         .write_all(format!("{long}\nPING\n").as_bytes())
         .unwrap();
-    assert_eq!(next(), "ERR line too long", "{}", serving.1);
     assert!(
         !matches!(answers.next(), Some(Ok(_))),
-        "{}: the connection goes on after an overlong line",
+        "{}: an overlong line is answered, or the connection goes on after it",
         serving.1
     );
 }

@@ -1,7 +1,5 @@
-// minimal-cpp DATA_DIR CONTROL_SOCKET: the smallest real service on handoff.hpp (C++17), to copy
-// as a start; run by a supervisor that passes the TCP listener "counter". A durable counter: "INCR"
-// appends the new value as a line to DATA_DIR/counter.log and fdatasyncs before answering it;
-// "GET" answers the value (the log's whole lines); "PING" answers "PONG <pid> cpp".
+// minimal-cpp DATA_DIR CONTROL_SOCKET: the smallest real service on handoff.hpp (C++17), to copy as
+// a start: a durable counter on the supervisor's TCP listener "counter" (see README.md).
 #include "handoff.hpp"
 
 #include <algorithm>
@@ -41,12 +39,12 @@ struct counter_log {
             fail("reading the log");
     }
     std::string incr() {
-        std::string record = std::to_string(value + 1) + "\n"; // the record is the answer
-        if (write(fd.get(), record.data(), record.size()) != static_cast<ssize_t>(record.size()))
-            return "ERR write failed\n"; // a torn record has no '\n': it never counts
-        if (fdatasync(fd.get()) != 0)    // what reached the disk is unknown: never answer
-            fail("fdatasync");
-        ++value;
+        std::string record = std::to_string(++value) + "\n"; // the record is the answer
+        ssize_t written = write(fd.get(), record.data(), record.size());
+        if (written >= 0 && static_cast<std::size_t>(written) < record.size())
+            throw std::runtime_error("writing the log: a short write (disk full?)");
+        if (written < 0 || fdatasync(fd.get()) != 0) // what reached the disk is unknown: never answer
+            fail("writing the log");
         return record;
     }
 };
@@ -73,11 +71,9 @@ static bool serve_conn(counter_log &log, conn &c) {
     std::string out;
     for (std::size_t nl; (nl = c.in.find('\n')) != std::string::npos; c.in.erase(0, nl + 1))
         out += answer(log, c.in.substr(0, nl > 0 && c.in[nl - 1] == '\r' ? nl - 1 : nl));
-    bool too_long = c.in.size() == max_line;
-    if (too_long) // then close (kv-cpp skips the line)
-        out += "ERR line too long\n";
-    // Non-blocking: a client that lets its answers pile up unread is dropped.
-    return send(c.fd.get(), out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size()) && !too_long;
+    // Non-blocking: a client that lets its answers pile up unread is dropped; so is an overlong line.
+    return send(c.fd.get(), out.data(), out.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(out.size()) &&
+           c.in.size() < max_line;
 }
 
 // The service's own loop: the handoff's requests, the listener, the connections.
@@ -143,7 +139,7 @@ int main(int argc, char **argv) {
                                            : handoff::incumbent::bind(argv[2], std::move(lock));
         inc.start_loop();
         return serve(inc, listener.get(), log); // the destructors free the rest; the seal closed the log
-    } catch (const std::exception &e) { // before Ready the supervisor rolls back
+    } catch (const std::exception &e) { // before Ready the supervisor rolls back, after it restarts it
         std::fprintf(stderr, "minimal-cpp[%d]: %s\n", static_cast<int>(getpid()), e.what());
         return 1;
     }

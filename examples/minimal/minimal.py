@@ -1,7 +1,5 @@
-"""minimal.py DATA_DIR CONTROL_SOCKET: the smallest real service on the Python binding, to copy
-as a start; run by a supervisor that passes the TCP listener "counter". A durable counter: "INCR"
-appends the new value as a line to DATA_DIR/counter.log and fdatasyncs before answering it; "GET"
-answers the value (the log's whole lines); "PING" answers "PONG <pid> python"."""
+"""minimal.py DATA_DIR CONTROL_SOCKET: the smallest real service on the Python binding, to copy as
+a start: a durable counter on the supervisor's TCP listener "counter" (see README.md)."""
 
 from __future__ import annotations
 
@@ -35,14 +33,11 @@ class CounterLog:
             self.value = existing.read().count(b"\n")
 
     def incr(self) -> bytes:
-        record = b"%d\n" % (self.value + 1)  # the record is the answer
-        try:
-            if os.write(self.fd, record) != len(record):
-                return b"ERR write failed\n"  # a torn record has no newline: it never counts
-        except OSError:
-            return b"ERR write failed\n"
-        os.fdatasync(self.fd)  # raises: what reached the disk is unknown, never answer
         self.value += 1
+        record = b"%d\n" % self.value  # the record is the answer
+        if os.write(self.fd, record) != len(record):  # a failure raises, ending the service
+            raise OSError("writing the log: a short write (disk full?)")
+        os.fdatasync(self.fd)  # raises: what reached the disk is unknown, never answer
         return record
 
 
@@ -71,14 +66,11 @@ class Conn:
         while (nl := self.pending.find(b"\n")) >= 0:
             answers.append(answer(log, bytes(self.pending[:nl]).removesuffix(b"\r")))
             del self.pending[: nl + 1]
-        too_long = len(self.pending) >= MAX_LINE
-        if too_long:  # then close (kv.py skips the line)
-            answers.append(b"ERR line too long\n")
         try:  # non-blocking: a client that lets its answers pile up unread is dropped
             self.sock.sendall(b"".join(answers))
         except OSError:
             return False
-        return len(data) > 0 and not too_long
+        return len(data) > 0 and len(self.pending) < MAX_LINE  # an overlong line closes it
 
 
 def serve(incumbent: libhandoff.Incumbent, listener: socket.socket, log: CounterLog) -> int:
@@ -141,7 +133,7 @@ def main() -> int:
         with incumbent, listener:  # the log was closed by the seal
             incumbent.start_loop()
             return serve(incumbent, listener, log)
-    except (libhandoff.HandoffError, OSError) as e:  # before Ready the supervisor rolls back
+    except (libhandoff.HandoffError, OSError) as e:  # before Ready: rolled back; after: restarted
         sys.exit(f"minimal.py[{os.getpid()}]: {e}")
 
 
