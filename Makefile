@@ -64,10 +64,11 @@ deps:
 
 # Everything `make test` runs, with what is slow but adds cases rather than
 # claims: the crash matrix's moving steps over every ordered pair of the
-# five services (docs/reliability.md).
+# five services (docs/reliability.md), and a minute of fuzzing per target
+# instead of a few seconds.
 .PHONY: test-full
 test-full:
-	$(MAKE) test CRASH_MATRIX=full
+	$(MAKE) test CRASH_MATRIX=full FUZZ_SECS=60
 
 test: deps build test-rust test-c test-sanitize test-fuzz test-crash test-python test-wheel test-go test-demo test-deb lint
 
@@ -136,7 +137,7 @@ test-valgrind: build
 # target, then the Go binding's decoder. `make test` runs it for a few
 # seconds on the stable toolchain; the long runs of docs/reliability.md use
 # FUZZ_SANITIZER=address (nightly, AddressSanitizer).
-FUZZ_SECS ?= 10
+FUZZ_SECS ?= 4
 test-fuzz: build
 	scripts/fuzz.sh $(FUZZ_SECS)
 	cd bindings/go && $(GO_ENV) $(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZ_SECS)s
