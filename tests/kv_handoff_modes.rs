@@ -12,63 +12,33 @@
 mod common;
 #[path = "common/kv.rs"]
 mod kv;
+#[path = "common/kv_bench.rs"]
+mod kv_bench;
 #[path = "common/line_client.rs"]
 mod line_client;
 
 use handoff::spawn::Command;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use common::{service_command, Reaper};
-use handoff::supervisor::{Cause, Party, SpawnSpec, Supervisor};
+use handoff::supervisor::{Cause, Party, SpawnSpec};
 use kv::{Lang, LaunchOptions, LANGS};
+use kv_bench::KvBench;
 use line_client::LineClient;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A supervisor holding the listener `kv`, the services' launchers and
-/// their shared log.
-struct Bench {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    supervisor: Supervisor,
-    reaper: Reaper,
-}
+/// The example services under the crate's supervisor (tests/common/kv_bench.rs).
+struct Bench(KvBench);
 
 impl Bench {
     fn new() -> Bench {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let supervisor = Supervisor::new(dir.path().join("control.sock"))
-            .with_listener("kv", OwnedFd::from(listener))
-            .unwrap()
-            .with_journal(dir.path().join("journal/state.bin"));
-        Bench {
-            dir,
-            addr,
-            supervisor,
-            reaper: Reaper::default(),
-        }
+        Bench(KvBench::new(false))
     }
 
     fn command(&self, lang: Lang, extra: &[&str]) -> Command {
-        let options = LaunchOptions {
-            log: Some(self.dir.path().join("service.log")),
-            ..LaunchOptions::default()
-        };
-        let launcher = kv::write_launcher(
-            &self.dir.path().join(format!("kv-{}.sh", lang.short())),
-            lang,
-            &options,
-        );
-        service_command(
-            &launcher,
-            &self.dir.path().join("data"),
-            &self.dir.path().join("control.sock"),
-            extra,
-        )
+        let name = format!("kv-{}.sh", lang.short());
+        let launcher = self.0.launcher(lang, &name, LaunchOptions::default());
+        self.0.command(&launcher, extra)
     }
 
     fn spec(&self, lang: Lang, extra: &[&str]) -> SpawnSpec {
@@ -80,39 +50,34 @@ impl Bench {
     }
 
     fn cold_start(&mut self, lang: Lang) -> u32 {
-        let child = self
-            .supervisor
-            .spawn_cold(&self.command(lang, &[]))
-            .unwrap();
-        let pid = self.reaper.keep(child);
-        common::wait_for_pong(&self.addr.to_string(), pid, IO_TIMEOUT);
-        pid
+        let name = format!("kv-{}.sh", lang.short());
+        let launcher = self.0.launcher(lang, &name, LaunchOptions::default());
+        self.0.cold_start(&launcher)
     }
 
     /// Hand off to `lang` with `extra` arguments: the successor's pid, or
     /// None when it rolled back (with the abort's party and cause).
     fn hand_off(&mut self, lang: Lang, extra: &[&str]) -> Result<u32, (Party, Cause)> {
         let outcome = self
+            .0
             .supervisor
             .perform_handoff(&self.spec(lang, extra))
             .unwrap();
         if outcome.committed {
-            return Ok(self.reaper.keep(outcome.successor.unwrap()));
+            return Ok(self.0.reaper.keep(outcome.successor.unwrap()));
         }
         let abort = outcome.abort.expect("a rollback has a reason");
         Err((abort.party, abort.cause))
     }
 
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        self.0.log_tail()
     }
 }
 
 fn assert_exits_zero(bench: &mut Bench, pid: u32, who: &str) {
     assert_eq!(
-        bench.reaper.wait_exit(pid, IO_TIMEOUT),
+        bench.0.reaper.wait_exit(pid, IO_TIMEOUT),
         Some(0),
         "{who}\n{}",
         bench.log_tail()
@@ -124,7 +89,7 @@ fn a_v1_handoff_closes_kept_connections_and_keeps_every_write() {
     for lang in LANGS {
         let mut bench = Bench::new();
         let first = bench.cold_start(lang);
-        let mut kept = LineClient::connect(bench.addr, IO_TIMEOUT);
+        let mut kept = LineClient::connect(bench.0.addr, IO_TIMEOUT);
         assert!(kept.ask("SET before v1").starts_with("OK "));
         let successor = bench
             .hand_off(lang, &["--no-moves"])
@@ -137,7 +102,7 @@ fn a_v1_handoff_closes_kept_connections_and_keeps_every_write() {
             "{}: the kept connection",
             lang.tag()
         );
-        let mut fresh = LineClient::connect(bench.addr, IO_TIMEOUT);
+        let mut fresh = LineClient::connect(bench.0.addr, IO_TIMEOUT);
         assert_eq!(fresh.ping().0, successor, "{}", lang.tag());
         assert_eq!(fresh.ask("GET before"), "VALUE v1", "{}", lang.tag());
     }
@@ -148,9 +113,9 @@ fn a_rollback_after_the_connections_moved_gives_them_back() {
     for lang in LANGS {
         let mut bench = Bench::new();
         let first = bench.cold_start(lang);
-        let mut idle = LineClient::connect(bench.addr, IO_TIMEOUT);
+        let mut idle = LineClient::connect(bench.0.addr, IO_TIMEOUT);
         assert_eq!(idle.ping().0, first);
-        let mut half = LineClient::connect(bench.addr, IO_TIMEOUT);
+        let mut half = LineClient::connect(bench.0.addr, IO_TIMEOUT);
         half.send("SET half ");
         let rolled_back = bench.hand_off(Lang::Rust, &["--exit-after-adopt"]);
         assert_eq!(

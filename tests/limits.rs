@@ -27,13 +27,14 @@ mod cli;
 mod common;
 #[path = "common/kv.rs"]
 mod kv;
+#[path = "common/kv_bench.rs"]
+mod kv_bench;
 #[path = "common/load.rs"]
 mod load;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,9 +42,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cli::{activated_supervisor, Fixture};
-use common::{service_command, Reaper};
-use handoff::supervisor::{Cause, Party, SpawnSpec, Supervisor};
+use handoff::supervisor::{Cause, Party, SpawnSpec};
 use kv::{Lang, LaunchOptions, LANGS};
+use kv_bench::KvBench;
 use load::{Load, LoadConfig};
 
 const SUPERVISOR: &str = env!("CARGO_BIN_EXE_handoff-supervisor");
@@ -195,69 +196,6 @@ impl Prober {
     }
 }
 
-/// A supervisor (the crate's, in this process) and a service directory.
-struct Bench {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    supervisor: Supervisor,
-    reaper: Reaper,
-}
-
-impl Bench {
-    fn new(nonblocking: bool) -> Bench {
-        let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        // Either way is allowed (DESIGN §3); non-blocking lets the C
-        // service accept up to 64 connections per wake-up.
-        listener.set_nonblocking(nonblocking).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let supervisor = Supervisor::new(dir.path().join("control.sock"))
-            .with_listener("kv", OwnedFd::from(listener))
-            .unwrap()
-            .with_journal(dir.path().join("journal/state.bin"));
-        Bench {
-            dir,
-            addr,
-            supervisor,
-            reaper: Reaper::default(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn launcher(&self, lang: Lang, name: &str, options: LaunchOptions) -> PathBuf {
-        let options = LaunchOptions {
-            log: Some(self.path("service.log")),
-            ..options
-        };
-        kv::write_launcher(&self.path(name), lang, &options)
-    }
-
-    fn command(&self, launcher: &Path) -> handoff::spawn::Command {
-        service_command(
-            launcher,
-            &self.path("data"),
-            &self.path("control.sock"),
-            &[],
-        )
-    }
-
-    fn cold_start(&mut self, launcher: &Path) -> u32 {
-        let child = self.supervisor.spawn_cold(&self.command(launcher)).unwrap();
-        let pid = self.reaper.keep(child);
-        wait_for_pong(self.addr, pid);
-        pid
-    }
-
-    fn log_tail(&self) -> String {
-        let log = fs::read_to_string(self.path("service.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
 /// 10,000 idle keep-alive connections (each answered once, then silent)
 /// held by the service, then a handoff to the same service under a prober
 /// opening a fresh connection per request: it commits, every idle
@@ -283,7 +221,7 @@ fn ten_thousand_idle_connections(lang: Lang) {
         nofile().1,
         IDLE + 512
     );
-    let mut bench = Bench::new(true);
+    let mut bench = KvBench::new(true);
     let service = bench.launcher(
         lang,
         &format!("kv-{}.sh", lang.short()),
@@ -294,7 +232,7 @@ fn ten_thousand_idle_connections(lang: Lang) {
     );
     let first = bench.cold_start(&service);
     let spec = SpawnSpec {
-        command: bench.command(&service),
+        command: bench.command(&service, &[]),
         ..SpawnSpec::new(&service)
     };
 
@@ -413,7 +351,7 @@ fn a_handoff_at_the_descriptor_limit() {
     const CLIENTS: usize = 100;
     let _serial = serial();
     for lang in LANGS {
-        let mut bench = Bench::new(false);
+        let mut bench = KvBench::new(false);
         let launcher = bench.launcher(
             lang,
             &format!("kv-{}.sh", lang.short()),
@@ -424,7 +362,7 @@ fn a_handoff_at_the_descriptor_limit() {
         );
         let first = bench.cold_start(&launcher);
         let spec = |binary: &Path| SpawnSpec {
-            command: bench.command(binary),
+            command: bench.command(binary, &[]),
             deadline: Duration::from_secs(30),
             drain_grace: Duration::from_secs(5),
         };
