@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use handoff::lock::GENERATION_FILE;
+use handoff::lock::{DataDirLock, LockState, GENERATION_FILE};
 use handoff::supervisor::HandoffPhase;
 use in_process::{Service, Start};
 use tmpfs::Tmpfs;
@@ -70,10 +70,10 @@ fn a_handoff_with_the_data_dir_on_a_full_filesystem_commits() {
 }
 
 /// The journal and the data directory on one filesystem, which fills up
-/// mid-handoff (after the first journal write, before the incumbent
-/// seals): the next journal write fails, the supervisor rolls back, and
-/// the incumbent, which had sealed and released its lock, takes it back
-/// with no space left and serves on.
+/// mid-handoff (once the incumbent has sealed and released its lock, before
+/// the supervisor journals the drain): that journal write fails, the
+/// supervisor rolls back, and the incumbent takes its lock back with no
+/// space left and serves on.
 #[test]
 fn a_filesystem_filling_up_mid_handoff_rolls_back_to_a_serving_incumbent() {
     let Some(fs) =
@@ -87,13 +87,18 @@ fn a_filesystem_filling_up_mid_handoff_rolls_back_to_a_serving_incumbent() {
     let outcome = service
         .supervisor
         .perform_handoff_with(&service.spec(&[]), &mut |event| {
-            // Reported once the Negotiating step is journalled, before
-            // PrepareHandoff: the fill does not race the handoff.
+            // Reported once the Negotiating step is journalled.
             if event.phase == HandoffPhase::Spawn {
                 // A second name keeps the journal's block allocated when
                 // the rollback clears it: the incumbent takes its lock
                 // back on a filesystem still full, whichever comes first.
                 std::fs::hard_link(&service.journal, fs.join("journal-kept")).unwrap();
+            }
+            // Reported once SealRequest is sent, before the drain is
+            // journalled: the fill waits for the seal's release, so the
+            // failing write cannot overtake it (it takes no fsync).
+            if event.phase == HandoffPhase::Drain {
+                wait_until_released(&service.data_dir);
                 fs.fill();
             }
         })
@@ -166,4 +171,16 @@ fn a_journal_filesystem_filling_up_after_begin_does_not_stop_the_handoff() {
     let successor = reaper.keep(outcome.successor.unwrap());
     service.assert_settled(successor);
     assert!(!fs.join("state.bin").exists(), "the journal is cleared");
+}
+
+/// Until nobody holds the data-dir lock (the incumbent's seal released it).
+fn wait_until_released(data_dir: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while DataDirLock::probe(data_dir).unwrap() != LockState::Free {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the incumbent never released its lock"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
