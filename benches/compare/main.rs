@@ -6,7 +6,11 @@
 //! persistent clients, acknowledged writes read back at the end), upgraded
 //! by:
 //!
-//! - `libhandoff-c`, `libhandoff-go`: handoff-supervisor with kv-c / kv-go;
+//! - `libhandoff-c`, `libhandoff-go`, `libhandoff-cpp`, `libhandoff-rust`:
+//!   handoff-supervisor with kv-c / kv-go / kv-cpp / kv-rust;
+//! - `baseline-c`: libhandoff-c from another build (`--baseline DIR`: its
+//!   handoff-supervisor, kv-c and libhandoff.so.0), so that a change is
+//!   measured before and after in the same run;
 //! - `beyond`: bench-beyond-supervisor (beyond-handoff 0.1.4's Supervisor)
 //!   with bench-beyond-kv (benches/services/);
 //! - `tableflip`: tableflip-kv (benches/tableflip/, cloudflare/tableflip
@@ -43,14 +47,28 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use loadgen::{now_ns, Config, LoadGenerator, Outcome, Sample};
-use systems::{Beyond, Handoff, Libhandoff, Programs, Restart, System, Tableflip};
+use systems::{Beyond, Build, Handoff, Libhandoff, Programs, Restart, System, Tableflip};
+
+/// What a run without `--systems` compares.
+pub const DEFAULT_SYSTEMS: [&str; 7] = [
+    "libhandoff-c",
+    "libhandoff-go",
+    "libhandoff-cpp",
+    "libhandoff-rust",
+    "beyond",
+    "tableflip",
+    "restart",
+];
 
 /// Triggers of one handoff before it counts as failed.
 const MAX_ATTEMPTS: u32 = 20;
 
-pub const ALL_SYSTEMS: [&str; 5] = [
+pub const ALL_SYSTEMS: [&str; 8] = [
     "libhandoff-c",
     "libhandoff-go",
+    "libhandoff-cpp",
+    "libhandoff-rust",
+    "baseline-c",
     "beyond",
     "tableflip",
     "restart",
@@ -72,6 +90,9 @@ struct Options {
     work: Option<PathBuf>,
     publish: bool,
     render: Option<PathBuf>,
+    /// A directory holding another build's handoff-supervisor, kv-c and
+    /// libhandoff.so.0, run as `baseline-c`.
+    baseline: Option<PathBuf>,
     command: String,
 }
 
@@ -92,10 +113,11 @@ fn parse_options() -> Options {
         ramp: vec![2.0, 5.0, 10.0, 20.0, 50.0],
         ramp_handoffs: 20,
         budget: Duration::from_secs(1500),
-        systems: ALL_SYSTEMS.iter().map(|s| s.to_string()).collect(),
+        systems: DEFAULT_SYSTEMS.iter().map(|s| s.to_string()).collect(),
         work: None,
         publish: false,
         render: None,
+        baseline: None,
         command: String::new(),
     };
     let args: Vec<String> = std::env::args()
@@ -149,8 +171,12 @@ fn parse_options() -> Options {
             "--work" => o.work = Some(PathBuf::from(value())),
             "--publish" => o.publish = true,
             "--render" => o.render = Some(PathBuf::from(value())),
+            "--baseline" => o.baseline = Some(PathBuf::from(value())),
             other => usage(&format!("unknown option {other}")),
         }
+    }
+    if o.systems.iter().any(|s| s == "baseline-c") != o.baseline.is_some() {
+        usage("the system baseline-c and --baseline DIR go together");
     }
     o
 }
@@ -159,24 +185,47 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn programs() -> Programs {
+/// Where the programs of `systems` are (usage error when one is missing).
+fn programs(systems: &[String], baseline: Option<&Path>) -> Programs {
     let root = root();
     let p = Programs {
         supervisor: root.join("target/release/handoff-supervisor"),
         kv_c: root.join("examples/c/build/kv-c"),
         kv_go: root.join("examples/go/build/kv-go"),
+        kv_cpp: root.join("examples/cpp/build/kv-cpp"),
+        kv_rust: root.join("target/release/examples/kv-rust"),
+        baseline: baseline.map(|dir| Build {
+            supervisor: dir.join("handoff-supervisor"),
+            kv_c: dir.join("kv-c"),
+            library_dir: Some(dir.to_path_buf()),
+        }),
         beyond_kv: root.join("target/release/examples/bench-beyond-kv"),
         beyond_supervisor: root.join("target/release/examples/bench-beyond-supervisor"),
         tableflip_kv: root.join("target/bench/tableflip-kv"),
     };
-    for path in [
-        &p.supervisor,
-        &p.kv_c,
-        &p.kv_go,
-        &p.beyond_kv,
-        &p.beyond_supervisor,
-        &p.tableflip_kv,
-    ] {
+    let mut needed: Vec<PathBuf> = Vec::new();
+    for system in systems {
+        match system.as_str() {
+            "libhandoff-c" => needed.extend([p.supervisor.clone(), p.kv_c.clone()]),
+            "libhandoff-go" => needed.extend([p.supervisor.clone(), p.kv_go.clone()]),
+            "libhandoff-cpp" => needed.extend([p.supervisor.clone(), p.kv_cpp.clone()]),
+            "libhandoff-rust" => needed.extend([p.supervisor.clone(), p.kv_rust.clone()]),
+            "baseline-c" => {
+                let b = p.baseline.as_ref().expect("checked with the options");
+                let library = b
+                    .library_dir
+                    .as_ref()
+                    .expect("a directory")
+                    .join("libhandoff.so.0");
+                needed.extend([b.supervisor.clone(), b.kv_c.clone(), library]);
+            }
+            "beyond" => needed.extend([p.beyond_kv.clone(), p.beyond_supervisor.clone()]),
+            "tableflip" => needed.push(p.tableflip_kv.clone()),
+            "restart" => needed.push(p.kv_c.clone()),
+            _ => {}
+        }
+    }
+    for path in needed {
         if !path.is_file() {
             usage(&format!(
                 "{} is missing: run `make bench`, which builds everything",
@@ -678,8 +727,34 @@ fn start_system(name: &str, programs: &Programs, work: &Path) -> Result<Box<dyn 
     std::fs::create_dir_all(work).map_err(|e| e.to_string())?;
     let addr = free_addr();
     Ok(match name {
-        "libhandoff-c" => Box::new(Libhandoff::start(programs, &programs.kv_c, work, addr)?),
-        "libhandoff-go" => Box::new(Libhandoff::start(programs, &programs.kv_go, work, addr)?),
+        "libhandoff-c" | "libhandoff-go" | "libhandoff-cpp" | "libhandoff-rust" => {
+            let service = match name {
+                "libhandoff-c" => &programs.kv_c,
+                "libhandoff-go" => &programs.kv_go,
+                "libhandoff-cpp" => &programs.kv_cpp,
+                _ => &programs.kv_rust,
+            };
+            Box::new(Libhandoff::start(
+                &programs.supervisor,
+                service,
+                None,
+                work,
+                addr,
+            )?)
+        }
+        "baseline-c" => {
+            let b = programs
+                .baseline
+                .as_ref()
+                .ok_or("baseline-c needs --baseline DIR")?;
+            Box::new(Libhandoff::start(
+                &b.supervisor,
+                &b.kv_c,
+                b.library_dir.as_deref(),
+                work,
+                addr,
+            )?)
+        }
         "beyond" => Box::new(Beyond::start(programs, work, addr)?),
         "tableflip" => Box::new(Tableflip::start(programs, work, addr)?),
         "restart" => Box::new(Restart::start(programs, work, addr)?),
@@ -886,7 +961,7 @@ fn main() {
         publish(&root, &results, options.publish);
         return;
     }
-    let programs = programs();
+    let programs = programs(&options.systems, options.baseline.as_deref());
     let out_dir = root.join("target/bench");
     let work = options
         .work

@@ -4,12 +4,23 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-const LABELS: [(&str, &str); 5] = [
+const LABELS: [(&str, &str); 8] = [
     ("libhandoff-c", "libhandoff (kv-c)"),
     ("libhandoff-go", "libhandoff (kv-go)"),
+    ("libhandoff-cpp", "libhandoff (kv-cpp)"),
+    ("libhandoff-rust", "libhandoff (kv-rust)"),
+    ("baseline-c", "libhandoff baseline build (kv-c)"),
     ("beyond", "beyond-handoff 0.1.4"),
     ("tableflip", "tableflip v1.2.3"),
     ("restart", "plain restart"),
+];
+
+/// The libhandoff services the goals are about (not a baseline build).
+const OURS: [&str; 4] = [
+    "libhandoff-c",
+    "libhandoff-go",
+    "libhandoff-cpp",
+    "libhandoff-rust",
 ];
 
 fn label(name: &str) -> &str {
@@ -454,14 +465,15 @@ pub fn render(results: &Value, analysis: Option<&str>) -> (String, String) {
 
     // Goals.
     let _ = writeln!(md, "## Goals\n");
+    let ours: Vec<&Value> = OURS.iter().filter_map(|n| find(results, n)).collect();
     let _ = writeln!(
         md,
-        "| goal | measured (libhandoff kv-c; kv-go) | verdict |\n|---|---|---|"
+        "| goal | measured ({}) | verdict |\n|---|---|---|",
+        ours.iter()
+            .map(|s| label(s["name"].as_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
-    let ours: Vec<&Value> = ["libhandoff-c", "libhandoff-go"]
-        .iter()
-        .filter_map(|n| find(results, n))
-        .collect();
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
     if !ours.is_empty() {
         let zero = ours.iter().all(|s| {

@@ -167,9 +167,22 @@ pub struct Programs {
     pub supervisor: PathBuf,
     pub kv_c: PathBuf,
     pub kv_go: PathBuf,
+    pub kv_cpp: PathBuf,
+    pub kv_rust: PathBuf,
+    /// Another build (`--baseline DIR`): its handoff-supervisor and kv-c,
+    /// run with its libhandoff.so.0.
+    pub baseline: Option<Build>,
     pub beyond_kv: PathBuf,
     pub beyond_supervisor: PathBuf,
     pub tableflip_kv: PathBuf,
+}
+
+/// One build of handoff-supervisor and kv-c, with the directory holding
+/// the libhandoff.so.0 they load (None: the one they were linked with).
+pub struct Build {
+    pub supervisor: PathBuf,
+    pub kv_c: PathBuf,
+    pub library_dir: Option<PathBuf>,
 }
 
 pub trait System {
@@ -243,8 +256,8 @@ fn kill_child(child: &mut Child) {
 
 // ---------------------------------------------------------------- libhandoff
 
-/// handoff-supervisor with kv-c or kv-go, triggered through its trigger
-/// socket (what `handoff-supervisor trigger` does).
+/// handoff-supervisor with one of the example services, triggered through
+/// its trigger socket (what `handoff-supervisor trigger` does).
 pub struct Libhandoff {
     addr: SocketAddr,
     supervisor: Child,
@@ -254,8 +267,9 @@ pub struct Libhandoff {
 
 impl Libhandoff {
     pub fn start(
-        programs: &Programs,
+        supervisor_binary: &Path,
         service: &Path,
+        library_dir: Option<&Path>,
         work: &Path,
         addr: SocketAddr,
     ) -> Result<Libhandoff, String> {
@@ -291,14 +305,19 @@ drain_grace_secs = 5
         )
         .map_err(|e| e.to_string())?;
         let tap = Tap::new(&work.join("processes.log"));
-        let mut supervisor = Command::new(&programs.supervisor)
+        let mut command = Command::new(supervisor_binary);
+        if let Some(dir) = library_dir {
+            // The supervisor's environment is the service's: both load it.
+            command.env("LD_LIBRARY_PATH", dir);
+        }
+        let mut supervisor = command
             .args(["run", "--config"])
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("{}: {e}", programs.supervisor.display()))?;
+            .map_err(|e| format!("{}: {e}", supervisor_binary.display()))?;
         tap.attach(supervisor.stdout.take().expect("stdout"));
         tap.attach(supervisor.stderr.take().expect("stderr"));
         let mut system = Libhandoff {
