@@ -67,11 +67,17 @@ static int grow(struct kvmap *map)
 int kvmap_put(struct kvmap *map, const char *key, size_t key_len, const char *value,
               size_t value_len)
 {
-    /* Keep the load factor at most 1/2. */
-    if ((map->len + 1) * 2 > map->cap && grow(map) != 0)
-        return -1;
     uint64_t hash = hash_key(key, key_len);
-    struct kv_slot *slot = find_slot(map->slots, map->cap, hash, key, key_len);
+    struct kv_slot *slot =
+        map->cap > 0 ? find_slot(map->slots, map->cap, hash, key, key_len) : NULL;
+    /* Keep the load factor at most 1/2, growing only for a new key: an
+     * update never rehashes (a replay of updates onto a table filled to the
+     * bound would otherwise rehash it all in the handoff's blackout). */
+    if (slot == NULL || (slot->item == NULL && (map->len + 1) * 2 > map->cap)) {
+        if (grow(map) != 0)
+            return -1;
+        slot = find_slot(map->slots, map->cap, hash, key, key_len);
+    }
     struct kv_item *item = malloc(sizeof *item + key_len + value_len);
     if (item == NULL)
         return -1;

@@ -257,6 +257,35 @@ static void test_unreadable_and_foreign(void)
     fixture_end(&f);
 }
 
+/* A table filled to its load bound takes updates without growing (the
+ * tail replay after a handoff is mostly updates: a rehash of the whole table
+ * there was most of the successor's time between Begin and Ready). */
+static void test_updates_at_the_bound_do_not_grow(void)
+{
+    struct kvmap map;
+    kvmap_init(&map);
+    char key[32];
+    for (int k = 0; k < 4096; k++) {
+        int kl = snprintf(key, sizeof key, "k%d", k);
+        check(kvmap_put(&map, key, (size_t)kl, "a", 1) == 0, "put %s", key);
+    }
+    size_t cap = map.cap;
+    check(map.len * 2 == cap, "filled to the bound: %zu keys in %zu slots", map.len, cap);
+    for (int k = 0; k < 4096; k += 7) {
+        int kl = snprintf(key, sizeof key, "k%d", k);
+        check(kvmap_put(&map, key, (size_t)kl, "b", 1) == 0, "update %s", key);
+    }
+    check(map.cap == cap && map.len == 4096, "updates kept %zu slots (now %zu, %zu keys)", cap,
+          map.cap, map.len);
+    const struct kv_item *item = kvmap_get(&map, "k7", 2);
+    check(item != NULL && item->value_len == 1 && item->bytes[2] == 'b', "k7 updated");
+    check(kvmap_put(&map, "new", 3, "c", 1) == 0 && map.cap == cap * 2 && map.len == 4097,
+          "a new key past the bound grows the table");
+    check(kvmap_get(&map, "new", 3) != NULL && kvmap_get(&map, "k4095", 5) != NULL,
+          "both found after the growth");
+    kvmap_free(&map);
+}
+
 static char compact_path[320]; /* <dir>/kv.log.compact */
 
 static void test_compaction_policy(void)
@@ -377,6 +406,7 @@ int main(void)
     test_compaction();
     test_stale_compaction_removed();
     test_compaction_failure_keeps_the_log();
+    test_updates_at_the_bound_do_not_grow();
     unlink(path);
     unlink(moved);
     if (rmdir(dir) != 0)
@@ -385,6 +415,6 @@ int main(void)
         fprintf(stderr, "test_kvlog: %d failure(s)\n", failures);
         return 1;
     }
-    puts("test_kvlog: preload, open and compaction, 10 cases ok");
+    puts("test_kvlog: preload, open, compaction and the table, 11 cases ok");
     return 0;
 }
