@@ -1481,8 +1481,10 @@ handoff_status handoff_successor_take_listener(struct handoff_successor *success
                                                struct handoff_error **err);
 
 /**
- * Send heartbeats every 2 s until Ready, so a slow start-up between Begin
- * and Ready is not taken for a dead successor.
+ * Send heartbeats every 2 s from Begin until Ready, so a slow start-up
+ * between Begin and Ready is not taken for a dead successor. Call it after
+ * the handshake and before the wait for Begin: the thread it starts is then
+ * not started in the blackout (it sends nothing before Begin).
  */
 handoff_status handoff_successor_start_heartbeats(struct handoff_successor *successor,
                                                   struct handoff_error **err);

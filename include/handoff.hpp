@@ -649,6 +649,8 @@ public:
         });
         return fd;
     }
+    /// Heartbeats from Begin to Ready; best before wait_for_begin (its thread
+    /// is then not started in the blackout).
     void start_heartbeats() {
         detail::call([&](handoff_error **e) { return handoff_successor_start_heartbeats(h_.get(), e); });
     }

@@ -38,6 +38,11 @@ pub fn parent_dir(path: &Path) -> &Path {
 /// Create `dir` and its missing parents, none of them writable by others
 /// whatever the umask (a later [`check_private_dir`] would refuse them).
 pub fn create_dirs(dir: &Path) -> io::Result<()> {
+    // A stat first: a mkdir of one that exists (every successor's data dir)
+    // still takes its parent's lock, held by whoever renames a file there.
+    if dir.is_dir() {
+        return Ok(());
+    }
     DirBuilder::new().recursive(true).mode(0o755).create(dir)
 }
 

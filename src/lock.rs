@@ -479,7 +479,15 @@ fn count_up_in(file: &File, path: &Path) -> Result<u64> {
             std::io::Error::new(ErrorKind::InvalidData, "the generation is at u64::MAX"),
         )
     })?;
-    rewrite_in_place(file, generation_record(next).as_bytes())
+    let record = generation_record(next);
+    // Fixed width: once the file holds one record, an overwrite is all it
+    // takes (no ftruncate, no metadata change to commit in the blackout).
+    let written = if len == record.len() {
+        file.write_all_at(record.as_bytes(), 0)
+    } else {
+        rewrite_in_place(file, record.as_bytes())
+    };
+    written
         .and_then(|()| file.sync_data())
         .map_err(|e| io("cannot write generation file", e))?;
     Ok(next)

@@ -4,7 +4,8 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,8 @@ pub struct Successor {
     adopts: bool,
     /// Some once the handshake chose v2.
     moves: Option<Moves>,
+    /// Begin has come: the heartbeats' thread beats from then on.
+    begun: Arc<AtomicBool>,
 }
 
 impl Successor {
@@ -85,6 +88,7 @@ impl Successor {
             stage: Stage::New,
             adopts: false,
             moves: None,
+            begun: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -274,6 +278,7 @@ impl Successor {
         }
         crash_point!("N_AFTER_BEGIN");
         self.stage = Stage::Begun(expected);
+        self.begun.store(true, Ordering::Release);
         Ok(true)
     }
 
@@ -312,13 +317,18 @@ impl Successor {
     }
 
     /// Keep the supervisor from timing us out during a slow start-up
-    /// between Begin and Ready. Stops when the guard is dropped.
+    /// between Begin and Ready: a heartbeat every `period` from Begin on
+    /// (none before: a supervisor holding a prepared successor does not read
+    /// it). Best called before Begin, so that starting the thread is not in
+    /// the blackout. Stops when the guard is dropped.
     pub fn start_heartbeats(&self, period: Duration) -> HeartbeatGuard {
         let sender = self.channel.sender();
+        let begun = Arc::clone(&self.begun);
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
-                if sender.send(&Message::heartbeat_now()).is_err() {
+                if begun.load(Ordering::Acquire) && sender.send(&Message::heartbeat_now()).is_err()
+                {
                     return;
                 }
             }

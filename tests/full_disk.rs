@@ -160,7 +160,7 @@ fn a_journal_filesystem_filling_up_after_begin_does_not_stop_the_handoff() {
     let outcome = service
         .supervisor
         .perform_handoff_with(&service.spec(&[]), &mut |event| {
-            // Reported once Begin is sent, before the Sealing step is journalled.
+            // Reported once Begin is sent, before the AwaitingReady step is journalled.
             if event.phase == HandoffPhase::Seal {
                 fs.fill();
             }

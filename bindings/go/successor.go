@@ -144,8 +144,10 @@ func (s *Successor) pollBegin() (bool, error) {
 	return bool(begun), err
 }
 
-// StartHeartbeats sends heartbeats every 2 s until Ready, so that a slow
-// start-up between Begin and Ready is not taken for a dead successor.
+// StartHeartbeats sends heartbeats every 2 s from Begin until Ready, so that
+// a slow start-up between Begin and Ready is not taken for a dead successor.
+// Call it before WaitForBegin: its thread is then not started in the
+// blackout.
 func (s *Successor) StartHeartbeats() error {
 	err := s.h.exclusive(func(p *C.handoff_successor) error {
 		var cerr *C.handoff_error

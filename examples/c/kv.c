@@ -1151,16 +1151,18 @@ static int start_successor(struct server *s, handoff_inherited *inherited)
         report("handshake with the supervisor", st, err);
         goto out;
     }
+    /* Started before Begin so that its thread is not started in the
+     * blackout; it beats from Begin to Ready. */
+    st = handoff_successor_start_heartbeats(succ, &err);
+    if (st != HANDOFF_OK) {
+        report("handoff_successor_start_heartbeats", st, err);
+        goto out;
+    }
     st = handoff_successor_wait_for_begin(succ, BEGIN_TIMEOUT_MS, &err);
     if (st != HANDOFF_OK) {
         /* ABORTED, PEER_CLOSED or TIMEOUT: the handoff is over; leave the
          * data dir alone. */
         report("the handoff did not begin", st, err);
-        goto out;
-    }
-    st = handoff_successor_start_heartbeats(succ, &err);
-    if (st != HANDOFF_OK) {
-        report("handoff_successor_start_heartbeats", st, err);
         goto out;
     }
     st = handoff_successor_take_listener(succ, "kv", HANDOFF_LISTENER_TCP, &s->listen_fd, &err);

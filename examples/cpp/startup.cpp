@@ -107,6 +107,9 @@ void server::start_successor(handoff::inherited inherited) {
     } catch (const handoff::error &e) {
         failed("handshake with the supervisor", e);
     }
+    // Before Begin, so that its thread is not started in the blackout; it
+    // beats from Begin to Ready.
+    succ.start_heartbeats();
     try {
         succ.wait_for_begin(begin_timeout);
     } catch (const handoff::error &e) {
@@ -114,7 +117,6 @@ void server::start_successor(handoff::inherited inherited) {
         // data dir alone.
         failed("the handoff did not begin", e);
     }
-    succ.start_heartbeats();
     listener_.reset(succ.take_listener("kv", handoff::listener_kind::tcp));
     // Nothing is written before the lock is held.
     handoff::lock held;

@@ -261,14 +261,16 @@ func (s *server) startSuccessor(inherited *handoff.Inherited, o options) error {
 	if _, err := successor.Handshake(context.Background(), []byte(buildID)); err != nil {
 		return fmt.Errorf("handshake with the supervisor: %w", err)
 	}
+	// Before Begin, so that its thread is not started in the blackout; it
+	// beats from Begin to Ready.
+	if err := successor.StartHeartbeats(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), beginTimeout)
 	err = successor.WaitForBegin(ctx)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("the handoff did not begin: %w", err)
-	}
-	if err := successor.StartHeartbeats(); err != nil {
-		return err
 	}
 	if s.ln, err = successor.Listener("kv", handoff.ListenerTCP); err != nil {
 		return fmt.Errorf("taking the listener kv: %w", err)

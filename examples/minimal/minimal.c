@@ -131,8 +131,8 @@ int main(int argc, char **argv) {
     if (handoff_inherited_is_successor(inherited)) { /* HANDOFF_ROLE=successor */
         check(handoff_successor_new(inherited, &s, &err), "successor");
         check(handoff_successor_handshake(s, (const uint8_t *)"minimal-c", 9, NULL, &err), "handshake");
+        check(handoff_successor_start_heartbeats(s, &err), "heartbeats"); /* Begin to Ready: a slow start is not dead */
         check(handoff_successor_wait_for_begin(s, 60000, &err), "waiting for Begin"); /* it drains, seals */
-        check(handoff_successor_start_heartbeats(s, &err), "heartbeats"); /* a slow start is not a dead one */
     }
     check(s ? handoff_successor_take_listener(s, "counter", HANDOFF_LISTENER_TCP, &listener, &err)
             : handoff_inherited_take_listener(inherited, "counter", HANDOFF_LISTENER_TCP, &listener, &err),

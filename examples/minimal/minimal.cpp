@@ -127,8 +127,8 @@ int main(int argc, char **argv) {
         if (inherited.is_successor()) { // HANDOFF_ROLE=successor
             successor = handoff::successor::create(inherited);
             successor.handshake("minimal-cpp");
+            successor.start_heartbeats(); // Begin to Ready: a slow start is not a dead one
             successor.wait_for_begin(std::chrono::seconds(60)); // meanwhile the incumbent drains, seals: wait
-            successor.start_heartbeats(); // until Ready: a slow start is not a dead one
         }
         handoff::unique_fd listener{successor ? successor.take_listener("counter", handoff::listener_kind::tcp)
                                               : inherited.take_listener("counter", handoff::listener_kind::tcp)};

@@ -118,8 +118,8 @@ def main() -> int:
             successor = inherited.successor() if inherited.is_successor else None
             if successor is not None:  # HANDOFF_ROLE=successor
                 successor.handshake(b"minimal-py")
+                successor.start_heartbeats()  # Begin to Ready: a slow start is not a dead one
                 successor.wait_for_begin(60)  # the incumbent drains and seals: touch nothing
-                successor.start_heartbeats()  # until Ready: a slow start is not a dead one
                 listener = successor.take_listener("counter")
             else:
                 listener = inherited.take_listener("counter")

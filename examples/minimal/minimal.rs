@@ -122,8 +122,8 @@ fn run() -> Result<ServeOutcome, Box<dyn std::error::Error>> {
         Some(fd) => {
             let successor = successor.insert(Successor::new(fd, inherited.into_listeners())?);
             successor.handshake(b"minimal-rust")?;
+            heartbeats = Some(successor.start_heartbeats(Duration::from_secs(2))); // Begin to Ready
             successor.wait_for_begin(Duration::from_secs(60))?; // the incumbent drains, seals
-            heartbeats = Some(successor.start_heartbeats(Duration::from_secs(2))); // until Ready
             successor.listeners()?.take_tcp("counter")?
         }
         None => inherited.listeners_mut().take_tcp("counter")?,

@@ -655,13 +655,15 @@ class Server:
             self.preload_log()
             succ.set_adopts_descriptors(self.moves)
             succ.handshake(BUILD_ID)
+            # Before Begin, so that its thread is not started in the
+            # blackout; it beats from Begin to Ready.
+            succ.start_heartbeats()
             try:
                 succ.wait_for_begin(BEGIN_TIMEOUT)
             except libhandoff.HandoffError as e:
                 # ABORTED, PEER_CLOSED or TIMEOUT: the handoff is over; leave
                 # the data dir alone.
                 raise StartupError(f"the handoff did not begin: {e}") from e
-            succ.start_heartbeats()
             self.listener = succ.take_listener("kv")
             # Invariant 5: nothing is written before the lock is held.
             with Lock.acquire(self.data_dir, timeout=SUCCESSOR_LOCK_TIMEOUT) as lock:

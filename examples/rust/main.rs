@@ -281,10 +281,12 @@ fn start_successor(
         .set_adopts_descriptors(o.moves)
         .and_then(|()| successor.handshake(BUILD_ID))
         .map_err(|e| format!("handshake with the supervisor: {e}"))?;
+    // Before Begin, so that its thread is not started in the blackout; it
+    // beats from Begin to Ready.
+    let heartbeats = successor.start_heartbeats(HEARTBEAT_PERIOD);
     // Aborted, the supervisor gone, or out of time: the handoff is over;
     // leave the data dir alone.
     wait_for_begin(&mut successor).map_err(|e| format!("the handoff did not begin: {e}"))?;
-    let heartbeats = successor.start_heartbeats(HEARTBEAT_PERIOD);
     let listener = successor
         .listeners()
         .and_then(|l| l.take_tcp("kv"))

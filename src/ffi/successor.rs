@@ -214,8 +214,10 @@ pub unsafe extern "C" fn handoff_successor_take_listener(
     })
 }
 
-/// Send heartbeats every 2 s until Ready, so a slow start-up between Begin
-/// and Ready is not taken for a dead successor.
+/// Send heartbeats every 2 s from Begin until Ready, so a slow start-up
+/// between Begin and Ready is not taken for a dead successor. Call it after
+/// the handshake and before the wait for Begin: the thread it starts is then
+/// not started in the blackout (it sends nothing before Begin).
 #[no_mangle]
 pub unsafe extern "C" fn handoff_successor_start_heartbeats(
     successor: *mut handoff_successor,

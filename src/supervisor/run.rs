@@ -252,11 +252,11 @@ impl<'a> Run<'a> {
         self.phase_done(HandoffPhase::Seal);
         // Past Begin the successor may announce Ready at any moment, and
         // from then on it is in charge: a journal that cannot be written now
-        // must not roll back (recovery asks who serves, not the phase).
-        for phase in [Phase::Sealing, Phase::AwaitingReady] {
-            if let Err(e) = self.journal(phase) {
-                event!(Warn, "handoff {id}: {e}; going on (Begin is sent)");
-            }
+        // must not roll back (recovery asks who serves, not the phase). One
+        // record for the seal and Begin, acknowledged together: each rename
+        // here is in the blackout, beside the successor taking its lock.
+        if let Err(e) = self.journal(Phase::AwaitingReady) {
+            event!(Warn, "handoff {id}: {e}; going on (Begin is sent)");
         }
         crash_point!("S_AFTER_BEGIN");
         if let Some(moved) = moved {

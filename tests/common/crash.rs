@@ -559,8 +559,9 @@ pub const N_KILLED: Run = Run::RolledBack(&["successor killed by signal 9"]);
 pub const BOUNDARY_CASES: &[Case] = &[
     // S restarts: it reads the journal, written after each acknowledged
     // step: Negotiating once N's Hello is answered, Draining on Drained,
-    // Sealing on SealComplete, AwaitingReady once Begin is sent, Committed
-    // once Commit is sent. The successor's Ready decides.
+    // AwaitingReady once SealComplete is answered with Begin (one record
+    // for both), Committed once Commit is sent. The successor's Ready
+    // decides.
     case(
         "S_AFTER_O_HELLO",
         Who::S,
@@ -608,7 +609,7 @@ pub const BOUNDARY_CASES: &[Case] = &[
         Run::Killed,
         After::OldResumes,
     ),
-    // Sealing is journalled once Begin is on its way.
+    // The seal is journalled (as AwaitingReady) once Begin is on its way.
     case(
         "S_AFTER_SEAL_COMPLETE",
         Who::S,

@@ -128,8 +128,8 @@ func main() {
 	if inherited.IsSuccessor() { // HANDOFF_ROLE=successor
 		successor := must(handoff.NewSuccessor(inherited))
 		must(successor.Handshake(start, []byte("minimal-go")))
+		check(successor.StartHeartbeats())   // Begin to Ready: a slow start is not a dead one
 		check(successor.WaitForBegin(start)) // meanwhile the incumbent drains and seals
-		check(successor.StartHeartbeats())   // until Ready: a slow start is not a dead one
 		takeListener = successor.Listener
 		becomeIncumbent = func(control string, lock *handoff.Lock) (*handoff.Incumbent, error) {
 			defer successor.Close()

@@ -8,9 +8,9 @@ A typical successor::
         inherited.close()
         succ.set_adopts_descriptors(True)  # optional: connections move (v2)
         succ.handshake(b"my-build")
+        succ.start_heartbeats()          # from Begin to Ready
         succ.wait_for_begin(60)          # AbortedError/PeerClosedError: exit
                                          # (in asyncio: await succ.wait_for_begin_async(60))
-        succ.start_heartbeats()
         listener = succ.take_listener("web")
         lock = libhandoff.Lock.acquire(data_dir, timeout=5)
         ...                              # open the sealed state
@@ -122,8 +122,9 @@ class Successor(Managed):
             await _aio.readable(self.fileno(), _left(deadline, timeout))
 
     def start_heartbeats(self) -> None:
-        """Send heartbeats every 2 s until Ready, so that a slow start-up is
-        not taken for a dead successor."""
+        """Send heartbeats every 2 s from Begin until Ready, so that a slow
+        start-up is not taken for a dead successor. Call it before
+        wait_for_begin: its thread is then not started in the blackout."""
         check(_lib.lib().handoff_successor_start_heartbeats, self._handle)
 
     def take_listener(self, name: str, kind: ListenerKind = ListenerKind.TCP) -> socket.socket:
