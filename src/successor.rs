@@ -6,7 +6,6 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::channel::{Channel, Filled};
@@ -325,7 +324,7 @@ impl Successor {
         let sender = self.channel.sender();
         let begun = Arc::clone(&self.begun);
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(period) {
                 if begun.load(Ordering::Acquire) && sender.send(&Message::heartbeat_now()).is_err()
                 {
@@ -333,10 +332,7 @@ impl Successor {
                 }
             }
         });
-        HeartbeatGuard {
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        HeartbeatGuard { _stop: stop }
     }
 
     /// Take the control socket's path, then announce Ready: from Ready on
@@ -405,19 +401,12 @@ fn not_a_connection(item: &AdoptedItem) -> Option<String> {
     ))
 }
 
-/// Stops the successor's heartbeats when dropped.
+/// Stops the successor's heartbeats when dropped, without waiting for the
+/// thread (a join just before Ready was in the blackout): it sees the stop
+/// at once and ends; a beat it was sending goes out whole (one writer at a
+/// time), and a supervisor skips a heartbeat wherever it comes.
 pub struct HeartbeatGuard {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for HeartbeatGuard {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    _stop: mpsc::Sender<()>,
 }
 
 /// How many moved descriptors this process can take in: its soft limit

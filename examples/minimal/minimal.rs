@@ -135,7 +135,7 @@ fn run() -> Result<ServeOutcome, Box<dyn std::error::Error>> {
         healthz_ok: true,
         ..Readiness::default()
     };
-    drop(heartbeats); // they stop before Ready: one writer on the control socket
+    drop(heartbeats); // they end with Ready
     let incumbent = match successor {
         Some(successor) => successor.announce_ready(ready, control, lock)?,
         None => Incumbent::bind(control, lock)?,

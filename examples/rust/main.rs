@@ -307,7 +307,7 @@ fn start_successor(
         healthz_ok: true,
         advertised_revision_per_shard: vec![store.records()],
     };
-    // Heartbeats stop before Ready: one writer on the control connection.
+    // Heartbeats end with Ready.
     drop(heartbeats);
     let incumbent = successor
         .announce_ready(readiness, &o.control_socket, lock)

@@ -289,7 +289,7 @@ pub unsafe extern "C" fn handoff_successor_announce_ready(
         };
         lock.check_held()?;
         succ.live()?;
-        // Heartbeats must stop before Ready: one writer on the socket.
+        // They stop with Ready (a beat in flight still goes out whole).
         succ.heartbeats = None;
         let successor = succ.inner.take().expect("checked live");
         let incumbent: Incumbent = successor.announce_ready(readiness, path, lock.take()?)?;

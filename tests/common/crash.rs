@@ -739,11 +739,13 @@ pub const HOOK_CASES: &[Case] = &[
         After::NobodyServes,
     ),
     // O dies inside its seal hook, holding the lock (the kernel frees it).
+    // The seal runs on the drain's heels, while Drained (and the moved
+    // items) go out and the SealRequest comes: S finds O gone at any of them.
     case(
         "O_IN_SEAL",
         Who::O,
         None,
-        Run::RolledBack(&["SealComplete"]),
+        Run::RolledBack(&["Drained", "Moving", "Item", "SealRequest", "SealComplete"]),
         After::NobodyServes,
     ),
     // O dies inside resume_after_abort (after taking the lock back), in a
