@@ -102,19 +102,21 @@ func (s *server) beginDrain(r *handoff.Request) {
 	s.drain, s.drainBudget = r, time.NewTimer(budget)
 }
 
-// beginMovingDrain (protocol v2) stops accepting, makes the log durable
-// (the answers that move may acknowledge writes) and wakes every
-// connection, which stops between two requests, writes what its socket
-// takes and parks; drainStep moves them once all have.
+// beginMovingDrain (protocol v2) stops accepting, wakes every connection,
+// which stops between two requests, writes what its socket takes and
+// parks, and meanwhile makes the log durable (the answers that move may
+// acknowledge writes: moveParked makes sure of it again once all have
+// parked, and moves them). The fsync and the parking overlap: both are in
+// the handoff's blackout.
 func (s *server) beginMovingDrain(r *handoff.Request) {
 	s.stopAccepting()
-	if l := s.currentLog(); l != nil {
-		l.waitDurable(l.end(), fatal)
-	}
 	s.drain, s.drainBudget = r, time.NewTimer(r.TimeLeft())
 	s.moving.Store(true)
 	for c := range s.conns {
 		c.nc.SetDeadline(time.Now())
+	}
+	if l := s.currentLog(); l != nil {
+		l.waitDurable(l.end(), fatal)
 	}
 }
 

@@ -147,9 +147,16 @@ func run(o options) int {
 
 	// From here on SIGTERM and SIGINT stop the service cleanly (before, the
 	// default action is right: a successor killed before Ready leaves
-	// nothing behind).
+	// nothing behind). On a goroutine of its own, waited for before the
+	// loop: enabling a signal waits for the runtime's signal thread to
+	// answer (0.45 ms measured under load), and a successor is in the
+	// handoff's blackout here, with its connections and its accept to start.
 	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	notified := make(chan struct{})
+	go func() {
+		signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+		close(notified)
+	}()
 
 	if err := s.inc.SetBuildID([]byte(buildID)); err != nil {
 		say("error: %v", err)
@@ -159,18 +166,21 @@ func run(o options) int {
 		say("error: %v", err)
 		return 1
 	}
-	requests, err := s.inc.StartLoop()
-	if err != nil {
-		say("error: %v", err)
-		return 1
-	}
 	// From Ready on: each adopted connection writes its carried output
-	// first, then reads (serveConn).
+	// first, then reads (serveConn). Before the library's loop starts (a
+	// thread of its own): nothing here needs it, and its start is in the
+	// blackout.
 	for _, c := range s.adopted {
 		s.serve1(c)
 	}
 	s.adopted = nil
 	s.startAccepting()
+	requests, err := s.inc.StartLoop()
+	if err != nil {
+		say("error: %v", err)
+		return 1
+	}
+	<-notified
 	code := s.serve(requests, signals)
 	// The log is closed (fsynced) before the lock goes with the incumbent.
 	s.closeLog()
