@@ -419,3 +419,37 @@ fn descriptor_capacity() -> u32 {
     let free = limit.saturating_sub(crate::sys::open_descriptors() + DESCRIPTOR_RESERVE);
     u32::try_from(free).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_beat_only_from_begin_on_and_stop_with_their_guard() {
+        let (ours, supervisor) = UnixStream::pair().unwrap();
+        let successor = Successor::new(OwnedFd::from(ours), Listeners::default()).unwrap();
+        let mut supervisor = Channel::new(supervisor).unwrap();
+        let period = Duration::from_millis(10);
+        let guard = successor.start_heartbeats(period);
+        let silent = |supervisor: &mut Channel, for_: Duration| {
+            matches!(
+                supervisor.recv_until(Instant::now() + for_),
+                Err(Error::Timeout)
+            )
+        };
+        // Before Begin (a supervisor holding a prepared successor reads
+        // nothing): silence, over many periods.
+        assert!(silent(&mut supervisor, 20 * period));
+        successor.begun.store(true, Ordering::Release);
+        for _ in 0..3 {
+            assert!(matches!(
+                supervisor.recv_until(Instant::now() + Duration::from_secs(5)),
+                Ok(Message::Heartbeat { .. })
+            ));
+        }
+        drop(guard);
+        // At most the one in flight when the guard went, then silence.
+        let _ = supervisor.recv_until(Instant::now() + 2 * period);
+        assert!(silent(&mut supervisor, 20 * period));
+    }
+}

@@ -436,35 +436,31 @@ impl Session {
                         open_conns_remaining: report.open_conns_remaining,
                         accept_closed: report.accept_closed,
                     });
-                    let moving = moves.map(|max| {
-                        let moving = Action::Send(Message::Moving {
-                            handoff_id: id,
-                            items: report.moved.len() as u32,
-                        });
-                        (max, moving)
+                    let moving = Action::Send(Message::Moving {
+                        handoff_id: id,
+                        items: report.moved.len() as u32,
                     });
-                    if let Some((max, moving)) = &moving {
-                        if report.moved.len() as u64 > u64::from(*max) {
-                            // Said, not sent: the supervisor aborts, naming
-                            // the limit, before anything leaves
-                            // (docs/protocol.md).
-                            self.stage = Stage::Drained {
-                                id,
-                                deadline,
-                                seal: EarlySeal::Refused,
-                            };
-                            return vec![
-                                Action::Log(
-                                    Level::Warn,
-                                    format!(
-                                        "handoff {id}: {} descriptor(s) to move, the successor \
-                                         holds {max}: waiting for the abort",
-                                        report.moved.len()
-                                    ),
+                    if let Some(max) =
+                        moves.filter(|&max| report.moved.len() as u64 > u64::from(max))
+                    {
+                        // Said, not sent: the supervisor aborts, naming the
+                        // limit, before anything leaves (docs/protocol.md).
+                        self.stage = Stage::Drained {
+                            id,
+                            deadline,
+                            seal: EarlySeal::Refused,
+                        };
+                        return vec![
+                            Action::Log(
+                                Level::Warn,
+                                format!(
+                                    "handoff {id}: {} descriptor(s) to move, the successor \
+                                     holds {max}: waiting for the abort",
+                                    report.moved.len()
                                 ),
-                                moving.clone(),
-                            ];
-                        }
+                            ),
+                            moving,
+                        ];
                     }
                     // The seal first: when a send below fails, the session
                     // waits for it to return and rolls back.
@@ -482,7 +478,7 @@ impl Session {
                         budget: deadline.saturating_duration_since(now),
                         moves: None,
                     }];
-                    if let Some((_, moving)) = moving {
+                    if moves.is_some() {
                         actions.extend([moving, Action::SendItems(report.moved)]);
                     }
                     actions.push(drained);
@@ -858,6 +854,23 @@ mod tests {
             self.session.handle(input, self.now, None)
         }
 
+        /// Abort while the unasked seal runs: nothing until it returns,
+        /// then the rollback, the lock never released.
+        fn abort_during_the_seal(&mut self) {
+            let id = self.id;
+            assert!(self
+                .message(Message::Abort {
+                    handoff_id: id,
+                    reason: "successor died".into()
+                })
+                .is_empty());
+            assert_eq!(
+                self.feed(Input::Sealed(Ok(SealReport::default())))[1..],
+                [ROLL_BACK_HELD]
+            );
+            assert_eq!(self.session.handoff(), None);
+        }
+
         fn later(&mut self, by: Duration) -> Vec<Action> {
             self.now += by;
             self.feed(Input::Tick)
@@ -1139,34 +1152,11 @@ mod tests {
     }
 
     #[test]
-    fn an_abort_instead_of_the_seal_request_resumes_the_sealed_service() {
-        // While the unasked seal runs: once it returns.
-        let mut at = At::drained();
-        let id = at.id;
-        assert!(at
-            .message(Message::Abort {
-                handoff_id: id,
-                reason: "successor died".into()
-            })
-            .is_empty());
-        assert_eq!(
-            at.feed(Input::Sealed(Ok(SealReport::default())))[1..],
-            [ROLL_BACK_HELD]
-        );
-        assert_eq!(at.session.handoff(), None);
+    fn drained_resumes_on_abort_silence_deadline_or_close() {
+        // An abort while the unasked seal runs: once it returns.
+        At::drained().abort_during_the_seal();
 
         // Once it has returned: at once, the lock never released.
-        let mut at = At::sealed_unasked();
-        let id = at.id;
-        assert_eq!(
-            at.message(Message::ResumeAfterAbort { handoff_id: id })[1..],
-            [ROLL_BACK_HELD]
-        );
-        assert!(!at.session.is_closed());
-    }
-
-    #[test]
-    fn drained_resumes_on_abort_silence_deadline_or_close() {
         let mut at = At::sealed_unasked();
         let id = at.id;
         assert_eq!(
@@ -1358,16 +1348,7 @@ mod tests {
         );
         // Moved, then aborted: the descriptors come back with the rollback
         // (once the seal that started returns).
-        assert!(at
-            .message(Message::Abort {
-                handoff_id: id,
-                reason: "successor died".into()
-            })
-            .is_empty());
-        assert_eq!(
-            at.feed(Input::Sealed(Ok(SealReport::default())))[1..],
-            [ROLL_BACK_HELD]
-        );
+        at.abort_during_the_seal();
     }
 
     #[test]
