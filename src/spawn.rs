@@ -1,4 +1,4 @@
-//! Starting a service generation: fork/exec with a clean descriptor table
+//! Starting a service generation: a vfork-style clone and exec with a clean descriptor table
 //! (listener i at fd 3+i, then the control socket) and LISTEN_PID set to the
 //! child's own pid, which only the child can know (DESIGN §3); each in a
 //! process group of its own, so that stopping it stops what it forked too.
@@ -366,31 +366,19 @@ pub fn spawn(
     }
     envp_ptrs.push(std::ptr::null());
 
-    // SAFETY: fork in a possibly multi-threaded process: the child only
-    // makes async-signal-safe calls (fcntl, dup2, close_range, setpgid,
-    // sigprocmask, signal, execve, write, _exit) on memory prepared above, and never
-    // allocates.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(Error::Stream(io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        // SAFETY: in the child, see above.
-        unsafe {
-            child_exec(
-                &path,
-                &argv_ptrs,
-                &envp_ptrs,
-                &mut listen_pid,
-                pid_at,
-                Descriptors {
-                    sources: &sources,
-                    keep: &keep,
-                    error_fd: error_write.as_raw_fd(),
-                },
-            )
-        }
-    }
+    let child = ChildSetup {
+        path: &path,
+        argv: &argv_ptrs,
+        envp: &envp_ptrs,
+        listen_pid: &mut listen_pid,
+        pid_at,
+        fds: Descriptors {
+            sources: &sources,
+            keep: &keep,
+            error_fd: error_write.as_raw_fd(),
+        },
+    };
+    let pid = start_child(child)?;
     // The child does this too; whichever runs first, the group exists
     // before anyone signals it (EACCES once it has exec'd: done already).
     // SAFETY: setpgid(2) on our own child has no memory effects.
@@ -410,6 +398,127 @@ pub fn spawn(
         return Err(Error::io("cannot execute", binary, cause));
     }
     Ok(child)
+}
+
+/// Everything the child needs between its start and the exec, prepared
+/// by the parent (the child allocates nothing).
+struct ChildSetup<'a> {
+    path: &'a CString,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    listen_pid: &'a mut [u8],
+    pid_at: usize,
+    fds: Descriptors<'a>,
+}
+
+/// The child's own stack while it shares our memory (a vfork): it places
+/// descriptors and execs, no more.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Start the child that runs `setup` and execs: a vfork-style clone (the
+/// child borrows our memory and we wait until it has exec'd or exited, as
+/// glibc's posix_spawn does), so that no page table is copied and nothing
+/// we write afterwards faults on copy-on-write: fork took 0.15 ms of every
+/// spawn here. Where that clone is refused (valgrind, a seccomp filter), a
+/// fork.
+fn start_child(mut setup: ChildSetup<'_>) -> Result<libc::pid_t> {
+    // SAFETY: a private anonymous mapping, unmapped below; nothing else
+    // refers to it.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            CHILD_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack != libc::MAP_FAILED {
+        // Every signal blocked until the child has reset its handlers: one
+        // of ours must not run in it, on our memory.
+        let mut all: libc::sigset_t = unsafe_zeroed_sigset();
+        let mut before: libc::sigset_t = unsafe_zeroed_sigset();
+        // SAFETY: valid sigset pointers; this thread's mask only.
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
+        }
+        // SAFETY: the child runs `vfork_child` on its own stack (the top of
+        // the mapping, 16-byte aligned by mmap) with `setup`, which outlives
+        // it: CLONE_VFORK suspends us until it has exec'd or exited.
+        let pid = unsafe {
+            libc::clone(
+                vfork_child,
+                stack.cast::<u8>().add(CHILD_STACK).cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                (&mut setup as *mut ChildSetup<'_>).cast(),
+            )
+        };
+        // SAFETY: restoring the mask saved above; the mapping is ours and
+        // the child no longer runs on it.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+            libc::munmap(stack, CHILD_STACK);
+        }
+        if pid > 0 {
+            return Ok(pid);
+        }
+    }
+    // SAFETY: fork in a possibly multi-threaded process: the child only
+    // makes async-signal-safe calls (fcntl, dup2, close_range, setpgid,
+    // sigprocmask, sigaction, execve, write, _exit) on memory prepared
+    // above, and never allocates.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::Stream(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: in the child, see above.
+        unsafe { child_exec(setup) }
+    }
+    Ok(pid)
+}
+
+fn unsafe_zeroed_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is a plain bit array; all zeros is the empty set.
+    unsafe { std::mem::zeroed() }
+}
+
+/// The clone's entry point: the child of `start_child`.
+extern "C" fn vfork_child(setup: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `start_child` passes its `ChildSetup`, alive and not touched
+    // by the suspended parent; the signal handlers are reset before any
+    // signal is unblocked.
+    unsafe {
+        reset_signal_handlers();
+        child_exec(std::ptr::read(setup.cast::<ChildSetup<'_>>()))
+    }
+}
+
+/// In a child sharing our memory: every caught signal back to its default
+/// (an ignored one stays ignored across exec, as with fork).
+///
+/// # Safety
+/// Only in the child, before it unblocks signals.
+unsafe fn reset_signal_handlers() {
+    for signal in 1..=libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction on a valid struct; async-signal-safe.
+        unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
+                continue;
+            }
+            if current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN {
+                let mut default: libc::sigaction = std::mem::zeroed();
+                default.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+    }
 }
 
 /// Sources (listeners and the control socket) a child can be given.
@@ -449,16 +558,17 @@ struct Descriptors<'a> {
 /// The child's half of `spawn`. Never returns.
 ///
 /// # Safety
-/// Only between fork and exec; every pointer comes from the parent's
-/// prepared, still-mapped buffers.
-unsafe fn child_exec(
-    path: &CString,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    listen_pid: &mut [u8],
-    pid_at: usize,
-    fds: Descriptors<'_>,
-) -> ! {
+/// Only between the child's start and its exec; every pointer comes from
+/// the parent's prepared, still-mapped buffers.
+unsafe fn child_exec(setup: ChildSetup<'_>) -> ! {
+    let ChildSetup {
+        path,
+        argv,
+        envp,
+        listen_pid,
+        pid_at,
+        fds,
+    } = setup;
     let Descriptors {
         sources,
         keep,

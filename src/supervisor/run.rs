@@ -168,15 +168,21 @@ impl<'a> Run<'a> {
 
         self.phase = HandoffPhase::Spawn;
         let phase = Instant::now();
-        if self.successor.is_none() {
-            self.spawn_successor(spec, Some(&mut *incumbent), deadline)?;
+        let spawned = self.successor.is_none();
+        if spawned {
+            self.start_successor(spec)?;
         } else if self.successor_exited() {
             // A prepared successor that died while it was held.
             return Err(self.successor_death(Duration::ZERO).unwrap_or_else(|| {
                 self.abort(Party::Successor, Cause::Exited, "prepared successor exited")
             }));
         }
+        // Made durable while a new successor starts up (an exec and a
+        // runtime's start take a millisecond), not after its Hello.
         self.journal(Phase::Negotiating)?;
+        if spawned {
+            self.greet_successor(Some(&mut *incumbent), deadline)?;
+        }
         crash_point!("S_AFTER_N_HELLO");
         let items_max = self.offer_transfer(incumbent, deadline)?;
         self.timings.spawn = phase.elapsed();
@@ -439,12 +445,8 @@ impl<'a> Run<'a> {
 
     /// Start the successor and exchange its Hello; `incumbent`, when there
     /// is one yet, gets heartbeats meanwhile.
-    fn spawn_successor(
-        &mut self,
-        spec: &SpawnSpec,
-        incumbent: Option<&mut Channel>,
-        deadline: Instant,
-    ) -> Step<()> {
+    /// Start the successor with its end of a new control connection.
+    fn start_successor(&mut self, spec: &SpawnSpec) -> Step<()> {
         let local = |e: std::io::Error| {
             self.abort(Party::Supervisor, Cause::Io, format!("socketpair: {e}"))
         };
@@ -473,6 +475,12 @@ impl<'a> Run<'a> {
             .map_err(|e| self.abort(Party::Supervisor, Cause::Io, e.to_string()))?;
         self.successor_channel = Some(channel);
         crash_point!("S_AFTER_SPAWN");
+        Ok(())
+    }
+
+    /// The started successor's Hello, checked, and our HelloAck.
+    fn greet_successor(&mut self, incumbent: Option<&mut Channel>, deadline: Instant) -> Step<()> {
+        let pid = self.successor_pid.expect("started");
         let hello_by = (Instant::now() + self.supervisor.timeouts.hello).min(deadline);
         let Answer {
             message: hello,
@@ -789,7 +797,8 @@ impl Run<'_> {
         self.phase = HandoffPhase::Spawn;
         let started = Instant::now();
         let deadline = started + self.supervisor.timeouts.hello;
-        self.spawn_successor(spec, None, deadline)?;
+        self.start_successor(spec)?;
+        self.greet_successor(None, deadline)?;
         self.timings.spawn = started.elapsed();
         Ok(())
     }
