@@ -115,6 +115,46 @@ fn cold_start_trigger_commit_status_and_stop() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
 }
 
+/// The variables of `pid` as its exec gave them (`/proc/PID/environ`).
+fn environ(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    text(&raw).split('\0').map(str::to_owned).collect()
+}
+
+/// The supervisor restarts itself once with glibc's tcache off (it made
+/// its resident set grow, src/bin/handoff-supervisor/tunables.rs); the
+/// services it starts get GLIBC_TUNABLES as the supervisor was given it.
+#[test]
+fn the_tcache_goes_off_for_the_supervisor_only() {
+    for given in [None, Some("glibc.malloc.arena_max=2")] {
+        let f = Fixture::new();
+        f.write_config("");
+        let supervisor = f.run_with(|c| {
+            match given {
+                Some(value) => c.env("GLIBC_TUNABLES", value),
+                None => c.env_remove("GLIBC_TUNABLES"),
+            };
+        });
+        let service = f.wait_serving_within(Duration::from_secs(10));
+        // glibc parses the variable in place (a NUL where a ':' was), so
+        // the raw bytes are searched.
+        let ours =
+            text(&std::fs::read(format!("/proc/{}/environ", supervisor.child.id())).unwrap());
+        let given_first = format!(
+            "GLIBC_TUNABLES={}",
+            given.unwrap_or("glibc.malloc.tcache_count=0")
+        );
+        assert!(ours.contains(&given_first), "{ours:?}");
+        assert!(ours.contains("glibc.malloc.tcache_count=0"), "{ours:?}");
+        let theirs = environ(service);
+        let tunables: Vec<&String> = theirs.iter().filter(|v| v.contains("TUNABLES")).collect();
+        match given {
+            Some(value) => assert_eq!(tunables, [&format!("GLIBC_TUNABLES={value}")]),
+            None => assert!(tunables.is_empty(), "{tunables:?}"),
+        }
+    }
+}
+
 #[test]
 fn rollback_and_a_failing_binary_is_refused_after_three_times() {
     let f = Fixture::new();

@@ -21,6 +21,7 @@ mod startup;
 mod state;
 mod status;
 mod trigger;
+mod tunables;
 mod worker;
 
 use std::path::Path;
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
             log_format,
             log_level,
         } => with_config(&config.path, |config| {
+            tunables::turn_off_the_tcache();
             run::run(
                 config,
                 run::Options {
