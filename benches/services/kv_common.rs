@@ -31,6 +31,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[path = "../../examples/rust/hashing.rs"]
+mod hashing;
+use hashing::{crc32c, Fnv};
+
 const LOG_FILE: &str = "kv.log";
 const COMPACT_FILE: &str = "kv.log.compact";
 /// Compaction (examples/README.md): at open, once the log holds this many
@@ -403,58 +407,6 @@ impl Kv {
     }
 }
 
-/// CRC-32C (Castagnoli), as kv.log's records carry it: with the SSE4.2
-/// instruction when the CPU has one (as kv-c, and Go's hash/crc32), else
-/// with a table.
-fn crc32c(data: &[u8]) -> u32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("sse4.2") {
-        // SAFETY: the CPU has SSE4.2, checked just above.
-        return !unsafe { crc32c_sse42(!0, data) };
-    }
-    !crc32c_table(!0, data)
-}
-
-fn crc32c_table(mut crc: u32, data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut table = [0u32; 256];
-        for (i, entry) in table.iter_mut().enumerate() {
-            let mut crc = i as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-            }
-            *entry = crc;
-        }
-        table
-    });
-    for &byte in data {
-        crc = table[((crc ^ byte as u32) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
-}
-
-/// Eight bytes per instruction, then the rest one by one (kv-c's loop).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-unsafe fn crc32c_sse42(crc: u32, data: &[u8]) -> u32 {
-    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
-    let mut words = data.chunks_exact(8);
-    let mut c = crc as u64;
-    for word in &mut words {
-        c = _mm_crc32_u64(c, u64::from_le_bytes(word.try_into().unwrap()));
-    }
-    let mut crc = c as u32;
-    for &byte in words.remainder() {
-        crc = _mm_crc32_u8(crc, byte);
-    }
-    crc
-}
-
 /// One entry of the table: key and value in one allocation (as kv-c's
 /// items), hashed and compared by the key, so that the table (a set of
 /// items) is looked up with a `&str` key.
@@ -505,28 +457,6 @@ impl Borrow<str> for Item {
 
 /// The table: key to value; `replace` sets, `get(key)` reads.
 type Table = HashSet<Item, BuildHasherDefault<Fnv>>;
-
-/// The table's hash, kv-c's (examples/c/kvmap.c): FNV-1a, 64-bit, with a
-/// final mix so that the low bits depend on every byte.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 32)
-    }
-}
 
 /// One SET record of kv.log (examples/README.md): header (body length,
 /// CRC-32C of the body), then op 1, generation, key and value lengths, key,

@@ -5,9 +5,13 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
+use std::hash::BuildHasherDefault;
 use std::io::{self, ErrorKind, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+pub use crate::hashing::crc32c;
+use crate::hashing::Fnv;
 
 pub const LOG_FILE: &str = "kv.log";
 pub const COMPACT_FILE: &str = "kv.log.compact";
@@ -26,35 +30,7 @@ const MAX_BODY: usize = BODY_FIXED + 2 * MAX_ITEM;
 const OP_SET: u8 = 1;
 
 /// Key -> value, as replayed from the log.
-pub type Table = HashMap<Vec<u8>, Vec<u8>>;
-
-/// CRC-32C (Castagnoli): reflected polynomial 0x82F63B78, initial value and
-/// final xor 0xFFFFFFFF.
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut n = 0;
-    while n < 256 {
-        let mut c = n as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[n] = c;
-        n += 1;
-    }
-    table
-};
-
-pub fn crc32c(data: &[u8]) -> u32 {
-    !data.iter().fold(!0u32, |crc, &b| {
-        CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8)
-    })
-}
+pub type Table = HashMap<Vec<u8>, Vec<u8>, BuildHasherDefault<Fnv>>;
 
 /// Whether `item` may be a key or a value.
 pub fn valid_item(item: &[u8]) -> bool {

@@ -42,7 +42,7 @@ fn append_raw(dir: &Path, bytes: &[u8]) {
 /// `sets(tag, n)`: n records of distinct keys `tag0..`, generation 1.
 fn sets(tag: &str, n: usize) -> (Vec<u8>, Table) {
     let mut bytes = Vec::new();
-    let mut table = Table::new();
+    let mut table = Table::default();
     for i in 0..n {
         let (key, value) = (format!("{tag}{i}"), format!("v{i}"));
         bytes.extend(record(1, &key, &value));
@@ -90,7 +90,7 @@ fn items_are_1_to_256_printable_bytes() {
 #[test]
 fn open_creates_the_log_and_appends_replay_later_ones_winning() {
     let dir = tempfile::tempdir().unwrap();
-    let mut table = Table::new();
+    let mut table = Table::default();
     let mut opened = open(dir.path(), None, &mut table);
     assert_eq!((opened.log.records(), opened.truncated), (0, 0));
     assert!(dir.path().join(LOG_FILE).exists());
@@ -104,7 +104,7 @@ fn open_creates_the_log_and_appends_replay_later_ones_winning() {
     expected.extend(record(2, "k", "v"));
     assert_eq!(fs::read(dir.path().join(LOG_FILE)).unwrap(), expected);
 
-    let mut table = Table::new();
+    let mut table = Table::default();
     let reopened = open(dir.path(), None, &mut table);
     assert_eq!(reopened.log.records(), 3);
     assert_eq!(table, table_of(&[("foo", "baz"), ("k", "v")]));
@@ -116,7 +116,7 @@ fn a_torn_tail_is_cut_away() {
     bytes.extend(record(2, "foo", "baz"));
     bytes.extend(&record(3, "foo", "qux")[..10]);
     let dir = dir_with_log(&bytes);
-    let mut table = Table::new();
+    let mut table = Table::default();
     let opened = open(dir.path(), None, &mut table);
     assert_eq!((opened.log.records(), opened.truncated), (2, 10));
     assert_eq!(table, table_of(&[("foo", "baz")]));
@@ -134,7 +134,7 @@ fn a_zero_filled_or_corrupt_tail_is_cut_away() {
         let mut bytes = record(1, "foo", "bar");
         bytes.extend(&tail);
         let dir = dir_with_log(&bytes);
-        let mut table = Table::new();
+        let mut table = Table::default();
         let opened = open(dir.path(), None, &mut table);
         assert_eq!(opened.log.records(), 1);
         assert_eq!(opened.truncated, tail.len() as u64);
@@ -158,12 +158,12 @@ fn a_record_of_another_format_is_refused_and_nothing_changes() {
     bytes.extend(other_format_record());
     bytes.extend(&[1, 2, 3]);
     let dir = dir_with_log(&bytes);
-    let mut table = Table::new();
+    let mut table = Table::default();
     let refused = Log::open(dir.path(), &mut table, None).err().unwrap();
     assert!(refused.contains("offset 23"), "{refused}");
     assert!(refused.contains("refusing to open"), "{refused}");
     assert_eq!(fs::read(dir.path().join(LOG_FILE)).unwrap(), bytes);
-    let mut table = Table::new();
+    let mut table = Table::default();
     assert!(matches!(
         preload(dir.path(), &mut table),
         Err(PreloadError::OtherFormat(_))
@@ -175,7 +175,7 @@ fn a_record_of_another_format_is_refused_and_nothing_changes() {
 fn preload_then_appends_then_open_keeps_the_preload() {
     let (first, mut expected) = sets("a", 50);
     let dir = dir_with_log(&first);
-    let mut table = Table::new();
+    let mut table = Table::default();
     let preloaded = preload(dir.path(), &mut table).unwrap().unwrap();
     assert_eq!(preloaded.records, 50);
     assert_eq!(table, expected);
@@ -193,7 +193,7 @@ fn a_preload_of_a_replaced_or_shorter_file_is_replayed_from_the_start() {
     let (first, _) = sets("a", 20);
     for replace in [true, false] {
         let dir = dir_with_log(&first);
-        let mut table = Table::new();
+        let mut table = Table::default();
         let preloaded = preload(dir.path(), &mut table).unwrap().unwrap();
         let (second, expected) = sets("z", 3);
         if replace {
@@ -223,7 +223,7 @@ fn a_preloaded_torn_tail_completed_before_open_is_replayed() {
     let whole = record(1, "b", "2");
     bytes.extend(&whole[..9]);
     let dir = dir_with_log(&bytes);
-    let mut table = Table::new();
+    let mut table = Table::default();
     let preloaded = preload(dir.path(), &mut table).unwrap().unwrap();
     assert_eq!(preloaded.records, 1);
     // Nothing was cut: the incumbent may be writing that record.
@@ -238,7 +238,7 @@ fn a_preloaded_torn_tail_completed_before_open_is_replayed() {
 #[test]
 fn a_preload_without_a_log_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut table = Table::new();
+    let mut table = Table::default();
     assert_eq!(preload(dir.path(), &mut table).unwrap(), None);
     assert!(!dir.path().join(LOG_FILE).exists());
     let missing = dir.path().join("not-made");
@@ -250,7 +250,7 @@ fn a_preload_without_a_log_creates_nothing() {
 fn a_preload_of_an_unreadable_log_is_not_a_format_error() {
     let dir = tempfile::tempdir().unwrap();
     fs::create_dir(dir.path().join(LOG_FILE)).unwrap(); // read(2): EISDIR
-    let mut table = Table::new();
+    let mut table = Table::default();
     assert!(matches!(
         preload(dir.path(), &mut table),
         Err(PreloadError::Unreadable(_))
@@ -273,7 +273,7 @@ fn compaction_writes_one_record_per_key_to_a_new_file() {
     }
     let dir = dir_with_log(&bytes);
     let inode = fs::metadata(dir.path().join(LOG_FILE)).unwrap().ino();
-    let mut table = Table::new();
+    let mut table = Table::default();
     let mut log = open(dir.path(), None, &mut table).log;
     log.compact(&table, 7).unwrap();
     assert_eq!(log.records(), 10);
@@ -286,7 +286,7 @@ fn compaction_writes_one_record_per_key_to_a_new_file() {
     log.append(8, b"new", b"one").unwrap();
     log.sync().unwrap();
     let compacted = fs::read(dir.path().join(LOG_FILE)).unwrap();
-    let mut replayed = Table::new();
+    let mut replayed = Table::default();
     let (valid, count) = replay(&compacted, 0, &mut replayed).unwrap();
     assert_eq!((valid, count), (compacted.len(), 11));
     let mut expected = table.clone();
@@ -302,7 +302,7 @@ fn compaction_writes_one_record_per_key_to_a_new_file() {
 fn a_failed_compaction_keeps_the_log_as_it_was() {
     let (bytes, expected) = sets("a", 5);
     let dir = dir_with_log(&bytes);
-    let mut table = Table::new();
+    let mut table = Table::default();
     let mut log = open(dir.path(), None, &mut table).log;
     // kv.log.compact cannot be opened for writing.
     fs::create_dir(dir.path().join(COMPACT_FILE)).unwrap();
@@ -312,7 +312,7 @@ fn a_failed_compaction_keeps_the_log_as_it_was() {
     log.append(2, b"after", b"it").unwrap();
     log.sync().unwrap();
     fs::remove_dir(dir.path().join(COMPACT_FILE)).unwrap();
-    let mut reopened = Table::new();
+    let mut reopened = Table::default();
     assert_eq!(open(dir.path(), None, &mut reopened).log.records(), 6);
     assert_eq!(reopened.len(), expected.len() + 1);
 }
@@ -322,7 +322,7 @@ fn open_removes_a_stale_compaction() {
     let (bytes, expected) = sets("a", 3);
     let dir = dir_with_log(&bytes);
     fs::write(dir.path().join(COMPACT_FILE), record(9, "x", "y")).unwrap();
-    let mut table = Table::new();
+    let mut table = Table::default();
     let opened = open(dir.path(), None, &mut table);
     assert_eq!(opened.log.records(), 3);
     assert_eq!(table, expected);

@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 mod conn;
+mod hashing;
 mod log;
 mod protocol;
 mod server;

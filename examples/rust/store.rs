@@ -23,7 +23,7 @@ impl Store {
     pub fn new(data_dir: PathBuf) -> Store {
         Store {
             data_dir,
-            table: Table::new(),
+            table: Table::default(),
             log: None,
             preload: None,
             generation: 0,
