@@ -412,8 +412,10 @@ struct ChildSetup<'a> {
 }
 
 /// The child's own stack while it shares our memory (a vfork): it places
-/// descriptors and execs, no more.
+/// descriptors and execs, no more. Below it, a guard page, so that an
+/// overflow faults instead of writing over our memory.
 const CHILD_STACK: usize = 64 * 1024;
+const GUARD: usize = 4096;
 
 /// Start the child that runs `setup` and execs: a vfork-style clone (the
 /// child borrows our memory and we wait until it has exec'd or exited, as
@@ -422,19 +424,7 @@ const CHILD_STACK: usize = 64 * 1024;
 /// spawn here. Where that clone is refused (valgrind, a seccomp filter), a
 /// fork.
 fn start_child(mut setup: ChildSetup<'_>) -> Result<libc::pid_t> {
-    // SAFETY: a private anonymous mapping, unmapped below; nothing else
-    // refers to it.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            CHILD_STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack != libc::MAP_FAILED {
+    if let Some(mapping) = child_stack() {
         // Every signal blocked until the child has reset its handlers: one
         // of ours must not run in it, on our memory.
         let mut all: libc::sigset_t = unsafe_zeroed_sigset();
@@ -450,7 +440,7 @@ fn start_child(mut setup: ChildSetup<'_>) -> Result<libc::pid_t> {
         let pid = unsafe {
             libc::clone(
                 vfork_child,
-                stack.cast::<u8>().add(CHILD_STACK).cast(),
+                mapping.cast::<u8>().add(GUARD + CHILD_STACK).cast(),
                 libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
                 (&mut setup as *mut ChildSetup<'_>).cast(),
             )
@@ -459,7 +449,7 @@ fn start_child(mut setup: ChildSetup<'_>) -> Result<libc::pid_t> {
         // the child no longer runs on it.
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
-            libc::munmap(stack, CHILD_STACK);
+            libc::munmap(mapping, GUARD + CHILD_STACK);
         }
         if pid > 0 {
             return Ok(pid);
@@ -494,6 +484,33 @@ extern "C" fn vfork_child(setup: *mut libc::c_void) -> libc::c_int {
         reset_signal_handlers();
         child_exec(std::ptr::read(setup.cast::<ChildSetup<'_>>()))
     }
+}
+
+/// A mapping for the child's stack, its lowest page a guard; None when
+/// the system refuses one.
+fn child_stack() -> Option<*mut libc::c_void> {
+    // SAFETY: a private anonymous mapping, unmapped by `start_child`;
+    // nothing else refers to it.
+    let mapping = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            GUARD + CHILD_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if mapping == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: the first page of the mapping just made.
+    if unsafe { libc::mprotect(mapping, GUARD, libc::PROT_NONE) } != 0 {
+        // SAFETY: the mapping made above, unused.
+        unsafe { libc::munmap(mapping, GUARD + CHILD_STACK) };
+        return None;
+    }
+    Some(mapping)
 }
 
 /// In a child sharing our memory: every caught signal back to its default
