@@ -1,7 +1,8 @@
-//! Starting a service generation: a vfork-style clone and exec with a clean descriptor table
-//! (listener i at fd 3+i, then the control socket) and LISTEN_PID set to the
-//! child's own pid, which only the child can know (DESIGN §3); each in a
-//! process group of its own, so that stopping it stops what it forked too.
+//! Starting a service generation: a vfork-style clone and an exec, with a
+//! clean descriptor table (listener i at fd 3+i, then the control socket)
+//! and LISTEN_PID set to the child's own pid, which only the child can know
+//! (DESIGN §3); each in a process group of its own, so that stopping it
+//! stops what it forked too.
 //! And the one way to stop a process: SIGTERM, a grace, SIGKILL.
 #![allow(unsafe_code)]
 
@@ -427,13 +428,15 @@ fn start_child(mut setup: ChildSetup<'_>) -> Result<libc::pid_t> {
     if let Some(mapping) = child_stack() {
         // Every signal blocked until the child has reset its handlers: one
         // of ours must not run in it, on our memory.
-        let mut all: libc::sigset_t = unsafe_zeroed_sigset();
-        let mut before: libc::sigset_t = unsafe_zeroed_sigset();
-        // SAFETY: valid sigset pointers; this thread's mask only.
-        unsafe {
+        // SAFETY: sigset_t is a plain bit array (all zeros: empty), filled
+        // by sigfillset; this thread's mask only.
+        let before = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut before: libc::sigset_t = std::mem::zeroed();
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
-        }
+            before
+        };
         // SAFETY: the child runs `vfork_child` on its own stack (the top of
         // the mapping, 16-byte aligned by mmap) with `setup`, which outlives
         // it: CLONE_VFORK suspends us until it has exec'd or exited.
@@ -468,11 +471,6 @@ fn start_child(mut setup: ChildSetup<'_>) -> Result<libc::pid_t> {
         unsafe { child_exec(setup) }
     }
     Ok(pid)
-}
-
-fn unsafe_zeroed_sigset() -> libc::sigset_t {
-    // SAFETY: sigset_t is a plain bit array; all zeros is the empty set.
-    unsafe { std::mem::zeroed() }
 }
 
 /// The clone's entry point: the child of `start_child`.

@@ -48,8 +48,7 @@ fn cold_start_trigger_commit_status_and_stop() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     // The service got the config's environment.
-    let environ = std::fs::read(format!("/proc/{first}/environ")).unwrap();
-    assert!(text(&environ).contains("NOOP_TEST=1"));
+    assert!(environ(first).contains("NOOP_TEST=1"));
 
     let out = f.cli(&["trigger"]);
     let stdout = text(&out.stdout);
@@ -115,10 +114,10 @@ fn cold_start_trigger_commit_status_and_stop() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
 }
 
-/// The variables of `pid` as its exec gave them (`/proc/PID/environ`).
-fn environ(pid: u32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    text(&raw).split('\0').map(str::to_owned).collect()
+/// The variables of `pid` as its exec gave them (`/proc/PID/environ`: each
+/// ends with a NUL).
+fn environ(pid: u32) -> String {
+    text(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
 }
 
 /// The supervisor restarts itself once with glibc's tcache off (it made
@@ -138,8 +137,7 @@ fn the_tcache_goes_off_for_the_supervisor_only() {
         let service = f.wait_serving_within(Duration::from_secs(10));
         // glibc parses the variable in place (a NUL where a ':' was), so
         // the raw bytes are searched.
-        let ours =
-            text(&std::fs::read(format!("/proc/{}/environ", supervisor.child.id())).unwrap());
+        let ours = environ(supervisor.child.id());
         let given_first = format!(
             "GLIBC_TUNABLES={}",
             given.unwrap_or("glibc.malloc.tcache_count=0")
@@ -147,9 +145,12 @@ fn the_tcache_goes_off_for_the_supervisor_only() {
         assert!(ours.contains(&given_first), "{ours:?}");
         assert!(ours.contains("glibc.malloc.tcache_count=0"), "{ours:?}");
         let theirs = environ(service);
-        let tunables: Vec<&String> = theirs.iter().filter(|v| v.contains("TUNABLES")).collect();
+        let tunables: Vec<&str> = theirs
+            .split('\0')
+            .filter(|v| v.contains("TUNABLES"))
+            .collect();
         match given {
-            Some(value) => assert_eq!(tunables, [&format!("GLIBC_TUNABLES={value}")]),
+            Some(value) => assert_eq!(tunables, [format!("GLIBC_TUNABLES={value}")]),
             None => assert!(tunables.is_empty(), "{tunables:?}"),
         }
     }
@@ -454,7 +455,7 @@ fn systemd_notify_messages() {
     expect_notify(&socket, "WATCHDOG=1", &mut seen);
     let incumbent = f.wait_serving_within(Duration::from_secs(10));
     // The service does not inherit the supervisor's notify socket.
-    let environ = text(&std::fs::read(format!("/proc/{incumbent}/environ")).unwrap());
+    let environ = environ(incumbent);
     assert!(!environ.contains("NOTIFY_SOCKET"), "{environ}");
 
     let before = monotonic_usec();

@@ -857,13 +857,7 @@ mod tests {
         /// Abort while the unasked seal runs: nothing until it returns,
         /// then the rollback, the lock never released.
         fn abort_during_the_seal(&mut self) {
-            let id = self.id;
-            assert!(self
-                .message(Message::Abort {
-                    handoff_id: id,
-                    reason: "successor died".into()
-                })
-                .is_empty());
+            assert!(self.abort("successor died").is_empty());
             assert_eq!(
                 self.feed(Input::Sealed(Ok(SealReport::default())))[1..],
                 [ROLL_BACK_HELD]
@@ -878,6 +872,15 @@ mod tests {
 
         fn message(&mut self, message: Message) -> Vec<Action> {
             self.feed(Input::Message(message))
+        }
+
+        /// The supervisor's Abort of this handoff.
+        fn abort(&mut self, reason: &str) -> Vec<Action> {
+            let handoff_id = self.id;
+            self.message(Message::Abort {
+                handoff_id,
+                reason: reason.into(),
+            })
         }
     }
 
@@ -928,12 +931,7 @@ mod tests {
         assert!(at
             .message(Message::ResumeAfterAbort { handoff_id: id })
             .is_empty());
-        assert!(at
-            .message(Message::Abort {
-                handoff_id: id,
-                reason: "x".into()
-            })
-            .is_empty());
+        assert!(at.abort("x").is_empty());
         for refused in [
             Message::SealRequest { handoff_id: id },
             Message::Commit { handoff_id: id },
@@ -1029,13 +1027,7 @@ mod tests {
     #[test]
     fn an_abort_while_draining_resumes_once_the_drain_returns() {
         let mut at = At::draining();
-        let id = at.id;
-        assert!(at
-            .message(Message::Abort {
-                handoff_id: id,
-                reason: "no".into()
-            })
-            .is_empty());
+        assert!(at.abort("no").is_empty());
         assert!(at.session.wants_input());
         assert_eq!(
             at.feed(Input::Drained(Ok(DrainReport::default())))[1..],
@@ -1280,14 +1272,7 @@ mod tests {
         assert!(closed_for(&actions, &["unexpected Commit", "while sealed"]));
 
         let mut at = At::sealed();
-        let id = at.id;
-        assert_eq!(
-            at.message(Message::Abort {
-                handoff_id: id,
-                reason: "n died".into()
-            })[1..],
-            [ROLL_BACK_RELEASED]
-        );
+        assert_eq!(at.abort("n died")[1..], [ROLL_BACK_RELEASED]);
 
         let mut at = At::sealed();
         let actions = at.feed(Input::PeerGone {

@@ -443,8 +443,6 @@ impl<'a> Run<'a> {
             .map_err(|e| self.send_failed(Peer::Successor, message.kind().name(), e))
     }
 
-    /// Start the successor and exchange its Hello; `incumbent`, when there
-    /// is one yet, gets heartbeats meanwhile.
     /// Start the successor with its end of a new control connection.
     fn start_successor(&mut self, spec: &SpawnSpec) -> Step<()> {
         let local = |e: std::io::Error| {
@@ -478,7 +476,8 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// The started successor's Hello, checked, and our HelloAck.
+    /// The started successor's Hello, checked, and our HelloAck;
+    /// `incumbent`, when there is one yet, gets heartbeats meanwhile.
     fn greet_successor(&mut self, incumbent: Option<&mut Channel>, deadline: Instant) -> Step<()> {
         let pid = self.successor_pid.expect("started");
         let hello_by = (Instant::now() + self.supervisor.timeouts.hello).min(deadline);
