@@ -289,3 +289,67 @@ fn a_hello_from_another_process_claiming_the_successors_pid_is_refused() {
         },
     );
 }
+
+/// The successor starts while the incumbent answers our connection: when
+/// what answers is no incumbent (here a process that says it is a
+/// successor), the handoff never starts (`Err`), and the successor already
+/// started is stopped and reaped, with nothing of ours left open.
+#[test]
+fn a_control_socket_whose_hello_is_refused_stops_the_started_successor() {
+    use handoff::frame::encode_frame;
+    use handoff::protocol::{Capabilities, Message, Side, PROTO_MAX, PROTO_MIN};
+    use handoff::supervisor::{SpawnSpec, Supervisor};
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+
+    let _alone = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let supervisor = Supervisor::new(&control);
+    // Counted before the impostor's listener, which its thread closes.
+    let fds = open_fds();
+    let listener = UnixListener::bind(&control).unwrap();
+    let pid_file = dir.path().join("successor.pid");
+    let started = pid_file.clone();
+    let impostor = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        // Answer once the successor runs: it starts before our Hello is read.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !started.exists() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let hello = Message::Hello {
+            role: Side::Successor,
+            pid: std::process::id(),
+            build_id: b"impostor".to_vec(),
+            proto_min: PROTO_MIN,
+            proto_max: PROTO_MAX,
+            capabilities: Capabilities::default(),
+        };
+        stream.write_all(&encode_frame(1, &hello).unwrap()).unwrap();
+        // Hold the connection until the supervisor closes it.
+        let _ = std::io::Read::read(&mut stream, &mut [0u8; 64]);
+    });
+    let mut spec = SpawnSpec::new("/bin/sh");
+    spec.command.args = vec![
+        "-c".into(),
+        format!(
+            "echo $$ > {0}.tmp && mv {0}.tmp {0}; exec sleep 60",
+            pid_file.display()
+        )
+        .into(),
+    ];
+    let refused = supervisor.perform_handoff(&spec);
+    assert!(
+        matches!(refused, Err(Error::Protocol(ref why)) if why.contains("Successor")),
+        "{refused:?}"
+    );
+    impostor.join().unwrap();
+    assert_eq!(open_fds(), fds, "supervisor descriptors after the refusal");
+    let pid = std::fs::read_to_string(&pid_file).expect("the successor ran");
+    let pid: u32 = pid.trim().parse().unwrap();
+    assert!(
+        !handoff::spawn::pid_alive(pid),
+        "successor {pid} left running"
+    );
+}

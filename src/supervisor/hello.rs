@@ -29,22 +29,47 @@ pub struct Greeted {
 /// followed by PrepareHandoff starts no handoff: the incumbent sees the
 /// session close while idle and serves on.
 pub fn greet_incumbent(control: &Path, hello: Duration, handoff_id: HandoffId) -> Result<Greeted> {
-    let deadline = Instant::now() + hello;
-    let stream = connect_control(control, Instant::now() + CONNECT_RETRY.min(hello))?;
-    let cred = check_peer_uid(&stream)?;
-    let mut channel = Channel::new(stream)?;
-    let greeting = channel.recv_until(deadline)?;
-    let version = accept_hello(&greeting, Side::Incumbent, cred.pid)?;
-    channel.set_version(version);
-    channel.send(&Message::HelloAck {
-        proto_version_chosen: version,
-        handoff_id,
-    })?;
-    Ok(Greeted {
-        channel,
-        pid: cred.pid,
-        version,
-    })
+    Connected::to(control, hello)?.greet(handoff_id)
+}
+
+/// A control connection to the incumbent whose Hello is not read yet: a
+/// handoff starts its successor meanwhile, while the incumbent's loop
+/// answers the connection.
+pub struct Connected {
+    channel: Channel,
+    pid: u32,
+    deadline: Instant,
+}
+
+impl Connected {
+    /// Connect to `control` and check the peer's credentials; its Hello is
+    /// due within `hello` from now.
+    pub fn to(control: &Path, hello: Duration) -> Result<Connected> {
+        let deadline = Instant::now() + hello;
+        let stream = connect_control(control, Instant::now() + CONNECT_RETRY.min(hello))?;
+        let cred = check_peer_uid(&stream)?;
+        Ok(Connected {
+            channel: Channel::new(stream)?,
+            pid: cred.pid,
+            deadline,
+        })
+    }
+
+    /// Read and check the incumbent's Hello, and answer HelloAck.
+    pub fn greet(mut self, handoff_id: HandoffId) -> Result<Greeted> {
+        let greeting = self.channel.recv_until(self.deadline)?;
+        let version = accept_hello(&greeting, Side::Incumbent, self.pid)?;
+        self.channel.set_version(version);
+        self.channel.send(&Message::HelloAck {
+            proto_version_chosen: version,
+            handoff_id,
+        })?;
+        Ok(Greeted {
+            channel: self.channel,
+            pid: self.pid,
+            version,
+        })
+    }
 }
 
 /// Connect to the control socket, retrying refused or missing until `deadline`.

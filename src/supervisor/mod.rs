@@ -84,9 +84,10 @@ impl SpawnSpec {
 /// How long each phase took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PhaseTimings {
-    /// Connect to the incumbent and exchange Hello.
+    /// Connect to the incumbent and exchange Hello (not counting the
+    /// successor's start, which runs between the two).
     pub hello: Duration,
-    /// Spawn the successor and exchange its Hello.
+    /// Start the successor and exchange its Hello (and Capacity).
     pub spawn: Duration,
     /// PrepareHandoff to Drained.
     pub drain: Duration,
@@ -369,14 +370,7 @@ impl Supervisor {
     pub fn prepare(&self, spec: &SpawnSpec) -> std::result::Result<PreparedSuccessor, Abort> {
         let handoff_id = HandoffId::random();
         let mut no_report = |_: PhaseEvent| {};
-        let mut run = run::Run::new(
-            self,
-            handoff_id,
-            0,
-            PhaseTimings::default(),
-            0,
-            &mut no_report,
-        );
+        let mut run = run::Run::new(self, handoff_id, Instant::now(), 0, &mut no_report);
         if let Err(abort) = run.prepare(spec) {
             run.discard_successor(&abort.to_string());
             return Err(abort);
@@ -421,76 +415,76 @@ impl Supervisor {
         held: Option<run::Held>,
         on_phase: &mut dyn FnMut(PhaseEvent),
     ) -> Result<Outcome> {
-        let refuse = |held: Option<run::Held>, e: Error| {
-            if let Some(held) = held {
-                held.discard(handoff_id, &e.to_string(), self.timeouts.kill_grace);
-            }
-            Err(e)
-        };
         let Ok(_one_at_a_time) = self.in_flight.try_lock() else {
-            return refuse(held, Error::HandoffInProgress);
+            return self.refuse(held, handoff_id, Error::HandoffInProgress);
         };
         if let Err(errno) = self.cancel {
-            return refuse(
-                held,
-                Error::Stream(std::io::Error::from_raw_os_error(errno)),
-            );
+            let e = Error::Stream(std::io::Error::from_raw_os_error(errno));
+            return self.refuse(held, handoff_id, e);
         }
-        let started = Instant::now();
-        let deadline = started + spec.deadline;
-
         let seq = self.handoffs.fetch_add(1, Ordering::SeqCst) + 1;
         self.running.store(seq, Ordering::SeqCst);
-        let (mut incumbent, incumbent_pid) = match self.connect_incumbent(handoff_id) {
-            Ok(greeted) => greeted,
-            Err(e) => {
-                self.running.store(0, Ordering::SeqCst);
-                return refuse(held, e);
-            }
-        };
-        crash_point!("S_AFTER_O_HELLO");
-        let result = self.perform(
-            &mut incumbent,
-            incumbent_pid,
-            spec,
-            held,
-            on_phase,
-            seq,
-            started,
-            deadline,
-            handoff_id,
-        );
+        let result = self.greet_and_perform(spec, handoff_id, held, on_phase, seq);
         self.running.store(0, Ordering::SeqCst);
-        Ok(result)
+        result
     }
 
-    #[allow(clippy::too_many_arguments)] // one handoff's whole context, passed once
-    fn perform(
+    /// A handoff that does not start: `held`, if any, is discarded.
+    fn refuse(&self, held: Option<run::Held>, handoff_id: HandoffId, e: Error) -> Result<Outcome> {
+        if let Some(held) = held {
+            held.discard(handoff_id, &e.to_string(), self.timeouts.kill_grace);
+        }
+        Err(e)
+    }
+
+    /// Connect to the incumbent, start the successor (unless `held` is one
+    /// started ahead), greet the incumbent, and run the handoff. The
+    /// successor's exec overlaps the incumbent's loop answering our
+    /// connection; an incumbent that then fails its Hello discards it (the
+    /// handoff never started: `Err`).
+    fn greet_and_perform(
         &self,
-        incumbent: &mut Channel,
-        incumbent_pid: u32,
         spec: &SpawnSpec,
+        handoff_id: HandoffId,
         held: Option<run::Held>,
         on_phase: &mut dyn FnMut(PhaseEvent),
         seq: u64,
-        started: Instant,
-        deadline: Instant,
-        handoff_id: HandoffId,
-    ) -> Outcome {
-        let hello = PhaseTimings {
-            hello: started.elapsed(),
-            ..PhaseTimings::default()
+    ) -> Result<Outcome> {
+        let started = Instant::now();
+        let deadline = started + spec.deadline;
+        let connected = match hello::Connected::to(&self.control_path, self.timeouts.hello) {
+            Ok(connected) => connected,
+            Err(e) => return self.refuse(held, handoff_id, e),
         };
-        let mut run = run::Run::new(self, handoff_id, incumbent_pid, hello, seq, on_phase);
-        if let Some(held) = held {
-            run.adopt_prepared(held);
-        }
+        let connecting = started.elapsed();
+        let mut run = run::Run::new(self, handoff_id, started, seq, on_phase);
+        let start = match held {
+            Some(held) => {
+                run.adopt_prepared(held);
+                Ok(())
+            }
+            None => run.start_successor(spec),
+        };
+        let greeting = Instant::now();
+        let hello::Greeted {
+            channel: mut incumbent,
+            pid: incumbent_pid,
+            ..
+        } = match connected.greet(handoff_id) {
+            Ok(greeted) => greeted,
+            Err(e) => {
+                run.discard_successor(&e.to_string());
+                return Err(e);
+            }
+        };
+        run.greeted_incumbent(incumbent_pid, connecting + greeting.elapsed());
+        crash_point!("S_AFTER_O_HELLO");
         run.phase_done(HandoffPhase::Hello);
         event!(Info, "handoff {handoff_id}: incumbent pid {incumbent_pid}");
-        let result = run.drive(incumbent, spec, deadline);
+        let result = start.and_then(|()| run.drive(&mut incumbent, spec, deadline));
         let mut timings = run.timings;
         timings.total = started.elapsed();
-        match result {
+        Ok(match result {
             Ok(successor) => {
                 event!(
                     Info,
@@ -508,7 +502,7 @@ impl Supervisor {
                 }
             }
             Err(abort) => {
-                run.roll_back(incumbent, &abort);
+                run.roll_back(&mut incumbent, &abort);
                 timings.total = started.elapsed();
                 Outcome {
                     handoff_id,
@@ -520,7 +514,7 @@ impl Supervisor {
                     timings,
                 }
             }
-        }
+        })
     }
 
     /// Connect to the incumbent's control socket and exchange Hello; the

@@ -77,13 +77,18 @@ impl Peer {
 pub(super) struct Run<'a> {
     supervisor: &'a Supervisor,
     handoff_id: HandoffId,
+    /// Known once the incumbent is greeted (journal records name it).
     incumbent_pid: u32,
+    /// When the handoff started: each phase's timing is counted from it.
+    started: Instant,
     started_unix_ms: u64,
     successor: Option<ChildProcess>,
     /// Readable once the successor exits: its death ends any wait at once.
     successor_exit: Option<PidFd>,
     successor_channel: Option<Channel>,
     successor_pid: Option<u32>,
+    /// Its Hello was answered (here, or by `prepare` ahead of the handoff).
+    successor_greeted: bool,
     /// PrepareHandoff was sent: the incumbent must be told to resume.
     prepared: bool,
     /// The phase running now (named by an abort).
@@ -98,26 +103,34 @@ impl<'a> Run<'a> {
     pub(super) fn new(
         supervisor: &'a Supervisor,
         handoff_id: HandoffId,
-        incumbent_pid: u32,
-        timings: PhaseTimings,
+        started: Instant,
         seq: u64,
         on_phase: &'a mut dyn FnMut(PhaseEvent),
     ) -> Run<'a> {
         Run {
             supervisor,
             handoff_id,
-            incumbent_pid,
+            incumbent_pid: 0,
+            started,
             started_unix_ms: now_unix_ms(),
             successor: None,
             successor_exit: None,
             successor_channel: None,
             successor_pid: None,
+            successor_greeted: false,
             prepared: false,
             phase: HandoffPhase::Hello,
             seq,
-            timings,
+            timings: PhaseTimings::default(),
             on_phase,
         }
+    }
+
+    /// The incumbent answered: its pid, and how long connecting to it and
+    /// its Hello took (without the successor's start in between).
+    pub(super) fn greeted_incumbent(&mut self, pid: u32, hello: Duration) {
+        self.incumbent_pid = pid;
+        self.timings.hello = hello;
     }
 
     fn abort(&self, party: Party, cause: Cause, detail: impl Into<String>) -> Abort {
@@ -156,7 +169,8 @@ impl<'a> Run<'a> {
             .map_err(|e| self.abort(Party::Supervisor, Cause::Journal, format!("journal: {e}")))
     }
 
-    /// The happy path; an `Err` is the reason to roll back.
+    /// The happy path, once the successor is started and the incumbent
+    /// greeted; an `Err` is the reason to roll back.
     pub(super) fn drive(
         &mut self,
         incumbent: &mut Channel,
@@ -167,11 +181,7 @@ impl<'a> Run<'a> {
         let timeouts = self.supervisor.timeouts;
 
         self.phase = HandoffPhase::Spawn;
-        let phase = Instant::now();
-        let spawned = self.successor.is_none();
-        if spawned {
-            self.start_successor(spec)?;
-        } else if self.successor_exited() {
+        if self.successor_greeted && self.successor_exited() {
             // A prepared successor that died while it was held.
             return Err(self.successor_death(Duration::ZERO).unwrap_or_else(|| {
                 self.abort(Party::Successor, Cause::Exited, "prepared successor exited")
@@ -180,12 +190,13 @@ impl<'a> Run<'a> {
         // Made durable while a new successor starts up (an exec and a
         // runtime's start take a millisecond), not after its Hello.
         self.journal(Phase::Negotiating)?;
-        if spawned {
+        if !self.successor_greeted {
             self.greet_successor(Some(&mut *incumbent), deadline)?;
         }
         crash_point!("S_AFTER_N_HELLO");
         let items_max = self.offer_transfer(incumbent, deadline)?;
-        self.timings.spawn = phase.elapsed();
+        // From the start on, but for the incumbent's Hello, which overlaps.
+        self.timings.spawn = self.started.elapsed().saturating_sub(self.timings.hello);
         self.phase_done(HandoffPhase::Spawn);
 
         self.phase = HandoffPhase::Drain;
@@ -444,7 +455,8 @@ impl<'a> Run<'a> {
     }
 
     /// Start the successor with its end of a new control connection.
-    fn start_successor(&mut self, spec: &SpawnSpec) -> Step<()> {
+    pub(super) fn start_successor(&mut self, spec: &SpawnSpec) -> Step<()> {
+        self.phase = HandoffPhase::Spawn;
         let local = |e: std::io::Error| {
             self.abort(Party::Supervisor, Cause::Io, format!("socketpair: {e}"))
         };
@@ -503,7 +515,9 @@ impl<'a> Run<'a> {
             proto_version_chosen: version,
             handoff_id: self.handoff_id,
         });
-        acked.map_err(|e| self.send_failed(Peer::Successor, "HelloAck", e))
+        acked.map_err(|e| self.send_failed(Peer::Successor, "HelloAck", e))?;
+        self.successor_greeted = true;
+        Ok(())
     }
 
     /// The next message from `from` (see [`Run::wait_answer`]); one that
@@ -793,7 +807,6 @@ impl Run<'_> {
     /// Spawn and handshake the successor of a prepared handoff, with no
     /// incumbent involved yet; `discard_successor` if it fails.
     pub(super) fn prepare(&mut self, spec: &SpawnSpec) -> Step<()> {
-        self.phase = HandoffPhase::Spawn;
         let started = Instant::now();
         let deadline = started + self.supervisor.timeouts.hello;
         self.start_successor(spec)?;
@@ -818,6 +831,7 @@ impl Run<'_> {
         self.successor = Some(held.child);
         self.successor_exit = held.exit;
         self.successor_channel = Some(held.channel);
+        self.successor_greeted = true;
     }
 }
 

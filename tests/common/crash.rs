@@ -563,14 +563,14 @@ pub const BOUNDARY_CASES: &[Case] = &[
     // for both), Committed once Commit is sent. The successor's Ready
     // decides.
     case(
-        "S_AFTER_O_HELLO",
+        "S_AFTER_SPAWN",
         Who::S,
         None,
         Run::Killed,
         After::OldResumes,
     ),
     case(
-        "S_AFTER_SPAWN",
+        "S_AFTER_O_HELLO",
         Who::S,
         None,
         Run::Killed,
