@@ -24,17 +24,19 @@ use super::{HandoffPhase, PhaseEvent, PhaseTimings, SpawnSpec, Supervisor};
 
 type Step<T> = std::result::Result<T, Abort>;
 
-/// The steps from the drain to Ready are in the blackout, where an fsync of
-/// ours waits behind the peer's (one filesystem journal): they are renamed
-/// into place, not fsynced. A restarted supervisor reads them all the same;
-/// only a power cut may bring back the previous step, and it leaves no
-/// process of the handoff to act on. Recovery decides by who serves, not by
-/// the phase (crate::recovery). The last ones, Committed and
-/// ResumingAfterAbort, are not fsynced either: the journal is deleted right
-/// after them, without a directory fsync (`Journal::delete`), so a power cut
-/// may bring back an earlier record whatever they were; their fsyncs cost
-/// 0.7 ms of every handoff on disk. The first record naming the successor is
-/// durable.
+/// Which journal writes are fsynced. The first record naming the successor
+/// (Negotiating) is durable. The one step journalled inside the blackout
+/// (AwaitingReady, once Begin is sent) is renamed into place, not fsynced:
+/// an fsync of ours there waits behind the peer's (one filesystem journal).
+/// A restarted supervisor reads it all the same; only a power cut may bring
+/// back the previous step, and it leaves no process of the handoff to act
+/// on. Recovery decides by who serves, not by the phase (crate::recovery).
+/// The last ones, Committed and ResumingAfterAbort, are not fsynced either:
+/// the journal is deleted right after them, without a directory fsync
+/// (`Journal::delete`), so a power cut may bring back an earlier record
+/// whatever they were; their fsyncs cost 0.7 ms of every handoff on disk.
+/// Draining and Sealing are not written by this supervisor (a journal of
+/// an older one may hold them).
 fn journal_durability(phase: Phase) -> Durability {
     match phase {
         Phase::Negotiating => Durability::Durable,
@@ -226,16 +228,17 @@ impl<'a> Run<'a> {
         crash_point!("S_AFTER_DRAINED");
         self.timings.drain = phase.elapsed();
 
-        // From the drain to Ready nobody accepts: the journal of each step
-        // (and the observer) runs while the peer works on the next one, not
-        // before asking for it. Recovery does not trust the phase anyway.
+        // From the drain to Ready nobody accepts: the observer (and the
+        // journal, after Begin) runs while the peer works on the next step,
+        // not before asking for it. The drain is not journalled: recovery
+        // does not read the phase, and the record's rename, on a disk, made
+        // SealComplete wait 0.2 ms (docs/protocol.md).
         self.phase = HandoffPhase::Seal;
         let phase = Instant::now();
         incumbent
             .send(&Message::SealRequest { handoff_id: id })
             .map_err(|e| self.send_failed(Peer::Incumbent, "SealRequest", e))?;
         self.phase_done(HandoffPhase::Drain);
-        self.journal(Phase::Draining)?;
         crash_point!("S_AFTER_SEAL_REQUEST");
         match self.wait(incumbent, Peer::Incumbent, deadline, "SealComplete")? {
             Message::SealComplete { handoff_id, .. } if handoff_id == id => {}
@@ -262,7 +265,7 @@ impl<'a> Run<'a> {
             .send(&Message::Begin { handoff_id: id });
         begun.map_err(|e| self.send_failed(Peer::Successor, "Begin", e))?;
         // The window recovery must get right: the successor's Ready is on
-        // its way while the journal still says Draining.
+        // its way while the journal still says Negotiating.
         #[cfg(feature = "crash-points")]
         if crate::crash::armed("S_READY_UNJOURNALLED") {
             let successor = self.successor_channel.as_ref().expect("handshake done");

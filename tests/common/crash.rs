@@ -557,11 +557,11 @@ pub const N_KILLED: Run = Run::RolledBack(&["successor killed by signal 9"]);
 
 /// A crash at each protocol boundary, for every suite.
 pub const BOUNDARY_CASES: &[Case] = &[
-    // S restarts: it reads the journal, written after each acknowledged
-    // step: Negotiating once N's Hello is answered, Draining on Drained,
-    // AwaitingReady once SealComplete is answered with Begin (one record
-    // for both), Committed once Commit is sent. The successor's Ready
-    // decides.
+    // S restarts: it reads the journal: Negotiating once N runs (durable
+    // before PrepareHandoff), AwaitingReady once SealComplete is answered
+    // with Begin (the drain and the seal are not journalled: recovery does
+    // not read the phase), Committed once Commit is sent. The successor's
+    // Ready decides.
     case(
         "S_AFTER_SPAWN",
         Who::S,
@@ -591,8 +591,7 @@ pub const BOUNDARY_CASES: &[Case] = &[
         Run::Killed,
         After::OldResumes,
     ),
-    // O drained; the journal still says negotiating: it is written once
-    // SealRequest is on its way.
+    // O drained; the journal says negotiating until Begin is on its way.
     case(
         "S_AFTER_DRAINED",
         Who::S,
@@ -605,7 +604,7 @@ pub const BOUNDARY_CASES: &[Case] = &[
     case(
         "S_AFTER_SEAL_REQUEST",
         Who::S,
-        Some(Phase::Draining),
+        Some(Phase::Negotiating),
         Run::Killed,
         After::OldResumes,
     ),
@@ -613,17 +612,17 @@ pub const BOUNDARY_CASES: &[Case] = &[
     case(
         "S_AFTER_SEAL_COMPLETE",
         Who::S,
-        Some(Phase::Draining),
+        Some(Phase::Negotiating),
         Run::Killed,
         After::OldResumes,
     ),
     // Begin sent and N's Ready arrived, but the journal still says
-    // Draining (it is written after Begin goes out): recovery must see that
-    // N serves the control socket, whatever the phase.
+    // Negotiating (it is written after Begin goes out): recovery must see
+    // that N serves the control socket, whatever the phase.
     case(
         "S_READY_UNJOURNALLED",
         Who::S,
-        Some(Phase::Draining),
+        Some(Phase::Negotiating),
         Run::Killed,
         After::SuccessorServes,
     ),
