@@ -810,11 +810,10 @@ impl Run<'_> {
     /// Spawn and handshake the successor of a prepared handoff, with no
     /// incumbent involved yet; `discard_successor` if it fails.
     pub(super) fn prepare(&mut self, spec: &SpawnSpec) -> Step<()> {
-        let started = Instant::now();
-        let deadline = started + self.supervisor.timeouts.hello;
+        let deadline = self.started + self.supervisor.timeouts.hello;
         self.start_successor(spec)?;
         self.greet_successor(None, deadline)?;
-        self.timings.spawn = started.elapsed();
+        self.timings.spawn = self.started.elapsed();
         Ok(())
     }
 
