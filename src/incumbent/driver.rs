@@ -7,6 +7,8 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::channel::Channel;
@@ -53,6 +55,14 @@ pub struct Driver<'a> {
     /// they were: a rollback restores them (the open file descriptions are
     /// shared with the successor).
     moved: Vec<(RawFd, libc::c_int)>,
+    /// The seal the last drain's success queued, until the session seals.
+    queued_seal: Option<u64>,
+    /// Set once the drain that runs is abandoned: its success queues no
+    /// seal then.
+    drain_abandoned: Arc<AtomicBool>,
+    /// The queued seal the session took up: its completion is the
+    /// session's; one it did not take up ran after an abort, for nobody.
+    awaited_seal: Option<u64>,
 }
 
 /// What polling found.
@@ -74,6 +84,9 @@ impl<'a> Driver<'a> {
             ended: None,
             stopping: false,
             moved: Vec::new(),
+            queued_seal: None,
+            drain_abandoned: Arc::new(AtomicBool::new(false)),
+            awaited_seal: None,
         }
     }
 
@@ -214,6 +227,9 @@ impl<'a> Driver<'a> {
             let actions = self.connections[at]
                 .session
                 .handle(input, Instant::now(), other);
+            if self.connections[at].session.hook_abandoned() {
+                self.drain_abandoned.store(true, Ordering::Release);
+            }
             for action in actions {
                 if let Err(failure) = self.act(at, action)? {
                     inputs.push_back(failure);
@@ -255,6 +271,7 @@ impl<'a> Driver<'a> {
                 handoff_id,
                 budget,
                 moves,
+                seal_by,
             } => {
                 match (hook, moves) {
                     (Hook::Drain, None) => {
@@ -267,16 +284,24 @@ impl<'a> Driver<'a> {
                     ),
                     (Hook::Seal, _) => event!(Info, "handoff {handoff_id}: sealing"),
                 }
-                let kind = match hook {
-                    Hook::Drain => RequestKind::Drain,
-                    Hook::Seal => RequestKind::Seal,
-                };
-                self.mailbox.submit(
-                    kind,
-                    Some(Instant::now() + budget),
-                    moves,
-                    Some(self.connections[at].channel.sender()),
-                );
+                let deadline = Instant::now() + budget;
+                let sender = self.connections[at].channel.sender();
+                match hook {
+                    Hook::Drain => {
+                        self.drain_abandoned = Arc::new(AtomicBool::new(false));
+                        let abandoned = Arc::clone(&self.drain_abandoned);
+                        self.mailbox
+                            .submit_drain(deadline, moves, sender, seal_by, abandoned);
+                    }
+                    // Queued by the drain already.
+                    Hook::Seal if self.queued_seal.is_some() => {
+                        self.awaited_seal = self.queued_seal.take();
+                    }
+                    Hook::Seal => {
+                        self.mailbox
+                            .submit(RequestKind::Seal, Some(seal_by), moves, Some(sender));
+                    }
+                }
             }
             Action::SendItems(items) => {
                 if let Err(failed) = self.send_items(at, items) {
@@ -419,18 +444,40 @@ impl<'a> Driver<'a> {
     /// A hook returned: to the session that asked for it.
     fn hook_returned(&mut self, done: Done) -> Result<Option<ServeOutcome>> {
         let input = match done {
-            Done::Drained(result) => Input::Drained(result),
-            Done::Sealed(result) => Input::Sealed(result),
+            Done::Drained {
+                report,
+                seal_queued,
+            } => {
+                self.queued_seal = seal_queued;
+                Input::Drained(report)
+            }
+            Done::Sealed {
+                report,
+                following: None,
+            } => Input::Sealed(report),
+            Done::Sealed {
+                report,
+                following: Some(number),
+            } => {
+                if self.awaited_seal != Some(number) {
+                    return Ok(None);
+                }
+                self.awaited_seal = None;
+                Input::Sealed(report)
+            }
             Done::Resumed(_) => return Ok(None),
         };
-        match self
+        let outcome = match self
             .connections
             .iter()
             .position(|c| c.session.hook_running().is_some())
         {
             Some(at) => self.feed(at, input),
             None => Ok(None),
-        }
+        };
+        // A queued seal the session did not take up (it rolled back).
+        self.queued_seal = None;
+        outcome
     }
 
     /// Close the connections whose session ended. Without a spare, the first

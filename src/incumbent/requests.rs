@@ -9,6 +9,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::poll;
 use crate::service::{DrainReport, HookContext, HookError, SealReport, Service};
 
+use super::session::seal_follows;
 use super::ServeOutcome;
 
 /// What a request asks of the service.
@@ -38,8 +40,18 @@ pub enum RequestKind {
 /// A completed request, back to the serve loop.
 #[derive(Debug)]
 pub enum Done {
-    Drained(std::result::Result<DrainReport, HookError>),
-    Sealed(std::result::Result<SealReport, HookError>),
+    /// `seal_queued`: the drain succeeded and queued the seal that follows
+    /// it (`Mailbox::submit_drain`), that seal numbered so.
+    Drained {
+        report: std::result::Result<DrainReport, HookError>,
+        seal_queued: Option<u64>,
+    },
+    /// `following`: the number of the drain's queued seal this was, or
+    /// None for one the serve loop submitted.
+    Sealed {
+        report: std::result::Result<SealReport, HookError>,
+        following: Option<u64>,
+    },
     Resumed(std::result::Result<(), HookError>),
 }
 
@@ -52,12 +64,36 @@ pub struct Request {
     moves: Option<u32>,
     sender: Option<Sender>,
     reply: Option<Reply>,
+    /// A drain's: the seal its success queues.
+    then_seal: Option<FollowingSeal>,
+    /// A queued seal's number.
+    following: Option<u64>,
 }
 
 /// Where a completion goes.
+#[derive(Clone)]
 struct Reply {
     results: mpsc::Sender<Done>,
     wake: Arc<OwnedFd>,
+}
+
+/// The seal a drain's success queues from the service's own thread: the
+/// service finds it at its next look instead of after a round trip through
+/// the serve loop's thread (two thread wake-ups in the blackout). Queued
+/// only when the session will seal (`seal_follows`, and not abandoned);
+/// one the serve loop does not take up after all (an abort came just then)
+/// still runs, as a seal an abort overtakes does, and its completion is
+/// ignored: the rollback's resume is queued after it.
+struct FollowingSeal {
+    number: u64,
+    deadline: Instant,
+    /// The successor's capacity for moved descriptors, as the drain's.
+    moves: Option<u32>,
+    /// Set by the serve loop once the drain is abandoned (an abort, a
+    /// failure): no seal follows it then.
+    abandoned: Arc<AtomicBool>,
+    queue: mpsc::Sender<Request>,
+    announce: Arc<OwnedFd>,
 }
 
 impl Request {
@@ -96,12 +132,48 @@ impl Request {
         }
     }
 
-    pub fn complete_drain(self, report: std::result::Result<DrainReport, HookError>) {
-        self.finish(RequestKind::Drain, Done::Drained(report));
+    pub fn complete_drain(mut self, report: std::result::Result<DrainReport, HookError>) {
+        let follow = self.then_seal.take().filter(|follow| {
+            !follow.abandoned.load(Ordering::Acquire)
+                && report
+                    .as_ref()
+                    .is_ok_and(|report| seal_follows(report, follow.moves))
+        });
+        let seal_queued = match (follow, &self.reply) {
+            (Some(follow), Some(reply)) if self.kind == RequestKind::Drain => {
+                // Queued before the drain's completion is sent: the serve
+                // loop, once it has that, finds the seal waiting already.
+                let number = follow.number;
+                let seal = Request {
+                    kind: RequestKind::Seal,
+                    deadline: Some(follow.deadline),
+                    moves: None,
+                    sender: self.sender.clone(),
+                    reply: Some(reply.clone()),
+                    then_seal: None,
+                    following: Some(number),
+                };
+                if follow.queue.send(seal).is_ok() {
+                    poll::wake(follow.announce.as_fd());
+                    Some(number)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        self.finish(
+            RequestKind::Drain,
+            Done::Drained {
+                report,
+                seal_queued,
+            },
+        );
     }
 
     pub fn complete_seal(self, report: std::result::Result<SealReport, HookError>) {
-        self.finish(RequestKind::Seal, Done::Sealed(report));
+        let following = self.following;
+        self.finish(RequestKind::Seal, Done::Sealed { report, following });
     }
 
     pub fn complete_resume(self, result: std::result::Result<(), HookError>) {
@@ -110,7 +182,7 @@ impl Request {
 
     /// Fail whatever this request is.
     pub fn fail(mut self, reason: impl Into<String>) {
-        if let Some(done) = failure(self.kind, reason.into()) {
+        if let Some(done) = failure(self.kind, self.following, reason.into()) {
             self.send(done);
         }
     }
@@ -122,6 +194,7 @@ impl Request {
             self.send(done);
         } else if let Some(done) = failure(
             self.kind,
+            self.following,
             format!("a {:?} request was completed as a {expected:?}", self.kind),
         ) {
             self.send(done);
@@ -140,18 +213,28 @@ impl Request {
 impl Drop for Request {
     fn drop(&mut self) {
         if self.reply.is_some() {
-            if let Some(done) = failure(self.kind, "the service dropped the request".into()) {
+            if let Some(done) = failure(
+                self.kind,
+                self.following,
+                "the service dropped the request".into(),
+            ) {
                 self.send(done);
             }
         }
     }
 }
 
-fn failure(kind: RequestKind, reason: String) -> Option<Done> {
+fn failure(kind: RequestKind, following: Option<u64>, reason: String) -> Option<Done> {
     let e = Err(HookError(reason));
     match kind {
-        RequestKind::Drain => Some(Done::Drained(e.map(|()| DrainReport::default()))),
-        RequestKind::Seal => Some(Done::Sealed(e.map(|()| SealReport::default()))),
+        RequestKind::Drain => Some(Done::Drained {
+            report: e.map(|()| DrainReport::default()),
+            seal_queued: None,
+        }),
+        RequestKind::Seal => Some(Done::Sealed {
+            report: e.map(|()| SealReport::default()),
+            following,
+        }),
         RequestKind::Resume => Some(Done::Resumed(e)),
         RequestKind::Ended(_) => None,
     }
@@ -228,7 +311,9 @@ fn handed(request: Request) -> Request {
 /// The serve loop's end.
 pub struct Mailbox {
     queue: mpsc::Sender<Request>,
-    announce: OwnedFd,
+    announce: Arc<OwnedFd>,
+    /// The last queued seal's number.
+    seals: AtomicU64,
     results: mpsc::Receiver<Done>,
     results_tx: mpsc::Sender<Done>,
     done: OwnedFd,
@@ -246,7 +331,8 @@ pub fn mailbox() -> Result<(Mailbox, Requests)> {
     Ok((
         Mailbox {
             queue,
-            announce,
+            announce: Arc::new(announce),
+            seals: AtomicU64::new(0),
             results,
             results_tx,
             done,
@@ -269,6 +355,46 @@ impl Mailbox {
         moves: Option<u32>,
         sender: Option<Sender>,
     ) {
+        self.queue_request(kind, deadline, moves, sender, None);
+    }
+
+    /// Hand the service a drain whose success queues the seal, due by
+    /// `seal_by`, right away (`FollowingSeal`), unless `abandoned` is set
+    /// by then.
+    pub fn submit_drain(
+        &self,
+        deadline: Instant,
+        moves: Option<u32>,
+        sender: Sender,
+        seal_by: Instant,
+        abandoned: Arc<AtomicBool>,
+    ) {
+        let number = self.seals.fetch_add(1, Ordering::Relaxed) + 1;
+        let then_seal = FollowingSeal {
+            number,
+            deadline: seal_by,
+            moves,
+            abandoned,
+            queue: self.queue.clone(),
+            announce: Arc::clone(&self.announce),
+        };
+        self.queue_request(
+            RequestKind::Drain,
+            Some(deadline),
+            moves,
+            Some(sender),
+            Some(then_seal),
+        );
+    }
+
+    fn queue_request(
+        &self,
+        kind: RequestKind,
+        deadline: Option<Instant>,
+        moves: Option<u32>,
+        sender: Option<Sender>,
+        then_seal: Option<FollowingSeal>,
+    ) {
         let reply = match kind {
             RequestKind::Ended(_) => None,
             _ => Some(Reply {
@@ -282,6 +408,8 @@ impl Mailbox {
             moves,
             sender,
             reply,
+            then_seal,
+            following: None,
         };
         if self.queue.send(request).is_ok() {
             poll::wake(self.announce.as_fd());
@@ -312,26 +440,192 @@ impl Mailbox {
 /// API on top of the requests. A panicking hook fails its step instead of
 /// taking the serve loop down.
 pub fn dispatch(requests: &Requests, service: &dyn Service) {
+    enum Outcome {
+        Drained(std::result::Result<DrainReport, HookError>),
+        Sealed(std::result::Result<SealReport, HookError>),
+        Resumed(std::result::Result<(), HookError>),
+    }
     while let Some(request) = requests.wait() {
         let outcome = catch_unwind(AssertUnwindSafe(|| match request.kind() {
-            RequestKind::Drain => Some(Done::Drained(
+            RequestKind::Drain => Some(Outcome::Drained(
                 service.drain(&request.context().expect("drain has a context")),
             )),
-            RequestKind::Seal => Some(Done::Sealed(
+            RequestKind::Seal => Some(Outcome::Sealed(
                 service.seal(&request.context().expect("seal has a context")),
             )),
-            RequestKind::Resume => Some(Done::Resumed(service.resume_after_abort())),
+            RequestKind::Resume => Some(Outcome::Resumed(service.resume_after_abort())),
             RequestKind::Ended(_) => None,
         }));
         match outcome {
-            Ok(Some(Done::Drained(report))) => request.complete_drain(report),
-            Ok(Some(Done::Sealed(report))) => request.complete_seal(report),
-            Ok(Some(Done::Resumed(result))) => request.complete_resume(result),
+            Ok(Some(Outcome::Drained(report))) => request.complete_drain(report),
+            Ok(Some(Outcome::Sealed(report))) => request.complete_seal(report),
+            Ok(Some(Outcome::Resumed(result))) => request.complete_resume(result),
             Ok(None) => return,
             Err(_) => {
                 let kind = request.kind();
                 request.fail(format!("the {kind:?} hook panicked"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Channel;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    fn sender() -> Sender {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        Channel::new(ours).unwrap().sender()
+    }
+
+    fn drain_submitted(mailbox: &Mailbox, requests: &Requests) -> Request {
+        submitted(mailbox, requests, None, Arc::default())
+    }
+
+    fn submitted(
+        mailbox: &Mailbox,
+        requests: &Requests,
+        moves: Option<u32>,
+        abandoned: Arc<AtomicBool>,
+    ) -> Request {
+        let now = Instant::now();
+        mailbox.submit_drain(
+            now,
+            moves,
+            sender(),
+            now + Duration::from_secs(9),
+            abandoned,
+        );
+        let drain = requests.take().expect("the drain is queued");
+        assert_eq!(drain.kind(), RequestKind::Drain);
+        assert!(requests.take().is_none(), "the seal waits for the drain");
+        drain
+    }
+
+    #[test]
+    fn a_drain_that_succeeds_queues_its_seal_from_the_completing_thread() {
+        let (mailbox, requests) = mailbox().unwrap();
+        let drain = drain_submitted(&mailbox, &requests);
+        drain.complete_drain(Ok(DrainReport::default()));
+        // There before the serve loop has even looked at the completion.
+        let seal = requests.take().expect("the seal is queued");
+        assert_eq!(seal.kind(), RequestKind::Seal);
+        assert!(seal.deadline().is_some());
+        let Some(Done::Drained {
+            report: Ok(_),
+            seal_queued: Some(number),
+        }) = mailbox.try_result()
+        else {
+            panic!("the drain's completion names its queued seal")
+        };
+        seal.complete_seal(Ok(SealReport::default()));
+        assert!(matches!(
+            mailbox.try_result(),
+            Some(Done::Sealed { report: Ok(_), following: Some(n) }) if n == number
+        ));
+
+        // The next drain's seal has a number of its own.
+        let drain = drain_submitted(&mailbox, &requests);
+        drain.complete_drain(Ok(DrainReport::default()));
+        let seal = requests.take().unwrap();
+        assert!(matches!(
+            mailbox.try_result(),
+            Some(Done::Drained { seal_queued: Some(next), .. }) if next != number
+        ));
+        // Dropped by the service: failed, still numbered.
+        drop(seal);
+        assert!(matches!(
+            mailbox.try_result(),
+            Some(Done::Sealed {
+                report: Err(_),
+                following: Some(_)
+            })
+        ));
+    }
+
+    #[test]
+    fn a_drain_that_fails_or_is_dropped_queues_no_seal() {
+        let (mailbox, requests) = mailbox().unwrap();
+        let drain = drain_submitted(&mailbox, &requests);
+        drain.complete_drain(Err(HookError("disk full".into())));
+        assert!(requests.take().is_none());
+        assert!(matches!(
+            mailbox.try_result(),
+            Some(Done::Drained {
+                report: Err(_),
+                seal_queued: None
+            })
+        ));
+
+        drop(drain_submitted(&mailbox, &requests));
+        assert!(requests.take().is_none());
+        assert!(matches!(
+            mailbox.try_result(),
+            Some(Done::Drained {
+                report: Err(_),
+                seal_queued: None
+            })
+        ));
+
+        // Abandoned meanwhile (an abort): no seal follows.
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let drain = submitted(&mailbox, &requests, None, Arc::clone(&abandoned));
+        abandoned.store(true, Ordering::Release);
+        drain.complete_drain(Ok(DrainReport::default()));
+        assert!(requests.take().is_none());
+        assert!(matches!(
+            mailbox.try_result(),
+            Some(Done::Drained {
+                report: Ok(_),
+                seal_queued: None
+            })
+        ));
+
+        // More moved than the successor holds: the session waits for the
+        // abort instead of sealing, so no seal follows.
+        let drain = submitted(&mailbox, &requests, Some(0), Arc::default());
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let moved = crate::service::MovedItem {
+            kind: crate::protocol::ItemKind::Connection,
+            name: "kv".into(),
+            fd: std::os::fd::AsRawFd::as_raw_fd(&ours),
+            unread: Vec::new(),
+            unwritten: Vec::new(),
+            state: Vec::new(),
+        };
+        drain.complete_drain(Ok(DrainReport {
+            moved: vec![moved],
+            ..DrainReport::default()
+        }));
+        assert!(requests.take().is_none());
+        assert!(matches!(
+            mailbox.try_result(),
+            Some(Done::Drained {
+                report: Ok(_),
+                seal_queued: None
+            })
+        ));
+
+        // A plain seal (a drain the serve loop did not chain) is unnumbered.
+        mailbox.submit(
+            RequestKind::Seal,
+            Some(Instant::now()),
+            None,
+            Some(sender()),
+        );
+        requests
+            .take()
+            .unwrap()
+            .complete_seal(Ok(SealReport::default()));
+        assert!(matches!(
+            mailbox.try_result(),
+            Some(Done::Sealed {
+                following: None,
+                ..
+            })
+        ));
     }
 }

@@ -55,7 +55,8 @@ enum Stage {
     /// `hook` runs for handoff `id`; a drain that may move at most
     /// `moves` descriptors (protocol v2) has `Some`. The seal runs on the
     /// drain's heels, before the supervisor asks: `seal_asked` once its
-    /// SealRequest came.
+    /// SealRequest came (during the drain already from a supervisor that
+    /// sends it with PrepareHandoff).
     Hooking {
         id: HandoffId,
         hook: Hook,
@@ -122,6 +123,10 @@ pub enum Action {
         handoff_id: HandoffId,
         budget: Duration,
         moves: Option<u32>,
+        /// When the seal is due: this one, or the one that follows this
+        /// drain, which the driver may queue with it (the session seals
+        /// after every drain it accepts).
+        seal_by: Instant,
     },
     /// Send these Item frames, each with its descriptor (after Moving,
     /// before Drained); remember each descriptor's file status flags so a
@@ -193,6 +198,18 @@ impl Session {
     }
 
     /// A hook runs for this session: its result must be fed back.
+    /// Whether the hook that runs has been abandoned (an abort, a failure):
+    /// its outcome only ends it.
+    pub fn hook_abandoned(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Hooking {
+                abandoned: Some(_),
+                ..
+            }
+        )
+    }
+
     pub fn hook_running(&self) -> Option<Hook> {
         match self.stage {
             Stage::Hooking { hook, .. } => Some(hook),
@@ -334,10 +351,11 @@ impl Session {
                     .take()
                     .filter(|(id, _)| *id == handoff_id)
                     .map(|(_, items_max)| items_max);
+                let deadline = now + asked + self.timing.deadline_slack;
                 self.stage = Stage::Hooking {
                     id: handoff_id,
                     hook: Hook::Drain,
-                    deadline: now + asked + self.timing.deadline_slack,
+                    deadline,
                     moves,
                     abandoned: None,
                     seal_asked: false,
@@ -347,6 +365,7 @@ impl Session {
                     handoff_id,
                     budget: asked.min(Duration::from_millis(drain_grace_ms)),
                     moves,
+                    seal_by: deadline,
                 }]
             }
             (Stage::Idle, Message::Abort { .. } | Message::ResumeAfterAbort { .. }) => vec![],
@@ -359,11 +378,12 @@ impl Session {
                 }
                 vec![]
             }
-            // The seal runs already: its outcome answers.
+            // Asked for while the drain runs (a supervisor that sends it
+            // with PrepareHandoff) or while the seal runs already: the
+            // seal's outcome answers.
             (
                 Stage::Hooking {
                     id,
-                    hook: Hook::Seal,
                     seal_asked: false,
                     ..
                 },
@@ -422,7 +442,7 @@ impl Session {
             deadline,
             moves,
             abandoned,
-            ..
+            seal_asked,
         } = self.stage.clone()
         else {
             debug_assert!(false, "a drain result without a drain");
@@ -440,9 +460,7 @@ impl Session {
                         handoff_id: id,
                         items: report.moved.len() as u32,
                     });
-                    if let Some(max) =
-                        moves.filter(|&max| report.moved.len() as u64 > u64::from(max))
-                    {
+                    if let Some(max) = over_capacity(&report.moved, moves) {
                         // Said, not sent: the supervisor aborts, naming the
                         // limit, before anything leaves (docs/protocol.md).
                         self.stage = Stage::Drained {
@@ -470,13 +488,14 @@ impl Session {
                         deadline,
                         moves: None,
                         abandoned: None,
-                        seal_asked: false,
+                        seal_asked,
                     };
                     let mut actions = vec![Action::RunHook {
                         hook: Hook::Seal,
                         handoff_id: id,
                         budget: deadline.saturating_duration_since(now),
                         moves: None,
+                        seal_by: deadline,
                     }];
                     if moves.is_some() {
                         actions.extend([moving, Action::SendItems(report.moved)]);
@@ -683,6 +702,18 @@ impl Session {
 
 /// Whether the drain's moved items are allowed at all and each fits the
 /// limits (too many for the successor is the supervisor's to refuse).
+/// Whether a drain that returned `report` is followed by the seal (the
+/// drain's requests queue it when so): what `on_drained` decides, but for
+/// an abort meanwhile.
+pub(super) fn seal_follows(report: &DrainReport, moves: Option<u32>) -> bool {
+    check_moved(&report.moved, moves).is_ok() && over_capacity(&report.moved, moves).is_none()
+}
+
+/// The successor's capacity, when `moved` exceeds it.
+fn over_capacity(moved: &[MovedItem], moves: Option<u32>) -> Option<u32> {
+    moves.filter(|&max| moved.len() as u64 > u64::from(max))
+}
+
 fn check_moved(moved: &[MovedItem], moves: Option<u32>) -> Result<(), String> {
     match moves {
         None if moved.is_empty() => Ok(()),
@@ -993,6 +1024,7 @@ mod tests {
                 handoff_id: id,
                 budget: 5 * SECOND,
                 moves: None,
+                seal_by: at.now + 5 * SECOND + 2 * SECOND,
             }]
         );
         assert_eq!(at.session.handoff(), Some(id));
@@ -1119,6 +1151,60 @@ mod tests {
             panic!("{actions:?}")
         };
         assert_eq!(budget, 61 * SECOND);
+    }
+
+    #[test]
+    fn a_seal_asked_for_while_the_drain_runs_is_answered_as_soon_as_it_returns() {
+        let mut at = At::draining();
+        let id = at.id;
+        assert!(at
+            .message(Message::SealRequest { handoff_id: id })
+            .is_empty());
+        assert!(!at.session.lock_released());
+        assert!(matches!(
+            at.feed(Input::Drained(Ok(DrainReport::default())))[..],
+            [
+                Action::RunHook {
+                    hook: Hook::Seal,
+                    ..
+                },
+                Action::Send(Message::Drained { .. })
+            ]
+        ));
+        // No second SealRequest is waited for: the lock goes at once.
+        assert!(matches!(
+            at.feed(Input::Sealed(Ok(SealReport::default())))[..],
+            [
+                Action::ReleaseLock,
+                Action::Send(Message::SealComplete { .. })
+            ]
+        ));
+        assert!(at.session.lock_released());
+
+        // Aborted during that drain: the service resumes, no seal is run.
+        let mut at = At::draining();
+        assert!(at
+            .message(Message::SealRequest { handoff_id: at.id })
+            .is_empty());
+        assert!(at.abort("the successor died").is_empty());
+        let actions = at.feed(Input::Drained(Ok(DrainReport::default())));
+        assert!(actions.contains(&ROLL_BACK_HELD), "{actions:?}");
+        assert!(!actions
+            .iter()
+            .any(|a| matches!(a, Action::RunHook { .. } | Action::ReleaseLock)));
+
+        // A SealRequest for another handoff is still refused (once the
+        // drain has returned).
+        let mut at = At::draining();
+        let other = HandoffId::from_bytes([9; 16]);
+        assert!(at
+            .message(Message::SealRequest { handoff_id: other })
+            .is_empty());
+        let actions = at.feed(Input::Drained(Ok(DrainReport::default())));
+        assert!(
+            closed_for(&actions, &["unexpected SealRequest"]),
+            "{actions:?}"
+        );
     }
 
     #[test]

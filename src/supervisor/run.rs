@@ -214,6 +214,14 @@ impl<'a> Run<'a> {
             .map_err(|e| self.send_failed(Peer::Incumbent, "PrepareHandoff", e))?;
         self.prepared = true;
         crash_point!("S_AFTER_PREPARE");
+        // Asked for with the drain: the incumbent seals, releases its lock
+        // and answers as soon as its drain is done, without waiting for a
+        // round trip through us after Drained (docs/protocol.md). An abort
+        // after that finds it sealed, which a rollback handles anyway.
+        incumbent
+            .send(&Message::SealRequest { handoff_id: id })
+            .map_err(|e| self.send_failed(Peer::Incumbent, "SealRequest", e))?;
+        crash_point!("S_AFTER_SEAL_REQUEST");
         // The drain's budget gets slack for the frames in flight; the whole
         // handoff ends at its deadline, not a second later.
         let drain_deadline = (phase + spec.drain_grace + timeouts.wire_slack).min(deadline);
@@ -235,11 +243,7 @@ impl<'a> Run<'a> {
         // SealComplete wait 0.2 ms (docs/protocol.md).
         self.phase = HandoffPhase::Seal;
         let phase = Instant::now();
-        incumbent
-            .send(&Message::SealRequest { handoff_id: id })
-            .map_err(|e| self.send_failed(Peer::Incumbent, "SealRequest", e))?;
         self.phase_done(HandoffPhase::Drain);
-        crash_point!("S_AFTER_SEAL_REQUEST");
         match self.wait(incumbent, Peer::Incumbent, deadline, "SealComplete")? {
             Message::SealComplete { handoff_id, .. } if handoff_id == id => {}
             Message::SealFailed { error, .. } => {

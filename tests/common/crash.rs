@@ -591,18 +591,20 @@ pub const BOUNDARY_CASES: &[Case] = &[
         Run::Killed,
         After::OldResumes,
     ),
-    // O drained; the journal says negotiating until Begin is on its way.
+    // SealRequest sent with it: O drains, seals, releases the lock, fails
+    // to send SealComplete (or sees EOF after it), takes the lock back and
+    // resumes.
     case(
-        "S_AFTER_DRAINED",
+        "S_AFTER_SEAL_REQUEST",
         Who::S,
         Some(Phase::Negotiating),
         Run::Killed,
         After::OldResumes,
     ),
-    // SealRequest sent: O seals, releases the lock, fails to send
-    // SealComplete (or sees EOF after it), takes the lock back and resumes.
+    // O drained (and, asked already, usually sealed); the journal says
+    // negotiating until Begin is on its way.
     case(
-        "S_AFTER_SEAL_REQUEST",
+        "S_AFTER_DRAINED",
         Who::S,
         Some(Phase::Negotiating),
         Run::Killed,
