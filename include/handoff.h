@@ -931,9 +931,11 @@ handoff_status handoff_journal_delete(const char *path, struct handoff_error **e
 
 /**
  * Detect this process's role and adopt what it inherited.
- * Reads HANDOFF_ROLE, HANDOFF_SOCK_FD, LISTEN_FDS, LISTEN_FDNAMES and
- * LISTEN_PID, removes them from the process environment (so children do
- * not inherit them), and adopts listener i at fd 3+i (and, in a successor,
+ * Reads HANDOFF_ROLE, HANDOFF_SOCK_FD, LISTEN_FDS, LISTEN_FDNAMES,
+ * LISTEN_PID and HANDOFF_CONTROL_SOCKET (the path the supervisor will reach
+ * a successor at, which `handoff_successor_new` passes on: the handshake
+ * binds that control socket ahead), removes them from the process
+ * environment (so children do not inherit them), and adopts listener i at fd 3+i (and, in a successor,
  * the control socket at fd 3+n), marking each close-on-exec. Nothing else
  * about the descriptors changes: their O_NONBLOCK flag is shared with the
  * incumbent. LISTEN_PID naming another process means nothing is adopted
@@ -945,7 +947,8 @@ handoff_status handoff_journal_delete(const char *path, struct handoff_error **e
  * copy of the environment, such as Python's `os.environ` or Go's, must
  * drop the variables from it too.)
  */
-handoff_status handoff_inherited_detect(struct handoff_inherited **out, struct handoff_error **err);
+handoff_status handoff_inherited_detect(struct handoff_inherited **out,
+                                        struct handoff_error **err);
 
 /**
  * Whether this process was spawned as a successor (HANDOFF_ROLE=successor);
@@ -1399,8 +1402,11 @@ const char *handoff_status_name(int32_t status);
  * Start the successor's side from what `handoff_inherited_detect` found:
  * the control socket and the listeners move into the successor (take them
  * with `handoff_successor_take_listener` after Begin); `inherited` keeps
- * only their names and must still be freed. Not a successor:
- * `HANDOFF_ERR_WRONG_STATE`.
+ * only their names and must still be freed. When the supervisor named the
+ * control socket it will reach this process at (HANDOFF_CONTROL_SOCKET),
+ * the handshake binds it ahead, at `<path>.<pid in hex>.tmp`, and
+ * `handoff_successor_announce_ready` given that path only renames it into
+ * place. Not a successor: `HANDOFF_ERR_WRONG_STATE`.
  */
 handoff_status handoff_successor_new(struct handoff_inherited *inherited,
                                      struct handoff_successor **out,

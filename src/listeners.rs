@@ -16,6 +16,7 @@ use std::ffi::OsString;
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::sys;
@@ -25,6 +26,9 @@ pub const ENV_SOCK_FD: &str = "HANDOFF_SOCK_FD";
 pub const ENV_LISTEN_FDS: &str = "LISTEN_FDS";
 pub const ENV_LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 pub const ENV_LISTEN_PID: &str = "LISTEN_PID";
+/// The control socket path the supervisor reaches a successor at once it is
+/// the incumbent: the successor may bind it ahead (ours sets it; optional).
+pub const ENV_CONTROL_SOCKET: &str = "HANDOFF_CONTROL_SOCKET";
 /// The value of HANDOFF_ROLE in a successor.
 pub const ROLE_SUCCESSOR: &str = "successor";
 /// The first inherited descriptor (after stdin, stdout, stderr).
@@ -34,12 +38,13 @@ pub const MAX_LISTEN_FDS: usize = 1024;
 /// The name of a listener LISTEN_FDNAMES does not name (as systemd does).
 pub const UNNAMED: &str = "unknown";
 
-const ALL_VARS: [&str; 5] = [
+const ALL_VARS: [&str; 6] = [
     ENV_ROLE,
     ENV_SOCK_FD,
     ENV_LISTEN_FDS,
     ENV_LISTEN_FDNAMES,
     ENV_LISTEN_PID,
+    ENV_CONTROL_SOCKET,
 ];
 
 /// How this process was started.
@@ -57,6 +62,8 @@ pub enum Role {
 pub struct Inherited {
     role: Role,
     control: Option<OwnedFd>,
+    /// A successor's HANDOFF_CONTROL_SOCKET.
+    control_path: Option<PathBuf>,
     listeners: Listeners,
 }
 
@@ -87,6 +94,13 @@ impl Inherited {
         self.control.take()
     }
 
+    /// Where the supervisor will reach a successor once it is the incumbent
+    /// (HANDOFF_CONTROL_SOCKET), if it said so: see
+    /// `Successor::expect_control_socket`.
+    pub fn control_socket_path(&self) -> Option<&Path> {
+        self.control_path.as_deref()
+    }
+
     /// An `Inherited` built by hand (tests, or a host that arranges its own
     /// descriptors). A successor must come with its control socket.
     pub fn from_parts(
@@ -102,6 +116,7 @@ impl Inherited {
         Ok(Inherited {
             role,
             control,
+            control_path: None,
             listeners,
         })
     }
@@ -126,7 +141,14 @@ pub fn detect() -> Result<Inherited> {
     for name in ALL_VARS {
         std::env::remove_var(name);
     }
-    vars.plan(std::process::id())?.adopt()
+    let mut inherited = vars.plan(std::process::id())?.adopt()?;
+    if inherited.is_successor() {
+        inherited.control_path = vars
+            .control_socket
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
+    }
+    Ok(inherited)
 }
 
 /// The successor variables as found.
@@ -137,6 +159,7 @@ struct Vars {
     listen_fds: Option<OsString>,
     names: Option<OsString>,
     listen_pid: Option<OsString>,
+    control_socket: Option<OsString>,
 }
 
 /// What the variables describe, before any descriptor is touched.
@@ -156,6 +179,7 @@ impl Vars {
             listen_fds: get(ENV_LISTEN_FDS),
             names: get(ENV_LISTEN_FDNAMES),
             listen_pid: get(ENV_LISTEN_PID),
+            control_socket: get(ENV_CONTROL_SOCKET),
         }
     }
 
@@ -298,6 +322,7 @@ impl Plan {
         Ok(Inherited {
             role: self.role,
             control,
+            control_path: None,
             listeners,
         })
     }

@@ -7,12 +7,14 @@
 //! once it is proven to be ours, through a pidfd, so that a pid reused by a
 //! stranger (a journal restored from a backup, a reboot) is left alone.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use crate::control::remove_prebound;
 use crate::journal::Journal;
 use crate::log::event;
 use crate::pidfd::PidFd;
-use crate::spawn::process_started_at;
+use crate::spawn::{pid_alive, process_started_at};
 
 /// What `resume_from_journal` found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,7 @@ pub(crate) fn recover(
     written: Option<SystemTime>,
     serving: Option<u32>,
     kill_grace: Duration,
+    control: &Path,
 ) -> Recovery {
     // DESIGN §2: from Ready on, N is authoritative, whatever the journal's
     // phase says.
@@ -44,6 +47,13 @@ pub(crate) fn recover(
     if let Some((role, pid)) = leftover {
         if Some(pid) != serving {
             stop_journalled(role, pid, written, kill_grace);
+        }
+    }
+    // A successor that died before Ready may leave its control socket
+    // bound ahead; one still alive removes its own.
+    if let Some(pid) = journal.successor_pid.filter(|_| !committed) {
+        if !pid_alive(pid) {
+            remove_prebound(control, pid);
         }
     }
     Recovery {

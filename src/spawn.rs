@@ -14,15 +14,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
+use crate::listeners::ENV_CONTROL_SOCKET;
 use crate::poll;
 
 /// The variables libhandoff sets for a child; any inherited copy is dropped.
-const OWN_VARS: [&str; 5] = [
+const OWN_VARS: [&str; 6] = [
     "HANDOFF_ROLE",
     "HANDOFF_SOCK_FD",
     "LISTEN_FDS",
     "LISTEN_FDNAMES",
     "LISTEN_PID",
+    ENV_CONTROL_SOCKET,
 ];
 /// Room for any pid in the LISTEN_PID value, written by the child in place.
 const PID_DIGITS: usize = 10;
@@ -294,13 +296,20 @@ fn resolve(binary: &Path) -> Result<PathBuf> {
         .ok_or_else(|| Error::io("cannot find", binary, io::ErrorKind::NotFound.into()))
 }
 
+/// A successor's end of the supervisor's socketpair, and the control
+/// socket path the supervisor will reach it at as the incumbent.
+pub struct SuccessorControl<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub path: &'a Path,
+}
+
 /// Start `command` with `fds` (listeners, then the control socket if any) at
 /// descriptors 3.., the listener variables, and, when `control` is set, the
 /// successor variables.
 pub fn spawn(
     command: &Command,
     listeners: &[(String, BorrowedFd<'_>)],
-    control: Option<BorrowedFd<'_>>,
+    control: Option<SuccessorControl<'_>>,
 ) -> Result<ChildProcess> {
     let binary = resolve(&command.binary)?;
     let path = cstring(binary.as_os_str().as_bytes(), "binary path")?;
@@ -328,6 +337,11 @@ pub fn spawn(
             "a listener name",
         )?);
     }
+    if let Some(control) = &control {
+        let mut pair = format!("{ENV_CONTROL_SOCKET}=").into_bytes();
+        pair.extend(control.path.as_os_str().as_bytes());
+        envp.push(cstring(&pair, "the control socket path")?);
+    }
     if control.is_some() {
         envp.push(c"HANDOFF_ROLE=successor".to_owned());
         envp.push(cstring(
@@ -341,7 +355,7 @@ pub fn spawn(
     let pid_at = listen_pid.len() - PID_DIGITS - 1;
 
     let mut sources: Vec<RawFd> = listeners.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-    sources.extend(control.map(|fd| fd.as_raw_fd()));
+    sources.extend(control.as_ref().map(|control| control.fd.as_raw_fd()));
     if sources.len() > MAX_SOURCES {
         return Err(Error::Environment(format!(
             "{n} listeners: at most {} can be passed",

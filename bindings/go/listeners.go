@@ -38,6 +38,7 @@ func (k ListenerKind) String() string {
 // copy of the environment, so they are removed from it too.
 var successorVariables = []string{
 	"HANDOFF_ROLE", "HANDOFF_SOCK_FD", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID",
+	"HANDOFF_CONTROL_SOCKET",
 }
 
 // Inherited is what this process inherited from its supervisor: its role
@@ -50,8 +51,9 @@ type Inherited struct {
 // Detect finds this process's role and adopts what it inherited: listener i
 // at fd 3+i (and a successor's control socket), each marked close-on-exec,
 // their flags otherwise untouched. It removes HANDOFF_ROLE, HANDOFF_SOCK_FD,
-// LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID from the environment (the C one
-// and Go's), so children do not inherit them; call it early. A second call
+// LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID and HANDOFF_CONTROL_SOCKET from the
+// environment (the C one and Go's), so children do not inherit them; call
+// it early. A second call
 // sees a cold start with no listeners. Malformed variables are
 // ErrEnvironment; a listener that is not an open socket ErrListener.
 func Detect() (*Inherited, error) {

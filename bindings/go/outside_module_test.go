@@ -114,7 +114,8 @@ func withoutHandoffVariables(env []string) []string {
 	for _, kv := range env {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "HANDOFF_ROLE", "HANDOFF_SOCK_FD", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID":
+		case "HANDOFF_ROLE", "HANDOFF_SOCK_FD", "LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID",
+			"HANDOFF_CONTROL_SOCKET":
 			continue
 		}
 		kept = append(kept, kv)

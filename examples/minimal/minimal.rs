@@ -120,7 +120,7 @@ fn run() -> Result<ServeOutcome, Box<dyn std::error::Error>> {
     let listener = match inherited.take_control() {
         // Some: HANDOFF_ROLE=successor
         Some(fd) => {
-            let successor = successor.insert(Successor::new(fd, inherited.into_listeners())?);
+            let successor = successor.insert(Successor::from_inherited(fd, inherited)?);
             successor.handshake(b"minimal-rust")?;
             heartbeats = Some(successor.start_heartbeats(Duration::from_secs(2))); // Begin to Ready
             successor.wait_for_begin(Duration::from_secs(60))?; // the incumbent drains, seals

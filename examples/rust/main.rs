@@ -276,7 +276,7 @@ fn start_successor(
         .take_control()
         .ok_or("no control connection was inherited")?;
     preload_state(store)?;
-    let mut successor = Successor::new(control, inherited.into_listeners())
+    let mut successor = Successor::from_inherited(control, inherited)
         .map_err(|e| format!("cannot start as a successor: {e}"))?;
     successor
         .set_adopts_descriptors(o.moves)

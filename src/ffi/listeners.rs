@@ -54,9 +54,11 @@ pub(crate) unsafe fn inherited_mut<'a>(
 }
 
 /// Detect this process's role and adopt what it inherited.
-/// Reads HANDOFF_ROLE, HANDOFF_SOCK_FD, LISTEN_FDS, LISTEN_FDNAMES and
-/// LISTEN_PID, removes them from the process environment (so children do
-/// not inherit them), and adopts listener i at fd 3+i (and, in a successor,
+/// Reads HANDOFF_ROLE, HANDOFF_SOCK_FD, LISTEN_FDS, LISTEN_FDNAMES,
+/// LISTEN_PID and HANDOFF_CONTROL_SOCKET (the path the supervisor will reach
+/// a successor at, which `handoff_successor_new` passes on: the handshake
+/// binds that control socket ahead), removes them from the process
+/// environment (so children do not inherit them), and adopts listener i at fd 3+i (and, in a successor,
 /// the control socket at fd 3+n), marking each close-on-exec. Nothing else
 /// about the descriptors changes: their O_NONBLOCK flag is shared with the
 /// incumbent. LISTEN_PID naming another process means nothing is adopted

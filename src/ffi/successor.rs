@@ -3,6 +3,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::time::Duration;
 
 use super::args::{arg_bytes, arg_mut, arg_path, arg_ref, Out};
@@ -38,8 +39,11 @@ impl handoff_successor {
 /// Start the successor's side from what `handoff_inherited_detect` found:
 /// the control socket and the listeners move into the successor (take them
 /// with `handoff_successor_take_listener` after Begin); `inherited` keeps
-/// only their names and must still be freed. Not a successor:
-/// `HANDOFF_ERR_WRONG_STATE`.
+/// only their names and must still be freed. When the supervisor named the
+/// control socket it will reach this process at (HANDOFF_CONTROL_SOCKET),
+/// the handshake binds it ahead, at `<path>.<pid in hex>.tmp`, and
+/// `handoff_successor_announce_ready` given that path only renames it into
+/// place. Not a successor: `HANDOFF_ERR_WRONG_STATE`.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_successor_new(
     inherited: *mut handoff_inherited,
@@ -57,7 +61,9 @@ pub unsafe extern "C" fn handoff_successor_new(
             )
         })?;
         let listeners = std::mem::take(inherited.listeners_mut());
-        let successor = Successor::new(control, listeners)?;
+        let expected = inherited.control_socket_path().map(Path::to_owned);
+        let mut successor = Successor::new(control, listeners)?;
+        successor.expect_control_socket(expected)?;
         out.write(Box::into_raw(Box::new(handoff_successor {
             inner: Some(successor),
             heartbeats: None,

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::control::bind_private;
+use crate::control::{bind_private, PreboundSocket};
 use crate::error::{Error, Result};
 use crate::lock::{DataDirLock, ReleasedLock};
 use crate::log::event;
@@ -100,7 +100,16 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     pub fn bind(path: &Path) -> Result<ControlSocket> {
-        let listener = bind_private(path)?;
+        ControlSocket::listening(bind_private(path)?, path)
+    }
+
+    /// The socket bound ahead, renamed over its path.
+    pub fn place(prebound: PreboundSocket) -> Result<ControlSocket> {
+        let path = prebound.path().to_owned();
+        ControlSocket::listening(prebound.place()?, &path)
+    }
+
+    fn listening(listener: UnixListener, path: &Path) -> Result<ControlSocket> {
         listener.set_nonblocking(true).map_err(Error::Stream)?;
         Ok(ControlSocket {
             listener,

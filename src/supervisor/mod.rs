@@ -188,6 +188,8 @@ pub struct PreparedSuccessor {
     handoff_id: HandoffId,
     spec: SpawnSpec,
     kill_grace: Duration,
+    /// The control socket the successor bound ahead for.
+    control_path: PathBuf,
     /// Taken by the handoff.
     held: Option<run::Held>,
 }
@@ -232,6 +234,7 @@ impl Drop for PreparedSuccessor {
                 self.handoff_id,
                 "prepared successor dropped",
                 self.kill_grace,
+                &self.control_path,
             );
         }
     }
@@ -386,6 +389,7 @@ impl Supervisor {
             handoff_id,
             spec: spec.clone(),
             kill_grace: self.timeouts.kill_grace,
+            control_path: self.control_path.clone(),
             held: Some(held),
         })
     }
@@ -432,7 +436,12 @@ impl Supervisor {
     /// A handoff that does not start: `held`, if any, is discarded.
     fn refuse(&self, held: Option<run::Held>, handoff_id: HandoffId, e: Error) -> Result<Outcome> {
         if let Some(held) = held {
-            held.discard(handoff_id, &e.to_string(), self.timeouts.kill_grace);
+            held.discard(
+                handoff_id,
+                &e.to_string(),
+                self.timeouts.kill_grace,
+                &self.control_path,
+            );
         }
         Err(e)
     }
@@ -560,7 +569,13 @@ impl Supervisor {
             journal.phase.name()
         );
         let serving = self.probe_incumbent();
-        let recovery = recover(journal, written, serving, self.timeouts.kill_grace);
+        let recovery = recover(
+            journal,
+            written,
+            serving,
+            self.timeouts.kill_grace,
+            &self.control_path,
+        );
         self.clear_journal();
         Ok(Some(recovery))
     }

@@ -5,9 +5,11 @@
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::channel::{enable_passcred, Channel, Incoming};
+use crate::control::remove_prebound;
 use crate::crash::crash_point;
 use crate::error::Error;
 use crate::journal::{Durability, Journal, Phase};
@@ -16,7 +18,7 @@ use crate::pidfd::PidFd;
 use crate::poll;
 use crate::protocol::now_unix_ms;
 use crate::protocol::{describe, HandoffId, Message, Side, MAX_ITEMS_PER_BATCH, PROTO_MOVES};
-use crate::spawn::{describe_status, spawn, ChildProcess};
+use crate::spawn::{describe_status, spawn, ChildProcess, SuccessorControl};
 
 use super::abort::{Abort, Cause, Party};
 use super::hello::accept_hello;
@@ -470,10 +472,14 @@ impl<'a> Run<'a> {
         let (ours, theirs) = UnixStream::pair().map_err(local)?;
         enable_passcred(&ours)
             .map_err(|e| self.abort(Party::Supervisor, Cause::Io, e.to_string()))?;
+        let control = SuccessorControl {
+            fd: theirs.as_fd(),
+            path: &self.supervisor.control_path,
+        };
         let child = spawn(
             &spec.command,
             &self.supervisor.borrowed_listeners(),
-            Some(theirs.as_fd()),
+            Some(control),
         )
         .map_err(|e| {
             self.abort(
@@ -808,6 +814,7 @@ impl Run<'_> {
             self.successor.take(),
             reason,
             self.supervisor.timeouts.kill_grace,
+            &self.supervisor.control_path,
         );
     }
 
@@ -850,13 +857,20 @@ pub(super) struct Held {
 }
 
 impl Held {
-    pub(super) fn discard(self, handoff_id: HandoffId, reason: &str, grace: Duration) {
+    pub(super) fn discard(
+        self,
+        handoff_id: HandoffId,
+        reason: &str,
+        grace: Duration,
+        control: &Path,
+    ) {
         discard(
             handoff_id,
             Some(self.channel),
             Some(self.child),
             reason,
             grace,
+            control,
         );
     }
 
@@ -870,13 +884,15 @@ impl Held {
 }
 
 /// Abort a successor: Abort on its channel (it exits on it), then SIGTERM,
-/// SIGKILL after `grace`, and reap.
+/// SIGKILL after `grace`, and reap; then remove the control socket it bound
+/// ahead for `control`, should it have died without removing it.
 fn discard(
     handoff_id: HandoffId,
     channel: Option<Channel>,
     child: Option<ChildProcess>,
     reason: &str,
     grace: Duration,
+    control: &Path,
 ) {
     if let Some(channel) = channel {
         let _ = channel.send(&Message::Abort {
@@ -886,5 +902,6 @@ fn discard(
     }
     if let Some(mut child) = child {
         child.terminate(grace);
+        remove_prebound(control, child.pid());
     }
 }

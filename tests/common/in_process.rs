@@ -102,6 +102,23 @@ impl Service {
             "pid {pid} holds the lock"
         );
         assert!(!self.journal.exists(), "journal cleared");
+        // No control socket a successor bound ahead (`<path>.<pid in
+        // hex>.tmp`) outlives it, however it ended (a prepared one, held
+        // alive, keeps its own).
+        let control = self.supervisor.control_path();
+        let prefix = format!("{}.", control.file_name().unwrap().to_string_lossy());
+        let left: Vec<String> = std::fs::read_dir(control.parent().unwrap())
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| {
+                let pid = name
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.strip_suffix(".tmp"))
+                    .and_then(|hex| u32::from_str_radix(hex, 16).ok());
+                pid.is_some_and(|pid| !handoff::spawn::pid_alive(pid))
+            })
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 
     pub fn listener_nonblocking(&self) -> bool {

@@ -419,7 +419,7 @@ fn main() {
             (service, incumbent)
         }
         Some(control) => {
-            let mut successor = Successor::new(control, inherited.into_listeners())
+            let mut successor = Successor::from_inherited(control, inherited)
                 .unwrap_or_else(|e| fail("successor", e));
             successor
                 .set_adopts_descriptors(true)

@@ -64,7 +64,7 @@ fn main() {
             (incumbent, peer.spawn_accept_loop(listener))
         }
         Some(control) => {
-            let mut successor = Successor::new(control, inherited.into_listeners())
+            let mut successor = Successor::from_inherited(control, inherited)
                 .unwrap_or_else(|e| fail(PROGRAM, "successor", e));
             successor
                 .handshake(PROGRAM.as_bytes())

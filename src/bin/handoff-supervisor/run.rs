@@ -409,7 +409,7 @@ impl Main {
         self.shared.lock().prepared = None;
         let binary = held.build.command.binary.clone();
         self.launch_handoff(
-            Successor::Prepared(held.successor),
+            Successor::Prepared(Box::new(held.successor)),
             binary,
             held.build.named_binary,
             source,

@@ -18,7 +18,7 @@ pub enum Successor {
     /// A process it spawns.
     Spawn(SpawnSpec),
     /// One `prepare` started and handshook.
-    Prepared(PreparedSuccessor),
+    Prepared(Box<PreparedSuccessor>),
 }
 
 pub fn start(
@@ -68,7 +68,7 @@ pub fn start(
                 Successor::Prepared(prepared) => {
                     let spec = prepared.spec().clone();
                     (
-                        supervisor.perform_prepared_with(prepared, &mut on_phase),
+                        supervisor.perform_prepared_with(*prepared, &mut on_phase),
                         spec,
                     )
                 }

@@ -3,7 +3,8 @@
 :func:`detect` asks the library what this process inherited: whether it was
 spawned as a successor, and the listeners at fd 3, 4, ... by name. It also
 drops ``HANDOFF_ROLE``, ``HANDOFF_SOCK_FD``, ``LISTEN_FDS``,
-``LISTEN_FDNAMES`` and ``LISTEN_PID`` from ``os.environ`` (the library
+``LISTEN_FDNAMES``, ``LISTEN_PID`` and ``HANDOFF_CONTROL_SOCKET`` from
+``os.environ`` (the library
 removes them from the C environment; Python keeps a copy of its own), so
 that child processes do not inherit them. Call it early, before other
 threads start.
@@ -39,6 +40,7 @@ SUCCESSOR_VARIABLES = (
     "LISTEN_FDS",
     "LISTEN_FDNAMES",
     "LISTEN_PID",
+    "HANDOFF_CONTROL_SOCKET",
 )
 
 
