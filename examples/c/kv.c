@@ -486,23 +486,24 @@ static void accept_queued(struct server *s)
 /* ---- handoff requests, carried out by the event loop -------------------------- */
 
 /* A drain that may move descriptors (protocol v2): every connection goes to
- * the successor at once, with its partial line and its unsent answers
- * (made durable first), instead of being drained. One whose peer closed
- * its side moves too: the successor writes what is owed, reads the end of
- * file and closes it. */
+ * the successor at once, with its partial line and all its unsent answers,
+ * instead of being drained. One whose peer closed its side moves too: the
+ * successor writes what is owed, reads the end of file and closes it.
+ * Nothing is fsynced or sent here: the seal, which the library queues right
+ * behind this drain, makes this iteration's writes durable, and no answer
+ * to them leaves before that: the successor writes the carried answers only
+ * once it holds the lock (after the seal), and after an abort this loop's
+ * group commit comes before any send. The library and the supervisor pass
+ * the connections on while that fsync runs (drain to first accept under
+ * load: 1.33 to 1.24 ms at the median, timestamps). */
 static void move_conns(struct server *s)
 {
     handoff_hook_context *r = s->drain;
     s->drain = NULL;
-    if (kvlog_sync(&s->log) != 0)
-        fatal("fsync %s: %s", s->log.path, strerror(errno));
     size_t moved = 0;
     for (size_t i = 0; i < s->nconns; i++) {
         struct conn *c = s->conns[i];
         if (c->dead || c->lingering)
-            continue;
-        conn_flush(c);
-        if (c->dead)
             continue;
         uint8_t state = c->discarding; /* inside an overlong line */
         handoff_error *err = NULL;

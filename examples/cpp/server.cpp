@@ -135,20 +135,19 @@ void server::begin_drain(handoff::request r) {
 }
 
 // A drain that may move descriptors (protocol v2): every connection goes to
-// the successor at once, with its partial line and its unsent answers (made
-// durable first), instead of being drained. One whose peer closed its side
-// moves too: the successor writes what is owed, reads the end of file and
-// closes it.
+// the successor at once, with its partial line and all its unsent answers,
+// instead of being drained. One whose peer closed its side moves too: the
+// successor writes what is owed, reads the end of file and closes it.
+// Nothing is fsynced or sent here: the seal, which the library queues right
+// behind this drain, makes this iteration's writes durable, and no answer to
+// them leaves before that (the successor writes carried answers only once it
+// holds the lock; after an abort the loop's group commit comes before any
+// send). The connections are passed on while that fsync runs.
 void server::move_connections() {
     handoff::request r = std::move(drain_);
-    if (!store_.sync())
-        fatal("fsync ", store_.path(), ": ", std::strerror(errno));
     std::size_t moved = 0;
     for (auto &c : conns_) {
         if (c->dead || c->lingering)
-            continue;
-        c->flush();
-        if (c->dead)
             continue;
         const std::uint8_t state = c->discarding ? 1 : 0; // inside an overlong line
         try {

@@ -320,14 +320,18 @@ class Server:
         none is drained. A connection whose peer closed and that has nothing
         left to write is closed instead."""
         self.accepting = False
-        # The answers that move acknowledge writes: durable first.
-        self.sync_log()
+        # The answers that move may acknowledge writes of this iteration:
+        # nothing is fsynced or sent here. The seal, queued right behind
+        # this drain, makes them durable (or, when it comes an iteration
+        # later, this loop's group commit does), and no answer to them
+        # leaves before that: the successor writes carried answers only once
+        # it holds the lock, and after an abort the group commit comes
+        # before any send. The connections are passed on meanwhile.
         moving = []
         for conn in self.conns:
             if conn.dead or conn.lingering:
                 continue
-            self.conn_flush(conn)
-            if conn.dead or (conn.eof and not conn.out):
+            if conn.eof and not conn.out:
                 conn.dead = True
             else:
                 moving.append(conn)

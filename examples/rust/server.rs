@@ -291,19 +291,19 @@ impl Server {
     }
 
     /// A drain that moves (protocol v2): every connection goes to the
-    /// successor at once with its partial line and its unsent answers, made
-    /// durable first, instead of being drained. One whose peer closed its
-    /// side moves too: the successor writes what is owed, reads the end of
-    /// file and closes it.
+    /// successor at once with its partial line and all its unsent answers,
+    /// instead of being drained. One whose peer closed its side moves too:
+    /// the successor writes what is owed, reads the end of file and closes
+    /// it. Nothing is fsynced or sent here: the seal, which the library
+    /// queues right behind this drain, makes this iteration's writes
+    /// durable, and no answer to them leaves before that (the successor
+    /// writes carried answers only once it holds the lock; after an abort
+    /// the loop's group commit comes before any send). The connections are
+    /// passed on while that fsync runs.
     fn move_conns(&mut self) {
         let (request, _) = self.drain.take().expect("a drain in progress");
-        self.store.sync();
         let mut moved = Vec::new();
         for conn in self.conns.iter_mut().filter(|c| !c.dead && !c.lingering) {
-            conn.flush();
-            if conn.dead {
-                continue;
-            }
             conn.moved = true;
             moved.push(MovedItem {
                 kind: ItemKind::Connection,
