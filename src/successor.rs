@@ -469,6 +469,14 @@ mod tests {
     use crate::control::prebound_path;
     use crate::protocol::HandoffId;
 
+    fn readiness() -> Readiness {
+        Readiness {
+            listening_on: Vec::new(),
+            healthz_ok: true,
+            advertised_revision_per_shard: Vec::new(),
+        }
+    }
+
     /// A successor whose handshake `supervisor` answers.
     fn handshaken(control: Option<PathBuf>) -> (Successor, Channel, HandoffId) {
         let (ours, theirs) = UnixStream::pair().unwrap();
@@ -503,17 +511,7 @@ mod tests {
         supervisor.send(&Message::Begin { handoff_id: id }).unwrap();
         successor.wait_for_begin(Duration::from_secs(5)).unwrap();
         let lock = DataDirLock::acquire(&dir.path().join("data")).unwrap();
-        let incumbent = successor
-            .announce_ready(
-                Readiness {
-                    listening_on: Vec::new(),
-                    healthz_ok: true,
-                    advertised_revision_per_shard: Vec::new(),
-                },
-                &path,
-                lock,
-            )
-            .unwrap();
+        let incumbent = successor.announce_ready(readiness(), &path, lock).unwrap();
         assert!(!ahead.exists());
         UnixStream::connect(&path).unwrap();
         drop(incumbent);
@@ -536,17 +534,7 @@ mod tests {
         supervisor.send(&Message::Begin { handoff_id: id }).unwrap();
         successor.wait_for_begin(Duration::from_secs(5)).unwrap();
         let lock = DataDirLock::acquire(&dir.path().join("data")).unwrap();
-        let _incumbent = successor
-            .announce_ready(
-                Readiness {
-                    listening_on: Vec::new(),
-                    healthz_ok: true,
-                    advertised_revision_per_shard: Vec::new(),
-                },
-                &given,
-                lock,
-            )
-            .unwrap();
+        let _incumbent = successor.announce_ready(readiness(), &given, lock).unwrap();
         UnixStream::connect(&given).unwrap();
         assert!(!expected.exists());
         assert!(!prebound_path(&expected, std::process::id()).exists());

@@ -546,43 +546,34 @@ mod tests {
         ));
     }
 
+    /// The drain completed (`succeeded` or not) and no seal was queued.
+    fn assert_no_seal_followed(mailbox: &Mailbox, requests: &Requests, succeeded: bool) {
+        assert!(requests.take().is_none(), "no seal is queued");
+        match mailbox.try_result() {
+            Some(Done::Drained {
+                report,
+                seal_queued: None,
+            }) => assert_eq!(report.is_ok(), succeeded),
+            _ => panic!("the drain's completion, without a seal"),
+        }
+    }
+
     #[test]
     fn a_drain_that_fails_or_is_dropped_queues_no_seal() {
         let (mailbox, requests) = mailbox().unwrap();
         let drain = drain_submitted(&mailbox, &requests);
         drain.complete_drain(Err(HookError("disk full".into())));
-        assert!(requests.take().is_none());
-        assert!(matches!(
-            mailbox.try_result(),
-            Some(Done::Drained {
-                report: Err(_),
-                seal_queued: None
-            })
-        ));
+        assert_no_seal_followed(&mailbox, &requests, false);
 
         drop(drain_submitted(&mailbox, &requests));
-        assert!(requests.take().is_none());
-        assert!(matches!(
-            mailbox.try_result(),
-            Some(Done::Drained {
-                report: Err(_),
-                seal_queued: None
-            })
-        ));
+        assert_no_seal_followed(&mailbox, &requests, false);
 
         // Abandoned meanwhile (an abort): no seal follows.
         let abandoned = Arc::new(AtomicBool::new(false));
         let drain = submitted(&mailbox, &requests, None, Arc::clone(&abandoned));
         abandoned.store(true, Ordering::Release);
         drain.complete_drain(Ok(DrainReport::default()));
-        assert!(requests.take().is_none());
-        assert!(matches!(
-            mailbox.try_result(),
-            Some(Done::Drained {
-                report: Ok(_),
-                seal_queued: None
-            })
-        ));
+        assert_no_seal_followed(&mailbox, &requests, true);
 
         // More moved than the successor holds: the session waits for the
         // abort instead of sealing, so no seal follows.
@@ -600,14 +591,7 @@ mod tests {
             moved: vec![moved],
             ..DrainReport::default()
         }));
-        assert!(requests.take().is_none());
-        assert!(matches!(
-            mailbox.try_result(),
-            Some(Done::Drained {
-                report: Ok(_),
-                seal_queued: None
-            })
-        ));
+        assert_no_seal_followed(&mailbox, &requests, true);
 
         // A plain seal (a drain the serve loop did not chain) is unnumbered.
         mailbox.submit(
