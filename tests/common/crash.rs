@@ -731,12 +731,14 @@ pub const MOVE_CASES: &[Case] = &[
 /// have real ones; the no-op service's do nothing).
 pub const HOOK_CASES: &[Case] = &[
     // O dies inside its drain hook: rolled back, N reaped; nobody is left
-    // to serve until the cold restart.
+    // to serve until the cold restart. S finds O gone waiting for its
+    // answer, or already sending the SealRequest that follows
+    // PrepareHandoff.
     case(
         "O_IN_DRAIN",
         Who::O,
         None,
-        Run::RolledBack(&["Drained", "Moving"]),
+        Run::RolledBack(&["Drained", "Moving", "SealRequest"]),
         After::NobodyServes,
     ),
     // O dies inside its seal hook, holding the lock (the kernel frees it).
