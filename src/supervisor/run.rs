@@ -206,24 +206,24 @@ impl<'a> Run<'a> {
         self.phase = HandoffPhase::Drain;
         let phase = Instant::now();
         let left = deadline.saturating_duration_since(phase);
+        // The seal is asked for with the drain, in the same write: the
+        // incumbent seals, releases its lock and answers as soon as its
+        // drain is done, without a round trip through us after Drained
+        // (docs/protocol.md). An abort after that finds it sealed, which a
+        // rollback handles anyway.
         incumbent
-            .send(&Message::PrepareHandoff {
-                handoff_id: id,
-                successor_pid: self.successor_pid.unwrap_or(0),
-                deadline_ms: left.as_millis() as u64,
-                drain_grace_ms: spec.drain_grace.as_millis() as u64,
-            })
+            .send_together(&[
+                Message::PrepareHandoff {
+                    handoff_id: id,
+                    successor_pid: self.successor_pid.unwrap_or(0),
+                    deadline_ms: left.as_millis() as u64,
+                    drain_grace_ms: spec.drain_grace.as_millis() as u64,
+                },
+                Message::SealRequest { handoff_id: id },
+            ])
             .map_err(|e| self.send_failed(Peer::Incumbent, "PrepareHandoff", e))?;
         self.prepared = true;
         crash_point!("S_AFTER_PREPARE");
-        // Asked for with the drain: the incumbent seals, releases its lock
-        // and answers as soon as its drain is done, without waiting for a
-        // round trip through us after Drained (docs/protocol.md). An abort
-        // after that finds it sealed, which a rollback handles anyway.
-        incumbent
-            .send(&Message::SealRequest { handoff_id: id })
-            .map_err(|e| self.send_failed(Peer::Incumbent, "SealRequest", e))?;
-        crash_point!("S_AFTER_SEAL_REQUEST");
         // The drain's budget gets slack for the frames in flight; the whole
         // handoff ends at its deadline, not a second later.
         let drain_deadline = (phase + spec.drain_grace + timeouts.wire_slack).min(deadline);

@@ -583,19 +583,11 @@ pub const BOUNDARY_CASES: &[Case] = &[
         Run::Killed,
         After::OldResumes,
     ),
-    // PrepareHandoff sent: O drains, sees EOF and resumes on its own.
+    // PrepareHandoff and SealRequest sent (one write): O drains, seals,
+    // releases the lock, fails to send SealComplete (or sees EOF after it),
+    // takes the lock back and resumes.
     case(
         "S_AFTER_PREPARE",
-        Who::S,
-        Some(Phase::Negotiating),
-        Run::Killed,
-        After::OldResumes,
-    ),
-    // SealRequest sent with it: O drains, seals, releases the lock, fails
-    // to send SealComplete (or sees EOF after it), takes the lock back and
-    // resumes.
-    case(
-        "S_AFTER_SEAL_REQUEST",
         Who::S,
         Some(Phase::Negotiating),
         Run::Killed,
@@ -731,14 +723,12 @@ pub const MOVE_CASES: &[Case] = &[
 /// have real ones; the no-op service's do nothing).
 pub const HOOK_CASES: &[Case] = &[
     // O dies inside its drain hook: rolled back, N reaped; nobody is left
-    // to serve until the cold restart. S finds O gone waiting for its
-    // answer, or already sending the SealRequest that follows
-    // PrepareHandoff.
+    // to serve until the cold restart.
     case(
         "O_IN_DRAIN",
         Who::O,
         None,
-        Run::RolledBack(&["Drained", "Moving", "SealRequest"]),
+        Run::RolledBack(&["Drained", "Moving"]),
         After::NobodyServes,
     ),
     // O dies inside its seal hook, holding the lock (the kernel frees it).
