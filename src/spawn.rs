@@ -338,16 +338,14 @@ pub fn spawn(
         )?);
     }
     if let Some(control) = &control {
-        let mut pair = format!("{ENV_CONTROL_SOCKET}=").into_bytes();
-        pair.extend(control.path.as_os_str().as_bytes());
-        envp.push(cstring(&pair, "the control socket path")?);
-    }
-    if control.is_some() {
         envp.push(c"HANDOFF_ROLE=successor".to_owned());
         envp.push(cstring(
             format!("HANDOFF_SOCK_FD={}", 3 + n).as_bytes(),
             "HANDOFF_SOCK_FD",
         )?);
+        let mut pair = format!("{ENV_CONTROL_SOCKET}=").into_bytes();
+        pair.extend(control.path.as_os_str().as_bytes());
+        envp.push(cstring(&pair, "the control socket path")?);
     }
     // Filled in by the child with its own pid; the padding NULs end it early.
     let mut listen_pid = b"LISTEN_PID=".to_vec();

@@ -105,7 +105,7 @@ impl Successor {
     pub fn from_inherited(control: OwnedFd, inherited: Inherited) -> Result<Successor> {
         let expected = inherited.control_socket_path().map(Path::to_owned);
         let mut successor = Successor::new(control, inherited.into_listeners())?;
-        successor.expected_control = expected;
+        successor.expect_control_socket(expected)?;
         Ok(successor)
     }
 

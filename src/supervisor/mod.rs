@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::channel::Channel;
 use crate::crash::crash_point;
 use crate::error::{Error, Result};
 use crate::journal::{Durability, Journal};
@@ -526,13 +525,6 @@ impl Supervisor {
         })
     }
 
-    /// Connect to the incumbent's control socket and exchange Hello; the
-    /// incumbent's pid is the kernel's, and must match the one it announces.
-    fn connect_incumbent(&self, handoff_id: HandoffId) -> Result<(Channel, u32)> {
-        let greeted = hello::greet_incumbent(&self.control_path, self.timeouts.hello, handoff_id)?;
-        Ok((greeted.channel, greeted.pid))
-    }
-
     fn write_journal(&self, journal: &Journal, durability: Durability) -> Result<()> {
         match &self.journal {
             Some(path) => journal.write_with(path, durability),
@@ -580,12 +572,17 @@ impl Supervisor {
         Ok(Some(recovery))
     }
 
-    /// The pid of the process serving the control socket, if one answers.
+    /// The pid of the process serving the control socket, if one answers
+    /// (the kernel's, which must match the one its Hello announces).
     fn probe_incumbent(&self) -> Option<u32> {
         let deadline = Instant::now() + self.timeouts.hello + self.timeouts.liveness;
         loop {
-            match self.connect_incumbent(HandoffId::random()) {
-                Ok((_, pid)) => return Some(pid),
+            match hello::greet_incumbent(
+                &self.control_path,
+                self.timeouts.hello,
+                HandoffId::random(),
+            ) {
+                Ok(greeted) => return Some(greeted.pid),
                 Err(e) if Instant::now() < deadline => {
                     event!(Debug, "incumbent not answering yet: {e}");
                     std::thread::sleep(Duration::from_millis(50));
