@@ -151,6 +151,22 @@ impl Successor {
         if self.stage != Stage::New {
             return Err(Error::WrongState("handshake already done".into()));
         }
+        let shaken = self.exchange_hello(build_id);
+        self.unbind_on_failure(shaken)
+    }
+
+    /// A successor whose handshake or wait for Begin failed never gets to
+    /// Ready: its prebound control socket goes at once, not at its drop,
+    /// which a service that exits on the error never reaches (and with
+    /// the supervisor gone, nobody else would remove it).
+    fn unbind_on_failure<T>(&mut self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.prebound = None;
+        }
+        result
+    }
+
+    fn exchange_hello(&mut self, build_id: &[u8]) -> Result<HandoffId> {
         self.channel.set_version(self.offered_version());
         self.channel.send(&Message::Hello {
             role: Side::Successor,
@@ -219,7 +235,7 @@ impl Successor {
             .map_err(Error::Stream)?
                 == Wait::TimedOut
             {
-                return Err(Error::Timeout);
+                return self.unbind_on_failure(Err(Error::Timeout));
             }
         }
         Ok(())
@@ -238,6 +254,11 @@ impl Successor {
     /// without waiting. True once Begin came (and from then on); errors as
     /// [`wait_for_begin`](Successor::wait_for_begin).
     pub fn poll_begin(&mut self) -> Result<bool> {
+        let polled = self.read_until_begin();
+        self.unbind_on_failure(polled)
+    }
+
+    fn read_until_begin(&mut self) -> Result<bool> {
         let expected = match self.stage {
             Stage::Begun(_) => return Ok(true),
             Stage::Handshook(id) => id,
@@ -523,6 +544,35 @@ mod tests {
         drop(successor);
         assert!(!prebound_path(&other, std::process::id()).exists());
         assert!(!other.exists());
+    }
+
+    /// The service may exit on the error without dropping its successor
+    /// (kv-c's and noop-service's fatal paths do): the socket bound ahead
+    /// is gone once the handshake or the wait for Begin has failed.
+    #[test]
+    fn a_failed_handshake_or_wait_for_begin_removes_the_socket_bound_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let ahead = prebound_path(&path, std::process::id());
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut successor = Successor::new(OwnedFd::from(ours), Listeners::default()).unwrap();
+        successor.expect_control_socket(Some(path.clone())).unwrap();
+        let vanishing = std::thread::spawn(move || {
+            let mut supervisor = Channel::new(theirs).unwrap();
+            let hello = supervisor.recv_until(Instant::now() + Duration::from_secs(5));
+            assert!(matches!(hello, Ok(Message::Hello { .. })), "{hello:?}");
+        });
+        assert!(successor.handshake(b"test").is_err());
+        vanishing.join().unwrap();
+        assert!(!ahead.exists(), "left after a failed handshake");
+        std::mem::forget(successor); // as if the service exited here
+
+        let (mut successor, supervisor, _) = handshaken(Some(path.clone()));
+        assert!(ahead.exists());
+        drop(supervisor);
+        assert!(successor.wait_for_begin(Duration::from_secs(5)).is_err());
+        assert!(!ahead.exists(), "left after a failed wait for Begin");
+        std::mem::forget(successor);
     }
 
     #[test]
