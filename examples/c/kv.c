@@ -635,14 +635,12 @@ static void seal(struct server *s, handoff_hook_context *r)
 {
     uint64_t records = s->log.records;
     /* fsynced, not closed: a resume at the descriptor limit closes this one
-     * to reopen the log by its path (a successor may have replaced it). */
-    if (kvlog_sync(&s->log) != 0) {
-        char reason[256];
-        snprintf(reason, sizeof reason, "fsync/close %s: %s", s->log.path, strerror(errno));
-        say("seal failed: %s", reason);
-        complete(r, reason);
-        return;
-    }
+     * to reopen the log by its path (a successor may have replaced it).
+     * Fatal, as in the group commit: the answers a moving drain carried wait
+     * for this fsync, and none may leave after it failed (a later fsync may
+     * report success for pages the kernel dropped). */
+    if (kvlog_sync(&s->log) != 0)
+        fatal("seal: fsync %s: %s", s->log.path, strerror(errno));
     handoff_error *err = NULL;
     handoff_status st = handoff_hook_push_revision(r, records, &err);
     if (st != HANDOFF_OK) {

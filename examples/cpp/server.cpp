@@ -201,13 +201,12 @@ void server::drain_step() {
 
 void server::seal(handoff::request r) {
     // fsynced, not closed: a resume at the descriptor limit closes this one to
-    // reopen the log by its path (a successor may have replaced it).
-    if (!store_.sync()) {
-        std::string reason = "fsync " + std::string(store_.path()) + ": " + std::strerror(errno);
-        say("seal failed: ", reason);
-        complete(r, reason.c_str());
-        return;
-    }
+    // reopen the log by its path (a successor may have replaced it). Fatal,
+    // as in the group commit: the answers a moving drain carried wait for
+    // this fsync, and none may leave after it failed (a later fsync may
+    // report success for pages the kernel dropped).
+    if (!store_.sync())
+        fatal("seal: fsync ", store_.path(), ": ", std::strerror(errno));
     try {
         r.push_revision(store_.records());
     } catch (const handoff::error &e) {

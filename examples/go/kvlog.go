@@ -452,15 +452,29 @@ func (l *kvLog) waitDurable(off int64, fatal func(string, ...any)) {
 	}
 }
 
+// durable says whether every byte before off is on disk, without waiting.
+func (l *kvLog) durable(off int64) bool {
+	l.sync.Lock()
+	defer l.sync.Unlock()
+	return l.synced >= off
+}
+
+// markSynced records that everything written is on disk (after an fsync).
+func (l *kvLog) markSynced() {
+	l.sync.Lock()
+	l.synced = l.size
+	l.sync.Unlock()
+}
+
 // close fsyncs and closes the log (closed either way).
 func (l *kvLog) close() error {
 	err := l.f.Sync()
 	if cerr := l.f.Close(); err == nil {
 		err = cerr
 	}
-	l.sync.Lock()
-	l.synced = l.size
-	l.sync.Unlock()
+	if err == nil {
+		l.markSynced()
+	}
 	return err
 }
 

@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"syscall"
@@ -102,21 +101,22 @@ func (s *server) beginDrain(r *handoff.Request) {
 	s.drain, s.drainBudget = r, time.NewTimer(budget)
 }
 
-// beginMovingDrain (protocol v2) stops accepting, wakes every connection,
-// which stops between two requests, writes what its socket takes and
-// parks, and meanwhile makes the log durable (the answers that move may
-// acknowledge writes: moveParked makes sure of it again once all have
-// parked, and moves them). The fsync and the parking overlap: both are in
-// the handoff's blackout.
+// beginMovingDrain (protocol v2) stops accepting and wakes every
+// connection, which stops between two requests, writes what its socket
+// takes of the answers already durable and parks; moveParked moves them
+// once all have. Nothing is fsynced here: the seal, which the library
+// queues right behind this drain, makes the log durable, and no answer it
+// covers leaves before that (the successor writes the carried answers
+// only once it holds the lock, after the seal; after an abort, each
+// connection waits for its answers to be durable before it writes them).
+// The library and the supervisor pass the connections on during that
+// fsync, as in kv-c.
 func (s *server) beginMovingDrain(r *handoff.Request) {
 	s.stopAccepting()
 	s.drain, s.drainBudget = r, time.NewTimer(r.TimeLeft())
 	s.moving.Store(true)
 	for c := range s.conns {
 		c.nc.SetDeadline(time.Now())
-	}
-	if l := s.currentLog(); l != nil {
-		l.waitDurable(l.end(), fatal)
 	}
 }
 
@@ -140,9 +140,6 @@ func (s *server) drainStep() {
 // open, until the outcome (takeBack or closeMoved).
 func (s *server) moveParked() {
 	r := s.drain
-	if l := s.currentLog(); l != nil {
-		l.waitDurable(l.end(), fatal)
-	}
 	unwritten, unread := 0, 0
 	for c := range s.moved {
 		state := []byte{0}
@@ -229,12 +226,13 @@ func (s *server) seal(r *handoff.Request) {
 		return
 	}
 	s.sealed = l
+	// Fatal, as in the group commit: the answers a moving drain carried
+	// wait for this fsync, and none may leave after it failed (a later
+	// fsync may report success for pages the kernel dropped).
 	if err := l.f.Sync(); err != nil {
-		reason := fmt.Sprintf("fsync %s: %v", l.path, err)
-		say("seal failed: %s", reason)
-		complete(r, reason)
-		return
+		fatal("seal: fsync %s: %v", l.path, err)
 	}
+	l.markSynced()
 	if err := r.PushRevision(l.records); err != nil {
 		say("error: %v", err)
 		complete(r, "cannot report the revision")

@@ -199,9 +199,13 @@ func (s *server) acceptLoop(done chan struct{}) {
 // touches these fields while it runs (the loop reads them only while the
 // goroutine is parked).
 type conn struct {
-	nc            net.Conn
-	in            []byte // a partial line
-	out           []byte // answers produced and not yet written
+	nc  net.Conn
+	in  []byte // a partial line
+	out []byte // answers produced and not yet written
+	// What out's answers wait for: owed durable up to owedAt (nil: nothing).
+	// Kept across a drain that moves c, whose seal makes it durable.
+	owed          *kvLog
+	owedAt        int64
 	discarding    bool   // inside an overlong line: skip to its newline
 	eof           bool   // the client closed its side
 	served        uint64 // lines answered
@@ -260,8 +264,10 @@ func (s *server) serveConn(c *conn) {
 	c.nc.Close()
 }
 
-// flushOut writes c.out; what a deadline left unwritten stays in it.
+// flushOut writes c.out, once its answers are durable; what a deadline
+// left unwritten stays in it.
 func (s *server) flushOut(c *conn) error {
+	settle(c)
 	if len(c.out) == 0 {
 		return nil
 	}
@@ -275,8 +281,10 @@ func (s *server) flushOut(c *conn) error {
 }
 
 // readSome reads what arrived and answers every whole line of it into
-// c.out, durable before it returns: group commit, nothing leaves (or
-// moves) before what it reports is on disk. The client's end of file is
+// c.out, durable before it returns (group commit: nothing leaves before
+// what it reports is on disk), unless a drain that moves c has begun: then
+// its answers move as they are and the seal, queued right behind the
+// drain, makes them durable (as in kv-c). The client's end of file is
 // c.eof, not an error.
 func (s *server) readSome(c *conn, buf []byte) error {
 	n, err := c.nc.Read(buf)
@@ -284,7 +292,10 @@ func (s *server) readSome(c *conn, buf []byte) error {
 		var durableAt int64
 		c.out = s.process(c, buf[:n], c.out, &durableAt)
 		if l := s.currentLog(); l != nil && durableAt > 0 {
-			l.waitDurable(durableAt, fatal)
+			c.owed, c.owedAt = l, durableAt
+		}
+		if !s.moving.Load() {
+			settle(c)
 		}
 	}
 	if errors.Is(err, io.EOF) {
@@ -292,6 +303,15 @@ func (s *server) readSome(c *conn, buf []byte) error {
 		return nil
 	}
 	return err
+}
+
+// settle waits until c.out's answers are durable (fsyncing if no one
+// else is). The log they wait for may be one a seal since fsynced.
+func settle(c *conn) {
+	if c.owed != nil {
+		c.owed.waitDurable(c.owedAt, fatal)
+		c.owed = nil
+	}
 }
 
 // clearDeadlines ends a rolled-back drain's deadlines on c. A drain that
@@ -308,13 +328,18 @@ func (s *server) clearDeadlines(c *conn) {
 }
 
 // park stops serving c between two requests for a drain that moves it
-// (protocol v2): it writes what the socket takes at once, then hands c to
+// (protocol v2): it writes what the socket takes at once of answers
+// already durable, then hands c to
 // the loop and waits for the outcome. True: the handoff rolled back and c
 // is served on, from the state it kept. False: c is closed (or was given
 // up): close, never shutdown, which would end it for the successor too.
 func (s *server) park(c *conn) bool {
 	c.nc.SetDeadline(time.Time{})
-	err := writeWhatFits(c)
+	var err error
+	if c.owed == nil || c.owed.durable(c.owedAt) {
+		c.owed = nil
+		err = writeWhatFits(c) // else every answer moves, not yet durable
+	}
 	if err != nil || (c.eof && len(c.out) == 0) {
 		// Broken, or closed by its client with nothing owed: not moved.
 		s.retired <- c

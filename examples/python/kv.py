@@ -484,10 +484,10 @@ class Server:
         try:
             self.log.close()
         except OSError as e:
-            reason = f"fsync/close {self.log.path}: {e}"
-            say(f"seal failed: {reason}")
-            request.fail(reason)
-            return
+            # As in the group commit: the answers a moving drain carried wait
+            # for this fsync, and none may leave after it failed (a later
+            # fsync may report success for pages the kernel dropped).
+            fatal(f"seal: fsync/close {self.log.path}: {e}")
         request.push_revision(records)
         say(f"sealed at revision {records}")
 

@@ -330,16 +330,18 @@ impl Server {
         let records = self.store.records();
         // fsynced, not closed: a resume at the descriptor limit closes this
         // one to reopen the log by its path (a successor may have replaced it).
-        let synced = match self.store.log.as_mut() {
-            Some(log) => log
-                .sync()
-                .map_err(|e| format!("fsync {}: {e}", log.path().display())),
-            None => Err("the log is closed".to_string()),
-        };
-        if let Err(reason) = synced {
-            say(&format!("seal failed: {reason}"));
-            request.complete_seal(Err(handoff::service::HookError(reason)));
+        // Fatal, as in the group commit: the answers a moving drain carried
+        // wait for this fsync, and none may leave after it failed (a later
+        // fsync may report success for pages the kernel dropped).
+        let Some(log) = self.store.log.as_mut() else {
+            say("seal failed: the log is closed");
+            request.complete_seal(Err(handoff::service::HookError(
+                "the log is closed".to_string(),
+            )));
             return;
+        };
+        if let Err(e) = log.sync() {
+            crate::fatal(&format!("seal: fsync {}: {e}", log.path().display()));
         }
         self.sealed = true;
         say(&format!("sealed at revision {records}"));
