@@ -111,13 +111,17 @@ func (s *server) beginDrain(r *handoff.Request) {
 // connection waits for its answers to be durable before it writes them).
 // The library and the supervisor pass the connections on during that
 // fsync, as in kv-c.
+//
+// The connections are woken before the accept goroutine is stopped (a
+// wait for that goroutine to run): they park meanwhile. One it accepts
+// meanwhile is woken as it is added.
 func (s *server) beginMovingDrain(r *handoff.Request) {
-	s.stopAccepting()
 	s.drain, s.drainBudget = r, time.NewTimer(r.TimeLeft())
 	s.moving.Store(true)
 	for c := range s.conns {
 		c.nc.SetDeadline(time.Now())
 	}
+	s.stopAccepting()
 }
 
 func (s *server) drainStep() {
@@ -337,6 +341,9 @@ func (s *server) stopAccepting() {
 }
 
 func (s *server) addConn(nc net.Conn) {
+	if s.moving.Load() {
+		nc.SetDeadline(time.Now()) // accepted as a drain that moves began: it parks at once
+	}
 	s.serve1(&conn{nc: nc})
 }
 
