@@ -1021,9 +1021,11 @@ handoff_status handoff_lock_acquire_with_retry(const char *data_dir,
 
 /**
  * The lock's generation, a fencing token: 1 on the first acquire ever of
- * the data directory, one more on every acquire since (kept in
- * `<data_dir>/.handoff.generation`). 0 for NULL or an empty handle (its
- * lock moved into an incumbent: ask `handoff_incumbent_generation`).
+ * the data directory, above every earlier tenure's on every acquire since
+ * (one more, unless a reservation could not be read; kept in
+ * `<data_dir>/.handoff.generation`, and for the tenure after a handoff's
+ * drain in `.handoff.reserved`). 0 for NULL or an empty handle (its lock
+ * moved into an incumbent: ask `handoff_incumbent_generation`).
  */
 uint64_t handoff_lock_generation(const struct handoff_lock *lock);
 

@@ -34,6 +34,9 @@ use crate::fsutil;
 use crate::log::event;
 use crate::sys;
 
+mod reservation;
+pub use reservation::RESERVATION_FILE;
+
 pub const LOCK_FILE: &str = ".handoff.lock";
 pub const PIDFILE: &str = ".handoff.pidfile";
 pub const GENERATION_FILE: &str = ".handoff.generation";
@@ -74,6 +77,10 @@ pub struct DataDirLock {
     /// The lock's open files; None once released.
     files: Option<LockFiles>,
     generation: u64,
+    /// The tenure this one reserved for its successor, if any.
+    reserved: Option<u64>,
+    /// The count was stored by a claim, without an fsync (reservation.rs).
+    count_unsynced: bool,
 }
 
 /// The descriptors of a tenure: the locked open file description, the
@@ -95,6 +102,9 @@ struct LockFiles {
 pub struct ReleasedLock {
     dir: PathBuf,
     files: Option<LockFiles>,
+    /// What the tenure reserved: counting up starts above it even when the
+    /// reservation file cannot be opened (at the descriptor limit).
+    reserved: Option<u64>,
 }
 
 impl DataDirLock {
@@ -148,7 +158,7 @@ impl DataDirLock {
             }
             // Until `lock` is built, dropping `file` releases the flock.
             let pidfile = write_pidfile(&dir)?;
-            let (generation, generation_file) = match count_up(&dir) {
+            let (counted, generation_file) = match count_up(&dir) {
                 Ok(counted) => counted,
                 Err(e) => {
                     // Not ours after all: the pidfile must not name us.
@@ -165,7 +175,9 @@ impl DataDirLock {
                     pidfile,
                     generation: generation_file,
                 }),
-                generation,
+                generation: counted.generation,
+                reserved: None,
+                count_unsynced: counted.claimed,
             };
             // Only the successor has it in its environment (the test gives
             // N points to the supervisor, which never takes the lock).
@@ -231,6 +243,58 @@ impl DataDirLock {
         &self.dir
     }
 
+    /// Make the next tenure's generation durable now (reservation.rs), so
+    /// that the successor of a handoff takes the lock without an fsync in
+    /// the blackout. The holder calls it as its drain begins; calling it
+    /// again while the reservation is open does nothing. On an error
+    /// nothing is reserved, and the successor counts up as without it.
+    pub fn reserve_next(&mut self) -> Result<u64> {
+        let files = self
+            .files
+            .as_ref()
+            .ok_or_else(|| Error::WrongState("the lock is released".into()))?;
+        let path = self.dir.join(GENERATION_FILE);
+        let io = |e| {
+            Error::io(
+                "cannot reserve the next generation",
+                self.dir.join(RESERVATION_FILE),
+                e,
+            )
+        };
+        if let Some(open) = self
+            .reserved
+            .filter(|&r| reservation::is_open(&self.dir, r))
+        {
+            return Ok(open);
+        }
+        let (count, _) = read_generation_in(&files.generation, &path)?;
+        let reserved = reservation::reserved(&self.dir).map_err(io)?;
+        let next = next_after(count.max(reserved.unwrap_or(0)), &path)?;
+        reservation::reserve(&self.dir, next).map_err(io)?;
+        self.reserved = Some(next);
+        Ok(next)
+    }
+
+    /// Make the count a claim stored durable (off the blackout: for a
+    /// reader of the generation file alone, such as an older libhandoff
+    /// after a power cut). Nothing to do otherwise.
+    pub fn make_generation_durable(&mut self) -> Result<()> {
+        if !self.count_unsynced {
+            return Ok(());
+        }
+        if let Some(files) = &self.files {
+            files.generation.sync_data().map_err(|e| {
+                Error::io(
+                    "cannot fsync generation file",
+                    self.dir.join(GENERATION_FILE),
+                    e,
+                )
+            })?;
+        }
+        self.count_unsynced = false;
+        Ok(())
+    }
+
     /// Clear the pidfile, then drop the flock. The lock is released even
     /// when clearing the pidfile fails: a stale pidfile is harmless, a lock
     /// nobody owns is not. For the same reason the pidfile is not fsynced:
@@ -248,7 +312,15 @@ impl DataDirLock {
         let files = self.files.take();
         let released = files.as_ref().map_or(Ok(()), |f| f.unlock(&self.dir));
         let dir = std::mem::take(&mut self.dir);
-        (ReleasedLock { dir, files }, released)
+        let reserved = self.reserved;
+        (
+            ReleasedLock {
+                dir,
+                files,
+                reserved,
+            },
+            released,
+        )
     }
 }
 
@@ -282,6 +354,7 @@ impl ReleasedLock {
         ReleasedLock {
             dir: dir.to_owned(),
             files: None,
+            reserved: None,
         }
     }
 
@@ -322,6 +395,8 @@ impl ReleasedLock {
             dir: self.dir.clone(),
             files: Some(files),
             generation: 0,
+            reserved: None,
+            count_unsynced: false,
         };
         let files = lock.files.as_mut().expect("just set");
         match &files.pidfile {
@@ -329,7 +404,13 @@ impl ReleasedLock {
                 .map_err(|e| Error::io("cannot write pidfile", lock.dir.join(PIDFILE), e))?,
             None => files.pidfile = write_pidfile(&lock.dir)?,
         }
-        lock.generation = count_up_in(&files.generation, &lock.dir.join(GENERATION_FILE))?;
+        let counted = count_up_in(
+            &files.generation,
+            &lock.dir.join(GENERATION_FILE),
+            &lock.dir,
+            Some(self.reserved.unwrap_or(0)),
+        )?;
+        (lock.generation, lock.count_unsynced) = (counted.generation, counted.claimed);
         Ok(lock)
     }
 }
@@ -427,7 +508,7 @@ fn rewrite_in_place(file: &File, bytes: &[u8]) -> std::io::Result<()> {
 /// Store the generation after the stored one (0 when there is none, or an
 /// empty file: a first acquire that never completed) and give it, with the
 /// file kept open. Called only while holding the flock.
-fn count_up(dir: &Path) -> Result<(u64, File)> {
+fn count_up(dir: &Path) -> Result<(Counted, File)> {
     let path = dir.join(GENERATION_FILE);
     let file = open_in_place(&path, 0o644)
         .map_err(|e| Error::io("cannot open generation file", &path, e))?;
@@ -436,7 +517,7 @@ fn count_up(dir: &Path) -> Result<(u64, File)> {
         .map_err(|e| Error::io("cannot stat generation file", &path, e))?
         .len()
         == 0;
-    let next = count_up_in(&file, &path)?;
+    let next = count_up_in(&file, &path, dir, None)?;
     if created {
         // Just created: its directory entry must survive a power cut too.
         fsutil::sync_dir(dir)?;
@@ -444,8 +525,67 @@ fn count_up(dir: &Path) -> Result<(u64, File)> {
     Ok((next, file))
 }
 
-/// Read the generation in `file`, store the next one in place, durably.
-fn count_up_in(file: &File, path: &Path) -> Result<u64> {
+/// A tenure's generation, and whether it was a reservation's (the count
+/// then stored without an fsync).
+struct Counted {
+    generation: u64,
+    claimed: bool,
+}
+
+/// The generation for a tenure taking the lock: the reservation above the
+/// count if one is open (reservation.rs), else the one above both the count
+/// and any reservation, stored in place, durably.
+///
+/// A reservation file that cannot be read fails a fresh acquire (it may
+/// come after a reboot that lost a claim's count). A retake (`retaking`:
+/// what its tenure reserved, if anything) counts above it and the count:
+/// in the boot of its own release, every claim since stored its count
+/// before its tenure began, in the page cache the retake reads; at the
+/// descriptor limit the file cannot be opened.
+fn count_up_in(file: &File, path: &Path, dir: &Path, retaking: Option<u64>) -> Result<Counted> {
+    let (current, stored_len) = read_generation_in(file, path)?;
+    let same_width = stored_len == generation_record(0).len();
+    if let Some(claimed) = reservation::claim(dir, current) {
+        store_generation(file, path, claimed, same_width, false)?;
+        return Ok(Counted {
+            generation: claimed,
+            claimed: true,
+        });
+    }
+    let reserved = match reservation::reserved(dir) {
+        Ok(reserved) => reserved,
+        Err(_) if retaking.is_some() => retaking,
+        Err(e) => {
+            return Err(Error::io(
+                "cannot read the reservation file",
+                dir.join(RESERVATION_FILE),
+                e,
+            ))
+        }
+    };
+    let next = next_after(current.max(reserved.unwrap_or(0)), path)?;
+    store_generation(file, path, next, same_width, true)?;
+    Ok(Counted {
+        generation: next,
+        claimed: false,
+    })
+}
+
+/// The generation after `generation`; a wrapped fencing token would let a
+/// stale holder pass as current.
+fn next_after(generation: u64, path: &Path) -> Result<u64> {
+    generation.checked_add(1).ok_or_else(|| {
+        Error::io(
+            "generation file",
+            path,
+            std::io::Error::new(ErrorKind::InvalidData, "the generation is at u64::MAX"),
+        )
+    })
+}
+
+/// The count in the generation file (0 when empty: a first acquire that
+/// never completed), and the length stored.
+fn read_generation_in(file: &File, path: &Path) -> Result<(u64, usize)> {
     let io = |action, e| Error::io(action, path, e);
     // From offset 0 whatever the file's offset (a retake reads it again).
     // A record is 21 bytes; whatever is longer than the buffer is corrupt
@@ -462,35 +602,38 @@ fn count_up_in(file: &File, path: &Path) -> Result<u64> {
     }
     let bytes = &bytes[..len];
     let text = String::from_utf8_lossy(bytes);
-    let current = if text.is_empty() {
-        0
-    } else {
-        parse_generation(&text).map_err(|reason| {
-            io(
-                "corrupt generation file",
-                std::io::Error::new(ErrorKind::InvalidData, reason),
-            )
-        })?
-    };
-    // A wrapped fencing token would let a stale holder pass as current.
-    let next = current.checked_add(1).ok_or_else(|| {
+    if text.is_empty() {
+        return Ok((0, 0));
+    }
+    let generation = parse_generation(&text).map_err(|reason| {
         io(
-            "generation file",
-            std::io::Error::new(ErrorKind::InvalidData, "the generation is at u64::MAX"),
+            "corrupt generation file",
+            std::io::Error::new(ErrorKind::InvalidData, reason),
         )
     })?;
-    let record = generation_record(next);
-    // Fixed width: once the file holds one record, an overwrite is all it
-    // takes (no ftruncate, no metadata change to commit in the blackout).
-    let written = if len == record.len() {
+    Ok((generation, len))
+}
+
+/// Store `generation` as the count, in place; `durably`: fdatasync too.
+/// Fixed width: once the file holds one record (`same_width`), an
+/// overwrite is all it takes (no ftruncate, no metadata change to commit
+/// in the blackout).
+fn store_generation(
+    file: &File,
+    path: &Path,
+    generation: u64,
+    same_width: bool,
+    durably: bool,
+) -> Result<()> {
+    let record = generation_record(generation);
+    let written = if same_width {
         file.write_all_at(record.as_bytes(), 0)
     } else {
         rewrite_in_place(file, record.as_bytes())
     };
     written
-        .and_then(|()| file.sync_data())
-        .map_err(|e| io("cannot write generation file", e))?;
-    Ok(next)
+        .and_then(|()| if durably { file.sync_data() } else { Ok(()) })
+        .map_err(|e| Error::io("cannot write generation file", path, e))
 }
 
 /// The generation file's content: always the same width, so that an
@@ -734,5 +877,68 @@ mod tests {
         let lock = DataDirLock::acquire_with_retry(tmp.path(), Duration::from_secs(5)).unwrap();
         assert_eq!(lock.generation(), 2);
         releaser.join().unwrap();
+    }
+
+    /// The successor of a handoff takes the generation its incumbent
+    /// reserved (the count stored as it is claimed); a retake after an abort
+    /// takes it too when nobody claimed it, and counts above it otherwise.
+    #[test]
+    fn a_reserved_generation_goes_to_the_next_tenure_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut holder = DataDirLock::acquire(dir).unwrap();
+        assert_eq!(holder.reserve_next().unwrap(), 2);
+        assert_eq!(holder.reserve_next().unwrap(), 2, "open: reserved already");
+        assert_eq!(
+            read(dir, GENERATION_FILE).unwrap().trim(),
+            "00000000000000000001"
+        );
+        let (mut released, result) = holder.release_keeping_files();
+        result.unwrap();
+        let mut successor = DataDirLock::acquire(dir).unwrap();
+        assert_eq!(successor.generation(), 2);
+        assert!(successor.count_unsynced);
+        successor.make_generation_durable().unwrap();
+        assert!(!successor.count_unsynced);
+        assert_eq!(
+            read(dir, GENERATION_FILE).unwrap().trim(),
+            "00000000000000000002"
+        );
+        drop(successor);
+        assert_eq!(
+            released.retake().unwrap().generation(),
+            3,
+            "claimed: counted above"
+        );
+
+        // Unclaimed: the retake takes it.
+        let mut holder = DataDirLock::acquire(dir).unwrap();
+        assert_eq!(holder.generation(), 4);
+        assert_eq!(holder.reserve_next().unwrap(), 5);
+        let (mut released, result) = holder.release_keeping_files();
+        result.unwrap();
+        assert_eq!(released.retake().unwrap().generation(), 5);
+    }
+
+    /// A reservation the retake cannot read (here a directory in its place;
+    /// at the descriptor limit, EMFILE) is counted above from what the
+    /// tenure reserved; a fresh acquire refuses the unreadable file.
+    #[test]
+    fn an_unreadable_reservation_is_counted_above() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut holder = DataDirLock::acquire(dir).unwrap();
+        assert_eq!(holder.reserve_next().unwrap(), 2);
+        let (mut released, result) = holder.release_keeping_files();
+        result.unwrap();
+        let successor = DataDirLock::acquire(dir).unwrap();
+        assert_eq!(successor.generation(), 2);
+        drop(successor);
+        fs::remove_file(dir.join(RESERVATION_FILE)).unwrap();
+        fs::create_dir(dir.join(RESERVATION_FILE)).unwrap();
+        // The count (2, stored by the claim) and what this tenure reserved.
+        assert_eq!(released.retake().unwrap().generation(), 3);
+        let err = DataDirLock::acquire(dir).unwrap_err().to_string();
+        assert!(err.contains(RESERVATION_FILE), "{err}");
     }
 }

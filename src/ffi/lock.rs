@@ -82,9 +82,11 @@ pub unsafe extern "C" fn handoff_lock_acquire_with_retry(
 }
 
 /// The lock's generation, a fencing token: 1 on the first acquire ever of
-/// the data directory, one more on every acquire since (kept in
-/// `<data_dir>/.handoff.generation`). 0 for NULL or an empty handle (its
-/// lock moved into an incumbent: ask `handoff_incumbent_generation`).
+/// the data directory, above every earlier tenure's on every acquire since
+/// (one more, unless a reservation could not be read; kept in
+/// `<data_dir>/.handoff.generation`, and for the tenure after a handoff's
+/// drain in `.handoff.reserved`). 0 for NULL or an empty handle (its lock
+/// moved into an incumbent: ask `handoff_incumbent_generation`).
 #[no_mangle]
 pub unsafe extern "C" fn handoff_lock_generation(lock: *const handoff_lock) -> u64 {
     // SAFETY: NULL or a live lock from this library.

@@ -112,6 +112,9 @@ impl<'a> Driver<'a> {
     }
 
     pub fn run(mut self) -> Result<ServeOutcome> {
+        // A successor that claimed its generation (lock.rs) stored the count
+        // without an fsync, in the blackout; it is made durable here, after.
+        self.make_generation_durable();
         loop {
             if self.incumbent.spare.is_none() {
                 self.incumbent.spare = spare_descriptor();
@@ -266,6 +269,7 @@ impl<'a> Driver<'a> {
                 }
             }
             Action::SetVersion(version) => self.connections[at].channel.set_version(version),
+            Action::ReserveGeneration => self.reserve_next_generation(),
             Action::RunHook {
                 hook,
                 handoff_id,
@@ -631,6 +635,7 @@ impl<'a> Driver<'a> {
                         .generation
                         .store(lock.generation(), std::sync::atomic::Ordering::Relaxed);
                     self.incumbent.lock = Some(lock);
+                    self.make_generation_durable();
                     self.rebind_control_socket();
                 }
                 Err(Error::LockHeld { holder, .. }) => {
@@ -653,6 +658,35 @@ impl<'a> Driver<'a> {
             }
         }
         Ok(true)
+    }
+
+    fn make_generation_durable(&mut self) {
+        if let Some(lock) = self.incumbent.lock.as_mut() {
+            if let Err(e) = lock.make_generation_durable() {
+                event!(Warn, "{e}");
+            }
+        }
+    }
+
+    /// While the supervisor starts the successor, so that this fdatasync is
+    /// not in the blackout: the successor then takes the lock without one
+    /// (lock.rs, reservation). Once per tenure: a reservation still open is
+    /// kept (a stray client answering our Hello costs one fsync at most). A
+    /// failure costs only that; with the lock released (a second handoff
+    /// refused mid-handoff) there is nothing to reserve.
+    fn reserve_next_generation(&mut self) {
+        let Some(lock) = self.incumbent.lock.as_mut() else {
+            return;
+        };
+        match lock.reserve_next() {
+            Ok(generation) => {
+                event!(
+                    Debug,
+                    "generation {generation} reserved for the next tenure"
+                )
+            }
+            Err(e) => event!(Info, "no generation reserved for the next tenure ({e})"),
+        }
     }
 
     /// After the seal a successor may have announced Ready and placed its

@@ -128,6 +128,10 @@ pub enum Action {
         /// after every drain it accepts).
         seal_by: Instant,
     },
+    /// A supervisor answered our Hello: make the next tenure's generation
+    /// durable now, while it starts the successor, so that the successor
+    /// takes the lock without an fsync in the blackout (lock.rs).
+    ReserveGeneration,
     /// Send these Item frames, each with its descriptor (after Moving,
     /// before Drained); remember each descriptor's file status flags so a
     /// rollback can restore them.
@@ -306,7 +310,7 @@ impl Session {
                 Ok(version) => {
                     self.stage = Stage::Idle;
                     self.version = version;
-                    vec![Action::SetVersion(version)]
+                    vec![Action::SetVersion(version), Action::ReserveGeneration]
                 }
                 Err(e) => self.fail(e.to_string()),
             },
@@ -785,7 +789,10 @@ mod tests {
 
         fn idle() -> At {
             let mut at = At::greeting();
-            assert_eq!(at.feed(Input::Message(ack())), [Action::SetVersion(1)]);
+            assert_eq!(
+                at.feed(Input::Message(ack())),
+                [Action::SetVersion(1), Action::ReserveGeneration]
+            );
             at
         }
 
@@ -796,7 +803,10 @@ mod tests {
                 proto_version_chosen: PROTO_MOVES,
                 handoff_id: HandoffId::random(),
             };
-            assert_eq!(at.feed(Input::Message(ack)), [Action::SetVersion(2)]);
+            assert_eq!(
+                at.feed(Input::Message(ack)),
+                [Action::SetVersion(2), Action::ReserveGeneration]
+            );
             at
         }
 

@@ -1,0 +1,199 @@
+//! The next tenure's generation, made durable ahead by the holder: a
+//! successor that finds it takes the lock without an fdatasync, which
+//! would otherwise sit in the handoff's blackout (the lock changing hands).
+//!
+//! `<data_dir>/.handoff.reserved` holds one fixed-width record (60 bytes,
+//! within a sector, rewritten in place): the reserved generation (20
+//! digits), the boot id of the boot that wrote it, and `R` (reserved) or
+//! `C` (claimed). The holder reserves with pwrite + fdatasync before its
+//! drain; the generation file is not touched.
+//!
+//! - **Claiming.** An acquirer, under the flock, takes a reservation of
+//!   this boot that is still `R` and above the generation file's count: it
+//!   marks it `C` and stores the count in place, both without an fsync, and
+//!   holds that generation. Within a boot every later holder sees the mark
+//!   (the page cache), so a reservation is claimed once at most.
+//! - **Counting up** (anyone else, and whenever the reservation cannot be
+//!   read or claimed) starts above both the count and the reserved
+//!   generation, which is durable whatever the boot: a generation used by a
+//!   claim is never given again, even if the count stored with the claim
+//!   was lost to a power cut. After a reboot a reservation is never
+//!   claimed (its `C` mark may have been lost).
+//! - The count a claim stored is made durable later, off the blackout
+//!   ([`DataDirLock::make_generation_durable`](super::DataDirLock)), for a
+//!   reader that knows only the generation file.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::OnceLock;
+
+pub const RESERVATION_FILE: &str = ".handoff.reserved";
+
+const BOOT_ID_LEN: usize = 36;
+
+/// A reservation record, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Reservation {
+    pub generation: u64,
+    boot: String,
+    claimed: bool,
+}
+
+impl Reservation {
+    /// Whether this acquire may claim it, the count being `count`.
+    fn claimable(&self, count: u64) -> bool {
+        !self.claimed && self.generation > count && boot_id() == Some(self.boot.as_str())
+    }
+
+    fn record(generation: u64, boot: &str, claimed: bool) -> String {
+        let mark = if claimed { 'C' } else { 'R' };
+        format!("{generation:020} {boot} {mark}\n")
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Reservation> {
+        let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
+        let mut fields = text.split(' ');
+        let (digits, boot, mark) = (fields.next()?, fields.next()?, fields.next()?);
+        if fields.next().is_some()
+            || digits.len() != 20
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || boot.len() != BOOT_ID_LEN
+        {
+            return None;
+        }
+        let claimed = match mark {
+            "R" => false,
+            "C" => true,
+            _ => return None,
+        };
+        Some(Reservation {
+            generation: digits.parse().ok()?,
+            boot: boot.to_owned(),
+            claimed,
+        })
+    }
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once; None
+/// where there is none, and then nothing is ever reserved or claimed.
+fn boot_id() -> Option<&'static str> {
+    static BOOT: OnceLock<Option<String>> = OnceLock::new();
+    BOOT.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = text.trim();
+        (id.len() == BOOT_ID_LEN && !id.contains(' ')).then(|| id.to_owned())
+    })
+    .as_deref()
+}
+
+/// The reservation file, if it is there and a regular file (never
+/// following a symlink nor blocking on a FIFO), and its record if it
+/// parses.
+fn open(dir: &Path, create: bool) -> std::io::Result<(File, Option<Reservation>)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(dir.join(RESERVATION_FILE))?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = [0u8; 64];
+    let len = file.read_at(&mut bytes, 0)?;
+    Ok((file, Reservation::parse(&bytes[..len])))
+}
+
+/// The reserved generation, whatever the boot and the mark, if there is a
+/// readable record: counting up starts above it. An unreadable file is
+/// reported (the caller cannot tell how far a claim went).
+pub(super) fn reserved(dir: &Path) -> std::io::Result<Option<u64>> {
+    match open(dir, false) {
+        Ok((_, record)) => Ok(record.map(|r| r.generation)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Claim the reservation above `count` if there is one: its generation,
+/// marked claimed. None (count up instead) when there is none or it cannot
+/// be marked.
+pub(super) fn claim(dir: &Path, count: u64) -> Option<u64> {
+    let (file, record) = open(dir, false).ok()?;
+    let record = record.filter(|r| r.claimable(count))?;
+    let claimed = Reservation::record(record.generation, &record.boot, true);
+    file.write_all_at(claimed.as_bytes(), 0).ok()?;
+    Some(record.generation)
+}
+
+/// Reserve `generation` (above every generation used or reserved): written
+/// and made durable. On an error nothing is claimable (a record written but
+/// not durable is voided).
+pub(super) fn reserve(dir: &Path, generation: u64) -> std::io::Result<()> {
+    let boot =
+        boot_id().ok_or_else(|| std::io::Error::new(ErrorKind::Unsupported, "no boot id"))?;
+    let (file, _) = open(dir, true)?;
+    let record = Reservation::record(generation, boot, false);
+    let stored = file
+        .write_all_at(record.as_bytes(), 0)
+        .and_then(|()| file.set_len(record.len() as u64))
+        .and_then(|()| file.sync_data());
+    if stored.is_err() {
+        let void = Reservation::record(generation, boot, true);
+        let _ = file.write_all_at(void.as_bytes(), 0);
+    }
+    stored
+}
+
+/// Whether `generation` is reserved by this boot and not yet claimed.
+pub(super) fn is_open(dir: &Path, generation: u64) -> bool {
+    matches!(open(dir, false), Ok((_, Some(r)))
+        if r.generation == generation && !r.claimed && boot_id() == Some(r.boot.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_fixed_width_and_parses_back() {
+        let boot = "0123456789abcdef0123456789abcdef0123";
+        let record = Reservation::record(42, boot, false);
+        assert_eq!(record.len(), 60);
+        let parsed = Reservation::parse(record.as_bytes()).unwrap();
+        assert_eq!((parsed.generation, parsed.claimed), (42, false));
+        let claimed = Reservation::record(42, boot, true);
+        assert!(Reservation::parse(claimed.as_bytes()).unwrap().claimed);
+        for bad in ["", "42 x R\n", &record[..59], &record.replace('R', "X")] {
+            assert_eq!(Reservation::parse(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_reservation_is_claimed_once_and_only_above_the_count_of_this_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(reserved(dir.path()).unwrap(), None);
+        assert_eq!(claim(dir.path(), 4), None, "nothing reserved");
+        reserve(dir.path(), 5).unwrap();
+        assert!(is_open(dir.path(), 5));
+        assert_eq!(claim(dir.path(), 5), None, "not above the count");
+        assert_eq!(claim(dir.path(), 4), Some(5));
+        assert_eq!(claim(dir.path(), 4), None, "claimed already");
+        assert!(!is_open(dir.path(), 5));
+        assert_eq!(reserved(dir.path()).unwrap(), Some(5));
+
+        // Another boot's: counted above, never claimed.
+        reserve(dir.path(), 6).unwrap();
+        let path = dir.path().join(RESERVATION_FILE);
+        let other = Reservation::record(6, "ffffffff-ffff-ffff-ffff-ffffffffffff", false);
+        std::fs::write(&path, other).unwrap();
+        assert_eq!(claim(dir.path(), 5), None);
+        assert_eq!(reserved(dir.path()).unwrap(), Some(6));
+    }
+}
