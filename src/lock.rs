@@ -35,6 +35,7 @@ use crate::log::event;
 use crate::sys;
 
 mod reservation;
+pub(crate) use reservation::read_boot_id_ahead;
 pub use reservation::RESERVATION_FILE;
 
 pub const LOCK_FILE: &str = ".handoff.lock";

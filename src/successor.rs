@@ -184,6 +184,7 @@ impl Successor {
                 .map_err(|e| event!(Info, "{e}; bound when Ready is announced instead"))
                 .ok();
         }
+        crate::lock::read_boot_id_ahead();
         let deadline = Instant::now() + HELLO_TIMEOUT;
         let (version, handoff_id) = loop {
             match self.channel.recv_until(deadline)? {

@@ -76,6 +76,12 @@ impl Reservation {
     }
 }
 
+/// Read this boot's id now rather than in the blackout (a successor's
+/// acquire claims with it): a successor calls it during its handshake.
+pub(crate) fn read_boot_id_ahead() {
+    boot_id();
+}
+
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), read once; None
 /// where there is none, and then nothing is ever reserved or claimed.
 fn boot_id() -> Option<&'static str> {
