@@ -4,11 +4,14 @@
 //! `<data_dir>/.handoff.lock` is held with `flock(LOCK_EX | LOCK_NB)` and is
 //! never unlinked: unlinking would let a newcomer lock a fresh inode while the
 //! old holder still holds the old one. The holder's pid is in
-//! `.handoff.pidfile` (for diagnostics and for `probe`), and
-//! `.handoff.generation` counts every successful acquire. The kernel drops a
-//! flock when its holder dies, so a stale pidfile never blocks anyone.
+//! `.handoff.pidfile` (for diagnostics and for `probe`),
+//! `.handoff.generation` counts the tenures, and `.handoff.reserved` holds
+//! the next tenure's generation when the holder reserved it ahead
+//! (reservation.rs). The kernel drops a flock when its holder dies, so a
+//! stale pidfile never blocks anyone.
 //!
-//! Taking the lock needs no new disk space once its three files exist: an
+//! Taking the lock needs no new disk space once its three files exist (the
+//! reservation is an optimisation, skipped when it cannot be written): an
 //! incumbent whose handoff rolls back must retake its lock on a full disk
 //! (issue 14). So, unlike the "temporary file, fsync, rename" of DESIGN §4,
 //! both files are rewritten in place, in the block they already have:
@@ -232,8 +235,8 @@ impl DataDirLock {
     }
 
     /// The fencing token of this tenure: 1 for the first acquire ever of
-    /// this data directory, one more for every acquire since, durable
-    /// across restarts. Stamp it on writes so that a process that lost the
+    /// this data directory, above every earlier tenure's on every acquire
+    /// since (one more in the usual flows), durable across restarts. Stamp it on writes so that a process that lost the
     /// lock can be told apart from the one that holds it.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -246,8 +249,9 @@ impl DataDirLock {
 
     /// Make the next tenure's generation durable now (reservation.rs), so
     /// that the successor of a handoff takes the lock without an fsync in
-    /// the blackout. The holder calls it as its drain begins; calling it
-    /// again while the reservation is open does nothing. On an error
+    /// the blackout. The incumbent's library calls it when a supervisor
+    /// answers its Hello; calling it again while the reservation is open
+    /// does nothing. On an error
     /// nothing is reserved, and the successor counts up as without it.
     pub fn reserve_next(&mut self) -> Result<u64> {
         let files = self

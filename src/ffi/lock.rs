@@ -42,8 +42,8 @@ impl handoff_lock {
 }
 
 /// Take the lock on `data_dir` (created if missing) without waiting: on
-/// success `*out` is a new lock owned by the caller, its generation one more
-/// than the previous holder's. When a live process holds it (this process
+/// success `*out` is a new lock owned by the caller, its generation above
+/// every previous holder's (one more in the usual flows). When a live process holds it (this process
 /// included) the answer is `HANDOFF_ERR_LOCK_HELD`, with the holder's pid in
 /// the message. A pidfile left by a dead process does not stand in the way.
 #[no_mangle]
@@ -83,9 +83,8 @@ pub unsafe extern "C" fn handoff_lock_acquire_with_retry(
 
 /// The lock's generation, a fencing token: 1 on the first acquire ever of
 /// the data directory, above every earlier tenure's on every acquire since
-/// (one more, unless a reservation could not be read; kept in
-/// `<data_dir>/.handoff.generation`, and for the tenure after a handoff's
-/// drain in `.handoff.reserved`). 0 for NULL or an empty handle (its lock
+/// (one more in the usual flows; kept in `<data_dir>/.handoff.generation`,
+/// and ahead of a handoff in `.handoff.reserved`). 0 for NULL or an empty handle (its lock
 /// moved into an incumbent: ask `handoff_incumbent_generation`).
 #[no_mangle]
 pub unsafe extern "C" fn handoff_lock_generation(lock: *const handoff_lock) -> u64 {

@@ -4,9 +4,12 @@
 //!
 //! `<data_dir>/.handoff.reserved` holds one fixed-width record (60 bytes,
 //! within a sector, rewritten in place): the reserved generation (20
-//! digits), the boot id of the boot that wrote it, and `R` (reserved) or
-//! `C` (claimed). The holder reserves with pwrite + fdatasync before its
-//! drain; the generation file is not touched.
+//! digits), the boot id of the boot that wrote it, and `P` (pending), `R`
+//! (reserved) or `C` (claimed). The holder reserves when a supervisor answers its Hello:
+//! the record as `P` (pending) with pwrite + fdatasync (and the
+//! directory's fsync when it created the file), then flipped to `R` in
+//! place: a reservation is claimable only once its generation is durable.
+//! The generation file is not touched.
 //!
 //! - **Claiming.** An acquirer, under the flock, takes a reservation of
 //!   this boot that is still `R` and above the generation file's count: it
@@ -33,22 +36,38 @@ pub const RESERVATION_FILE: &str = ".handoff.reserved";
 
 const BOOT_ID_LEN: usize = 36;
 
+/// A reservation's state: only `Reserved` is claimable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// Written, not yet known durable.
+    Pending,
+    Reserved,
+    /// Claimed.
+    Claimed,
+}
+
 /// A reservation record, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Reservation {
     pub generation: u64,
     boot: String,
-    claimed: bool,
+    mark: Mark,
 }
 
 impl Reservation {
     /// Whether this acquire may claim it, the count being `count`.
     fn claimable(&self, count: u64) -> bool {
-        !self.claimed && self.generation > count && boot_id() == Some(self.boot.as_str())
+        self.mark == Mark::Reserved
+            && self.generation > count
+            && boot_id() == Some(self.boot.as_str())
     }
 
-    fn record(generation: u64, boot: &str, claimed: bool) -> String {
-        let mark = if claimed { 'C' } else { 'R' };
+    fn record(generation: u64, boot: &str, mark: Mark) -> String {
+        let mark = match mark {
+            Mark::Pending => 'P',
+            Mark::Reserved => 'R',
+            Mark::Claimed => 'C',
+        };
         format!("{generation:020} {boot} {mark}\n")
     }
 
@@ -63,15 +82,16 @@ impl Reservation {
         {
             return None;
         }
-        let claimed = match mark {
-            "R" => false,
-            "C" => true,
+        let mark = match mark {
+            "P" => Mark::Pending,
+            "R" => Mark::Reserved,
+            "C" => Mark::Claimed,
             _ => return None,
         };
         Some(Reservation {
             generation: digits.parse().ok()?,
             boot: boot.to_owned(),
-            claimed,
+            mark,
         })
     }
 }
@@ -82,16 +102,20 @@ pub(crate) fn read_boot_id_ahead() {
     boot_id();
 }
 
-/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once; None
-/// where there is none, and then nothing is ever reserved or claimed.
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), kept once read;
+/// None while it cannot be read (EMFILE: tried again next time), and then
+/// nothing is reserved or claimed.
 fn boot_id() -> Option<&'static str> {
-    static BOOT: OnceLock<Option<String>> = OnceLock::new();
-    BOOT.get_or_init(|| {
-        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-        let id = text.trim();
-        (id.len() == BOOT_ID_LEN && !id.contains(' ')).then(|| id.to_owned())
-    })
-    .as_deref()
+    static BOOT: OnceLock<String> = OnceLock::new();
+    if let Some(id) = BOOT.get() {
+        return Some(id);
+    }
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = text.trim();
+    if id.len() != BOOT_ID_LEN || id.contains(' ') {
+        return None;
+    }
+    Some(BOOT.get_or_init(|| id.to_owned()))
 }
 
 /// The reservation file, if it is there and a regular file (never
@@ -133,34 +157,35 @@ pub(super) fn reserved(dir: &Path) -> std::io::Result<Option<u64>> {
 pub(super) fn claim(dir: &Path, count: u64) -> Option<u64> {
     let (file, record) = open(dir, false).ok()?;
     let record = record.filter(|r| r.claimable(count))?;
-    let claimed = Reservation::record(record.generation, &record.boot, true);
+    let claimed = Reservation::record(record.generation, &record.boot, Mark::Claimed);
     file.write_all_at(claimed.as_bytes(), 0).ok()?;
     Some(record.generation)
 }
 
-/// Reserve `generation` (above every generation used or reserved): written
-/// and made durable. On an error nothing is claimable (a record written but
-/// not durable is voided).
+/// Reserve `generation` (above every generation used or reserved): made
+/// durable as pending, then claimable. On an error nothing is claimable: a
+/// pending record never is (it is counted above all the same).
 pub(super) fn reserve(dir: &Path, generation: u64) -> std::io::Result<()> {
-    let boot =
-        boot_id().ok_or_else(|| std::io::Error::new(ErrorKind::Unsupported, "no boot id"))?;
+    let boot = boot_id()
+        .ok_or_else(|| std::io::Error::new(ErrorKind::Unsupported, "the boot id cannot be read"))?;
     let (file, _) = open(dir, true)?;
-    let record = Reservation::record(generation, boot, false);
-    let stored = file
-        .write_all_at(record.as_bytes(), 0)
-        .and_then(|()| file.set_len(record.len() as u64))
-        .and_then(|()| file.sync_data());
-    if stored.is_err() {
-        let void = Reservation::record(generation, boot, true);
-        let _ = file.write_all_at(void.as_bytes(), 0);
+    let created = file.metadata()?.len() == 0;
+    let pending = Reservation::record(generation, boot, Mark::Pending);
+    file.write_all_at(pending.as_bytes(), 0)?;
+    file.set_len(pending.len() as u64)?;
+    file.sync_data()?;
+    if created {
+        // Its directory entry must survive a power cut too.
+        crate::fsutil::sync_dir(dir).map_err(|e| std::io::Error::other(e.to_string()))?;
     }
-    stored
+    let reserved = Reservation::record(generation, boot, Mark::Reserved);
+    file.write_all_at(reserved.as_bytes(), 0)
 }
 
 /// Whether `generation` is reserved by this boot and not yet claimed.
 pub(super) fn is_open(dir: &Path, generation: u64) -> bool {
     matches!(open(dir, false), Ok((_, Some(r)))
-        if r.generation == generation && !r.claimed && boot_id() == Some(r.boot.as_str()))
+        if r.generation == generation && r.claimable(generation.saturating_sub(1)))
 }
 
 #[cfg(test)]
@@ -170,12 +195,14 @@ mod tests {
     #[test]
     fn a_record_is_fixed_width_and_parses_back() {
         let boot = "0123456789abcdef0123456789abcdef0123";
-        let record = Reservation::record(42, boot, false);
+        let record = Reservation::record(42, boot, Mark::Reserved);
         assert_eq!(record.len(), 60);
         let parsed = Reservation::parse(record.as_bytes()).unwrap();
-        assert_eq!((parsed.generation, parsed.claimed), (42, false));
-        let claimed = Reservation::record(42, boot, true);
-        assert!(Reservation::parse(claimed.as_bytes()).unwrap().claimed);
+        assert_eq!((parsed.generation, parsed.mark), (42, Mark::Reserved));
+        for mark in [Mark::Pending, Mark::Claimed] {
+            let other = Reservation::record(42, boot, mark);
+            assert_eq!(Reservation::parse(other.as_bytes()).unwrap().mark, mark);
+        }
         for bad in ["", "42 x R\n", &record[..59], &record.replace('R', "X")] {
             assert_eq!(Reservation::parse(bad.as_bytes()), None, "{bad:?}");
         }
@@ -197,9 +224,16 @@ mod tests {
         // Another boot's: counted above, never claimed.
         reserve(dir.path(), 6).unwrap();
         let path = dir.path().join(RESERVATION_FILE);
-        let other = Reservation::record(6, "ffffffff-ffff-ffff-ffff-ffffffffffff", false);
+        let other = Reservation::record(6, "ffffffff-ffff-ffff-ffff-ffffffffffff", Mark::Reserved);
         std::fs::write(&path, other).unwrap();
         assert_eq!(claim(dir.path(), 5), None);
         assert_eq!(reserved(dir.path()).unwrap(), Some(6));
+
+        // Pending (its fsync not known done: a holder killed in between):
+        // counted above, never claimed.
+        let pending = Reservation::record(7, boot_id().unwrap(), Mark::Pending);
+        std::fs::write(&path, pending).unwrap();
+        assert_eq!(claim(dir.path(), 5), None);
+        assert_eq!(reserved(dir.path()).unwrap(), Some(7));
     }
 }
