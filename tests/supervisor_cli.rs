@@ -120,8 +120,9 @@ fn environ(pid: u32) -> String {
     text(&std::fs::read(format!("/proc/{pid}/environ")).unwrap())
 }
 
-/// The supervisor restarts itself once with glibc's tcache off (it made
-/// its resident set grow, src/bin/handoff-supervisor/tunables.rs); the
+/// The supervisor restarts itself once with glibc's tcache off and one
+/// malloc arena (both made its resident set grow,
+/// src/bin/handoff-supervisor/tunables.rs); the
 /// services it starts get GLIBC_TUNABLES as the supervisor was given it.
 #[test]
 fn the_tcache_goes_off_for_the_supervisor_only() {
@@ -144,6 +145,12 @@ fn the_tcache_goes_off_for_the_supervisor_only() {
         );
         assert!(ours.contains(&given_first), "{ours:?}");
         assert!(ours.contains("glibc.malloc.tcache_count=0"), "{ours:?}");
+        // One arena, unless the user set theirs (arena_max=2 here).
+        assert_eq!(
+            ours.contains("glibc.malloc.arena_max=1"),
+            given.is_none(),
+            "{ours:?}"
+        );
         let theirs = environ(service);
         let tunables: Vec<&str> = theirs
             .split('\0')

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             log_format,
             log_level,
         } => with_config(&config.path, |config| {
-            tunables::turn_off_the_tcache();
+            tunables::tune_malloc();
             run::run(
                 config,
                 run::Options {
