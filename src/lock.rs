@@ -39,6 +39,7 @@ use crate::sys;
 
 mod reservation;
 pub(crate) use reservation::read_boot_id_ahead;
+use reservation::Found;
 pub use reservation::RESERVATION_FILE;
 
 pub const LOCK_FILE: &str = ".handoff.lock";
@@ -236,8 +237,9 @@ impl DataDirLock {
 
     /// The fencing token of this tenure: 1 for the first acquire ever of
     /// this data directory, above every earlier tenure's on every acquire
-    /// since (one more in the usual flows), durable across restarts. Stamp it on writes so that a process that lost the
-    /// lock can be told apart from the one that holds it.
+    /// since (one more in the usual flows), durable across restarts. Stamp
+    /// it on writes so that a process that lost the lock can be told apart
+    /// from the one that holds it.
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -251,8 +253,8 @@ impl DataDirLock {
     /// that the successor of a handoff takes the lock without an fsync in
     /// the blackout. The incumbent's library calls it when a supervisor
     /// answers its Hello; calling it again while the reservation is open
-    /// does nothing. On an error
-    /// nothing is reserved, and the successor counts up as without it.
+    /// does nothing. On an error nothing is reserved, and the successor
+    /// counts up as without it.
     pub fn reserve_next(&mut self) -> Result<u64> {
         let files = self
             .files
@@ -266,15 +268,15 @@ impl DataDirLock {
                 e,
             )
         };
-        if let Some(open) = self
-            .reserved
-            .filter(|&r| reservation::is_open(&self.dir, r))
-        {
-            return Ok(open);
+        let record = reservation::read(&self.dir).map_err(io)?;
+        if let Some(record) = &record {
+            if self.reserved == Some(record.generation) && record.is_open() {
+                return Ok(record.generation);
+            }
         }
         let (count, _) = read_generation_in(&files.generation, &path)?;
-        let reserved = reservation::reserved(&self.dir).map_err(io)?;
-        let next = next_after(count.max(reserved.unwrap_or(0)), &path)?;
+        let reserved = record.map_or(0, |r| r.generation);
+        let next = next_after(count.max(reserved), &path)?;
         reservation::reserve(&self.dir, next).map_err(io)?;
         self.reserved = Some(next);
         Ok(next)
@@ -550,15 +552,15 @@ struct Counted {
 fn count_up_in(file: &File, path: &Path, dir: &Path, retaking: Option<u64>) -> Result<Counted> {
     let (current, stored_len) = read_generation_in(file, path)?;
     let same_width = stored_len == generation_record(0).len();
-    if let Some(claimed) = reservation::claim(dir, current) {
-        store_generation(file, path, claimed, same_width, false)?;
-        return Ok(Counted {
-            generation: claimed,
-            claimed: true,
-        });
-    }
-    let reserved = match reservation::reserved(dir) {
-        Ok(reserved) => reserved,
+    let reserved = match reservation::claim(dir, current) {
+        Ok(Found::Claimed(claimed)) => {
+            store_generation(file, path, claimed, same_width, false)?;
+            return Ok(Counted {
+                generation: claimed,
+                claimed: true,
+            });
+        }
+        Ok(Found::CountAbove(reserved)) => reserved,
         Err(_) if retaking.is_some() => retaking,
         Err(e) => {
             return Err(Error::io(
@@ -884,6 +886,17 @@ mod tests {
         releaser.join().unwrap();
     }
 
+    /// A tenure at `generation` that reserved the next one and let go of
+    /// the lock for a handoff.
+    fn reserve_and_release(dir: &Path, generation: u64) -> ReleasedLock {
+        let mut holder = DataDirLock::acquire(dir).unwrap();
+        assert_eq!(holder.generation(), generation);
+        assert_eq!(holder.reserve_next().unwrap(), generation + 1);
+        let (released, result) = holder.release_keeping_files();
+        result.unwrap();
+        released
+    }
+
     /// The successor of a handoff takes the generation its incumbent
     /// reserved (the count stored as it is claimed); a retake after an abort
     /// takes it too when nobody claimed it, and counts above it otherwise.
@@ -917,11 +930,7 @@ mod tests {
         );
 
         // Unclaimed: the retake takes it.
-        let mut holder = DataDirLock::acquire(dir).unwrap();
-        assert_eq!(holder.generation(), 4);
-        assert_eq!(holder.reserve_next().unwrap(), 5);
-        let (mut released, result) = holder.release_keeping_files();
-        result.unwrap();
+        let mut released = reserve_and_release(dir, 4);
         assert_eq!(released.retake().unwrap().generation(), 5);
     }
 
@@ -932,10 +941,7 @@ mod tests {
     fn an_unreadable_reservation_is_counted_above() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let mut holder = DataDirLock::acquire(dir).unwrap();
-        assert_eq!(holder.reserve_next().unwrap(), 2);
-        let (mut released, result) = holder.release_keeping_files();
-        result.unwrap();
+        let mut released = reserve_and_release(dir, 1);
         let successor = DataDirLock::acquire(dir).unwrap();
         assert_eq!(successor.generation(), 2);
         drop(successor);

@@ -152,20 +152,17 @@ impl Successor {
             return Err(Error::WrongState("handshake already done".into()));
         }
         let shaken = self.exchange_hello(build_id);
-        self.unbind_on_failure(shaken)
-    }
-
-    /// A successor whose handshake failed never gets to Ready: its prebound
-    /// control socket goes at once, not at its drop, which a service that
-    /// exits on the error never reaches. The supervisor journals the
-    /// successor only once its Hello is answered: before, nobody else
-    /// removes the socket (a supervisor killed then, S_AFTER_SPAWN). Later
-    /// failures leave it to the drop, the supervisor's discard or recovery.
-    fn unbind_on_failure<T>(&mut self, result: Result<T>) -> Result<T> {
-        if result.is_err() {
+        // A successor whose handshake failed never gets to Ready: its
+        // prebound control socket goes at once, not at its drop, which a
+        // service that exits on the error never reaches. The supervisor
+        // journals the successor only once its Hello is answered: before,
+        // nobody else removes the socket (a supervisor killed then,
+        // S_AFTER_SPAWN). Later failures leave it to the drop, the
+        // supervisor's discard or recovery.
+        if shaken.is_err() {
             self.prebound = None;
         }
-        result
+        shaken
     }
 
     fn exchange_hello(&mut self, build_id: &[u8]) -> Result<HandoffId> {

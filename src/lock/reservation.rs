@@ -55,11 +55,9 @@ pub(super) struct Reservation {
 }
 
 impl Reservation {
-    /// Whether this acquire may claim it, the count being `count`.
-    fn claimable(&self, count: u64) -> bool {
-        self.mark == Mark::Reserved
-            && self.generation > count
-            && boot_id() == Some(self.boot.as_str())
+    /// Reserved by this boot and not yet claimed.
+    pub(super) fn is_open(&self) -> bool {
+        self.mark == Mark::Reserved && boot_id() == Some(self.boot.as_str())
     }
 
     fn record(generation: u64, boot: &str, mark: Mark) -> String {
@@ -140,26 +138,44 @@ fn open(dir: &Path, create: bool) -> std::io::Result<(File, Option<Reservation>)
     Ok((file, Reservation::parse(&bytes[..len])))
 }
 
-/// The reserved generation, whatever the boot and the mark, if there is a
-/// readable record: counting up starts above it. An unreadable file is
-/// reported (the caller cannot tell how far a claim went).
-pub(super) fn reserved(dir: &Path) -> std::io::Result<Option<u64>> {
+/// The record, if the file is there and it parses. An unreadable file is
+/// reported: counting up starts above the reserved generation whatever
+/// the boot and the mark, and the caller cannot tell how far a claim went.
+pub(super) fn read(dir: &Path) -> std::io::Result<Option<Reservation>> {
     match open(dir, false) {
-        Ok((_, record)) => Ok(record.map(|r| r.generation)),
+        Ok((_, record)) => Ok(record),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Claim the reservation above `count` if there is one: its generation,
-/// marked claimed. None (count up instead) when there is none or it cannot
-/// be marked.
-pub(super) fn claim(dir: &Path, count: u64) -> Option<u64> {
-    let (file, record) = open(dir, false).ok()?;
-    let record = record.filter(|r| r.claimable(count))?;
-    let claimed = Reservation::record(record.generation, &record.boot, Mark::Claimed);
-    file.write_all_at(claimed.as_bytes(), 0).ok()?;
-    Some(record.generation)
+/// What an acquire found: a reservation it claimed, or the generation to
+/// count above (None: no record).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Found {
+    Claimed(u64),
+    CountAbove(Option<u64>),
+}
+
+/// Claim the open reservation above `count`, marked claimed. Else (none,
+/// not claimable, or the mark cannot be written) the generation to count
+/// above. One open of the file.
+pub(super) fn claim(dir: &Path, count: u64) -> std::io::Result<Found> {
+    let (file, record) = match open(dir, false) {
+        Ok(found) => found,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::CountAbove(None)),
+        Err(e) => return Err(e),
+    };
+    let Some(record) = record else {
+        return Ok(Found::CountAbove(None));
+    };
+    if record.is_open() && record.generation > count {
+        let claimed = Reservation::record(record.generation, &record.boot, Mark::Claimed);
+        if file.write_all_at(claimed.as_bytes(), 0).is_ok() {
+            return Ok(Found::Claimed(record.generation));
+        }
+    }
+    Ok(Found::CountAbove(Some(record.generation)))
 }
 
 /// Reserve `generation` (above every generation used or reserved): made
@@ -180,12 +196,6 @@ pub(super) fn reserve(dir: &Path, generation: u64) -> std::io::Result<()> {
     }
     let reserved = Reservation::record(generation, boot, Mark::Reserved);
     file.write_all_at(reserved.as_bytes(), 0)
-}
-
-/// Whether `generation` is reserved by this boot and not yet claimed.
-pub(super) fn is_open(dir: &Path, generation: u64) -> bool {
-    matches!(open(dir, false), Ok((_, Some(r)))
-        if r.generation == generation && r.claimable(generation.saturating_sub(1)))
 }
 
 #[cfg(test)]
@@ -211,29 +221,28 @@ mod tests {
     #[test]
     fn a_reservation_is_claimed_once_and_only_above_the_count_of_this_boot() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(reserved(dir.path()).unwrap(), None);
-        assert_eq!(claim(dir.path(), 4), None, "nothing reserved");
+        let claim = |count| claim(dir.path(), count).unwrap();
+        let is_open = || read(dir.path()).unwrap().is_some_and(|r| r.is_open());
+        assert_eq!(read(dir.path()).unwrap(), None);
+        assert_eq!(claim(4), Found::CountAbove(None), "nothing reserved");
         reserve(dir.path(), 5).unwrap();
-        assert!(is_open(dir.path(), 5));
-        assert_eq!(claim(dir.path(), 5), None, "not above the count");
-        assert_eq!(claim(dir.path(), 4), Some(5));
-        assert_eq!(claim(dir.path(), 4), None, "claimed already");
-        assert!(!is_open(dir.path(), 5));
-        assert_eq!(reserved(dir.path()).unwrap(), Some(5));
+        assert!(is_open());
+        assert_eq!(claim(5), Found::CountAbove(Some(5)), "not above the count");
+        assert_eq!(claim(4), Found::Claimed(5));
+        assert_eq!(claim(4), Found::CountAbove(Some(5)), "claimed already");
+        assert!(!is_open());
 
         // Another boot's: counted above, never claimed.
         reserve(dir.path(), 6).unwrap();
         let path = dir.path().join(RESERVATION_FILE);
         let other = Reservation::record(6, "ffffffff-ffff-ffff-ffff-ffffffffffff", Mark::Reserved);
         std::fs::write(&path, other).unwrap();
-        assert_eq!(claim(dir.path(), 5), None);
-        assert_eq!(reserved(dir.path()).unwrap(), Some(6));
+        assert_eq!(claim(5), Found::CountAbove(Some(6)));
 
         // Pending (its fsync not known done: a holder killed in between):
         // counted above, never claimed.
         let pending = Reservation::record(7, boot_id().unwrap(), Mark::Pending);
         std::fs::write(&path, pending).unwrap();
-        assert_eq!(claim(dir.path(), 5), None);
-        assert_eq!(reserved(dir.path()).unwrap(), Some(7));
+        assert_eq!(claim(5), Found::CountAbove(Some(7)));
     }
 }
