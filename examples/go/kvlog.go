@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -429,9 +430,21 @@ func (l *kvLog) end() int64 {
 // waitDurable returns once every byte before off is on disk, syncing if no
 // one else is. An fdatasync failure is fatal: nothing more may be answered.
 func (l *kvLog) waitDurable(off int64, fatal func(string, ...any)) {
+	l.waitDurableUnless(off, fatal, nil)
+}
+
+// waitDurableUnless is waitDurable that gives up, without syncing, once
+// carry is set (woken by wakeWaiters): then it says false. A drain that
+// moves the connections carries their answers as they are, and its seal
+// makes them durable; waiting for a group commit, or starting one, would
+// only hold the drain up (0.26 ms seen, an fdatasync begun after it).
+func (l *kvLog) waitDurableUnless(off int64, fatal func(string, ...any), carry *atomic.Bool) bool {
 	l.sync.Lock()
 	defer l.sync.Unlock()
 	for l.synced < off {
+		if carry != nil && carry.Load() {
+			return false
+		}
 		if l.syncing {
 			l.done.Wait()
 			continue
@@ -450,6 +463,14 @@ func (l *kvLog) waitDurable(off int64, fatal func(string, ...any)) {
 		}
 		l.done.Broadcast()
 	}
+	return true
+}
+
+// wakeWaiters wakes every waitDurableUnless, to look at its carry again.
+func (l *kvLog) wakeWaiters() {
+	l.sync.Lock()
+	l.done.Broadcast()
+	l.sync.Unlock()
 }
 
 // durable says whether every byte before off is on disk, without waiting.

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1108,5 +1109,50 @@ func TestOpenStateGoesOnWhenCompactionFails(t *testing.T) {
 	mustNotExist(t, filepath.Join(dir, compactFile))
 	if got, _ := os.ReadFile(logPath(dir)); !bytes.Equal(got, data) {
 		t.Fatal("kv.log changed")
+	}
+}
+
+// A wait for durability that a drain which moves the connections cuts
+// short: with carry set it neither syncs nor waits for a group commit in
+// flight (woken by wakeWaiters), and says the bytes are not durable.
+func TestWaitDurableUnlessCarryGivesUp(t *testing.T) {
+	l, _ := mustOpen(t, t.TempDir(), nil)
+	fail := func(format string, args ...any) { t.Errorf(format, args...) }
+	end, err := l.appendSet(1, []byte("k"), []byte("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var carry atomic.Bool
+	carry.Store(true)
+	if l.waitDurableUnless(end, fail, &carry) || l.durable(end) {
+		t.Fatal("a wait with carry set synced")
+	}
+
+	// A group commit in flight (syncing, as another connection's): the
+	// waiter waits until wakeWaiters, once carry is set.
+	carry.Store(false)
+	l.sync.Lock()
+	l.syncing = true
+	l.sync.Unlock()
+	gave := make(chan bool)
+	go func() { gave <- l.waitDurableUnless(end, fail, &carry) }()
+	select {
+	case <-gave:
+		t.Fatal("the waiter did not wait for the group commit in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	carry.Store(true)
+	l.wakeWaiters()
+	if <-gave {
+		t.Fatal("the woken waiter says the bytes are durable")
+	}
+	l.sync.Lock()
+	l.syncing = false
+	l.sync.Unlock()
+
+	// Without carry it syncs, as waitDurable does.
+	carry.Store(false)
+	if !l.waitDurableUnless(end, fail, &carry) || !l.durable(end) {
+		t.Fatal("the wait without carry did not make the bytes durable")
 	}
 }

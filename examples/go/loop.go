@@ -114,12 +114,16 @@ func (s *server) beginDrain(r *handoff.Request) {
 //
 // The connections are woken before the accept goroutine is stopped (a
 // wait for that goroutine to run): they park meanwhile. One it accepts
-// meanwhile is woken as it is added.
+// meanwhile is woken as it is added. Those waiting for a group commit are
+// woken too: their answers move as they are (settle).
 func (s *server) beginMovingDrain(r *handoff.Request) {
 	s.drain, s.drainBudget = r, time.NewTimer(r.TimeLeft())
 	s.moving.Store(true)
 	for c := range s.conns {
 		c.nc.SetDeadline(time.Now())
+	}
+	if l := s.currentLog(); l != nil {
+		l.wakeWaiters() // those waiting for a group commit park too
 	}
 	s.stopAccepting()
 }

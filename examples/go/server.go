@@ -223,7 +223,7 @@ func (s *server) serveConn(c *conn) {
 	buf := make([]byte, 4096)
 	for {
 		err := s.flushOut(c)
-		if err == nil && c.eof {
+		if err == nil && c.eof && len(c.out) == 0 {
 			break // answered to the end; the client closed
 		}
 		writing := err != nil
@@ -265,10 +265,10 @@ func (s *server) serveConn(c *conn) {
 }
 
 // flushOut writes c.out, once its answers are durable; what a deadline
-// left unwritten stays in it.
+// left unwritten stays in it, and all of it when a drain that moves c
+// began before they were.
 func (s *server) flushOut(c *conn) error {
-	settle(c)
-	if len(c.out) == 0 {
+	if !s.settle(c) || len(c.out) == 0 {
 		return nil
 	}
 	n, err := c.nc.Write(c.out)
@@ -295,7 +295,7 @@ func (s *server) readSome(c *conn, buf []byte) error {
 			c.owed, c.owedAt = l, durableAt
 		}
 		if !s.moving.Load() {
-			settle(c)
+			s.settle(c)
 		}
 	}
 	if errors.Is(err, io.EOF) {
@@ -306,12 +306,17 @@ func (s *server) readSome(c *conn, buf []byte) error {
 }
 
 // settle waits until c.out's answers are durable (fsyncing if no one
-// else is). The log they wait for may be one a seal since fsynced.
-func settle(c *conn) {
+// else is), and says they are; unless a drain that moves c begins first:
+// they move as they are (park). The log they wait for may be one a seal
+// since fsynced.
+func (s *server) settle(c *conn) bool {
 	if c.owed != nil {
-		c.owed.waitDurable(c.owedAt, fatal)
+		if !c.owed.waitDurableUnless(c.owedAt, fatal, &s.moving) {
+			return false
+		}
 		c.owed = nil
 	}
+	return true
 }
 
 // clearDeadlines ends a rolled-back drain's deadlines on c. A drain that
