@@ -1001,9 +1001,10 @@ void handoff_inherited_free(struct handoff_inherited *inherited);
 /**
  * Take the lock on `data_dir` (created if missing) without waiting: on
  * success `*out` is a new lock owned by the caller, its generation above
- * every previous holder's (one more in the usual flows). When a live process holds it (this process
- * included) the answer is `HANDOFF_ERR_LOCK_HELD`, with the holder's pid in
- * the message. A pidfile left by a dead process does not stand in the way.
+ * every previous holder's (one more in the usual flows). When a live
+ * process holds it (this process included) the answer is
+ * `HANDOFF_ERR_LOCK_HELD`, with the holder's pid in the message. A pidfile
+ * left by a dead process does not stand in the way.
  */
 handoff_status handoff_lock_acquire(const char *data_dir,
                                     struct handoff_lock **out,
@@ -1023,8 +1024,9 @@ handoff_status handoff_lock_acquire_with_retry(const char *data_dir,
  * The lock's generation, a fencing token: 1 on the first acquire ever of
  * the data directory, above every earlier tenure's on every acquire since
  * (one more in the usual flows; kept in `<data_dir>/.handoff.generation`,
- * and ahead of a handoff in `.handoff.reserved`). 0 for NULL or an empty handle (its lock
- * moved into an incumbent: ask `handoff_incumbent_generation`).
+ * and ahead of a handoff in `.handoff.reserved`). 0 for NULL or an empty
+ * handle (its lock moved into an incumbent: ask
+ * `handoff_incumbent_generation`).
  */
 uint64_t handoff_lock_generation(const struct handoff_lock *lock);
 

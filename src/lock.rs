@@ -182,7 +182,7 @@ impl DataDirLock {
                 }),
                 generation: counted.generation,
                 reserved: None,
-                count_unsynced: counted.claimed,
+                count_unsynced: counted.count_unsynced,
             };
             // Only the successor has it in its environment (the test gives
             // N points to the supervisor, which never takes the lock).
@@ -260,24 +260,8 @@ impl DataDirLock {
             .files
             .as_ref()
             .ok_or_else(|| Error::WrongState("the lock is released".into()))?;
-        let path = self.dir.join(GENERATION_FILE);
-        let io = |e| {
-            Error::io(
-                "cannot reserve the next generation",
-                self.dir.join(RESERVATION_FILE),
-                e,
-            )
-        };
-        let record = reservation::read(&self.dir).map_err(io)?;
-        if let Some(record) = &record {
-            if self.reserved == Some(record.generation) && record.is_open() {
-                return Ok(record.generation);
-            }
-        }
-        let (count, _) = read_generation_in(&files.generation, &path)?;
-        let reserved = record.map_or(0, |r| r.generation);
-        let next = next_after(count.max(reserved), &path)?;
-        reservation::reserve(&self.dir, next).map_err(io)?;
+        let (count, _) = read_generation_in(&files.generation, &self.dir.join(GENERATION_FILE))?;
+        let next = reservation::reserve(&self.dir, count, self.reserved)?;
         self.reserved = Some(next);
         Ok(next)
     }
@@ -417,7 +401,7 @@ impl ReleasedLock {
             &lock.dir,
             Some(self.reserved.unwrap_or(0)),
         )?;
-        (lock.generation, lock.count_unsynced) = (counted.generation, counted.claimed);
+        (lock.generation, lock.count_unsynced) = (counted.generation, counted.count_unsynced);
         Ok(lock)
     }
 }
@@ -441,7 +425,7 @@ fn own_pid() -> String {
 /// version removed it) costs only the diagnostic, not the lock.
 fn write_pidfile(dir: &Path) -> Result<Option<File>> {
     let path = dir.join(PIDFILE);
-    let written = open_in_place(&path, 0o644).and_then(|file| {
+    let written = open_in_place(&path, 0o644, true).and_then(|file| {
         rewrite_in_place(&file, own_pid().as_bytes())?;
         Ok(file)
     });
@@ -486,13 +470,14 @@ fn is_current_inode(file: &File, path: &Path) -> Result<bool> {
 /// A released pidfile: one byte, so that its block stays allocated.
 const NOBODY: &[u8] = b"\n";
 
-/// Open one of the lock's files, creating it if missing, never truncating
-/// it, never following a symlink (ELOOP) nor blocking on a FIFO.
-fn open_in_place(path: &Path, mode: u32) -> std::io::Result<File> {
+/// Open one of the lock's files, creating it if missing when `create`,
+/// never truncating it, never following a symlink (ELOOP) nor blocking on
+/// a FIFO.
+fn open_in_place(path: &Path, mode: u32, create: bool) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
+        .create(create)
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
@@ -512,12 +497,12 @@ fn rewrite_in_place(file: &File, bytes: &[u8]) -> std::io::Result<()> {
     file.set_len(bytes.len() as u64)
 }
 
-/// Store the generation after the stored one (0 when there is none, or an
-/// empty file: a first acquire that never completed) and give it, with the
-/// file kept open. Called only while holding the flock.
+/// Take the tenure's generation (count_up_in) from the generation file,
+/// created if missing, and give it with the file kept open. Called only
+/// while holding the flock.
 fn count_up(dir: &Path) -> Result<(Counted, File)> {
     let path = dir.join(GENERATION_FILE);
-    let file = open_in_place(&path, 0o644)
+    let file = open_in_place(&path, 0o644, true)
         .map_err(|e| Error::io("cannot open generation file", &path, e))?;
     let created = file
         .metadata()
@@ -532,16 +517,18 @@ fn count_up(dir: &Path) -> Result<(Counted, File)> {
     Ok((next, file))
 }
 
-/// A tenure's generation, and whether it was a reservation's (the count
-/// then stored without an fsync).
+/// A tenure's generation, and whether its count was stored without an
+/// fsync (a successor's claim: `DataDirLock::make_generation_durable`).
 struct Counted {
     generation: u64,
-    claimed: bool,
+    count_unsynced: bool,
 }
 
 /// The generation for a tenure taking the lock: the reservation above the
 /// count if one is open (reservation.rs), else the one above both the count
-/// and any reservation, stored in place, durably.
+/// and any reservation, stored in place, durably. A fresh acquire stores a
+/// claimed one without an fsync (a successor's is in the blackout); a
+/// retake, after an abort, durably.
 ///
 /// A reservation file that cannot be read fails a fresh acquire (it may
 /// come after a reboot that lost a claim's count). A retake (`retaking`:
@@ -554,10 +541,11 @@ fn count_up_in(file: &File, path: &Path, dir: &Path, retaking: Option<u64>) -> R
     let same_width = stored_len == generation_record(0).len();
     let reserved = match reservation::claim(dir, current) {
         Ok(Found::Claimed(claimed)) => {
-            store_generation(file, path, claimed, same_width, false)?;
+            let durably = retaking.is_some();
+            store_generation(file, path, claimed, same_width, durably)?;
             return Ok(Counted {
                 generation: claimed,
-                claimed: true,
+                count_unsynced: !durably,
             });
         }
         Ok(Found::CountAbove(reserved)) => reserved,
@@ -574,7 +562,7 @@ fn count_up_in(file: &File, path: &Path, dir: &Path, retaking: Option<u64>) -> R
     store_generation(file, path, next, same_width, true)?;
     Ok(Counted {
         generation: next,
-        claimed: false,
+        count_unsynced: false,
     })
 }
 
@@ -929,9 +917,12 @@ mod tests {
             "claimed: counted above"
         );
 
-        // Unclaimed: the retake takes it.
+        // Unclaimed: the retake takes it, its count stored durably (after
+        // an abort: nothing else would make it so).
         let mut released = reserve_and_release(dir, 4);
-        assert_eq!(released.retake().unwrap().generation(), 5);
+        let retaken = released.retake().unwrap();
+        assert_eq!(retaken.generation(), 5);
+        assert!(!retaken.count_unsynced);
     }
 
     /// A reservation the retake cannot read (here a directory in its place;

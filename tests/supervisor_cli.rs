@@ -125,7 +125,7 @@ fn environ(pid: u32) -> String {
 /// src/bin/handoff-supervisor/tunables.rs); the
 /// services it starts get GLIBC_TUNABLES as the supervisor was given it.
 #[test]
-fn the_tcache_goes_off_for_the_supervisor_only() {
+fn malloc_is_tuned_for_the_supervisor_only() {
     for given in [None, Some("glibc.malloc.arena_max=2")] {
         let f = Fixture::new();
         f.write_config("");

@@ -161,7 +161,7 @@ func run(o options) int {
 	// blackout. The accept goroutine first, and run at once: queued behind
 	// the adopted connections (their writes, their fsyncs) and the signal
 	// set-up, the first accept came 0.35 to 0.6 ms after Ready (timestamps,
-	// under load); now 0.03 ms.
+	// under load); now 0.05 ms.
 	s.startAccepting()
 	runtime.Gosched()
 	for _, c := range s.adopted {

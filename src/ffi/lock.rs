@@ -43,9 +43,10 @@ impl handoff_lock {
 
 /// Take the lock on `data_dir` (created if missing) without waiting: on
 /// success `*out` is a new lock owned by the caller, its generation above
-/// every previous holder's (one more in the usual flows). When a live process holds it (this process
-/// included) the answer is `HANDOFF_ERR_LOCK_HELD`, with the holder's pid in
-/// the message. A pidfile left by a dead process does not stand in the way.
+/// every previous holder's (one more in the usual flows). When a live
+/// process holds it (this process included) the answer is
+/// `HANDOFF_ERR_LOCK_HELD`, with the holder's pid in the message. A pidfile
+/// left by a dead process does not stand in the way.
 #[no_mangle]
 pub unsafe extern "C" fn handoff_lock_acquire(
     data_dir: *const c_char,
@@ -84,8 +85,9 @@ pub unsafe extern "C" fn handoff_lock_acquire_with_retry(
 /// The lock's generation, a fencing token: 1 on the first acquire ever of
 /// the data directory, above every earlier tenure's on every acquire since
 /// (one more in the usual flows; kept in `<data_dir>/.handoff.generation`,
-/// and ahead of a handoff in `.handoff.reserved`). 0 for NULL or an empty handle (its lock
-/// moved into an incumbent: ask `handoff_incumbent_generation`).
+/// and ahead of a handoff in `.handoff.reserved`). 0 for NULL or an empty
+/// handle (its lock moved into an incumbent: ask
+/// `handoff_incumbent_generation`).
 #[no_mangle]
 pub unsafe extern "C" fn handoff_lock_generation(lock: *const handoff_lock) -> u64 {
     // SAFETY: NULL or a live lock from this library.

@@ -635,7 +635,6 @@ impl<'a> Driver<'a> {
                         .generation
                         .store(lock.generation(), std::sync::atomic::Ordering::Relaxed);
                     self.incumbent.lock = Some(lock);
-                    self.make_generation_durable();
                     self.rebind_control_socket();
                 }
                 Err(Error::LockHeld { holder, .. }) => {

@@ -5,10 +5,11 @@
 //! `<data_dir>/.handoff.reserved` holds one fixed-width record (60 bytes,
 //! within a sector, rewritten in place): the reserved generation (20
 //! digits), the boot id of the boot that wrote it, and `P` (pending), `R`
-//! (reserved) or `C` (claimed). The holder reserves when a supervisor answers its Hello:
-//! the record as `P` (pending) with pwrite + fdatasync (and the
-//! directory's fsync when it created the file), then flipped to `R` in
-//! place: a reservation is claimable only once its generation is durable.
+//! (reserved) or `C` (claimed). The holder reserves when a supervisor
+//! answers its Hello: the record as `P` (pending) with pwrite + fdatasync (and the
+//! directory's fsync unless an `R` or `C` record was there), then flipped
+//! to `R` in place: a reservation is claimable only once its generation
+//! and its directory entry are durable.
 //! The generation file is not touched.
 //!
 //! - **Claiming.** An acquirer, under the flock, takes a reservation of
@@ -22,15 +23,18 @@
 //!   claim is never given again, even if the count stored with the claim
 //!   was lost to a power cut. After a reboot a reservation is never
 //!   claimed (its `C` mark may have been lost).
-//! - The count a claim stored is made durable later, off the blackout
+//! - The count a successor's claim stored is made durable later, off the
+//!   blackout, when its incumbent's loop starts
 //!   ([`DataDirLock::make_generation_durable`](super::DataDirLock)), for a
-//!   reader that knows only the generation file.
+//!   reader that knows only the generation file; a retake's, at once.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::ErrorKind;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
 
 pub const RESERVATION_FILE: &str = ".handoff.reserved";
 
@@ -116,37 +120,23 @@ fn boot_id() -> Option<&'static str> {
     Some(BOOT.get_or_init(|| id.to_owned()))
 }
 
-/// The reservation file, if it is there and a regular file (never
-/// following a symlink nor blocking on a FIFO), and its record if it
-/// parses.
-fn open(dir: &Path, create: bool) -> std::io::Result<(File, Option<Reservation>)> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(dir.join(RESERVATION_FILE))?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let mut bytes = [0u8; 64];
-    let len = file.read_at(&mut bytes, 0)?;
-    Ok((file, Reservation::parse(&bytes[..len])))
-}
-
-/// The record, if the file is there and it parses. An unreadable file is
-/// reported: counting up starts above the reserved generation whatever
-/// the boot and the mark, and the caller cannot tell how far a claim went.
-pub(super) fn read(dir: &Path) -> std::io::Result<Option<Reservation>> {
-    match open(dir, false) {
-        Ok((_, record)) => Ok(record),
+/// The reservation file if it is there (a regular file: the lock's files'
+/// rules, `open_in_place`), and its record if it parses.
+fn open_existing(dir: &Path) -> std::io::Result<Option<(File, Option<Reservation>)>> {
+    match super::open_in_place(&dir.join(RESERVATION_FILE), 0o644, false) {
+        Ok(file) => {
+            let record = read_record(&file)?;
+            Ok(Some((file, record)))
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+fn read_record(file: &File) -> std::io::Result<Option<Reservation>> {
+    let mut bytes = [0u8; 64];
+    let len = file.read_at(&mut bytes, 0)?;
+    Ok(Reservation::parse(&bytes[..len]))
 }
 
 /// What an acquire found: a reservation it claimed, or the generation to
@@ -159,12 +149,12 @@ pub(super) enum Found {
 
 /// Claim the open reservation above `count`, marked claimed. Else (none,
 /// not claimable, or the mark cannot be written) the generation to count
-/// above. One open of the file.
+/// above. An unreadable file is an error: counting up starts above the
+/// reserved generation whatever the boot and the mark, and the caller
+/// cannot tell how far a claim went. One open of the file.
 pub(super) fn claim(dir: &Path, count: u64) -> std::io::Result<Found> {
-    let (file, record) = match open(dir, false) {
-        Ok(found) => found,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Found::CountAbove(None)),
-        Err(e) => return Err(e),
+    let Some((file, record)) = open_existing(dir)? else {
+        return Ok(Found::CountAbove(None));
     };
     let Some(record) = record else {
         return Ok(Found::CountAbove(None));
@@ -178,24 +168,41 @@ pub(super) fn claim(dir: &Path, count: u64) -> std::io::Result<Found> {
     Ok(Found::CountAbove(Some(record.generation)))
 }
 
-/// Reserve `generation` (above every generation used or reserved): made
-/// durable as pending, then claimable. On an error nothing is claimable: a
-/// pending record never is (it is counted above all the same).
-pub(super) fn reserve(dir: &Path, generation: u64) -> std::io::Result<()> {
-    let boot = boot_id()
-        .ok_or_else(|| std::io::Error::new(ErrorKind::Unsupported, "the boot id cannot be read"))?;
-    let (file, _) = open(dir, true)?;
-    let created = file.metadata()?.len() == 0;
-    let pending = Reservation::record(generation, boot, Mark::Pending);
-    file.write_all_at(pending.as_bytes(), 0)?;
-    file.set_len(pending.len() as u64)?;
-    file.sync_data()?;
-    if created {
-        // Its directory entry must survive a power cut too.
-        crate::fsutil::sync_dir(dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+/// Reserve the generation above `count` and any reservation's, made
+/// durable as pending, then claimable; or keep `ours`, the one this tenure
+/// reserved, while it is still open (a stray client answering the Hello
+/// costs one fsync at most). One open of the file. On an error nothing is
+/// claimable: a pending record never is (it is counted above all the same).
+pub(super) fn reserve(dir: &Path, count: u64, ours: Option<u64>) -> Result<u64> {
+    let path = dir.join(RESERVATION_FILE);
+    let io = |e| Error::io("cannot reserve the next generation", &path, e);
+    let boot = boot_id().ok_or_else(|| {
+        io(std::io::Error::new(
+            ErrorKind::Unsupported,
+            "the boot id cannot be read",
+        ))
+    })?;
+    let file = super::open_in_place(&path, 0o644, true).map_err(io)?;
+    let record = read_record(&file).map_err(io)?;
+    if let Some(record) = &record {
+        if ours == Some(record.generation) && record.is_open() {
+            return Ok(record.generation);
+        }
     }
-    let reserved = Reservation::record(generation, boot, Mark::Reserved);
-    file.write_all_at(reserved.as_bytes(), 0)
+    let above = count.max(record.as_ref().map_or(0, |r| r.generation));
+    let next = super::next_after(above, &dir.join(super::GENERATION_FILE))?;
+    let pending = Reservation::record(next, boot, Mark::Pending);
+    super::rewrite_in_place(&file, pending.as_bytes()).map_err(io)?;
+    file.sync_data().map_err(io)?;
+    // A claimable or claimed record was written only once its directory
+    // entry was durable; with none (a new file, or one whose first reserve
+    // stopped short) the entry is made durable here, before any is.
+    if record.is_none_or(|r| r.mark == Mark::Pending) {
+        crate::fsutil::sync_dir(dir)?;
+    }
+    let reserved = Reservation::record(next, boot, Mark::Reserved);
+    file.write_all_at(reserved.as_bytes(), 0).map_err(io)?;
+    Ok(next)
 }
 
 #[cfg(test)]
@@ -218,22 +225,34 @@ mod tests {
         }
     }
 
+    fn read(dir: &Path) -> Option<Reservation> {
+        open_existing(dir).unwrap().and_then(|(_, record)| record)
+    }
+
     #[test]
     fn a_reservation_is_claimed_once_and_only_above_the_count_of_this_boot() {
         let dir = tempfile::tempdir().unwrap();
         let claim = |count| claim(dir.path(), count).unwrap();
-        let is_open = || read(dir.path()).unwrap().is_some_and(|r| r.is_open());
-        assert_eq!(read(dir.path()).unwrap(), None);
+        let is_open = || read(dir.path()).is_some_and(|r| r.is_open());
+        assert_eq!(read(dir.path()), None);
         assert_eq!(claim(4), Found::CountAbove(None), "nothing reserved");
-        reserve(dir.path(), 5).unwrap();
+        assert_eq!(reserve(dir.path(), 4, None).unwrap(), 5);
+        assert_eq!(
+            reserve(dir.path(), 4, Some(5)).unwrap(),
+            5,
+            "ours, open: kept"
+        );
         assert!(is_open());
         assert_eq!(claim(5), Found::CountAbove(Some(5)), "not above the count");
         assert_eq!(claim(4), Found::Claimed(5));
         assert_eq!(claim(4), Found::CountAbove(Some(5)), "claimed already");
         assert!(!is_open());
 
+        // Claimed: the next one is above it.
+        assert_eq!(reserve(dir.path(), 4, Some(5)).unwrap(), 6);
+        assert_eq!(claim(4), Found::Claimed(6));
+
         // Another boot's: counted above, never claimed.
-        reserve(dir.path(), 6).unwrap();
         let path = dir.path().join(RESERVATION_FILE);
         let other = Reservation::record(6, "ffffffff-ffff-ffff-ffff-ffffffffffff", Mark::Reserved);
         std::fs::write(&path, other).unwrap();

@@ -9,9 +9,10 @@
 //! `GLIBC_TUNABLES=glibc.malloc.tcache_count=0` it stays flat from the
 //! first handoff on; the supervisor allocates too little for the cache to
 //! matter to its speed. Tunables are read only when a program starts, so
-//! `run` executes itself once more with the cache off, and puts the
-//! variable back as it found it before anything else runs: the services
-//! it spawns get the environment the supervisor was given.
+//! `run` executes itself once more with the cache off (and one arena,
+//! below), and puts the variable back as it found it before anything else
+//! runs: the services it spawns get the environment the supervisor was
+//! given.
 //!
 //! One arena: every handoff runs on a thread of its own (worker.rs), and
 //! glibc gives such threads arenas of their own, whose freed memory is
